@@ -1,0 +1,249 @@
+//! Chunk encoding and decoding (spec §5): pure functions from bytes to bytes.
+//!
+//! The decoder here is the low-level layer another runtime (or `tpde-gpu`)
+//! can drive itself: it needs only the [`Chunk`] descriptor, the chunk's
+//! stored bytes and a buffer holding the base range.
+
+use super::combine::{self, Word};
+use super::{planes, positions, stream};
+use crate::format::{Chunk, ChunkKind, Op, Stream};
+use crate::with_word;
+
+/// What the writer chose for one chunk, and its stored bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedChunk {
+    /// Encoding.
+    pub kind: ChunkKind,
+    /// Combine op.
+    pub op: Op,
+    /// Elements that differ from the base.
+    pub changed: u64,
+    /// Positions stream.
+    pub positions: Stream,
+    /// Values stream.
+    pub values: Stream,
+    /// Stored bytes: positions then values.
+    pub bytes: Vec<u8>,
+}
+
+/// Reusable buffers for [`encode`].
+#[derive(Debug, Default)]
+pub struct EncodeScratch {
+    positions: Vec<u32>,
+    natural: Vec<u8>,
+    planes: Vec<u8>,
+    varints: Vec<u8>,
+}
+
+/// Encodes `target` (little-endian elements of `width` bytes) against `base`
+/// (same length; `None` means all-zero bits) with combine `op` at zstd
+/// `level`. Picks Zero, Sparse or Dense, whichever stores fewer bytes.
+pub fn encode(
+    width: usize,
+    target: &[u8],
+    base: Option<&[u8]>,
+    op: Op,
+    level: i32,
+    s: &mut EncodeScratch,
+) -> EncodedChunk {
+    // With no base every op means the same thing; record the plainest.
+    let op = if base.is_none() { Op::Replace } else { op };
+    let n = target.len() / width;
+    with_word!(width, W => combine::changed_positions::<W>(base, target, &mut s.positions));
+    let changed = s.positions.len() as u64;
+    if changed == 0 {
+        return EncodedChunk {
+            kind: ChunkKind::Zero,
+            op: Op::Xor,
+            changed: 0,
+            positions: Stream::EMPTY,
+            values: Stream::EMPTY,
+            bytes: Vec::new(),
+        };
+    }
+
+    // Dense: every element's value.
+    with_word!(width, W => combine::dense_delta::<W>(op, base, target, &mut s.natural));
+    s.planes.clear();
+    planes::to_planes(&s.natural, width, &mut s.planes);
+    let mut dense_bytes = Vec::new();
+    let dense_values = stream::compress(&s.planes, level, &mut dense_bytes);
+    let dense = EncodedChunk {
+        kind: ChunkKind::Dense,
+        op,
+        changed,
+        positions: Stream::EMPTY,
+        values: dense_values,
+        bytes: dense_bytes,
+    };
+    // Sparse only has a chance when at most half the elements changed.
+    if changed as usize * 2 > n {
+        return dense;
+    }
+    s.varints.clear();
+    positions::encode(&s.positions, &mut s.varints);
+    let mut sparse_bytes = Vec::new();
+    let pos_stream = stream::compress(&s.varints, level, &mut sparse_bytes);
+    // Values at the changed positions only.
+    s.planes.clear();
+    s.planes.resize(s.positions.len() * width, 0);
+    for (j, &p) in s.positions.iter().enumerate() {
+        let at = p as usize * width;
+        s.planes[j * width..(j + 1) * width].copy_from_slice(&s.natural[at..at + width]);
+    }
+    s.natural.clear();
+    planes::to_planes(&s.planes, width, &mut s.natural);
+    let val_stream = stream::compress(&s.natural, level, &mut sparse_bytes);
+    if sparse_bytes.len() < dense.bytes.len() {
+        EncodedChunk {
+            kind: ChunkKind::Sparse,
+            op,
+            changed,
+            positions: pos_stream,
+            values: val_stream,
+            bytes: sparse_bytes,
+        }
+    } else {
+        dense
+    }
+}
+
+/// Tries each combine op on a sample range (dense, zstd `level`) and returns
+/// the one that stores fewest bytes. With no base the answer is `Replace`.
+pub fn choose_op(width: usize, target: &[u8], base: Option<&[u8]>, level: i32) -> Op {
+    if base.is_none() {
+        return Op::Replace;
+    }
+    let mut s = EncodeScratch::default();
+    let mut best = (u64::MAX, Op::Xor);
+    for op in [Op::Xor, Op::Add, Op::Replace] {
+        with_word!(width, W => combine::dense_delta::<W>(op, base, target, &mut s.natural));
+        s.planes.clear();
+        planes::to_planes(&s.natural, width, &mut s.planes);
+        let mut sink = Vec::new();
+        let st = stream::compress(&s.planes, level, &mut sink);
+        if st.stored_len < best.0 {
+            best = (st.stored_len, op);
+        }
+    }
+    best.1
+}
+
+/// Reusable buffers for [`decode_into`].
+#[derive(Debug, Default)]
+pub struct DecodeScratch {
+    raw: Vec<u8>,
+    positions: Vec<u32>,
+}
+
+/// Decodes one chunk whose descriptor was validated (spec §5.1) and whose
+/// `stored` bytes passed their CRC. `out` holds the chunk's base range on
+/// entry (zeros when the tensor has no base) and the target range on return.
+pub fn decode_into(
+    chunk: &Chunk,
+    width: usize,
+    stored: &[u8],
+    out: &mut [u8],
+    s: &mut DecodeScratch,
+) -> Result<(), &'static str> {
+    if out.len() as u64 != chunk.elem_count.saturating_mul(width as u64) {
+        return Err("output range does not match the chunk's element count");
+    }
+    let pos_len = usize::try_from(chunk.positions.stored_len).map_err(|_| "stream too long")?;
+    let (pos_bytes, val_bytes) = stored
+        .split_at_checked(pos_len)
+        .ok_or("positions stream longer than the chunk")?;
+    match chunk.kind {
+        ChunkKind::Zero => Ok(()),
+        ChunkKind::Dense => {
+            stream::decompress(&chunk.values, val_bytes, &mut s.raw)?;
+            if s.raw.len() != out.len() {
+                return Err("dense values length differs from the element count");
+            }
+            with_word!(width, W => apply_dense::<W>(chunk.op, &s.raw, out));
+            Ok(())
+        }
+        ChunkKind::Sparse => {
+            stream::decompress(&chunk.positions, pos_bytes, &mut s.raw)?;
+            let count = usize::try_from(chunk.changed).map_err(|_| "too many positions")?;
+            positions::decode(&s.raw, count, chunk.elem_count, &mut s.positions)?;
+            stream::decompress(&chunk.values, val_bytes, &mut s.raw)?;
+            if s.raw.len() != count * width {
+                return Err("sparse values length differs from the position count");
+            }
+            with_word!(width, W => combine::apply_sparse_planes::<W>(chunk.op, &s.positions, &s.raw, out));
+            Ok(())
+        }
+    }
+}
+
+fn apply_dense<W: Word>(op: Op, planes: &[u8], out: &mut [u8]) {
+    if op == Op::Replace {
+        planes::from_planes(planes, W::WIDTH, out);
+    } else {
+        combine::apply_dense_planes::<W>(op, planes, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk_of(e: &EncodedChunk, n: u64) -> Chunk {
+        Chunk {
+            offset: 0,
+            stored_len: e.bytes.len() as u64,
+            crc32: 0,
+            elem_start: 0,
+            elem_count: n,
+            kind: e.kind,
+            op: e.op,
+            changed: e.changed,
+            positions: e.positions,
+            values: e.values,
+        }
+    }
+
+    #[test]
+    fn few_changes_encode_sparse_and_round_trip() {
+        let base: Vec<u8> = (0..4096u32).flat_map(|i| (i as u16).to_le_bytes()).collect();
+        let mut target = base.clone();
+        target[20] ^= 0x40;
+        target[2000] = target[2000].wrapping_add(3);
+        let mut s = EncodeScratch::default();
+        for op in [Op::Xor, Op::Add, Op::Replace] {
+            let e = encode(2, &target, Some(&base), op, 3, &mut s);
+            assert_eq!(e.kind, ChunkKind::Sparse);
+            assert_eq!(e.changed, 2);
+            let mut out = base.clone();
+            decode_into(&chunk_of(&e, 4096), 2, &e.bytes, &mut out, &mut DecodeScratch::default())
+                .unwrap();
+            assert_eq!(out, target);
+        }
+    }
+
+    #[test]
+    fn identical_ranges_store_nothing() {
+        let base = vec![7u8; 64];
+        let e = encode(4, &base, Some(&base), Op::Add, 3, &mut EncodeScratch::default());
+        assert_eq!(e.kind, ChunkKind::Zero);
+        assert!(e.bytes.is_empty());
+    }
+
+    #[test]
+    fn dense_round_trips_for_every_width_and_op() {
+        for w in [1usize, 2, 4, 8] {
+            let n = 1000;
+            let base: Vec<u8> = (0..n * w).map(|i| (i * 7 % 251) as u8).collect();
+            let target: Vec<u8> = (0..n * w).map(|i| (i * 13 % 241) as u8).collect();
+            for op in [Op::Xor, Op::Add, Op::Replace] {
+                let e = encode(w, &target, Some(&base), op, 1, &mut EncodeScratch::default());
+                assert_eq!(e.kind, ChunkKind::Dense);
+                let mut out = base.clone();
+                decode_into(&chunk_of(&e, n as u64), w, &e.bytes, &mut out, &mut DecodeScratch::default())
+                    .unwrap();
+                assert_eq!(out, target, "w={w} op={op:?}");
+            }
+        }
+    }
+}

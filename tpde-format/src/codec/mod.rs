@@ -1,0 +1,7 @@
+//! Codecs: pure functions over byte slices (spec §5–§6). No I/O here.
+
+pub mod chunk;
+pub mod combine;
+pub mod planes;
+pub mod positions;
+pub mod stream;

@@ -1,0 +1,251 @@
+//! The tensor index (spec §4): plain data, serialized with bincode 1 in its
+//! fixed-int little-endian configuration (spec §4.0 spells out every byte).
+//!
+//! Field order is the wire order: never reorder fields or enum variants.
+
+use serde::{Deserialize, Serialize};
+
+use super::dtype::Dtype;
+
+/// A SHA-256 digest.
+pub type Digest = [u8; 32];
+
+/// The whole index: what the archive reconstructs and where every byte lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Index {
+    /// The target safetensors files, in the order they were packed.
+    pub files: Vec<FileRecord>,
+    /// Small files reproduced verbatim beside the targets (e.g. `model.safetensors.index.json`).
+    pub extra_files: Vec<ExtraFile>,
+    /// External base files this archive needs (referenced, not embedded).
+    pub base_files: Vec<BaseFile>,
+    /// Base tensors stored inline in this archive.
+    pub bases: Vec<TensorRecord>,
+    /// Target tensors.
+    pub tensors: Vec<TensorRecord>,
+}
+
+/// One target safetensors file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRecord {
+    /// File name: a single path component (spec §4.3).
+    pub name: String,
+    /// Size of the original file in bytes.
+    pub size: u64,
+    /// SHA-256 of the original file.
+    pub sha256: Digest,
+    /// The original safetensors JSON header bytes, verbatim (padding included).
+    pub header: Vec<u8>,
+    /// Indices into [`Index::tensors`], in the order their data appears in the file.
+    pub tensors: Vec<u32>,
+}
+
+/// A small file stored verbatim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtraFile {
+    /// File name: a single path component.
+    pub name: String,
+    /// SHA-256 of `contents`.
+    pub sha256: Digest,
+    /// The bytes.
+    pub contents: Vec<u8>,
+}
+
+/// An external base file the archive was packed against.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaseFile {
+    /// File name as it was packed (for messages; matching is by tensor digest).
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256 of the whole file.
+    pub sha256: Digest,
+}
+
+/// One tensor: a target, or an inline base.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TensorRecord {
+    /// Tensor name (any UTF-8; never used as a path).
+    pub name: String,
+    /// Element type.
+    pub dtype: Dtype,
+    /// Shape; empty for a 0-d scalar.
+    pub shape: Vec<u64>,
+    /// SHA-256 of the tensor's reconstructed bytes (little-endian, row-major).
+    pub sha256: Digest,
+    /// Where the base this tensor's chunks combine with comes from.
+    pub base: BaseRef,
+    /// How the bytes are stored.
+    pub payload: Payload,
+}
+
+/// The base a tensor is reconstructed against (spec §4.5).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BaseRef {
+    /// No base: the base is all-zero bits.
+    None,
+    /// An inline base: index into [`Index::bases`] (same dtype and shape).
+    Inline {
+        /// Index into [`Index::bases`].
+        index: u32,
+    },
+    /// A tensor of an external base file, supplied by the user at read time.
+    External {
+        /// Index into [`Index::base_files`].
+        file: u32,
+        /// Name of the tensor in the base checkpoint.
+        name: String,
+        /// SHA-256 of the base tensor's bytes; readers MUST check it.
+        sha256: Digest,
+    },
+}
+
+/// How a tensor's bytes are stored (spec §4.6).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Payload {
+    /// The tensor's natural little-endian bytes in one aligned blob, for
+    /// zero-copy memory mapping. Only with [`BaseRef::None`].
+    Plain {
+        /// Absolute file offset (a multiple of 64; 0 when `len` is 0).
+        offset: u64,
+        /// Length in bytes: element count × width.
+        len: u64,
+        /// CRC-32 of the blob.
+        crc32: u32,
+    },
+    /// Fixed-size element ranges that decode independently.
+    Chunked {
+        /// Elements per chunk (the last chunk may be shorter).
+        chunk_elems: u64,
+        /// The chunks, in element order.
+        chunks: Vec<Chunk>,
+    },
+}
+
+/// One chunk: an element range of a tensor (spec §5).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chunk {
+    /// Absolute file offset of the stored bytes (multiple of 64; 0 when `stored_len` is 0).
+    pub offset: u64,
+    /// Stored bytes: `positions.stored_len + values.stored_len`.
+    pub stored_len: u64,
+    /// CRC-32 of the stored bytes.
+    pub crc32: u32,
+    /// First element of the range.
+    pub elem_start: u64,
+    /// Elements in the range.
+    pub elem_count: u64,
+    /// How the range is encoded.
+    pub kind: ChunkKind,
+    /// How values combine with the base.
+    pub op: Op,
+    /// Elements whose value differs from the base (for sparse chunks: the number of positions).
+    pub changed: u64,
+    /// The gap-encoded positions stream (empty unless sparse).
+    pub positions: Stream,
+    /// The byte-planed values stream.
+    pub values: Stream,
+}
+
+/// A stored byte stream inside a chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stream {
+    /// Bytes stored in the file.
+    pub stored_len: u64,
+    /// Bytes after decompression.
+    pub raw_len: u64,
+    /// Compression applied.
+    pub codec: Codec,
+}
+
+impl Stream {
+    /// An empty stream.
+    pub const EMPTY: Stream = Stream {
+        stored_len: 0,
+        raw_len: 0,
+        codec: Codec::Raw,
+    };
+}
+
+/// Chunk encodings (spec §5.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ChunkKind {
+    /// Target equals base over the range; nothing stored.
+    Zero,
+    /// One value per element.
+    Dense,
+    /// Values at gap-encoded positions; other elements equal the base.
+    Sparse,
+}
+
+/// Combine operations on bit patterns (spec §6). Exact for every dtype.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Op {
+    /// `target = base XOR value`.
+    Xor,
+    /// `target = (base + value) mod 2^bits`, on the unsigned little-endian integer.
+    Add,
+    /// `target = value`.
+    Replace,
+}
+
+/// Stream compression (spec §5.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Codec {
+    /// Stored as is.
+    Raw,
+    /// One zstd frame.
+    Zstd,
+}
+
+impl ChunkKind {
+    /// Lower-case name for tables and JSON.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ChunkKind::Zero => "zero",
+            ChunkKind::Dense => "dense",
+            ChunkKind::Sparse => "sparse",
+        }
+    }
+}
+
+impl Op {
+    /// Lower-case name for tables and JSON.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Op::Xor => "xor",
+            Op::Add => "add",
+            Op::Replace => "replace",
+        }
+    }
+}
+
+impl Codec {
+    /// Lower-case name for tables and JSON.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Codec::Raw => "raw",
+            Codec::Zstd => "zstd",
+        }
+    }
+}
+
+impl TensorRecord {
+    /// Element count (product of the shape), `None` on overflow.
+    pub fn elem_count(&self) -> Option<u64> {
+        self.shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d))
+    }
+
+    /// Byte length of the reconstructed tensor, `None` on overflow.
+    pub fn byte_len(&self) -> Option<u64> {
+        self.elem_count()?.checked_mul(self.dtype.width() as u64)
+    }
+
+    /// Bytes this tensor occupies in the data section.
+    pub fn stored_bytes(&self) -> u64 {
+        match &self.payload {
+            Payload::Plain { len, .. } => *len,
+            Payload::Chunked { chunks, .. } => chunks.iter().map(|c| c.stored_len).sum(),
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! # tpde-format
+//!
+//! Reader and writer for `.tpde` archives: lossless, delta-compressed model
+//! weights. An archive reconstructs a target checkpoint bit-exactly from a
+//! base (inline, external, or none) plus chunked deltas. The byte layout is
+//! specified in `spec/FORMAT.md`; section numbers in these docs refer to it.
+//!
+//! Layers, from the bytes up:
+//! - [`format`]: on-disk structures as plain data;
+//! - [`codec`]: pure functions over bytes (byte planes, gap-encoded
+//!   positions, combine ops, zstd streams, chunk encode/decode) — the
+//!   low-level layer another runtime can drive chunk by chunk;
+//! - [`read`] / [`write`]: the validated archive view and streaming writer;
+//! - [`safetensors`]: the input/output adapter;
+//! - [`pack`], [`unpack`], [`inspect`]: whole-checkpoint operations.
+
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod codec;
+pub mod error;
+pub mod format;
+pub mod inspect;
+pub mod limits;
+pub mod pack;
+pub mod read;
+pub mod safetensors;
+pub mod unpack;
+pub mod write;
+
+pub use error::{Error, Location, Result};
+pub use format::Dtype;
+pub use limits::ReadLimits;
+pub use read::{Archive, BaseProvider, NoBase};
+pub use write::{ArchiveWriter, WriteOptions};

@@ -1,0 +1,407 @@
+//! The archive reader: a validated view over the archive's bytes.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::Path;
+use std::sync::OnceLock;
+
+use bincode::Options;
+use rayon::prelude::*;
+use sha2::{Digest as _, Sha256};
+
+use super::base::BaseProvider;
+use super::validate;
+use crate::codec::chunk::{self, DecodeScratch};
+use crate::error::{hex, Error, Location, Result};
+use crate::format::{bincode_options, BaseRef, Chunk, Header, Index, Payload, TensorRecord, HEADER_LEN};
+use crate::limits::ReadLimits;
+
+thread_local! {
+    static SCRATCH: RefCell<DecodeScratch> = RefCell::new(DecodeScratch::default());
+}
+
+/// A validated archive over bytes `D` (an mmap, a `Vec<u8>`, a `&[u8]`).
+///
+/// Opening checks the header, the index checksum and every rule of the
+/// index and layout (spec §2–§4) before any length is trusted; chunk CRCs
+/// are checked as chunks are decoded.
+#[derive(Debug)]
+pub struct Archive<D> {
+    data: D,
+    header: Header,
+    index: Index,
+    by_name: HashMap<String, usize>,
+    /// CRC of each plain blob, computed once (bases first, then targets).
+    plain_crc: Vec<OnceLock<u32>>,
+}
+
+/// Which table a tensor lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    /// [`Index::tensors`].
+    Target,
+    /// [`Index::bases`] (inline bases).
+    Base,
+}
+
+/// The base a target tensor combines with, resolved and checked.
+#[derive(Debug, Clone, Copy)]
+pub enum BaseView<'a> {
+    /// All-zero bits.
+    Zero,
+    /// Bytes already in memory (an external base, or a plain inline base).
+    Bytes(&'a [u8]),
+    /// A chunked inline base: decode its ranges on demand.
+    Inline(usize),
+}
+
+impl Archive<memmap2::Mmap> {
+    /// Memory-maps and opens the archive at `path` with default limits.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with_limits(path, ReadLimits::default())
+    }
+
+    /// Memory-maps and opens the archive at `path`.
+    pub fn open_with_limits(path: impl AsRef<Path>, limits: ReadLimits) -> Result<Self> {
+        let path = path.as_ref();
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        // SAFETY: the map is read-only. Another process truncating or
+        // rewriting the file while it is mapped can change the bytes under
+        // us (or raise SIGBUS); tpde's own writers never modify a file in
+        // place (they write a temp file and rename), and every byte read is
+        // still validated, so such a change yields an error, not UB in Rust.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        Archive::from_bytes(map, limits)
+    }
+}
+
+impl<D: AsRef<[u8]> + Sync> Archive<D> {
+    /// Parses and validates an archive held in `data`.
+    pub fn from_bytes(data: D, limits: ReadLimits) -> Result<Self> {
+        let bytes = data.as_ref();
+        let header = Header::parse(bytes)?;
+        let actual = bytes.len() as u64;
+        if header.file_len != actual {
+            return Err(Error::LengthMismatch {
+                expected: header.file_len,
+                actual,
+            });
+        }
+        if header.index_offset < HEADER_LEN as u64
+            || header.index_offset.checked_add(header.index_len) != Some(header.file_len)
+        {
+            return Err(Error::BadHeader {
+                reason: "index must lie between the header and the end of the file",
+            });
+        }
+        if header.index_len > limits.max_index_bytes {
+            return Err(Error::LimitExceeded {
+                what: "max_index_bytes",
+                value: header.index_len,
+                limit: limits.max_index_bytes,
+            });
+        }
+        // In range: index_offset + index_len == file_len == bytes.len().
+        let index_bytes = &bytes[header.index_offset as usize..];
+        let computed = header.compute_crc(index_bytes);
+        if computed != header.crc32 {
+            return Err(Error::IndexChecksum {
+                stored: header.crc32,
+                computed,
+            });
+        }
+        let index: Index = bincode_options(header.index_len)
+            .deserialize(index_bytes)
+            .map_err(|e| Error::IndexDecode {
+                reason: e.to_string(),
+            })?;
+        validate::validate(bytes, &header, &index, &limits)?;
+        let by_name = index
+            .tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
+        let plain_crc = (0..index.bases.len() + index.tensors.len())
+            .map(|_| OnceLock::new())
+            .collect();
+        Ok(Archive {
+            data,
+            header,
+            index,
+            by_name,
+            plain_crc,
+        })
+    }
+
+    /// The decoded header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The validated index.
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// The archive's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        self.data.as_ref()
+    }
+
+    /// Index of the target tensor called `name`.
+    pub fn tensor_index(&self, name: &str) -> Result<usize> {
+        self.by_name
+            .get(name)
+            .copied()
+            .ok_or_else(|| Error::NoSuchTensor {
+                name: name.to_owned(),
+            })
+    }
+
+    /// A tensor record by table and index (indices come from this index).
+    pub fn record(&self, table: Table, i: usize) -> &TensorRecord {
+        match table {
+            Table::Target => &self.index.tensors[i],
+            Table::Base => &self.index.bases[i],
+        }
+    }
+
+    /// A chunk's stored bytes after checking its CRC (spec §5.1).
+    pub fn chunk_bytes(&self, table: Table, t: usize, i: usize, c: &Chunk) -> Result<&[u8]> {
+        // Validated: the blob lies inside the data section.
+        let bytes = &self.bytes()[c.offset as usize..(c.offset + c.stored_len) as usize];
+        let computed = crc32fast::hash(bytes);
+        if computed != c.crc32 {
+            return Err(Error::ChunkChecksum {
+                location: self.chunk_loc(table, t, i),
+                stored: c.crc32,
+                computed,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// A plain payload's bytes, zero-copy, after checking its CRC once.
+    pub fn plain_bytes(&self, table: Table, t: usize) -> Result<Option<&[u8]>> {
+        let rec = self.record(table, t);
+        let Payload::Plain { offset, len, crc32 } = rec.payload else {
+            return Ok(None);
+        };
+        let bytes = &self.bytes()[offset as usize..(offset + len) as usize];
+        let slot = match table {
+            Table::Base => t,
+            Table::Target => self.index.bases.len() + t,
+        };
+        let computed = *self.plain_crc[slot].get_or_init(|| crc32fast::hash(bytes));
+        if computed != crc32 {
+            return Err(Error::ChunkChecksum {
+                location: Location::Tensor {
+                    name: rec.name.clone(),
+                    base: table == Table::Base,
+                },
+                stored: crc32,
+                computed,
+            });
+        }
+        Ok(Some(bytes))
+    }
+
+    fn chunk_loc(&self, table: Table, t: usize, i: usize) -> Location {
+        Location::Chunk {
+            tensor: self.record(table, t).name.clone(),
+            base: table == Table::Base,
+            chunk: i as u64,
+        }
+    }
+
+    /// Resolves the base of target tensor `t`. An external base tensor is
+    /// looked up in `base` and its SHA-256 checked against the archive.
+    pub fn resolve_base<'a>(&'a self, t: usize, base: &'a dyn BaseProvider) -> Result<BaseView<'a>> {
+        let rec = &self.index.tensors[t];
+        match &rec.base {
+            BaseRef::None => Ok(BaseView::Zero),
+            BaseRef::Inline { index } => {
+                let i = *index as usize;
+                Ok(match self.plain_bytes(Table::Base, i)? {
+                    Some(b) => BaseView::Bytes(b),
+                    None => BaseView::Inline(i),
+                })
+            }
+            BaseRef::External { file, name, sha256 } => {
+                let bf = &self.index.base_files[*file as usize];
+                let missing = || Error::MissingBase {
+                    tensor: rec.name.clone(),
+                    file: bf.name.clone(),
+                    file_sha256: hex(&bf.sha256),
+                };
+                let bt = base.base_tensor(name).ok_or_else(missing)?;
+                let actual: [u8; 32] = Sha256::digest(bt.data).into();
+                if bt.dtype != rec.dtype || bt.shape != rec.shape.as_slice() || &actual != sha256 {
+                    return Err(Error::BaseMismatch {
+                        tensor: name.clone(),
+                        expected: hex(sha256),
+                        actual: hex(&actual),
+                    });
+                }
+                Ok(BaseView::Bytes(bt.data))
+            }
+        }
+    }
+
+    /// Fills `out` with elements `range` of `table[t]`, which must have no base
+    /// (an inline base or a standalone tensor).
+    fn read_baseless(&self, table: Table, t: usize, range: Range<u64>, out: &mut [u8]) -> Result<()> {
+        let rec = self.record(table, t);
+        let w = rec.dtype.width() as u64;
+        if let Some(b) = self.plain_bytes(table, t)? {
+            out.copy_from_slice(&b[(range.start * w) as usize..(range.end * w) as usize]);
+            return Ok(());
+        }
+        let Payload::Chunked { chunk_elems, chunks } = &rec.payload else {
+            return Ok(());
+        };
+        let first = range.start / chunk_elems;
+        let last = range.end.div_ceil(*chunk_elems);
+        for ci in first..last {
+            let c = &chunks[ci as usize];
+            let lo = range.start.max(c.elem_start);
+            let hi = range.end.min(c.elem_start + c.elem_count);
+            let dst = &mut out[((lo - range.start) * w) as usize..((hi - range.start) * w) as usize];
+            if lo == c.elem_start && hi == c.elem_start + c.elem_count {
+                dst.fill(0);
+                self.decode_chunk(table, t, ci as usize, dst)?;
+            } else {
+                let mut tmp = vec![0u8; (c.elem_count * w) as usize];
+                self.decode_chunk(table, t, ci as usize, &mut tmp)?;
+                dst.copy_from_slice(&tmp[((lo - c.elem_start) * w) as usize..((hi - c.elem_start) * w) as usize]);
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes chunk `i` of `table[t]` over `out`, which holds the base range.
+    fn decode_chunk(&self, table: Table, t: usize, i: usize, out: &mut [u8]) -> Result<()> {
+        let rec = self.record(table, t);
+        let Payload::Chunked { chunks, .. } = &rec.payload else {
+            return Ok(());
+        };
+        let c = &chunks[i];
+        let stored = self.chunk_bytes(table, t, i, c)?;
+        SCRATCH
+            .with(|s| chunk::decode_into(c, rec.dtype.width(), stored, out, &mut s.borrow_mut()))
+            .map_err(|reason| Error::ChunkDecode {
+                location: self.chunk_loc(table, t, i),
+                reason,
+            })
+    }
+
+    /// Decodes the chunks `chunks` of target tensor `t` into `out` (whose
+    /// length is those chunks' bytes), in parallel, against `base`.
+    pub fn decode_chunks_into(
+        &self,
+        t: usize,
+        chunks: Range<usize>,
+        base: BaseView<'_>,
+        out: &mut [u8],
+    ) -> Result<()> {
+        let rec = &self.index.tensors[t];
+        let w = rec.dtype.width() as u64;
+        match &rec.payload {
+            Payload::Plain { .. } => {
+                let b = self.plain_bytes(Table::Target, t)?.unwrap_or_default();
+                out.copy_from_slice(b);
+                Ok(())
+            }
+            Payload::Chunked { chunk_elems, chunks: cs } => {
+                let Some(sel) = cs.get(chunks.clone()) else {
+                    return Err(Error::Usage(format!("chunk range {chunks:?} out of range")));
+                };
+                let want: u64 = sel.iter().map(|c| c.elem_count * w).sum();
+                if want != out.len() as u64 {
+                    return Err(Error::Usage("output buffer has the wrong length".into()));
+                }
+                let step = (chunk_elems * w) as usize;
+                out.par_chunks_mut(step.max(1))
+                    .zip(sel.par_iter())
+                    .enumerate()
+                    .try_for_each(|(j, (o, c))| {
+                        let i = chunks.start + j;
+                        let range = c.elem_start..c.elem_start + c.elem_count;
+                        match base {
+                            BaseView::Zero => o.fill(0),
+                            BaseView::Bytes(b) => o.copy_from_slice(
+                                &b[(range.start * w) as usize..(range.end * w) as usize],
+                            ),
+                            BaseView::Inline(bi) => self.read_baseless(Table::Base, bi, range, o)?,
+                        }
+                        self.decode_chunk(Table::Target, t, i, o)
+                    })
+            }
+        }
+    }
+
+    /// Number of chunks of target tensor `t` (1 for a plain payload).
+    pub fn chunk_count(&self, t: usize) -> usize {
+        match &self.index.tensors[t].payload {
+            Payload::Plain { .. } => 1,
+            Payload::Chunked { chunks, .. } => chunks.len(),
+        }
+    }
+
+    /// Byte length of chunks `range` of target tensor `t`.
+    pub fn chunks_byte_len(&self, t: usize, range: Range<usize>) -> u64 {
+        let rec = &self.index.tensors[t];
+        match &rec.payload {
+            Payload::Plain { len, .. } => *len,
+            Payload::Chunked { chunks, .. } => chunks
+                .get(range)
+                .unwrap_or_default()
+                .iter()
+                .map(|c| c.elem_count * rec.dtype.width() as u64)
+                .sum(),
+        }
+    }
+
+    /// Decodes target tensor `t` into `out` (exactly its byte length) and
+    /// checks its SHA-256.
+    pub fn decode_into(&self, t: usize, base: &dyn BaseProvider, out: &mut [u8]) -> Result<()> {
+        let rec = &self.index.tensors[t];
+        let view = self.resolve_base(t, base)?;
+        self.decode_chunks_into(t, 0..self.chunk_count(t), view, out)?;
+        let actual: [u8; 32] = Sha256::digest(&*out).into();
+        if actual != rec.sha256 {
+            return Err(Error::TensorDigest {
+                tensor: rec.name.clone(),
+                expected: hex(&rec.sha256),
+                actual: hex(&actual),
+            });
+        }
+        Ok(())
+    }
+
+    /// Decodes the target tensor called `name`, checking its digest.
+    pub fn decode_tensor(&self, name: &str, base: &dyn BaseProvider) -> Result<Vec<u8>> {
+        let t = self.tensor_index(name)?;
+        // Validated against ReadLimits::max_tensor_bytes at open.
+        let len = self.index.tensors[t].byte_len().unwrap_or(0);
+        let mut out = vec![0u8; len as usize];
+        self.decode_into(t, base, &mut out)?;
+        Ok(out)
+    }
+
+    /// Checks every chunk and plain blob CRC without decoding (fast).
+    pub fn check_crcs(&self) -> Result<()> {
+        for (table, list) in [(Table::Base, &self.index.bases), (Table::Target, &self.index.tensors)] {
+            list.par_iter().enumerate().try_for_each(|(t, rec)| match &rec.payload {
+                Payload::Plain { .. } => self.plain_bytes(table, t).map(|_| ()),
+                Payload::Chunked { chunks, .. } => chunks
+                    .par_iter()
+                    .enumerate()
+                    .try_for_each(|(i, c)| self.chunk_bytes(table, t, i, c).map(|_| ())),
+            })?;
+        }
+        Ok(())
+    }
+}

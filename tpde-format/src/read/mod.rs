@@ -1,0 +1,8 @@
+//! Reading archives: validation, random access, parallel decode.
+
+mod archive;
+mod base;
+pub mod validate;
+
+pub use archive::{Archive, BaseView, Table};
+pub use base::{BaseProvider, BaseTensor, NoBase};

@@ -1,0 +1,316 @@
+//! Index validation (spec §3, §4, §7): every rule checked before any length
+//! from the file is trusted for slicing or allocation.
+
+use std::collections::HashSet;
+
+use crate::error::{Error, Location, Result};
+use crate::format::{
+    align_up, BaseRef, ChunkKind, Codec, Header, Index, Payload, Stream, TensorRecord, HEADER_LEN,
+};
+use crate::limits::ReadLimits;
+
+/// Largest element count of one chunk: positions are `u32` (spec §5.5).
+pub const MAX_CHUNK_ELEMS: u64 = 1 << 32;
+
+fn bad(location: Location, reason: &'static str) -> Error {
+    Error::InvalidIndex { location, reason }
+}
+
+/// True when `name` is a single, plain path component: not empty, not `.` or
+/// `..`, no `/`, `\`, NUL or other control characters (spec §4.3). Archive
+/// file names become paths under the user's output directory, so this is
+/// what keeps unpack from writing anywhere else.
+pub fn is_safe_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name.len() <= 255
+        && !name.chars().any(|c| c == '/' || c == '\\' || c.is_control())
+        && !(name.len() >= 2 && name.as_bytes()[1] == b':') // Windows drive prefix
+}
+
+/// Validates `index` for a file of `file_len` bytes whose header is `header`.
+pub fn validate(
+    data: &[u8],
+    header: &Header,
+    index: &Index,
+    limits: &ReadLimits,
+) -> Result<()> {
+    let total = (index.tensors.len() as u64).saturating_add(index.bases.len() as u64);
+    if total > limits.max_tensors {
+        return Err(Error::LimitExceeded {
+            what: "max_tensors",
+            value: total,
+            limit: limits.max_tensors,
+        });
+    }
+
+    // Names (spec §4.3, §4.4).
+    let mut names = HashSet::with_capacity(index.tensors.len());
+    for t in &index.tensors {
+        if !names.insert(t.name.as_str()) {
+            return Err(bad(tensor_loc(t, false), "duplicate tensor name"));
+        }
+    }
+    let mut base_names = HashSet::with_capacity(index.bases.len());
+    for t in &index.bases {
+        if !base_names.insert(t.name.as_str()) {
+            return Err(bad(tensor_loc(t, true), "duplicate base tensor name"));
+        }
+    }
+    let mut file_names = HashSet::new();
+    for name in index
+        .files
+        .iter()
+        .map(|f| &f.name)
+        .chain(index.extra_files.iter().map(|f| &f.name))
+    {
+        if !is_safe_file_name(name) {
+            return Err(bad(
+                Location::File { name: name.clone() },
+                "file name is not a single plain path component",
+            ));
+        }
+        if !file_names.insert(name.as_str()) {
+            return Err(bad(Location::File { name: name.clone() }, "duplicate file name"));
+        }
+    }
+
+    // Tensors (spec §4.4–§4.6, §5.1).
+    for t in &index.bases {
+        if t.base != BaseRef::None {
+            return Err(bad(tensor_loc(t, true), "an inline base must not itself have a base"));
+        }
+        check_tensor(t, true, limits)?;
+    }
+    let mut total_out: u64 = 0;
+    for t in &index.tensors {
+        let bytes = check_tensor(t, false, limits)?;
+        total_out = total_out.saturating_add(bytes);
+        match &t.base {
+            BaseRef::None => {}
+            BaseRef::Inline { index: i } => {
+                let Some(b) = index.bases.get(*i as usize) else {
+                    return Err(bad(tensor_loc(t, false), "inline base index out of range"));
+                };
+                if b.dtype != t.dtype || b.shape != t.shape {
+                    return Err(bad(tensor_loc(t, false), "inline base dtype or shape differs"));
+                }
+            }
+            BaseRef::External { file, .. } => {
+                if *file as usize >= index.base_files.len() {
+                    return Err(bad(tensor_loc(t, false), "external base file index out of range"));
+                }
+            }
+        }
+        if matches!(t.payload, Payload::Plain { .. }) && t.base != BaseRef::None {
+            return Err(bad(tensor_loc(t, false), "a plain payload cannot have a base"));
+        }
+    }
+    if total_out > limits.max_total_output {
+        return Err(Error::LimitExceeded {
+            what: "max_total_output",
+            value: total_out,
+            limit: limits.max_total_output,
+        });
+    }
+
+    // Files (spec §4.2): every tensor in exactly one file; sizes add up.
+    let mut owner = vec![false; index.tensors.len()];
+    for f in &index.files {
+        let loc = || Location::File { name: f.name.clone() };
+        let mut size = 8u64.checked_add(f.header.len() as u64);
+        for &ti in &f.tensors {
+            let Some(slot) = owner.get_mut(ti as usize) else {
+                return Err(bad(loc(), "tensor index out of range"));
+            };
+            if std::mem::replace(slot, true) {
+                return Err(bad(loc(), "tensor listed in more than one file"));
+            }
+            let len = index.tensors[ti as usize].byte_len();
+            size = size.zip(len).and_then(|(a, b)| a.checked_add(b));
+        }
+        if size != Some(f.size) {
+            return Err(bad(loc(), "file size differs from header plus tensor bytes"));
+        }
+    }
+    if let Some(i) = owner.iter().position(|o| !o) {
+        return Err(bad(tensor_loc(&index.tensors[i], false), "tensor belongs to no file"));
+    }
+
+    check_layout(data, header, index)
+}
+
+fn tensor_loc(t: &TensorRecord, base: bool) -> Location {
+    Location::Tensor {
+        name: t.name.clone(),
+        base,
+    }
+}
+
+/// Checks one tensor record; returns its byte length.
+fn check_tensor(t: &TensorRecord, base: bool, limits: &ReadLimits) -> Result<u64> {
+    let loc = || tensor_loc(t, base);
+    let (Some(n), Some(bytes)) = (t.elem_count(), t.byte_len()) else {
+        return Err(bad(loc(), "element count overflows"));
+    };
+    if bytes > limits.max_tensor_bytes {
+        return Err(Error::LimitExceeded {
+            what: "max_tensor_bytes",
+            value: bytes,
+            limit: limits.max_tensor_bytes,
+        });
+    }
+    let w = t.dtype.width() as u64;
+    match &t.payload {
+        Payload::Plain { offset, len, .. } => {
+            if *len != bytes {
+                return Err(bad(loc(), "plain payload length differs from the tensor size"));
+            }
+            if *len == 0 && *offset != 0 {
+                return Err(bad(loc(), "empty plain payload must have offset 0"));
+            }
+        }
+        Payload::Chunked {
+            chunk_elems,
+            chunks,
+        } => {
+            let ce = *chunk_elems;
+            if ce == 0 || ce > MAX_CHUNK_ELEMS {
+                return Err(bad(loc(), "chunk_elems must be in 1..=2^32"));
+            }
+            let raw = ce.saturating_mul(w);
+            if raw > limits.max_chunk_raw_bytes {
+                return Err(Error::LimitExceeded {
+                    what: "max_chunk_raw_bytes",
+                    value: raw,
+                    limit: limits.max_chunk_raw_bytes,
+                });
+            }
+            if chunks.len() as u64 != n.div_ceil(ce) {
+                return Err(bad(loc(), "chunk count differs from ceil(elements / chunk_elems)"));
+            }
+            for (i, c) in chunks.iter().enumerate() {
+                let cl = || Location::Chunk {
+                    tensor: t.name.clone(),
+                    base,
+                    chunk: i as u64,
+                };
+                let start = i as u64 * ce;
+                if c.elem_start != start || c.elem_count != ce.min(n - start) {
+                    return Err(bad(cl(), "element range is not the chunk's slot"));
+                }
+                if c.positions.stored_len.checked_add(c.values.stored_len) != Some(c.stored_len) {
+                    return Err(bad(cl(), "stored length differs from the sum of its streams"));
+                }
+                if c.stored_len == 0 && c.offset != 0 {
+                    return Err(bad(cl(), "empty chunk must have offset 0"));
+                }
+                check_stream(&c.positions).map_err(|r| bad(cl(), r))?;
+                check_stream(&c.values).map_err(|r| bad(cl(), r))?;
+                match c.kind {
+                    ChunkKind::Zero => {
+                        if c.stored_len != 0 || c.changed != 0 {
+                            return Err(bad(cl(), "zero chunk must store nothing"));
+                        }
+                    }
+                    ChunkKind::Dense => {
+                        if c.positions != Stream::EMPTY {
+                            return Err(bad(cl(), "dense chunk has a positions stream"));
+                        }
+                        if c.values.raw_len != c.elem_count * w {
+                            return Err(bad(cl(), "dense values length differs from elements × width"));
+                        }
+                        if c.changed > c.elem_count {
+                            return Err(bad(cl(), "more changed elements than elements"));
+                        }
+                    }
+                    ChunkKind::Sparse => {
+                        if c.changed == 0 || c.changed > c.elem_count {
+                            return Err(bad(cl(), "sparse chunk needs 1..=elements positions"));
+                        }
+                        if c.values.raw_len != c.changed * w {
+                            return Err(bad(cl(), "sparse values length differs from positions × width"));
+                        }
+                        if c.positions.raw_len < c.changed || c.positions.raw_len > c.changed * 5 {
+                            return Err(bad(cl(), "positions length impossible for the position count"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(bytes)
+}
+
+fn check_stream(s: &Stream) -> std::result::Result<(), &'static str> {
+    match s.codec {
+        Codec::Raw if s.stored_len != s.raw_len => Err("raw stream stored and raw lengths differ"),
+        Codec::Zstd if s.stored_len == 0 || s.raw_len == 0 => Err("empty zstd stream"),
+        _ => Ok(()),
+    }
+}
+
+/// Every byte accounted for (spec §3): blobs aligned, in one contiguous run
+/// after the header, zero padding between them, the index right after.
+fn check_layout(data: &[u8], header: &Header, index: &Index) -> Result<()> {
+    let mut blobs: Vec<(u64, u64)> = Vec::new();
+    for t in index.bases.iter().chain(&index.tensors) {
+        match &t.payload {
+            Payload::Plain { offset, len, .. } if *len > 0 => blobs.push((*offset, *len)),
+            Payload::Plain { .. } => {}
+            Payload::Chunked { chunks, .. } => blobs.extend(
+                chunks
+                    .iter()
+                    .filter(|c| c.stored_len > 0)
+                    .map(|c| (c.offset, c.stored_len)),
+            ),
+        }
+    }
+    blobs.sort_unstable();
+    let mut cursor = HEADER_LEN as u64;
+    for (offset, len) in blobs {
+        check_padding(data, cursor, offset)?;
+        cursor = offset.checked_add(len).ok_or(Error::BadLayout {
+            offset,
+            reason: "blob end overflows",
+        })?;
+        if cursor > header.index_offset {
+            return Err(Error::BadLayout {
+                offset,
+                reason: "blob runs into the index",
+            });
+        }
+    }
+    check_padding(data, cursor, header.index_offset)
+}
+
+/// The next blob (or the index) at `next` must start at `align_up(cursor)`
+/// with zero bytes in between.
+fn check_padding(data: &[u8], cursor: u64, next: u64) -> Result<()> {
+    if next < cursor {
+        return Err(Error::BadLayout {
+            offset: next,
+            reason: "blob overlaps the previous blob or the header",
+        });
+    }
+    if Some(next) != align_up(cursor) {
+        return Err(Error::BadLayout {
+            offset: cursor,
+            reason: "gap between blobs: the next blob is not at the next 64-byte boundary",
+        });
+    }
+    let pad = data
+        .get(cursor as usize..next as usize)
+        .ok_or(Error::BadLayout {
+            offset: cursor,
+            reason: "blob past the end of the file",
+        })?;
+    if pad.iter().any(|&b| b != 0) {
+        return Err(Error::BadLayout {
+            offset: cursor,
+            reason: "padding bytes are not zero",
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,320 @@
+//! Reconstructing target files: unpack to disk, or verify against digests
+//! (and optionally the original bytes) without writing anything.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::error::{hex, Error, Result};
+use crate::read::{Archive, BaseProvider};
+use crate::safetensors::{make_header, Checkpoint};
+
+/// Target bytes decoded per parallel window: bounds memory during unpack.
+const WINDOW_BYTES: u64 = 64 << 20;
+
+/// Options for [`unpack`].
+#[derive(Debug, Clone, Default)]
+pub struct UnpackOptions {
+    /// Replace an existing output.
+    pub overwrite: bool,
+    /// Extract only these tensors into one new safetensors file (empty: all, byte-identical).
+    pub tensors: Vec<String>,
+}
+
+/// What [`unpack`] wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnpackReport {
+    /// Files written (relative to the output).
+    pub files: Vec<PathBuf>,
+    /// Bytes written.
+    pub bytes: u64,
+    /// True when the output is a directory.
+    pub directory: bool,
+}
+
+/// Streams the bytes of target tensor `t` to `sink` window by window, and
+/// checks its digest. Memory stays at one window whatever the tensor size.
+fn stream_tensor<D: AsRef<[u8]> + Sync>(
+    a: &Archive<D>,
+    t: usize,
+    base: &dyn BaseProvider,
+    sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    let rec = &a.index().tensors[t];
+    let view = a.resolve_base(t, base)?;
+    let n = a.chunk_count(t);
+    let mut sha = Sha256::new();
+    let mut buf = Vec::new();
+    let mut first = 0;
+    while first < n {
+        // Grow the window chunk by chunk up to WINDOW_BYTES (at least one chunk).
+        let mut last = first + 1;
+        while last < n && a.chunks_byte_len(t, first..last + 1) <= WINDOW_BYTES {
+            last += 1;
+        }
+        let len = a.chunks_byte_len(t, first..last) as usize;
+        buf.clear();
+        buf.resize(len, 0);
+        a.decode_chunks_into(t, first..last, view, &mut buf)?;
+        sha.update(&buf);
+        sink(&buf)?;
+        first = last;
+    }
+    let actual: [u8; 32] = sha.finalize().into();
+    if actual != rec.sha256 {
+        return Err(Error::TensorDigest {
+            tensor: rec.name.clone(),
+            expected: hex(&rec.sha256),
+            actual: hex(&actual),
+        });
+    }
+    Ok(())
+}
+
+/// Streams target file `fi` (8-byte length, header, tensors) to `sink` and
+/// checks the file digest recorded at pack time.
+pub fn stream_file<D: AsRef<[u8]> + Sync>(
+    a: &Archive<D>,
+    fi: usize,
+    base: &dyn BaseProvider,
+    sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    let rec = &a.index().files[fi];
+    let mut sha = Sha256::new();
+    let mut hashed = |bytes: &[u8]| -> Result<()> {
+        sha.update(bytes);
+        sink(bytes)
+    };
+    hashed(&(rec.header.len() as u64).to_le_bytes())?;
+    hashed(&rec.header)?;
+    for &t in &rec.tensors {
+        stream_tensor(a, t as usize, base, &mut hashed)?;
+    }
+    let actual: [u8; 32] = sha.finalize().into();
+    if actual != rec.sha256 {
+        return Err(Error::FileDigest {
+            file: rec.name.clone(),
+            expected: hex(&rec.sha256),
+            actual: hex(&actual),
+        });
+    }
+    Ok(())
+}
+
+/// What [`verify`] checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Files reconstructed and matched to their digests.
+    pub files: usize,
+    /// Tensors reconstructed and matched.
+    pub tensors: usize,
+    /// Bytes reconstructed.
+    pub bytes: u64,
+    /// True when the bytes were also compared with the original checkpoint.
+    pub compared: bool,
+}
+
+/// Checks every CRC, reconstructs every file and tensor and checks their
+/// digests; with `against`, also compares byte for byte with the original.
+pub fn verify<D: AsRef<[u8]> + Sync>(
+    a: &Archive<D>,
+    base: &dyn BaseProvider,
+    against: Option<&Checkpoint>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<VerifyReport> {
+    a.check_crcs()?;
+    let mut report = VerifyReport {
+        compared: against.is_some(),
+        ..VerifyReport::default()
+    };
+    for (fi, rec) in a.index().files.iter().enumerate() {
+        let orig = match against {
+            Some(c) => Some(
+                c.files
+                    .iter()
+                    .find(|f| f.name == rec.name)
+                    .ok_or_else(|| Error::BadInput {
+                        path: c.root.clone(),
+                        reason: format!("has no file {:?} to compare with", rec.name),
+                    })?,
+            ),
+            None => None,
+        };
+        if let Some(o) = orig {
+            if o.size() != rec.size {
+                return Err(Error::BadInput {
+                    path: o.path.clone(),
+                    reason: format!("is {} bytes, the archive reconstructs {}", o.size(), rec.size),
+                });
+            }
+        }
+        let mut off = 0u64;
+        stream_file(a, fi, base, &mut |bytes| {
+            if let Some(o) = orig {
+                let mut buf = vec![0u8; bytes.len()];
+                o.file.read_exact_at(&mut buf, off).map_err(|e| Error::io(&o.path, e))?;
+                if buf != bytes {
+                    let at = buf.iter().zip(bytes).position(|(x, y)| x != y).unwrap_or(0) as u64;
+                    return Err(Error::BadInput {
+                        path: o.path.clone(),
+                        reason: format!("differs from the reconstruction at byte {}", off + at),
+                    });
+                }
+            }
+            off += bytes.len() as u64;
+            progress(bytes.len() as u64);
+            Ok(())
+        })?;
+        report.files += 1;
+        report.tensors += rec.tensors.len();
+        report.bytes += rec.size;
+    }
+    Ok(report)
+}
+
+/// Writes the target back as safetensors: to the file `out` when the archive
+/// holds one file, else into the directory `out`. Output is built in a temp
+/// file or directory beside `out` and renamed into place only when every
+/// digest checked, so a failure (or a kill) leaves nothing at `out`.
+pub fn unpack<D: AsRef<[u8]> + Sync>(
+    a: &Archive<D>,
+    base: &dyn BaseProvider,
+    out: &Path,
+    opts: &UnpackOptions,
+    progress: &mut dyn FnMut(u64),
+) -> Result<UnpackReport> {
+    if !opts.overwrite && out.exists() {
+        return Err(Error::OutputExists {
+            path: out.to_path_buf(),
+        });
+    }
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let idx = a.index();
+    if !opts.tensors.is_empty() {
+        let ids = opts
+            .tensors
+            .iter()
+            .map(|n| a.tensor_index(n))
+            .collect::<Result<Vec<_>>>()?;
+        let list: Vec<_> = ids
+            .iter()
+            .map(|&t| {
+                let r = &idx.tensors[t];
+                (r.name.as_str(), r.dtype, r.shape.as_slice())
+            })
+            .collect();
+        let header = make_header(&list);
+        let bytes = write_atomic(&parent, out, opts.overwrite, &mut |sink| {
+            sink(&(header.len() as u64).to_le_bytes())?;
+            sink(&header)?;
+            for &t in &ids {
+                stream_tensor(a, t, base, &mut *sink)?;
+            }
+            Ok(())
+        }, progress)?;
+        return Ok(UnpackReport {
+            files: vec![PathBuf::from(out.file_name().unwrap_or_default())],
+            bytes,
+            directory: false,
+        });
+    }
+    if idx.files.len() == 1 && idx.extra_files.is_empty() {
+        let bytes = write_atomic(&parent, out, opts.overwrite, &mut |sink| stream_file(a, 0, base, sink), progress)?;
+        return Ok(UnpackReport {
+            files: vec![PathBuf::from(out.file_name().unwrap_or_default())],
+            bytes,
+            directory: false,
+        });
+    }
+    // A directory: build it beside `out`, then rename.
+    let tmp = tempfile::Builder::new()
+        .prefix(".tpde-")
+        .suffix(".partial")
+        .tempdir_in(&parent)
+        .map_err(|e| Error::io(&parent, e))?;
+    let mut report = UnpackReport {
+        directory: true,
+        ..UnpackReport::default()
+    };
+    for fi in 0..idx.files.len() {
+        // Names were validated as single path components at open.
+        let name = &idx.files[fi].name;
+        report.bytes += write_atomic(tmp.path(), &tmp.path().join(name), false, &mut |sink| {
+            stream_file(a, fi, base, sink)
+        }, progress)?;
+        report.files.push(PathBuf::from(name));
+    }
+    for x in &idx.extra_files {
+        let actual: [u8; 32] = Sha256::digest(&x.contents).into();
+        if actual != x.sha256 {
+            return Err(Error::FileDigest {
+                file: x.name.clone(),
+                expected: hex(&x.sha256),
+                actual: hex(&actual),
+            });
+        }
+        let p = tmp.path().join(&x.name);
+        std::fs::write(&p, &x.contents).map_err(|e| Error::io(&p, e))?;
+        report.bytes += x.contents.len() as u64;
+        report.files.push(PathBuf::from(&x.name));
+    }
+    if opts.overwrite && out.exists() {
+        let old = out.with_extension("tpde-old");
+        std::fs::rename(out, &old).map_err(|e| Error::io(out, e))?;
+        std::fs::rename(tmp.keep(), out).map_err(|e| Error::io(out, e))?;
+        let _ = if old.is_dir() { std::fs::remove_dir_all(&old) } else { std::fs::remove_file(&old) };
+    } else {
+        let kept = tmp.keep();
+        std::fs::rename(&kept, out).map_err(|e| {
+            let _ = std::fs::remove_dir_all(&kept);
+            Error::io(out, e)
+        })?;
+    }
+    Ok(report)
+}
+
+type Producer<'a> = dyn FnMut(&mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> + 'a;
+
+/// Runs `produce` into a temp file in `dir`, then renames it to `dest`.
+fn write_atomic(
+    dir: &Path,
+    dest: &Path,
+    overwrite: bool,
+    produce: &mut Producer<'_>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<u64> {
+    let tmp = tempfile::Builder::new()
+        .prefix(".tpde-")
+        .suffix(".partial")
+        .tempfile_in(dir)
+        .map_err(|e| Error::io(dir, e))?;
+    let (file, tmp) = tmp.into_parts();
+    let mut w = BufWriter::with_capacity(4 << 20, file);
+    let mut written = 0u64;
+    produce(&mut |bytes| {
+        w.write_all(bytes).map_err(|e| Error::io(&*tmp, e))?;
+        written += bytes.len() as u64;
+        progress(bytes.len() as u64);
+        Ok(())
+    })?;
+    let file: File = w.into_inner().map_err(|e| Error::io(&*tmp, e.into_error()))?;
+    file.sync_all().map_err(|e| Error::io(&*tmp, e))?;
+    drop(file);
+    let res = if overwrite {
+        tmp.persist(dest).map_err(|e| Error::io(dest, e.error))
+    } else {
+        tmp.persist_noclobber(dest).map_err(|e| match e.error.kind() {
+            std::io::ErrorKind::AlreadyExists => Error::OutputExists {
+                path: dest.to_path_buf(),
+            },
+            _ => Error::io(dest, e.error),
+        })
+    };
+    res.map(|()| written)
+}

@@ -1,0 +1,446 @@
+//! The streaming archive writer (spec §3): blobs are appended as they are
+//! encoded, the index goes last, and the header is patched in at the end.
+//! Output goes to a temp file beside the destination, renamed on `finish`.
+
+use std::fs::File;
+use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use bincode::Options;
+use rayon::prelude::*;
+use sha2::{Digest as _, Sha256};
+
+use super::source::ByteSource;
+use crate::codec::chunk::{self, EncodeScratch, EncodedChunk};
+use crate::error::{Error, Result};
+use crate::format::{
+    align_up, bincode_options, BaseFile, BaseRef, Chunk, Digest, Dtype, ExtraFile, FileRecord,
+    Header, Index, Op, Payload, TensorRecord, ALIGN, HEADER_LEN, VERSION_MAJOR, VERSION_MINOR,
+};
+use crate::read::validate::MAX_CHUNK_ELEMS;
+
+/// Writer options. Defaults: zstd level 3, 1 Mi elements per chunk, inline
+/// bases compressed, refuse to overwrite.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteOptions {
+    level: i32,
+    chunk_elems: u64,
+    plain_bases: bool,
+    overwrite: bool,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        WriteOptions {
+            level: 3,
+            chunk_elems: 1 << 20,
+            plain_bases: false,
+            overwrite: false,
+        }
+    }
+}
+
+impl WriteOptions {
+    /// zstd level (1..=22; higher is smaller and slower).
+    #[must_use]
+    pub fn with_level(mut self, level: i32) -> Self {
+        self.level = level;
+        self
+    }
+    /// Elements per chunk: the unit of parallelism and random access.
+    #[must_use]
+    pub fn with_chunk_elems(mut self, n: u64) -> Self {
+        self.chunk_elems = n;
+        self
+    }
+    /// Store inline bases uncompressed and aligned, so readers can map them zero-copy.
+    #[must_use]
+    pub fn with_plain_bases(mut self, yes: bool) -> Self {
+        self.plain_bases = yes;
+        self
+    }
+    /// Replace an existing destination on `finish`.
+    #[must_use]
+    pub fn with_overwrite(mut self, yes: bool) -> Self {
+        self.overwrite = yes;
+        self
+    }
+    /// The zstd level.
+    pub fn level(&self) -> i32 {
+        self.level
+    }
+    /// Elements per chunk.
+    pub fn chunk_elems(&self) -> u64 {
+        self.chunk_elems
+    }
+}
+
+/// The base a tensor is written against.
+#[derive(Clone, Copy)]
+pub enum BaseInput<'a> {
+    /// No base (standalone).
+    None,
+    /// An inline base already added with [`ArchiveWriter::add_base`].
+    Inline {
+        /// Its index in the archive's base table.
+        index: u32,
+        /// Its bytes.
+        source: &'a dyn ByteSource,
+    },
+    /// A tensor of an external base file registered with [`ArchiveWriter::add_base_file`].
+    External {
+        /// The base file's index.
+        file: u32,
+        /// Tensor name in the base.
+        name: &'a str,
+        /// SHA-256 of the base tensor's bytes.
+        sha256: Digest,
+        /// Its bytes.
+        source: &'a dyn ByteSource,
+    },
+}
+
+impl std::fmt::Debug for BaseInput<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BaseInput::None => f.write_str("None"),
+            BaseInput::Inline { index, .. } => write!(f, "Inline({index})"),
+            BaseInput::External { name, .. } => write!(f, "External({name:?})"),
+        }
+    }
+}
+
+/// Streams tensors into a new archive.
+#[derive(Debug)]
+pub struct ArchiveWriter {
+    dest: PathBuf,
+    tmp: tempfile::TempPath,
+    out: BufWriter<File>,
+    pos: u64,
+    index: Index,
+    opts: WriteOptions,
+}
+
+/// One tensor's encoded chunk and the target bytes it came from.
+type Encoded = (EncodedChunk, Vec<u8>);
+
+impl ArchiveWriter {
+    /// Starts an archive that `finish` will move to `dest`.
+    pub fn create(dest: impl AsRef<Path>, opts: WriteOptions) -> Result<Self> {
+        let dest = dest.as_ref().to_path_buf();
+        if opts.chunk_elems == 0 || opts.chunk_elems > MAX_CHUNK_ELEMS {
+            return Err(Error::Usage(format!(
+                "chunk size must be 1..={MAX_CHUNK_ELEMS} elements, got {}",
+                opts.chunk_elems
+            )));
+        }
+        if !(1..=22).contains(&opts.level) {
+            return Err(Error::Usage(format!("zstd level must be 1..=22, got {}", opts.level)));
+        }
+        if !opts.overwrite && dest.exists() {
+            return Err(Error::OutputExists { path: dest });
+        }
+        let dir = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let tmp = tempfile::Builder::new()
+            .prefix(".tpde-")
+            .suffix(".partial")
+            .tempfile_in(&dir)
+            .map_err(|e| Error::io(&dir, e))?;
+        let (file, tmp) = tmp.into_parts();
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        out.write_all(&[0u8; HEADER_LEN]).map_err(|e| Error::io(&*tmp, e))?;
+        Ok(ArchiveWriter {
+            dest,
+            tmp,
+            out,
+            pos: HEADER_LEN as u64,
+            index: Index::default(),
+            opts,
+        })
+    }
+
+    /// Records a target file (its tensors must be added with `add_tensor`).
+    pub fn add_file(&mut self, rec: FileRecord) {
+        self.index.files.push(rec);
+    }
+
+    /// Records a small file to reproduce verbatim.
+    pub fn add_extra_file(&mut self, name: String, contents: Vec<u8>) {
+        let sha256 = Sha256::digest(&contents).into();
+        self.index.extra_files.push(ExtraFile {
+            name,
+            sha256,
+            contents,
+        });
+    }
+
+    /// Registers an external base file; returns its index.
+    pub fn add_base_file(&mut self, rec: BaseFile) -> u32 {
+        self.index.base_files.push(rec);
+        (self.index.base_files.len() - 1) as u32
+    }
+
+    /// Number of target tensors added so far.
+    pub fn tensor_count(&self) -> usize {
+        self.index.tensors.len()
+    }
+
+    /// Pads to the next 64-byte boundary; returns the new position.
+    fn align(&mut self) -> Result<u64> {
+        let at = align_up(self.pos).ok_or(Error::Usage("archive too large".into()))?;
+        let pad = (at - self.pos) as usize;
+        self.write_raw(&[0u8; ALIGN as usize][..pad])?;
+        Ok(at)
+    }
+
+    fn write_raw(&mut self, bytes: &[u8]) -> Result<()> {
+        self.out
+            .write_all(bytes)
+            .map_err(|e| Error::io(&*self.tmp, e))?;
+        self.pos += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Writes one aligned blob; returns its offset.
+    fn write_blob(&mut self, bytes: &[u8]) -> Result<u64> {
+        let at = self.align()?;
+        self.write_raw(bytes)?;
+        Ok(at)
+    }
+
+    /// Adds an inline base tensor (stored without a base of its own);
+    /// returns its index for [`BaseInput::Inline`].
+    pub fn add_base(
+        &mut self,
+        name: &str,
+        dtype: Dtype,
+        shape: &[u64],
+        source: &dyn ByteSource,
+    ) -> Result<u32> {
+        let rec = if self.opts.plain_bases {
+            self.encode_plain(name, dtype, shape, source)?
+        } else {
+            self.encode_tensor(name, dtype, shape, source, BaseInput::None, &mut |_| {})?
+        };
+        self.index.bases.push(rec);
+        Ok((self.index.bases.len() - 1) as u32)
+    }
+
+    /// Adds a target tensor against `base`. `on_bytes` sees the target's
+    /// bytes in order (for file digests and progress). Returns its index.
+    pub fn add_tensor(
+        &mut self,
+        name: &str,
+        dtype: Dtype,
+        shape: &[u64],
+        target: &dyn ByteSource,
+        base: BaseInput<'_>,
+        on_bytes: &mut dyn FnMut(&[u8]),
+    ) -> Result<u32> {
+        let rec = self.encode_tensor(name, dtype, shape, target, base, on_bytes)?;
+        self.index.tensors.push(rec);
+        Ok((self.index.tensors.len() - 1) as u32)
+    }
+
+    fn encode_plain(
+        &mut self,
+        name: &str,
+        dtype: Dtype,
+        shape: &[u64],
+        source: &dyn ByteSource,
+    ) -> Result<TensorRecord> {
+        let len = byte_len(name, dtype, shape)?;
+        let mut sha = Sha256::new();
+        let mut crc = crc32fast::Hasher::new();
+        let start = if len == 0 { 0 } else { self.align()? };
+        let mut buf = vec![0u8; len.min(8 << 20) as usize];
+        let mut offset = 0u64;
+        while offset < len {
+            let n = (len - offset).min(buf.len() as u64) as usize;
+            source
+                .read_at(offset, &mut buf[..n])
+                .map_err(|e| Error::io(source.path(), e))?;
+            sha.update(&buf[..n]);
+            crc.update(&buf[..n]);
+            self.write_raw(&buf[..n])?;
+            offset += n as u64;
+        }
+        Ok(TensorRecord {
+            name: name.to_owned(),
+            dtype,
+            shape: shape.to_vec(),
+            sha256: sha.finalize().into(),
+            base: BaseRef::None,
+            payload: Payload::Plain {
+                offset: start,
+                len,
+                crc32: crc.finalize(),
+            },
+        })
+    }
+
+    fn encode_tensor(
+        &mut self,
+        name: &str,
+        dtype: Dtype,
+        shape: &[u64],
+        target: &dyn ByteSource,
+        base: BaseInput<'_>,
+        on_bytes: &mut dyn FnMut(&[u8]),
+    ) -> Result<TensorRecord> {
+        let len = byte_len(name, dtype, shape)?;
+        let w = dtype.width() as u64;
+        let n = len / w;
+        let ce = self.opts.chunk_elems;
+        let nchunks = n.div_ceil(ce);
+        let level = self.opts.level;
+        let base_src: Option<&dyn ByteSource> = match base {
+            BaseInput::None => None,
+            BaseInput::Inline { source, .. } | BaseInput::External { source, .. } => Some(source),
+        };
+        let read = |i: u64| -> Result<(Vec<u8>, Option<Vec<u8>>)> {
+            let start = i * ce;
+            let count = ce.min(n - start);
+            let mut t = vec![0u8; (count * w) as usize];
+            target
+                .read_at(start * w, &mut t)
+                .map_err(|e| Error::io(target.path(), e))?;
+            let b = match base_src {
+                Some(src) => {
+                    let mut b = vec![0u8; t.len()];
+                    src.read_at(start * w, &mut b)
+                        .map_err(|e| Error::io(src.path(), e))?;
+                    Some(b)
+                }
+                None => None,
+            };
+            Ok((t, b))
+        };
+        // One combine op per tensor, chosen by trial on its middle chunk.
+        let op = if nchunks == 0 || base_src.is_none() {
+            Op::Replace
+        } else {
+            let (t, b) = read(nchunks / 2)?;
+            chunk::choose_op(w as usize, &t, b.as_deref(), level)
+        };
+
+        let mut sha = Sha256::new();
+        let mut chunks = Vec::with_capacity(nchunks.min(1 << 20) as usize);
+        // Encode a window of chunks in parallel, then write them in order:
+        // memory stays O(window × chunk) and output is independent of threads.
+        let window = (rayon::current_num_threads() * 2).max(1) as u64;
+        let mut first = 0u64;
+        while first < nchunks {
+            let last = (first + window).min(nchunks);
+            let encoded: Vec<Result<Encoded>> = (first..last)
+                .into_par_iter()
+                .map(|i| {
+                    let (t, b) = read(i)?;
+                    let e = ENCODE_SCRATCH
+                        .with(|s| chunk::encode(w as usize, &t, b.as_deref(), op, level, &mut s.borrow_mut()));
+                    Ok((e, t))
+                })
+                .collect();
+            for (i, r) in (first..last).zip(encoded) {
+                let (e, t) = r?;
+                sha.update(&t);
+                on_bytes(&t);
+                let offset = if e.bytes.is_empty() { 0 } else { self.write_blob(&e.bytes)? };
+                chunks.push(Chunk {
+                    offset,
+                    stored_len: e.bytes.len() as u64,
+                    crc32: if e.bytes.is_empty() { 0 } else { crc32fast::hash(&e.bytes) },
+                    elem_start: i * ce,
+                    elem_count: ce.min(n - i * ce),
+                    kind: e.kind,
+                    op: e.op,
+                    changed: e.changed,
+                    positions: e.positions,
+                    values: e.values,
+                });
+            }
+            first = last;
+        }
+        let base_ref = match base {
+            BaseInput::None => BaseRef::None,
+            BaseInput::Inline { index, .. } => BaseRef::Inline { index },
+            BaseInput::External {
+                file, name, sha256, ..
+            } => BaseRef::External {
+                file,
+                name: name.to_owned(),
+                sha256,
+            },
+        };
+        Ok(TensorRecord {
+            name: name.to_owned(),
+            dtype,
+            shape: shape.to_vec(),
+            sha256: sha.finalize().into(),
+            base: base_ref,
+            payload: Payload::Chunked {
+                chunk_elems: ce,
+                chunks,
+            },
+        })
+    }
+
+    /// Writes the index and header, syncs, and renames the temp file onto
+    /// the destination. Returns the archive's length in bytes.
+    pub fn finish(mut self) -> Result<u64> {
+        let index_offset = align_up(self.pos).ok_or(Error::Usage("archive too large".into()))?;
+        let index = bincode_options(u64::MAX)
+            .serialize(&self.index)
+            .map_err(|e| Error::Usage(format!("cannot encode index: {e}")))?;
+        self.align()?;
+        self.write_raw(&index)?;
+        let mut header = Header {
+            major: VERSION_MAJOR,
+            minor: VERSION_MINOR,
+            flags: 0,
+            file_len: self.pos,
+            index_offset,
+            index_len: index.len() as u64,
+            align: ALIGN as u32,
+            crc32: 0,
+        };
+        header.crc32 = header.compute_crc(&index);
+        let tmp_path = self.tmp.to_path_buf();
+        let io = |e| Error::io(&tmp_path, e);
+        self.out.flush().map_err(io)?;
+        let mut file = self.out.into_inner().map_err(|e| io(e.into_error()))?;
+        file.seek(SeekFrom::Start(0)).map_err(io)?;
+        file.write_all(&header.to_bytes()).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        drop(file);
+        let len = header.file_len;
+        if self.opts.overwrite {
+            self.tmp.persist(&self.dest).map_err(|e| Error::io(&self.dest, e.error))?;
+        } else {
+            self.tmp
+                .persist_noclobber(&self.dest)
+                .map_err(|e| match e.error.kind() {
+                    std::io::ErrorKind::AlreadyExists => Error::OutputExists {
+                        path: self.dest.clone(),
+                    },
+                    _ => Error::io(&self.dest, e.error),
+                })?;
+        }
+        Ok(len)
+    }
+}
+
+thread_local! {
+    static ENCODE_SCRATCH: std::cell::RefCell<EncodeScratch> = std::cell::RefCell::new(EncodeScratch::default());
+}
+
+fn byte_len(name: &str, dtype: Dtype, shape: &[u64]) -> Result<u64> {
+    shape
+        .iter()
+        .try_fold(1u64, |a, &d| a.checked_mul(d))
+        .and_then(|n| n.checked_mul(dtype.width() as u64))
+        .ok_or_else(|| Error::Usage(format!("tensor {name:?}: shape {shape:?} overflows")))
+}
