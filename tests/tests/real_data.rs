@@ -26,7 +26,11 @@ fn round_trip(target: &Path, base: Option<&Path>, mode: BaseMode) -> (u64, u64) 
     verify(&a, provider, Some(&t), &mut |_| {}).unwrap();
     let back = dir.path().join("back.safetensors");
     unpack(&a, provider, &back, &UnpackOptions::default(), &mut |_| {}).unwrap();
-    assert_eq!(sha256_file(&back), sha256_file(target), "unpacked file differs");
+    assert_eq!(
+        sha256_file(&back),
+        sha256_file(target),
+        "unpacked file differs"
+    );
     (rep.archive_bytes, rep.target_bytes)
 }
 
@@ -38,7 +42,10 @@ fn silero_example_round_trips_in_every_base_mode() {
         round_trip(&target, Some(&base), mode);
     }
     let (archive, raw) = round_trip(&target, None, BaseMode::Inline);
-    assert!(archive < raw, "standalone archive {archive} not smaller than {raw}");
+    assert!(
+        archive < raw,
+        "standalone archive {archive} not smaller than {raw}"
+    );
 }
 
 #[test]
@@ -60,8 +67,14 @@ fn shared_finetune_corpus_round_trips() {
     };
     let ft = shared.join("corpus/ft");
     let base = ft.join("ftA.full.step0.bf16.safetensors");
-    for t in ["ftA.full.step700.bf16.safetensors", "ftA.partial.step700.bf16.safetensors"] {
+    for t in [
+        "ftA.full.step700.bf16.safetensors",
+        "ftA.partial.step700.bf16.safetensors",
+    ] {
         let (archive, raw) = round_trip(&ft.join(t), Some(&base), BaseMode::External);
-        eprintln!("{t}: {raw} -> {archive} ({:.2}x)", raw as f64 / archive as f64);
+        eprintln!(
+            "{t}: {raw} -> {archive} ({:.2}x)",
+            raw as f64 / archive as f64
+        );
     }
 }

@@ -112,7 +112,9 @@ pub enum Error {
         reason: &'static str,
     },
     /// A reconstructed tensor does not have the digest recorded at pack time.
-    #[error("tensor {tensor:?} reconstructs to sha256 {actual} but the archive recorded {expected}")]
+    #[error(
+        "tensor {tensor:?} reconstructs to sha256 {actual} but the archive recorded {expected}"
+    )]
     TensorDigest {
         /// Tensor name.
         tensor: String,
@@ -134,7 +136,9 @@ pub enum Error {
 
     // ---- limits (raise them in ReadLimits if the file is trusted) --------
     /// A declared size or count exceeds a [`crate::ReadLimits`] limit.
-    #[error("{what} is {value}, over the limit of {limit} (raise ReadLimits::{what} for trusted files)")]
+    #[error(
+        "{what} is {value}, over the limit of {limit} (raise ReadLimits::{what} for trusted files)"
+    )]
     LimitExceeded {
         /// The `ReadLimits` field.
         what: &'static str,
@@ -265,8 +269,9 @@ impl Error {
 /// Lower-case hex of a digest.
 pub fn hex(d: &[u8]) -> String {
     use std::fmt::Write;
-    d.iter().fold(String::with_capacity(d.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    d.iter()
+        .fold(String::with_capacity(d.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }

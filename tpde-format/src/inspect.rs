@@ -161,7 +161,11 @@ pub fn summarize_archive<D: AsRef<[u8]> + Sync>(a: &Archive<D>) -> ArchiveSummar
     let tensors: Vec<TensorSummary> = idx.tensors.iter().map(summarize).collect();
     let raw: u64 = tensors.iter().map(|t| t.raw_bytes).sum();
     let stored: u64 = tensors.iter().map(|t| t.stored_bytes).sum();
-    let elems: u64 = idx.tensors.iter().map(|t| t.elem_count().unwrap_or(0)).sum();
+    let elems: u64 = idx
+        .tensors
+        .iter()
+        .map(|t| t.elem_count().unwrap_or(0))
+        .sum();
     let changed: u64 = tensors.iter().map(|t| t.changed_elements).sum();
     let file_bytes: u64 = idx.files.iter().map(|f| f.size).sum();
     ArchiveSummary {

@@ -53,7 +53,12 @@ pub fn pack(
     opts: &PackOptions,
     progress: &mut dyn FnMut(u64),
 ) -> Result<PackReport> {
-    let mut w = ArchiveWriter::create(out, opts.write.clone().with_plain_bases(opts.base_mode == BaseMode::InlinePlain))?;
+    let mut w = ArchiveWriter::create(
+        out,
+        opts.write
+            .clone()
+            .with_plain_bases(opts.base_mode == BaseMode::InlinePlain),
+    )?;
     let mut report = PackReport {
         target_bytes: target.total_bytes(),
         ..PackReport::default()
@@ -86,13 +91,24 @@ pub fn pack(
                 progress(bytes.len() as u64);
             };
             let id = match matched {
-                None => w.add_tensor(&t.name, t.dtype, &t.shape, &src, BaseInput::None, &mut on_bytes)?,
+                None => w.add_tensor(
+                    &t.name,
+                    t.dtype,
+                    &t.shape,
+                    &src,
+                    BaseInput::None,
+                    &mut on_bytes,
+                )?,
                 Some((b, bf, bt)) => {
                     report.delta_tensors += 1;
                     let bsrc = bf.source(bt);
                     let input = match opts.base_mode {
                         BaseMode::External => {
-                            let fi = b.files.iter().position(|x| std::ptr::eq(x, bf)).unwrap_or(0);
+                            let fi = b
+                                .files
+                                .iter()
+                                .position(|x| std::ptr::eq(x, bf))
+                                .unwrap_or(0);
                             BaseInput::External {
                                 file: base_file_ids.get(fi).copied().unwrap_or(0),
                                 name: &bt.name,
@@ -161,7 +177,8 @@ fn source_sha256(src: &dyn ByteSource, len: u64) -> Result<Digest> {
     let mut off = 0;
     while off < len {
         let n = (len - off).min(buf.len() as u64) as usize;
-        src.read_at(off, &mut buf[..n]).map_err(|e| Error::io(src.path(), e))?;
+        src.read_at(off, &mut buf[..n])
+            .map_err(|e| Error::io(src.path(), e))?;
         h.update(&buf[..n]);
         off += n as u64;
     }

@@ -132,22 +132,23 @@ pub fn verify<D: AsRef<[u8]> + Sync>(
     };
     for (fi, rec) in a.index().files.iter().enumerate() {
         let orig = match against {
-            Some(c) => Some(
-                c.files
-                    .iter()
-                    .find(|f| f.name == rec.name)
-                    .ok_or_else(|| Error::BadInput {
-                        path: c.root.clone(),
-                        reason: format!("has no file {:?} to compare with", rec.name),
-                    })?,
-            ),
+            Some(c) => Some(c.files.iter().find(|f| f.name == rec.name).ok_or_else(|| {
+                Error::BadInput {
+                    path: c.root.clone(),
+                    reason: format!("has no file {:?} to compare with", rec.name),
+                }
+            })?),
             None => None,
         };
         if let Some(o) = orig {
             if o.size() != rec.size {
                 return Err(Error::BadInput {
                     path: o.path.clone(),
-                    reason: format!("is {} bytes, the archive reconstructs {}", o.size(), rec.size),
+                    reason: format!(
+                        "is {} bytes, the archive reconstructs {}",
+                        o.size(),
+                        rec.size
+                    ),
                 });
             }
         }
@@ -155,7 +156,9 @@ pub fn verify<D: AsRef<[u8]> + Sync>(
         stream_file(a, fi, base, &mut |bytes| {
             if let Some(o) = orig {
                 let mut buf = vec![0u8; bytes.len()];
-                o.file.read_exact_at(&mut buf, off).map_err(|e| Error::io(&o.path, e))?;
+                o.file
+                    .read_exact_at(&mut buf, off)
+                    .map_err(|e| Error::io(&o.path, e))?;
                 if buf != bytes {
                     let at = buf.iter().zip(bytes).position(|(x, y)| x != y).unwrap_or(0) as u64;
                     return Err(Error::BadInput {
@@ -210,14 +213,20 @@ pub fn unpack<D: AsRef<[u8]> + Sync>(
             })
             .collect();
         let header = make_header(&list);
-        let bytes = write_atomic(&parent, out, opts.overwrite, &mut |sink| {
-            sink(&(header.len() as u64).to_le_bytes())?;
-            sink(&header)?;
-            for &t in &ids {
-                stream_tensor(a, t, base, &mut *sink)?;
-            }
-            Ok(())
-        }, progress)?;
+        let bytes = write_atomic(
+            &parent,
+            out,
+            opts.overwrite,
+            &mut |sink| {
+                sink(&(header.len() as u64).to_le_bytes())?;
+                sink(&header)?;
+                for &t in &ids {
+                    stream_tensor(a, t, base, &mut *sink)?;
+                }
+                Ok(())
+            },
+            progress,
+        )?;
         return Ok(UnpackReport {
             files: vec![PathBuf::from(out.file_name().unwrap_or_default())],
             bytes,
@@ -225,7 +234,13 @@ pub fn unpack<D: AsRef<[u8]> + Sync>(
         });
     }
     if idx.files.len() == 1 && idx.extra_files.is_empty() {
-        let bytes = write_atomic(&parent, out, opts.overwrite, &mut |sink| stream_file(a, 0, base, sink), progress)?;
+        let bytes = write_atomic(
+            &parent,
+            out,
+            opts.overwrite,
+            &mut |sink| stream_file(a, 0, base, sink),
+            progress,
+        )?;
         return Ok(UnpackReport {
             files: vec![PathBuf::from(out.file_name().unwrap_or_default())],
             bytes,
@@ -245,9 +260,13 @@ pub fn unpack<D: AsRef<[u8]> + Sync>(
     for fi in 0..idx.files.len() {
         // Names were validated as single path components at open.
         let name = &idx.files[fi].name;
-        report.bytes += write_atomic(tmp.path(), &tmp.path().join(name), false, &mut |sink| {
-            stream_file(a, fi, base, sink)
-        }, progress)?;
+        report.bytes += write_atomic(
+            tmp.path(),
+            &tmp.path().join(name),
+            false,
+            &mut |sink| stream_file(a, fi, base, sink),
+            progress,
+        )?;
         report.files.push(PathBuf::from(name));
     }
     for x in &idx.extra_files {
@@ -268,7 +287,11 @@ pub fn unpack<D: AsRef<[u8]> + Sync>(
         let old = out.with_extension("tpde-old");
         std::fs::rename(out, &old).map_err(|e| Error::io(out, e))?;
         std::fs::rename(tmp.keep(), out).map_err(|e| Error::io(out, e))?;
-        let _ = if old.is_dir() { std::fs::remove_dir_all(&old) } else { std::fs::remove_file(&old) };
+        let _ = if old.is_dir() {
+            std::fs::remove_dir_all(&old)
+        } else {
+            std::fs::remove_file(&old)
+        };
     } else {
         let kept = tmp.keep();
         std::fs::rename(&kept, out).map_err(|e| {
@@ -303,18 +326,21 @@ fn write_atomic(
         progress(bytes.len() as u64);
         Ok(())
     })?;
-    let file: File = w.into_inner().map_err(|e| Error::io(&*tmp, e.into_error()))?;
+    let file: File = w
+        .into_inner()
+        .map_err(|e| Error::io(&*tmp, e.into_error()))?;
     file.sync_all().map_err(|e| Error::io(&*tmp, e))?;
     drop(file);
     let res = if overwrite {
         tmp.persist(dest).map_err(|e| Error::io(dest, e.error))
     } else {
-        tmp.persist_noclobber(dest).map_err(|e| match e.error.kind() {
-            std::io::ErrorKind::AlreadyExists => Error::OutputExists {
-                path: dest.to_path_buf(),
-            },
-            _ => Error::io(dest, e.error),
-        })
+        tmp.persist_noclobber(dest)
+            .map_err(|e| match e.error.kind() {
+                std::io::ErrorKind::AlreadyExists => Error::OutputExists {
+                    path: dest.to_path_buf(),
+                },
+                _ => Error::io(dest, e.error),
+            })
     };
     res.map(|()| written)
 }

@@ -206,7 +206,9 @@ mod tests {
 
     #[test]
     fn few_changes_encode_sparse_and_round_trip() {
-        let base: Vec<u8> = (0..4096u32).flat_map(|i| (i as u16).to_le_bytes()).collect();
+        let base: Vec<u8> = (0..4096u32)
+            .flat_map(|i| (i as u16).to_le_bytes())
+            .collect();
         let mut target = base.clone();
         target[20] ^= 0x40;
         target[2000] = target[2000].wrapping_add(3);
@@ -216,8 +218,14 @@ mod tests {
             assert_eq!(e.kind, ChunkKind::Sparse);
             assert_eq!(e.changed, 2);
             let mut out = base.clone();
-            decode_into(&chunk_of(&e, 4096), 2, &e.bytes, &mut out, &mut DecodeScratch::default())
-                .unwrap();
+            decode_into(
+                &chunk_of(&e, 4096),
+                2,
+                &e.bytes,
+                &mut out,
+                &mut DecodeScratch::default(),
+            )
+            .unwrap();
             assert_eq!(out, target);
         }
     }
@@ -225,7 +233,14 @@ mod tests {
     #[test]
     fn identical_ranges_store_nothing() {
         let base = vec![7u8; 64];
-        let e = encode(4, &base, Some(&base), Op::Add, 3, &mut EncodeScratch::default());
+        let e = encode(
+            4,
+            &base,
+            Some(&base),
+            Op::Add,
+            3,
+            &mut EncodeScratch::default(),
+        );
         assert_eq!(e.kind, ChunkKind::Zero);
         assert!(e.bytes.is_empty());
     }
@@ -237,11 +252,24 @@ mod tests {
             let base: Vec<u8> = (0..n * w).map(|i| (i * 7 % 251) as u8).collect();
             let target: Vec<u8> = (0..n * w).map(|i| (i * 13 % 241) as u8).collect();
             for op in [Op::Xor, Op::Add, Op::Replace] {
-                let e = encode(w, &target, Some(&base), op, 1, &mut EncodeScratch::default());
+                let e = encode(
+                    w,
+                    &target,
+                    Some(&base),
+                    op,
+                    1,
+                    &mut EncodeScratch::default(),
+                );
                 assert_eq!(e.kind, ChunkKind::Dense);
                 let mut out = base.clone();
-                decode_into(&chunk_of(&e, n as u64), w, &e.bytes, &mut out, &mut DecodeScratch::default())
-                    .unwrap();
+                decode_into(
+                    &chunk_of(&e, n as u64),
+                    w,
+                    &e.bytes,
+                    &mut out,
+                    &mut DecodeScratch::default(),
+                )
+                .unwrap();
                 assert_eq!(out, target, "w={w} op={op:?}");
             }
         }

@@ -143,7 +143,10 @@ pub fn dense_delta<W: Word>(op: Op, base: Option<&[u8]>, target: &[u8], out: &mu
     out.resize(target.len(), 0);
     match base {
         None => {
-            for (o, t) in out.chunks_exact_mut(W::WIDTH).zip(target.chunks_exact(W::WIDTH)) {
+            for (o, t) in out
+                .chunks_exact_mut(W::WIDTH)
+                .zip(target.chunks_exact(W::WIDTH))
+            {
                 W::delta(op, W::default(), W::load(t)).store(o);
             }
         }

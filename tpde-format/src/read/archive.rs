@@ -14,7 +14,9 @@ use super::base::BaseProvider;
 use super::validate;
 use crate::codec::chunk::{self, DecodeScratch};
 use crate::error::{hex, Error, Location, Result};
-use crate::format::{bincode_options, BaseRef, Chunk, Header, Index, Payload, TensorRecord, HEADER_LEN};
+use crate::format::{
+    bincode_options, BaseRef, Chunk, Header, Index, Payload, TensorRecord, HEADER_LEN,
+};
 use crate::limits::ReadLimits;
 
 thread_local! {
@@ -218,7 +220,11 @@ impl<D: AsRef<[u8]> + Sync> Archive<D> {
 
     /// Resolves the base of target tensor `t`. An external base tensor is
     /// looked up in `base` and its SHA-256 checked against the archive.
-    pub fn resolve_base<'a>(&'a self, t: usize, base: &'a dyn BaseProvider) -> Result<BaseView<'a>> {
+    pub fn resolve_base<'a>(
+        &'a self,
+        t: usize,
+        base: &'a dyn BaseProvider,
+    ) -> Result<BaseView<'a>> {
         let rec = &self.index.tensors[t];
         match &rec.base {
             BaseRef::None => Ok(BaseView::Zero),
@@ -252,14 +258,24 @@ impl<D: AsRef<[u8]> + Sync> Archive<D> {
 
     /// Fills `out` with elements `range` of `table[t]`, which must have no base
     /// (an inline base or a standalone tensor).
-    fn read_baseless(&self, table: Table, t: usize, range: Range<u64>, out: &mut [u8]) -> Result<()> {
+    fn read_baseless(
+        &self,
+        table: Table,
+        t: usize,
+        range: Range<u64>,
+        out: &mut [u8],
+    ) -> Result<()> {
         let rec = self.record(table, t);
         let w = rec.dtype.width() as u64;
         if let Some(b) = self.plain_bytes(table, t)? {
             out.copy_from_slice(&b[(range.start * w) as usize..(range.end * w) as usize]);
             return Ok(());
         }
-        let Payload::Chunked { chunk_elems, chunks } = &rec.payload else {
+        let Payload::Chunked {
+            chunk_elems,
+            chunks,
+        } = &rec.payload
+        else {
             return Ok(());
         };
         let first = range.start / chunk_elems;
@@ -268,14 +284,17 @@ impl<D: AsRef<[u8]> + Sync> Archive<D> {
             let c = &chunks[ci as usize];
             let lo = range.start.max(c.elem_start);
             let hi = range.end.min(c.elem_start + c.elem_count);
-            let dst = &mut out[((lo - range.start) * w) as usize..((hi - range.start) * w) as usize];
+            let dst =
+                &mut out[((lo - range.start) * w) as usize..((hi - range.start) * w) as usize];
             if lo == c.elem_start && hi == c.elem_start + c.elem_count {
                 dst.fill(0);
                 self.decode_chunk(table, t, ci as usize, dst)?;
             } else {
                 let mut tmp = vec![0u8; (c.elem_count * w) as usize];
                 self.decode_chunk(table, t, ci as usize, &mut tmp)?;
-                dst.copy_from_slice(&tmp[((lo - c.elem_start) * w) as usize..((hi - c.elem_start) * w) as usize]);
+                dst.copy_from_slice(
+                    &tmp[((lo - c.elem_start) * w) as usize..((hi - c.elem_start) * w) as usize],
+                );
             }
         }
         Ok(())
@@ -314,7 +333,10 @@ impl<D: AsRef<[u8]> + Sync> Archive<D> {
                 out.copy_from_slice(b);
                 Ok(())
             }
-            Payload::Chunked { chunk_elems, chunks: cs } => {
+            Payload::Chunked {
+                chunk_elems,
+                chunks: cs,
+            } => {
                 let Some(sel) = cs.get(chunks.clone()) else {
                     return Err(Error::Usage(format!("chunk range {chunks:?} out of range")));
                 };
@@ -334,7 +356,9 @@ impl<D: AsRef<[u8]> + Sync> Archive<D> {
                             BaseView::Bytes(b) => o.copy_from_slice(
                                 &b[(range.start * w) as usize..(range.end * w) as usize],
                             ),
-                            BaseView::Inline(bi) => self.read_baseless(Table::Base, bi, range, o)?,
+                            BaseView::Inline(bi) => {
+                                self.read_baseless(Table::Base, bi, range, o)?
+                            }
                         }
                         self.decode_chunk(Table::Target, t, i, o)
                     })
@@ -393,14 +417,19 @@ impl<D: AsRef<[u8]> + Sync> Archive<D> {
 
     /// Checks every chunk and plain blob CRC without decoding (fast).
     pub fn check_crcs(&self) -> Result<()> {
-        for (table, list) in [(Table::Base, &self.index.bases), (Table::Target, &self.index.tensors)] {
-            list.par_iter().enumerate().try_for_each(|(t, rec)| match &rec.payload {
-                Payload::Plain { .. } => self.plain_bytes(table, t).map(|_| ()),
-                Payload::Chunked { chunks, .. } => chunks
-                    .par_iter()
-                    .enumerate()
-                    .try_for_each(|(i, c)| self.chunk_bytes(table, t, i, c).map(|_| ())),
-            })?;
+        for (table, list) in [
+            (Table::Base, &self.index.bases),
+            (Table::Target, &self.index.tensors),
+        ] {
+            list.par_iter()
+                .enumerate()
+                .try_for_each(|(t, rec)| match &rec.payload {
+                    Payload::Plain { .. } => self.plain_bytes(table, t).map(|_| ()),
+                    Payload::Chunked { chunks, .. } => chunks
+                        .par_iter()
+                        .enumerate()
+                        .try_for_each(|(i, c)| self.chunk_bytes(table, t, i, c).map(|_| ())),
+                })?;
         }
         Ok(())
     }

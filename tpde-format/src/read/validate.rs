@@ -25,17 +25,14 @@ pub fn is_safe_file_name(name: &str) -> bool {
         && name != "."
         && name != ".."
         && name.len() <= 255
-        && !name.chars().any(|c| c == '/' || c == '\\' || c.is_control())
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == '\\' || c.is_control())
         && !(name.len() >= 2 && name.as_bytes()[1] == b':') // Windows drive prefix
 }
 
 /// Validates `index` for a file of `file_len` bytes whose header is `header`.
-pub fn validate(
-    data: &[u8],
-    header: &Header,
-    index: &Index,
-    limits: &ReadLimits,
-) -> Result<()> {
+pub fn validate(data: &[u8], header: &Header, index: &Index, limits: &ReadLimits) -> Result<()> {
     let total = (index.tensors.len() as u64).saturating_add(index.bases.len() as u64);
     if total > limits.max_tensors {
         return Err(Error::LimitExceeded {
@@ -72,14 +69,20 @@ pub fn validate(
             ));
         }
         if !file_names.insert(name.as_str()) {
-            return Err(bad(Location::File { name: name.clone() }, "duplicate file name"));
+            return Err(bad(
+                Location::File { name: name.clone() },
+                "duplicate file name",
+            ));
         }
     }
 
     // Tensors (spec §4.4–§4.6, §5.1).
     for t in &index.bases {
         if t.base != BaseRef::None {
-            return Err(bad(tensor_loc(t, true), "an inline base must not itself have a base"));
+            return Err(bad(
+                tensor_loc(t, true),
+                "an inline base must not itself have a base",
+            ));
         }
         check_tensor(t, true, limits)?;
     }
@@ -94,17 +97,26 @@ pub fn validate(
                     return Err(bad(tensor_loc(t, false), "inline base index out of range"));
                 };
                 if b.dtype != t.dtype || b.shape != t.shape {
-                    return Err(bad(tensor_loc(t, false), "inline base dtype or shape differs"));
+                    return Err(bad(
+                        tensor_loc(t, false),
+                        "inline base dtype or shape differs",
+                    ));
                 }
             }
             BaseRef::External { file, .. } => {
                 if *file as usize >= index.base_files.len() {
-                    return Err(bad(tensor_loc(t, false), "external base file index out of range"));
+                    return Err(bad(
+                        tensor_loc(t, false),
+                        "external base file index out of range",
+                    ));
                 }
             }
         }
         if matches!(t.payload, Payload::Plain { .. }) && t.base != BaseRef::None {
-            return Err(bad(tensor_loc(t, false), "a plain payload cannot have a base"));
+            return Err(bad(
+                tensor_loc(t, false),
+                "a plain payload cannot have a base",
+            ));
         }
     }
     if total_out > limits.max_total_output {
@@ -118,7 +130,9 @@ pub fn validate(
     // Files (spec §4.2): every tensor in exactly one file; sizes add up.
     let mut owner = vec![false; index.tensors.len()];
     for f in &index.files {
-        let loc = || Location::File { name: f.name.clone() };
+        let loc = || Location::File {
+            name: f.name.clone(),
+        };
         let mut size = 8u64.checked_add(f.header.len() as u64);
         for &ti in &f.tensors {
             let Some(slot) = owner.get_mut(ti as usize) else {
@@ -131,11 +145,17 @@ pub fn validate(
             size = size.zip(len).and_then(|(a, b)| a.checked_add(b));
         }
         if size != Some(f.size) {
-            return Err(bad(loc(), "file size differs from header plus tensor bytes"));
+            return Err(bad(
+                loc(),
+                "file size differs from header plus tensor bytes",
+            ));
         }
     }
     if let Some(i) = owner.iter().position(|o| !o) {
-        return Err(bad(tensor_loc(&index.tensors[i], false), "tensor belongs to no file"));
+        return Err(bad(
+            tensor_loc(&index.tensors[i], false),
+            "tensor belongs to no file",
+        ));
     }
 
     check_layout(data, header, index)
@@ -165,7 +185,10 @@ fn check_tensor(t: &TensorRecord, base: bool, limits: &ReadLimits) -> Result<u64
     match &t.payload {
         Payload::Plain { offset, len, .. } => {
             if *len != bytes {
-                return Err(bad(loc(), "plain payload length differs from the tensor size"));
+                return Err(bad(
+                    loc(),
+                    "plain payload length differs from the tensor size",
+                ));
             }
             if *len == 0 && *offset != 0 {
                 return Err(bad(loc(), "empty plain payload must have offset 0"));
@@ -188,7 +211,10 @@ fn check_tensor(t: &TensorRecord, base: bool, limits: &ReadLimits) -> Result<u64
                 });
             }
             if chunks.len() as u64 != n.div_ceil(ce) {
-                return Err(bad(loc(), "chunk count differs from ceil(elements / chunk_elems)"));
+                return Err(bad(
+                    loc(),
+                    "chunk count differs from ceil(elements / chunk_elems)",
+                ));
             }
             for (i, c) in chunks.iter().enumerate() {
                 let cl = || Location::Chunk {
@@ -201,7 +227,10 @@ fn check_tensor(t: &TensorRecord, base: bool, limits: &ReadLimits) -> Result<u64
                     return Err(bad(cl(), "element range is not the chunk's slot"));
                 }
                 if c.positions.stored_len.checked_add(c.values.stored_len) != Some(c.stored_len) {
-                    return Err(bad(cl(), "stored length differs from the sum of its streams"));
+                    return Err(bad(
+                        cl(),
+                        "stored length differs from the sum of its streams",
+                    ));
                 }
                 if c.stored_len == 0 && c.offset != 0 {
                     return Err(bad(cl(), "empty chunk must have offset 0"));
@@ -219,7 +248,10 @@ fn check_tensor(t: &TensorRecord, base: bool, limits: &ReadLimits) -> Result<u64
                             return Err(bad(cl(), "dense chunk has a positions stream"));
                         }
                         if c.values.raw_len != c.elem_count * w {
-                            return Err(bad(cl(), "dense values length differs from elements × width"));
+                            return Err(bad(
+                                cl(),
+                                "dense values length differs from elements × width",
+                            ));
                         }
                         if c.changed > c.elem_count {
                             return Err(bad(cl(), "more changed elements than elements"));
@@ -230,10 +262,16 @@ fn check_tensor(t: &TensorRecord, base: bool, limits: &ReadLimits) -> Result<u64
                             return Err(bad(cl(), "sparse chunk needs 1..=elements positions"));
                         }
                         if c.values.raw_len != c.changed * w {
-                            return Err(bad(cl(), "sparse values length differs from positions × width"));
+                            return Err(bad(
+                                cl(),
+                                "sparse values length differs from positions × width",
+                            ));
                         }
                         if c.positions.raw_len < c.changed || c.positions.raw_len > c.changed * 5 {
-                            return Err(bad(cl(), "positions length impossible for the position count"));
+                            return Err(bad(
+                                cl(),
+                                "positions length impossible for the position count",
+                            ));
                         }
                     }
                 }

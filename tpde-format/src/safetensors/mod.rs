@@ -61,10 +61,15 @@ impl SourceFile {
         let infos = meta.tensors();
         let mut tensors = Vec::with_capacity(infos.len());
         for name in meta.offset_keys() {
-            let Some(info) = infos.get(&name) else { continue };
+            let Some(info) = infos.get(&name) else {
+                continue;
+            };
             let dname = format!("{:?}", info.dtype);
-            let dtype = Dtype::from_name(&dname)
-                .ok_or_else(|| bad(format!("tensor {name:?}: dtype {dname} is not supported by tpde v1")))?;
+            let dtype = Dtype::from_name(&dname).ok_or_else(|| {
+                bad(format!(
+                    "tensor {name:?}: dtype {dname} is not supported by tpde v1"
+                ))
+            })?;
             tensors.push(SourceTensor {
                 name,
                 dtype,
@@ -160,15 +165,17 @@ impl Checkpoint {
             };
             let index_path = path.join(index_name);
             let raw = std::fs::read(&index_path).map_err(|e| Error::io(&index_path, e))?;
-            let idx: ShardIndex = serde_json::from_slice(&raw)
-                .map_err(|e| bad(format!("{index_name}: {e}")))?;
+            let idx: ShardIndex =
+                serde_json::from_slice(&raw).map_err(|e| bad(format!("{index_name}: {e}")))?;
             let mut shards: Vec<&String> = idx.weight_map.values().collect();
             shards.sort();
             shards.dedup();
             let mut files = Vec::with_capacity(shards.len());
             for s in shards {
                 if !is_safe_file_name(s) {
-                    return Err(bad(format!("{index_name} names shard {s:?} outside the directory")));
+                    return Err(bad(format!(
+                        "{index_name} names shard {s:?} outside the directory"
+                    )));
                 }
                 files.push(SourceFile::open(&path.join(s))?);
             }
@@ -212,7 +219,9 @@ impl Checkpoint {
 impl BaseProvider for Checkpoint {
     fn base_tensor(&self, name: &str) -> Option<BaseTensor<'_>> {
         let (f, t) = self.tensor(name)?;
-        let data = f.bytes().get(t.offset as usize..(t.offset + t.len) as usize)?;
+        let data = f
+            .bytes()
+            .get(t.offset as usize..(t.offset + t.len) as usize)?;
         Some(BaseTensor {
             dtype: t.dtype,
             shape: &t.shape,

@@ -135,7 +135,10 @@ impl ArchiveWriter {
             )));
         }
         if !(1..=22).contains(&opts.level) {
-            return Err(Error::Usage(format!("zstd level must be 1..=22, got {}", opts.level)));
+            return Err(Error::Usage(format!(
+                "zstd level must be 1..=22, got {}",
+                opts.level
+            )));
         }
         if !opts.overwrite && dest.exists() {
             return Err(Error::OutputExists { path: dest });
@@ -151,7 +154,8 @@ impl ArchiveWriter {
             .map_err(|e| Error::io(&dir, e))?;
         let (file, tmp) = tmp.into_parts();
         let mut out = BufWriter::with_capacity(1 << 20, file);
-        out.write_all(&[0u8; HEADER_LEN]).map_err(|e| Error::io(&*tmp, e))?;
+        out.write_all(&[0u8; HEADER_LEN])
+            .map_err(|e| Error::io(&*tmp, e))?;
         Ok(ArchiveWriter {
             dest,
             tmp,
@@ -339,8 +343,9 @@ impl ArchiveWriter {
                 .into_par_iter()
                 .map(|i| {
                     let (t, b) = read(i)?;
-                    let e = ENCODE_SCRATCH
-                        .with(|s| chunk::encode(w as usize, &t, b.as_deref(), op, level, &mut s.borrow_mut()));
+                    let e = ENCODE_SCRATCH.with(|s| {
+                        chunk::encode(w as usize, &t, b.as_deref(), op, level, &mut s.borrow_mut())
+                    });
                     Ok((e, t))
                 })
                 .collect();
@@ -348,11 +353,19 @@ impl ArchiveWriter {
                 let (e, t) = r?;
                 sha.update(&t);
                 on_bytes(&t);
-                let offset = if e.bytes.is_empty() { 0 } else { self.write_blob(&e.bytes)? };
+                let offset = if e.bytes.is_empty() {
+                    0
+                } else {
+                    self.write_blob(&e.bytes)?
+                };
                 chunks.push(Chunk {
                     offset,
                     stored_len: e.bytes.len() as u64,
-                    crc32: if e.bytes.is_empty() { 0 } else { crc32fast::hash(&e.bytes) },
+                    crc32: if e.bytes.is_empty() {
+                        0
+                    } else {
+                        crc32fast::hash(&e.bytes)
+                    },
                     elem_start: i * ce,
                     elem_count: ce.min(n - i * ce),
                     kind: e.kind,
@@ -418,7 +431,9 @@ impl ArchiveWriter {
         drop(file);
         let len = header.file_len;
         if self.opts.overwrite {
-            self.tmp.persist(&self.dest).map_err(|e| Error::io(&self.dest, e.error))?;
+            self.tmp
+                .persist(&self.dest)
+                .map_err(|e| Error::io(&self.dest, e.error))?;
         } else {
             self.tmp
                 .persist_noclobber(&self.dest)

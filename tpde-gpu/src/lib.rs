@@ -1,0 +1,1 @@
+//! tpde-gpu: decode `.tpde` chunks into device buffers (work in progress).
