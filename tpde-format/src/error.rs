@@ -134,6 +134,17 @@ pub enum Error {
         actual: String,
     },
 
+    /// The reconstruction is not identical to the original it was compared
+    /// with (`verify --against`): a verification failure, so it counts as
+    /// corruption for exit codes, unlike a malformed input ([`Error::BadInput`]).
+    #[error("{path}: {reason}")]
+    NotIdentical {
+        /// The original file or checkpoint compared with.
+        path: PathBuf,
+        /// How it differs.
+        reason: String,
+    },
+
     // ---- limits (raise them in ReadLimits if the file is trusted) --------
     /// A declared size or count exceeds a [`crate::ReadLimits`] limit.
     #[error(
@@ -260,6 +271,7 @@ impl Error {
                 | Error::ChunkDecode { .. }
                 | Error::TensorDigest { .. }
                 | Error::FileDigest { .. }
+                | Error::NotIdentical { .. }
                 | Error::LimitExceeded { .. }
                 | Error::BaseMismatch { .. }
         )

@@ -132,8 +132,13 @@ pub fn verify<D: AsRef<[u8]> + Sync>(
     };
     for (fi, rec) in a.index().files.iter().enumerate() {
         let orig = match against {
+            // A single file is compared whatever its name (it may have been
+            // renamed or unpacked under another name); shards go by name.
+            Some(c) if !c.sharded && c.files.len() == 1 && a.index().files.len() == 1 => {
+                c.files.first()
+            }
             Some(c) => Some(c.files.iter().find(|f| f.name == rec.name).ok_or_else(|| {
-                Error::BadInput {
+                Error::NotIdentical {
                     path: c.root.clone(),
                     reason: format!("has no file {:?} to compare with", rec.name),
                 }
@@ -142,7 +147,7 @@ pub fn verify<D: AsRef<[u8]> + Sync>(
         };
         if let Some(o) = orig {
             if o.size() != rec.size {
-                return Err(Error::BadInput {
+                return Err(Error::NotIdentical {
                     path: o.path.clone(),
                     reason: format!(
                         "is {} bytes, the archive reconstructs {}",
@@ -161,7 +166,7 @@ pub fn verify<D: AsRef<[u8]> + Sync>(
                     .map_err(|e| Error::io(&o.path, e))?;
                 if buf != bytes {
                     let at = buf.iter().zip(bytes).position(|(x, y)| x != y).unwrap_or(0) as u64;
-                    return Err(Error::BadInput {
+                    return Err(Error::NotIdentical {
                         path: o.path.clone(),
                         reason: format!("differs from the reconstruction at byte {}", off + at),
                     });
