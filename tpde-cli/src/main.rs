@@ -1,1 +1,348 @@
-fn main() {}
+//! `tpde`: pack, inspect, verify and unpack `.tpde` archives.
+//!
+//! A thin shell over `tpde-format`: argument parsing, progress bars and
+//! printing. Every decision about bytes (what to store, how to check it,
+//! where temp files go) is the library's.
+//!
+//! Exit status: 0 success; 1 verification or corruption failure
+//! ([`tpde_format::Error::is_corruption`]); 2 usage or I/O error.
+
+mod cli;
+mod progress;
+mod table;
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::Parser as _;
+use indicatif::HumanBytes;
+use tpde_format::pack::{pack, BaseMode, PackOptions};
+use tpde_format::safetensors::Checkpoint;
+use tpde_format::unpack::{unpack, verify, UnpackOptions};
+use tpde_format::{Archive, BaseProvider, Error, NoBase, WriteOptions};
+
+use cli::{Cli, Command, Common, InspectArgs, PackArgs, UnpackArgs, VerifyArgs};
+
+/// Exit status for a verification or corruption failure.
+const EXIT_CORRUPT: u8 = 1;
+/// Exit status for a usage or I/O error (clap uses 2 for usage errors too).
+const EXIT_USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    ignore_sigxfsz();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // --help and --version print to stdout and succeed; every other
+            // parse error is a usage error: exit 2, as the contract says.
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let result = match cli.command {
+        Command::Pack(a) => cmd_pack(a),
+        Command::Inspect(a) => cmd_inspect(a),
+        Command::Verify(a) => cmd_verify(a),
+        Command::Unpack(a) => cmd_unpack(a),
+    };
+    match result {
+        Ok(out) => print_out(&out),
+        Err(e) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "tpde: error: {}",
+                table::printable(&e.to_string())
+            );
+            ExitCode::from(if e.is_corruption() {
+                EXIT_CORRUPT
+            } else {
+                EXIT_USAGE
+            })
+        }
+    }
+}
+
+/// A file-size limit (`ulimit -f`) makes the kernel send SIGXFSZ on the
+/// write that crosses it, and its default action kills the process at once:
+/// no error message, and the library never gets to remove its temp file.
+/// Ignored, the write fails with EFBIG instead, which surfaces as an I/O
+/// error (exit 2) and the temp file is cleaned up like on a full disk.
+fn ignore_sigxfsz() {
+    // SAFETY: called first thing in main, before any other thread exists;
+    // SIG_IGN installs no handler code, so nothing can run in signal context.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}
+
+/// Writes the result to stdout. A reader that went away (`tpde inspect a |
+/// head`) is not an error worth a message; any other write failure is.
+fn print_out(out: &str) -> ExitCode {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "tpde: error: writing to stdout: {e}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, Error>;
+
+/// Sizes the global rayon pool (used by the library for chunk work).
+fn threads(c: &Common) -> Result<()> {
+    if let Some(n) = c.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(usize::from(n))
+            .build_global()
+            .map_err(|e| Error::Usage(format!("cannot start {n} threads: {e}")))?;
+    }
+    Ok(())
+}
+
+/// True when `a` and `b` name the same existing file.
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+fn mb_per_s(bytes: u64, secs: f64) -> String {
+    if secs <= 0.0 {
+        return "-".into();
+    }
+    format!("{:.1} MB/s", bytes as f64 / secs / 1e6)
+}
+
+fn ratio(a: u64, b: u64) -> String {
+    if b == 0 {
+        return "-".into();
+    }
+    format!("{:.2}x", a as f64 / b as f64)
+}
+
+fn cmd_pack(a: PackArgs) -> Result<String> {
+    threads(&a.common)?;
+    for input in std::iter::once(&a.target).chain(&a.base) {
+        if same_file(input, &a.output) {
+            return Err(Error::Usage(format!(
+                "-o {} is an input of this pack; choose another output path",
+                a.output.display()
+            )));
+        }
+    }
+    let target = Checkpoint::open(&a.target)?;
+    let base = a.base.as_ref().map(Checkpoint::open).transpose()?;
+    let base_mode = if a.external_base {
+        BaseMode::External
+    } else if a.plain_base {
+        BaseMode::InlinePlain
+    } else {
+        BaseMode::Inline
+    };
+    let opts = PackOptions {
+        write: WriteOptions::default()
+            .with_level(a.level)
+            .with_chunk_elems(a.chunk_elems)
+            .with_overwrite(a.force),
+        base_mode,
+    };
+    let pb = progress::bar(target.total_bytes(), "packing", a.common.quiet);
+    let start = Instant::now();
+    let r = pack(&target, base.as_ref(), &a.output, &opts, &mut |n| pb.inc(n));
+    pb.finish_and_clear();
+    let r = r?;
+    let secs = start.elapsed().as_secs_f64();
+    let standalone = r.tensors - r.delta_tensors;
+    let how = match (&a.base, base_mode) {
+        (None, _) => format!("{standalone} standalone (no base)"),
+        (Some(b), mode) => {
+            let kept = match mode {
+                BaseMode::External => "not embedded: reading needs --base",
+                BaseMode::InlinePlain => "base embedded uncompressed",
+                BaseMode::Inline => "base embedded",
+            };
+            format!(
+                "{} as deltas against {} ({kept}), {standalone} standalone",
+                r.delta_tensors,
+                b.display()
+            )
+        }
+    };
+    Ok(format!(
+        "packed   {} -> {}\n\
+         tensors  {}: {how}\n\
+         size     {} target -> {} archive ({})\n\
+         time     {secs:.2} s ({})\n",
+        a.target.display(),
+        a.output.display(),
+        r.tensors,
+        HumanBytes(r.target_bytes),
+        HumanBytes(r.archive_bytes),
+        ratio(r.target_bytes, r.archive_bytes),
+        mb_per_s(r.target_bytes, secs),
+    ))
+}
+
+fn cmd_inspect(a: InspectArgs) -> Result<String> {
+    let archive = Archive::open(&a.archive)?;
+    let summary = tpde_format::inspect::summarize_archive(&archive);
+    if a.json {
+        let mut s = serde_json::to_string_pretty(&summary)
+            .map_err(|e| Error::Usage(format!("cannot encode the summary as JSON: {e}")))?;
+        s.push('\n');
+        Ok(s)
+    } else {
+        Ok(table::render(&a.archive.display().to_string(), &summary))
+    }
+}
+
+/// The base for reading: the checkpoint given with `--base`, or none.
+fn open_base(base: Option<&PathBuf>) -> Result<Box<dyn BaseProvider>> {
+    Ok(match base {
+        Some(b) => Box::new(Checkpoint::open(b)?),
+        None => Box::new(NoBase),
+    })
+}
+
+/// Warns when `--base` was given to an archive that needs none.
+fn note_unused_base<D: AsRef<[u8]> + Sync>(archive: &Archive<D>, base: Option<&PathBuf>) {
+    if let Some(b) = base {
+        if archive.index().base_files.is_empty() {
+            let _ = writeln!(
+                std::io::stderr(),
+                "tpde: note: this archive embeds its base (or has none); --base {} is not used",
+                b.display()
+            );
+        }
+    }
+}
+
+fn cmd_verify(a: VerifyArgs) -> Result<String> {
+    threads(&a.common)?;
+    let archive = Archive::open(&a.archive)?;
+    note_unused_base(&archive, a.base.as_ref());
+    let base = open_base(a.base.as_ref())?;
+    let against = a.against.as_ref().map(Checkpoint::open).transpose()?;
+    let total: u64 = archive.index().files.iter().map(|f| f.size).sum();
+    let pb = progress::bar(total, "verifying", a.common.quiet);
+    let start = Instant::now();
+    let r = verify(&archive, base.as_ref(), against.as_ref(), &mut |n| {
+        pb.inc(n)
+    });
+    pb.finish_and_clear();
+    let r = r?;
+    let secs = start.elapsed().as_secs_f64();
+    let mut out = format!(
+        "ok       {}: every chunk checksum, {} tensor digest{} and {} file digest{} match\n\
+         rebuilt  {} in {secs:.2} s ({})\n",
+        a.archive.display(),
+        r.tensors,
+        plural(r.tensors),
+        r.files,
+        plural(r.files),
+        HumanBytes(r.bytes),
+        mb_per_s(r.bytes, secs),
+    );
+    if let Some(t) = &a.against {
+        out.push_str(&format!("same     byte for byte as {}\n", t.display()));
+    }
+    Ok(out)
+}
+
+/// Keeps the first of each repeated `--tensor` name: the output holds each
+/// tensor once.
+fn dedup(names: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    names
+        .into_iter()
+        .filter(|n| seen.insert(n.clone()))
+        .collect()
+}
+
+fn cmd_unpack(a: UnpackArgs) -> Result<String> {
+    threads(&a.common)?;
+    if same_file(&a.archive, &a.output) {
+        return Err(Error::Usage(format!(
+            "-o {} is the archive itself; choose another output path",
+            a.output.display()
+        )));
+    }
+    let archive = Archive::open(&a.archive)?;
+    note_unused_base(&archive, a.base.as_ref());
+    let base = open_base(a.base.as_ref())?;
+    let tensors = dedup(a.tensors);
+    let idx = archive.index();
+    let total: u64 = if tensors.is_empty() {
+        idx.files.iter().map(|f| f.size).sum::<u64>()
+            + idx
+                .extra_files
+                .iter()
+                .map(|x| x.contents.len() as u64)
+                .sum::<u64>()
+    } else {
+        tensors
+            .iter()
+            .filter_map(|n| archive.tensor_index(n).ok())
+            .filter_map(|t| idx.tensors[t].byte_len())
+            .sum()
+    };
+    let opts = UnpackOptions {
+        overwrite: a.force,
+        tensors,
+    };
+    let pb = progress::bar(total, "unpacking", a.common.quiet);
+    let start = Instant::now();
+    let r = unpack(&archive, base.as_ref(), &a.output, &opts, &mut |n| {
+        pb.inc(n)
+    });
+    pb.finish_and_clear();
+    let r = r?;
+    let secs = start.elapsed().as_secs_f64();
+    let mut out = format!(
+        "unpacked {} -> {}{}\n\
+         wrote    {} in {} file{} in {secs:.2} s ({}); every digest matched\n",
+        a.archive.display(),
+        a.output.display(),
+        if r.directory { "/" } else { "" },
+        HumanBytes(r.bytes),
+        r.files.len(),
+        plural(r.files.len()),
+        mb_per_s(r.bytes, secs),
+    );
+    if r.directory {
+        for f in &r.files {
+            out.push_str(&format!(
+                "         {}\n",
+                table::printable(&f.display().to_string())
+            ));
+        }
+    }
+    if !opts.tensors.is_empty() {
+        out.push_str(&format!(
+            "tensors  {} (a new safetensors file holding only these)\n",
+            opts.tensors.len()
+        ));
+    }
+    Ok(out)
+}
