@@ -168,16 +168,16 @@ fn usage_errors_exit_2() {
     let cases: Vec<Vec<&str>> = vec![
         vec![],
         vec!["frobnicate"],
-        vec!["pack", "--target", p(&t)],
-        vec!["pack", "--target", p(&t), "-o", "x.tpde", "--bogus"],
-        vec!["pack", "--target", p(&t), "-o", "x.tpde", "--level", "0"],
-        vec!["pack", "--target", p(&t), "-o", "x.tpde", "--level", "23"],
-        vec!["pack", "--target", p(&t), "-o", "x.tpde", "--threads", "0"],
-        vec!["pack", "--target", p(&t), "-o", "x.tpde", "--external-base"],
+        vec!["pack", "--target", p(t)],
+        vec!["pack", "--target", p(t), "-o", "x.tpde", "--bogus"],
+        vec!["pack", "--target", p(t), "-o", "x.tpde", "--level", "0"],
+        vec!["pack", "--target", p(t), "-o", "x.tpde", "--level", "23"],
+        vec!["pack", "--target", p(t), "-o", "x.tpde", "--threads", "0"],
+        vec!["pack", "--target", p(t), "-o", "x.tpde", "--external-base"],
         vec![
             "pack",
             "--target",
-            p(&t),
+            p(t),
             "-o",
             "x.tpde",
             "--chunk-elems",
@@ -263,7 +263,7 @@ fn example_round_trip_is_byte_identical() {
     let o = tpde(["unpack", p(&archive), "-o", p(&restored)]);
     expect_code(&o, 0);
     assert_eq!(sha256_file(&restored), TARGET_SHA);
-    assert_eq!(sha256_file(&target()), TARGET_SHA);
+    assert_eq!(sha256_file(target()), TARGET_SHA);
     assert_eq!(entries(dir.path()), ["a.tpde", "restored.safetensors"]);
 
     // The unpacked copy also verifies as the original (another name).
