@@ -61,6 +61,15 @@ pub fn decompress(stream: &Stream, stored: &[u8], out: &mut Vec<u8>) -> Result<(
             Ok(())
         }
         Codec::Zstd => {
+            // A frame that declares its content size must declare exactly
+            // `raw_len`: refuse a mismatch before allocating anything.
+            match zstd::zstd_safe::get_frame_content_size(stored) {
+                Ok(Some(n)) if n != stream.raw_len => {
+                    return Err("zstd frame declares a size other than the stream's raw length")
+                }
+                Err(_) => return Err("zstd frame header is corrupt"),
+                _ => {}
+            }
             out.clear();
             out.resize(raw_len, 0);
             let n = DECOMPRESSOR.with(|d| {

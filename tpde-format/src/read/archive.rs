@@ -244,7 +244,15 @@ impl<D: AsRef<[u8]> + Sync> Archive<D> {
                 };
                 let bt = base.base_tensor(name).ok_or_else(missing)?;
                 let actual: [u8; 32] = Sha256::digest(bt.data).into();
-                if bt.dtype != rec.dtype || bt.shape != rec.shape.as_slice() || &actual != sha256 {
+                // The length too: a provider handing out fewer bytes than
+                // the shape needs must not reach the slicing below, even if
+                // a hostile archive recorded the digest of those bytes.
+                let len_ok = rec.byte_len() == Some(bt.data.len() as u64);
+                if bt.dtype != rec.dtype
+                    || bt.shape != rec.shape.as_slice()
+                    || !len_ok
+                    || &actual != sha256
+                {
                     return Err(Error::BaseMismatch {
                         tensor: name.clone(),
                         expected: hex(sha256),

@@ -102,6 +102,29 @@ pub fn validate(data: &[u8], header: &Header, index: &Index, limits: &ReadLimits
                         "inline base dtype or shape differs",
                     ));
                 }
+                // Each target chunk decodes the base chunks under its range.
+                // A base chunk larger than the target's would be decoded once
+                // per target chunk it overlaps: work unbounded by the output
+                // (a small file could spin the reader for hours). With base
+                // chunks no larger, each target chunk touches at most
+                // ceil(target/base) + 1 of them.
+                if let (
+                    Payload::Chunked {
+                        chunk_elems: base_ce,
+                        ..
+                    },
+                    Payload::Chunked {
+                        chunk_elems: ce, ..
+                    },
+                ) = (&b.payload, &t.payload)
+                {
+                    if base_ce > ce {
+                        return Err(bad(
+                            tensor_loc(t, false),
+                            "inline base has larger chunks than the tensor",
+                        ));
+                    }
+                }
             }
             BaseRef::External { file, .. } => {
                 if *file as usize >= index.base_files.len() {
