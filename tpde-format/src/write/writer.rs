@@ -19,7 +19,8 @@ use crate::format::{
 };
 use crate::read::validate::MAX_CHUNK_ELEMS;
 
-/// Writer options. Defaults: zstd level 3, 1 Mi elements per chunk, inline
+/// Writer options. Defaults: zstd level 1 (on byte-planed deltas it is both
+/// smaller and twice as fast as level 3: 5.03x vs 4.81x on a real bf16 fine-tune), 1 Mi elements per chunk, inline
 /// bases compressed, refuse to overwrite.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteOptions {
@@ -32,7 +33,7 @@ pub struct WriteOptions {
 impl Default for WriteOptions {
     fn default() -> Self {
         WriteOptions {
-            level: 3,
+            level: 1,
             chunk_elems: 1 << 20,
             plain_bases: false,
             overwrite: false,
