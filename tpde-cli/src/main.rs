@@ -127,6 +127,15 @@ fn plural(n: usize) -> &'static str {
     }
 }
 
+/// Elapsed time for humans: milliseconds under a second.
+fn took(secs: f64) -> String {
+    if secs < 1.0 {
+        format!("{:.0} ms", secs * 1e3)
+    } else {
+        format!("{secs:.2} s")
+    }
+}
+
 fn mb_per_s(bytes: u64, secs: f64) -> String {
     if secs <= 0.0 {
         return "-".into();
@@ -193,13 +202,14 @@ fn cmd_pack(a: PackArgs) -> Result<String> {
         "packed   {} -> {}\n\
          tensors  {}: {how}\n\
          size     {} target -> {} archive ({})\n\
-         time     {secs:.2} s ({})\n",
+         time     {} ({})\n",
         a.target.display(),
         a.output.display(),
         r.tensors,
         HumanBytes(r.target_bytes),
         HumanBytes(r.archive_bytes),
         ratio(r.target_bytes, r.archive_bytes),
+        took(secs),
         mb_per_s(r.target_bytes, secs),
     ))
 }
@@ -255,13 +265,14 @@ fn cmd_verify(a: VerifyArgs) -> Result<String> {
     let secs = start.elapsed().as_secs_f64();
     let mut out = format!(
         "ok       {}: every chunk checksum, {} tensor digest{} and {} file digest{} match\n\
-         rebuilt  {} in {secs:.2} s ({})\n",
+         rebuilt  {} in {} ({})\n",
         a.archive.display(),
         r.tensors,
         plural(r.tensors),
         r.files,
         plural(r.files),
         HumanBytes(r.bytes),
+        took(secs),
         mb_per_s(r.bytes, secs),
     );
     if let Some(t) = &a.against {
@@ -321,13 +332,14 @@ fn cmd_unpack(a: UnpackArgs) -> Result<String> {
     let secs = start.elapsed().as_secs_f64();
     let mut out = format!(
         "unpacked {} -> {}{}\n\
-         wrote    {} in {} file{} in {secs:.2} s ({}); every digest matched\n",
+         wrote    {} in {} file{} in {} ({}); every digest matched\n",
         a.archive.display(),
         a.output.display(),
         if r.directory { "/" } else { "" },
         HumanBytes(r.bytes),
         r.files.len(),
         plural(r.files.len()),
+        took(secs),
         mb_per_s(r.bytes, secs),
     );
     if r.directory {
