@@ -391,6 +391,8 @@ pub struct Row {
     pub pack: Vec<Timed>,
     /// Unpack runs by thread count.
     pub unpack: Vec<Timed>,
+    /// tpde external-base row only: decode without writing, by thread count.
+    pub decode: Vec<Timed>,
     /// Every reconstruction matched the target's sha256.
     pub verified: bool,
     /// tpde only: chunk statistics.
@@ -409,6 +411,7 @@ impl Row {
             ratio: None,
             pack: Vec::new(),
             unpack: Vec::new(),
+            decode: Vec::new(),
             verified: false,
             delta: None,
             notes: vec![why],
@@ -430,8 +433,8 @@ fn remove(p: &Path) {
 }
 
 /// Runs `make()` repeatedly (removing `out` first each time): once if the
-/// run takes ≥ 1 s, else until `min_reps` runs and ≥ 0.5 s in total, at most
-/// `max_reps`. Returns the best (shortest) run, the highest peak RSS, the
+/// run takes ≥ 4 s, else until `min_reps` runs and ≥ 0.5 s in total (or 4 s
+/// in total), at most `max_reps`. Returns the best (shortest) run, the highest peak RSS, the
 /// run count, and the captured output of the best run.
 fn repeat(
     ctx: &Ctx,
@@ -454,8 +457,9 @@ fn repeat(
         if best.as_ref().is_none_or(|(s, _)| secs < *s) {
             best = Some((secs, st));
         }
-        let first_long = reps == 1 && st.wall_s >= 1.0;
-        let enough = reps >= ctx.min_reps && total >= 0.5;
+        // Long runs once; short ones until min_reps and 0.5 s, or 4 s in all.
+        let first_long = reps == 1 && st.wall_s >= 4.0;
+        let enough = (reps >= ctx.min_reps && total >= 0.5) || total >= 4.0;
         if first_long || enough || reps >= ctx.max_reps {
             break;
         }
@@ -566,6 +570,27 @@ pub fn measure_method(
             row.notes.push(format!(
                 "ROUND TRIP FAILED: {t}-thread reconstruction differs"
             ));
+        }
+    }
+    if method == Method::TpdeExt {
+        for &t in &thread_counts {
+            progress(&format!("decode without writing, {t} thread(s)"));
+            let (secs, st, rss, reps) = repeat(
+                ctx,
+                &recon,
+                &|| {
+                    let mut c = Method::self_child(ctx, t);
+                    c.arg("tpde-decode").arg(&archive);
+                    if let Some(b) = &pair.base {
+                        c.arg("--base").arg(b);
+                    }
+                    c.arg("--threads").arg(t.to_string());
+                    Ok(c)
+                },
+                secs_of,
+            )?;
+            row.decode
+                .push(timed(t, target_bytes, secs, &st, rss, reps));
         }
     }
     remove(&archive);

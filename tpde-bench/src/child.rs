@@ -44,6 +44,15 @@ pub enum Child {
         #[arg(long)]
         threads: usize,
     },
+    /// tpde decode without writing: every file streamed through the decoder
+    /// (digests checked) into a sink, to time the codec apart from disk writes.
+    TpdeDecode {
+        archive: PathBuf,
+        #[arg(long)]
+        base: Option<PathBuf>,
+        #[arg(long)]
+        threads: usize,
+    },
     /// A reference codec's pack.
     RefPack {
         #[arg(long, value_enum)]
@@ -131,6 +140,27 @@ pub fn run(c: Child) -> Result<()> {
                 ..UnpackOptions::default()
             };
             tpde_format::unpack::unpack(&a, provider, &out, &opts, &mut |_| {})?;
+        }
+        Child::TpdeDecode {
+            archive,
+            base,
+            threads,
+        } => {
+            pool(threads)?;
+            let a = Archive::open(&archive)?;
+            let b = base.as_deref().map(Checkpoint::open).transpose()?;
+            let provider: &dyn BaseProvider = match &b {
+                Some(c) => c,
+                None => &NoBase,
+            };
+            let mut bytes = 0u64;
+            for fi in 0..a.index().files.len() {
+                tpde_format::unpack::stream_file(&a, fi, provider, &mut |x| {
+                    bytes += x.len() as u64;
+                    Ok(())
+                })?;
+            }
+            println!("{{\"decoded_bytes\":{bytes}}}");
         }
         Child::RefPack {
             codec,
