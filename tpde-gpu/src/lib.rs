@@ -1,1 +1,45 @@
-//! tpde-gpu: decode `.tpde` chunks into device buffers (work in progress).
+//! # tpde-gpu
+//!
+//! Loads tensors from `.tpde` archives straight into NVIDIA GPU memory,
+//! reconstructing each target on the device: CPU threads decompress chunk
+//! streams into pinned staging buffers, asynchronous copies move them to the
+//! device on several streams, and CUDA kernels re-interleave byte planes and
+//! apply dense and sparse deltas (XOR, ADD, REPLACE) over the base. For a
+//! delta chunk only its decoded values (and positions) cross PCIe; a base
+//! already on the device never does.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), tpde_gpu::GpuError> {
+//! let gpu = tpde_gpu::GpuArchive::open("model.tpde", 0)?;
+//! let t = gpu.load("model.layers.0.mlp.up_proj.weight")?;
+//! println!("{} {:?} at {:#x}", t.dtype, t.shape, t.device_ptr());
+//! # Ok(()) }
+//! ```
+//!
+//! CUDA is loaded at run time (cudarc's `dynamic-loading`, CUDA 12.0 API
+//! level), so the crate builds and its CPU tests run on machines without
+//! CUDA; there, opening an archive returns [`GpuError::NoDriver`] or
+//! [`GpuError::NoDevice`]. Kernels are compiled with NVRTC on first use,
+//! once per process.
+//!
+//! Layers: [`plan`] (jobs, batches, descriptors; pure Rust), [`stage`]
+//! (CPU decode into staging), [`kernels`] (CUDA source and launches),
+//! [`device`] (buffers, ring, pipeline), and [`reference`] (the same pipeline
+//! run on the CPU, which the tests compare with `tpde_format`'s reader).
+
+#![deny(missing_docs)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+pub mod device;
+pub mod error;
+pub mod kernels;
+pub mod plan;
+pub mod reference;
+pub mod stage;
+
+pub use device::{probe, DeviceBuffer, DeviceInfo, DeviceTensor, GpuArchive, GpuOptions};
+pub use error::{GpuError, Result};
+pub use kernels::Kernels;

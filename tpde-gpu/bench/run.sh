@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# GPU loading benchmark for tpde-gpu. Needs no cargo on the GPU machine:
+# build the release binary where cargo is, carry it, run this there.
+#
+#   cargo build --release -p tpde-gpu --bin tpde-gpu-bench
+#   mkdir -p .gpu-carry && cp target/release/tpde-gpu-bench .gpu-carry/ && strip .gpu-carry/tpde-gpu-bench
+#   # optional: the real corpus pair as one archive (inline base), ~40 MB:
+#   .gpu-carry/tpde-gpu-bench pack --base ../shared/corpus/ft/ftA.full.step0.bf16.safetensors \
+#       --target ../shared/corpus/ft/ftA.full.step700.bf16.safetensors --out .gpu-carry/ft.tpde
+#   tpde-gpu/bench/run.sh            # on the GPU machine, from the repository root
+#
+# Environment: BIN (the bench binary), CORPUS (corpus archive, optional),
+# DATA (scratch directory for generated inputs, ~17 GB), LAYERS (synthetic
+# decoder layers, 8 = 3.5 GB of bf16 per checkpoint), REPS (timed runs per
+# case, median reported), TESTS (a carried gpu_parity test binary to run
+# first, optional), OUT (where logs go; defaults to the data directory).
+set -uo pipefail
+
+BIN=${BIN:-.gpu-carry/tpde-gpu-bench}
+CORPUS=${CORPUS:-.gpu-carry/ft.tpde}
+DATA=${DATA:-/tmp/tpde-gpu-bench}
+LAYERS=${LAYERS:-8}
+REPS=${REPS:-7}
+TESTS=${TESTS:-.gpu-carry/gpu_parity}
+LOG=${OUT:-$DATA}
+mkdir -p "$DATA" "$LOG"
+
+echo "== machine"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv 2>&1 | head -3
+echo "cores: $(nproc), $(free -g | awk '/Mem:/{print $2}') GiB RAM, $(ldd --version | head -1)"
+grep -m1 "model name" /proc/cpuinfo
+
+# tpde-gpu loads libcuda and NVRTC at run time (cudarc, CUDA 12.0 API
+# level: it looks for libnvrtc.so and libnvrtc.so.12). On a CUDA 13 machine
+# NVRTC is libnvrtc.so.13: point an unversioned name at it.
+libdirs=""
+for d in /usr/local/nvidia/lib64 /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
+         $(python3 -c 'import site; print(" ".join(site.getsitepackages()))' 2>/dev/null); do
+  [ -d "$d" ] || continue
+  for f in $(find "$d" -maxdepth 4 -name 'libnvrtc.so*' ! -name '*builtins*' ! -name '*alt*' 2>/dev/null | sort); do
+    libdirs="$libdirs:$(dirname "$f")"
+  done
+done
+if ! ls $(echo "$libdirs" | tr ':' ' ') 2>/dev/null | grep -qx 'libnvrtc.so'; then
+  real=$(for d in $(echo "$libdirs" | tr ':' ' '); do ls "$d"/libnvrtc.so.* 2>/dev/null; done | grep -v builtins | grep -v alt | sort | tail -1)
+  if [ -n "$real" ]; then
+    mkdir -p /tmp/tpde-nvrtc && ln -sf "$real" /tmp/tpde-nvrtc/libnvrtc.so
+    libdirs="/tmp/tpde-nvrtc$libdirs"
+    echo "NVRTC: $real (via /tmp/tpde-nvrtc/libnvrtc.so)"
+  else
+    echo "NVRTC: not found"
+  fi
+fi
+export LD_LIBRARY_PATH="${libdirs#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
+if [ -x "$TESTS" ]; then
+  echo "== GPU parity tests"
+  "$TESTS" --test-threads=1 2>&1 | tee "$LOG/gpu_parity.log" | grep -E "^test |test result|skipped|panicked|device:" | head -40
+fi
+
+echo "== inputs"
+t0=$(date +%s)
+gen_args=(gen --dir "$DATA" --layers "$LAYERS")
+[ -f "$CORPUS" ] && gen_args+=(--corpus "$CORPUS")
+"$BIN" "${gen_args[@]}" 2>&1 | tee "$LOG/gen.log" || exit 1
+echo "inputs ready in $(( $(date +%s) - t0 )) s"
+
+echo "== bench"
+"$BIN" run --dir "$DATA" --reps "$REPS" 2>&1 | tee "$LOG/bench.log"

@@ -1,0 +1,1035 @@
+//! GPU loading benchmark: a `.tpde` archive onto the device against what
+//! users do today, same machine, same run. See `tpde-gpu/bench/run.sh`.
+//!
+//! ```text
+//! tpde-gpu-bench gen  --dir D [--layers 8] [--small] [--corpus ARCHIVE]
+//! tpde-gpu-bench run  --dir D [--reps 7] [--device 0]
+//! tpde-gpu-bench pack --base B --target T --out A     (packs a pair, inline base)
+//! ```
+//!
+//! `gen` writes a synthetic bf16 model slice with Llama-3-8B projection
+//! shapes (base and fine-tuned target safetensors, and their archives with a
+//! compressed and a plain inline base) and, given a corpus archive, unpacks
+//! its target safetensors. `run` prints one table:
+//! - A: read the target safetensors (page cache, mmap) and copy each tensor
+//!   to its own device buffer with a pageable `cuMemcpyHtoD`;
+//! - B: the same through pinned staging (parallel memcpy into a ring of
+//!   pinned buffers, async copies on two streams);
+//! - tpde end to end: `GpuArchive::load_all` (inline base, compressed or
+//!   plain), and `load_all_onto` with the base already on the device;
+//! - tpde CPU decode alone (no GPU), to show what bounds end to end;
+//! - the apply kernels alone against a device-to-device copy (HBM ceiling).
+//!
+//! End-to-end times are host wall clock around the call with the device
+//! synchronized; kernel times are CUDA events. Every case is warmed up and
+//! the median of `--reps` runs is reported. Results are checked: every tpde
+//! tensor is copied back and hashed against the archive once per case.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use cudarc::driver::{result as cu, CudaContext, CudaStream};
+use rayon::prelude::*;
+use sha2::{Digest as _, Sha256};
+use tpde_format::format::{ChunkKind, Dtype, Op, Payload};
+use tpde_format::pack::{pack, BaseMode, PackOptions};
+use tpde_format::read::Table;
+use tpde_format::safetensors::{make_header, Checkpoint, SourceFile};
+use tpde_format::{Archive, NoBase};
+use tpde_gpu::plan::{self, Desc, Job, JobKind};
+use tpde_gpu::{DeviceBuffer, DeviceTensor, GpuArchive, GpuOptions};
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+/// Times a closure of device work with CUDA events.
+type Timer<'a> = dyn FnMut(&mut dyn FnMut() -> Res<()>) -> Res<(f64, f64)> + 'a;
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn arg<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(|s| s.as_str())
+}
+
+fn real_main() -> Res<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let dir = PathBuf::from(arg(&args, "--dir").unwrap_or("bench-data"));
+    match args.first().map(|s| s.as_str()) {
+        Some("gen") => {
+            let layers: usize = arg(&args, "--layers").unwrap_or("8").parse()?;
+            let small = args.iter().any(|a| a == "--small");
+            gen_synth(&dir.join("synth"), layers, small)?;
+            if let Some(c) = arg(&args, "--corpus") {
+                gen_corpus(&dir.join("corpus"), Path::new(c))?;
+            }
+            Ok(())
+        }
+        Some("run") => {
+            let reps: usize = arg(&args, "--reps").unwrap_or("7").parse()?;
+            let device: usize = arg(&args, "--device").unwrap_or("0").parse()?;
+            run(&dir, reps.max(1), device)
+        }
+        Some("cpu") => {
+            // The CPU half alone, for machines without a GPU.
+            let path = arg(&args, "--archive").ok_or("cpu needs --archive")?;
+            let a = Archive::open(path)?;
+            let st = stats(&a);
+            println!(
+                "{path}: {:.3} GB archive, {:.3} GB targets, {:.3} GB staged for delta chunks; {}",
+                st.bytes as f64 / 1e9,
+                st.target_bytes as f64 / 1e9,
+                st.staged as f64 / 1e9,
+                st.kinds
+            );
+            for (onto, dev) in [(false, true), (true, true), (true, false)] {
+                let (ms, _) = time_ms(3, || cpu_decode_ms(&a, onto, dev))?;
+                println!(
+                    "CPU decode ({}, positions {}): {ms:.1} ms, {:.2} GB/s of target, {} threads",
+                    if onto {
+                        "delta only"
+                    } else {
+                        "with inline base"
+                    },
+                    if dev {
+                        "raw for the device"
+                    } else {
+                        "decoded to u32"
+                    },
+                    st.target_bytes as f64 / ms / 1e6,
+                    rayon::current_num_threads()
+                );
+            }
+            Ok(())
+        }
+        Some("pack") => {
+            let (Some(b), Some(t), Some(o)) = (
+                arg(&args, "--base"),
+                arg(&args, "--target"),
+                arg(&args, "--out"),
+            ) else {
+                return Err("pack needs --base --target --out".into());
+            };
+            let r = pack_pair(Path::new(b), Path::new(t), Path::new(o), BaseMode::Inline)?;
+            println!("{o}: {r} bytes");
+            Ok(())
+        }
+        _ => Err("usage: tpde-gpu-bench gen|run|pack [options] (see the source header)".into()),
+    }
+}
+
+// ---------------------------------------------------------------- inputs
+
+/// splitmix64: fast, seedable per block so generation is parallel and
+/// deterministic.
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+fn f32_to_bf16(f: f32) -> u16 {
+    let b = f.to_bits();
+    ((b + 0x7FFF + ((b >> 16) & 1)) >> 16) as u16
+}
+
+/// One base/target pair of bf16 weights: base ~ N(0, 0.02); in the target
+/// about half the elements are unchanged and the rest moved by 1–2 units
+/// in the last place (what optimizer steps smaller than bf16's resolution
+/// leave after rounding; the corpus fine-tunes keep 55–88% of elements).
+fn gen_tensor(seed: u64, n: usize, base: &mut [u8], target: &mut [u8]) {
+    const BLOCK: usize = 1 << 16;
+    base.par_chunks_mut(BLOCK * 2)
+        .zip(target.par_chunks_mut(BLOCK * 2))
+        .enumerate()
+        .for_each(|(bi, (b, t))| {
+            let mut s = splitmix(seed ^ (bi as u64).wrapping_mul(0xA24B_AED4_963E_E407));
+            for (eb, et) in b.chunks_exact_mut(2).zip(t.chunks_exact_mut(2)) {
+                s = splitmix(s);
+                // Sum of four uniforms: close enough to a Gaussian.
+                let u = (0..4).map(|k| ((s >> (16 * k)) & 0xFFFF) as f32 / 65536.0);
+                let g = (u.sum::<f32>() - 2.0) * 1.732 * 0.02;
+                let w = f32_to_bf16(g);
+                let r = splitmix(s ^ 0x5555);
+                let tw = if r & 1 == 0 {
+                    w
+                } else {
+                    let step: i32 = if r & 0x30 == 0 { 2 } else { 1 };
+                    let step = if r & 2 == 0 { step } else { -step };
+                    let sign = w & 0x8000;
+                    let mag = ((w & 0x7FFF) as i32 + step).clamp(0, 0x7F7F) as u16;
+                    sign | mag
+                };
+                eb.copy_from_slice(&w.to_le_bytes());
+                et.copy_from_slice(&tw.to_le_bytes());
+            }
+        });
+    let _ = n;
+}
+
+fn gen_synth(dir: &Path, layers: usize, small: bool) -> Res<()> {
+    std::fs::create_dir_all(dir)?;
+    let (h, kv, ff) = if small {
+        (256u64, 64u64, 896u64)
+    } else {
+        (4096, 1024, 14336)
+    };
+    let mut tensors: Vec<(String, Vec<u64>)> = Vec::new();
+    for l in 0..layers {
+        let p = format!("model.layers.{l}");
+        tensors.push((format!("{p}.input_layernorm.weight"), vec![h]));
+        tensors.push((format!("{p}.self_attn.q_proj.weight"), vec![h, h]));
+        tensors.push((format!("{p}.self_attn.k_proj.weight"), vec![kv, h]));
+        tensors.push((format!("{p}.self_attn.v_proj.weight"), vec![kv, h]));
+        tensors.push((format!("{p}.self_attn.o_proj.weight"), vec![h, h]));
+        tensors.push((format!("{p}.post_attention_layernorm.weight"), vec![h]));
+        tensors.push((format!("{p}.mlp.gate_proj.weight"), vec![ff, h]));
+        tensors.push((format!("{p}.mlp.up_proj.weight"), vec![ff, h]));
+        tensors.push((format!("{p}.mlp.down_proj.weight"), vec![h, ff]));
+    }
+    let list: Vec<(&str, Dtype, &[u64])> = tensors
+        .iter()
+        .map(|(n, s)| (n.as_str(), Dtype::BF16, s.as_slice()))
+        .collect();
+    let header = make_header(&list);
+    let base_path = dir.join("base.safetensors");
+    let target_path = dir.join("target.safetensors");
+    let t0 = Instant::now();
+    let mut fb = std::io::BufWriter::with_capacity(8 << 20, std::fs::File::create(&base_path)?);
+    let mut ft = std::io::BufWriter::with_capacity(8 << 20, std::fs::File::create(&target_path)?);
+    for f in [&mut fb, &mut ft] {
+        f.write_all(&(header.len() as u64).to_le_bytes())?;
+        f.write_all(&header)?;
+    }
+    let mut total = 0u64;
+    for (i, (_, shape)) in tensors.iter().enumerate() {
+        let n = shape.iter().product::<u64>() as usize;
+        let mut b = vec![0u8; n * 2];
+        let mut t = vec![0u8; n * 2];
+        gen_tensor(splitmix(i as u64 + 1), n, &mut b, &mut t);
+        fb.write_all(&b)?;
+        ft.write_all(&t)?;
+        total += (n * 2) as u64;
+    }
+    fb.flush()?;
+    ft.flush()?;
+    println!(
+        "synth: {} tensors, {:.2} GB per checkpoint, generated in {:.1} s",
+        tensors.len(),
+        total as f64 / 1e9,
+        t0.elapsed().as_secs_f64()
+    );
+    for (mode, name) in [
+        (BaseMode::Inline, "inline.tpde"),
+        (BaseMode::InlinePlain, "plain.tpde"),
+    ] {
+        let t0 = Instant::now();
+        let out = dir.join(name);
+        let bytes = pack_pair(&base_path, &target_path, &out, mode)?;
+        println!(
+            "synth: packed {name} ({:.2} GB) in {:.1} s",
+            bytes as f64 / 1e9,
+            t0.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+fn pack_pair(base: &Path, target: &Path, out: &Path, mode: BaseMode) -> Res<u64> {
+    let t = Checkpoint::open(target)?;
+    let b = Checkpoint::open(base)?;
+    let opts = PackOptions {
+        write: tpde_format::WriteOptions::default().with_overwrite(true),
+        base_mode: mode,
+    };
+    Ok(pack(&t, Some(&b), out, &opts, &mut |_| {})?.archive_bytes)
+}
+
+fn gen_corpus(dir: &Path, archive: &Path) -> Res<()> {
+    std::fs::create_dir_all(dir)?;
+    let a = Archive::open(archive)?;
+    let out = dir.join("target.safetensors");
+    let opts = tpde_format::unpack::UnpackOptions {
+        overwrite: true,
+        tensors: Vec::new(),
+    };
+    tpde_format::unpack::unpack(&a, &NoBase, &out, &opts, &mut |_| {})?;
+    std::fs::copy(archive, dir.join("inline.tpde"))?;
+    println!("corpus: unpacked {}", out.display());
+    Ok(())
+}
+
+// ---------------------------------------------------------------- timing
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Warm-up once, then `reps` timed runs; returns (median, min) in ms.
+fn time_ms(reps: usize, mut f: impl FnMut() -> Res<f64>) -> Res<(f64, f64)> {
+    f()?;
+    let mut v = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        v.push(f()?);
+    }
+    let min = v.iter().cloned().fold(f64::MAX, f64::min);
+    Ok((median(v), min))
+}
+
+struct Row {
+    case: String,
+    ms: f64,
+    min_ms: f64,
+    gbps: f64,
+    note: String,
+}
+
+fn check(call: &'static str, r: Result<(), cudarc::driver::DriverError>) -> Res<()> {
+    r.map_err(|e| format!("{call}: {e}").into())
+}
+
+// ---------------------------------------------------------------- baselines
+
+/// The tensors (offset, length) of a safetensors file.
+fn st_tensors(path: &Path) -> Res<Vec<(u64, usize)>> {
+    let f = SourceFile::open(path)?;
+    Ok(f.tensors
+        .iter()
+        .map(|t| (t.offset, t.len as usize))
+        .collect())
+}
+
+/// Baseline A: from the mapped file (page cache), one device buffer and one
+/// pageable copy per tensor. The map stays open across runs, as the
+/// archive's does, so neither side pays page faults after the warm-up.
+fn baseline_a(
+    ctx: &Arc<CudaContext>,
+    map: &[u8],
+    tensors: &[(u64, usize)],
+) -> Res<(f64, Vec<DeviceBuffer>)> {
+    let t0 = Instant::now();
+    let mut bufs = Vec::with_capacity(tensors.len());
+    for &(off, len) in tensors {
+        let b = DeviceBuffer::alloc(ctx, len)?;
+        if len > 0 {
+            // SAFETY: `b` holds `len` bytes; the source range is in the map.
+            check("cuMemcpyHtoD", unsafe {
+                cu::memcpy_htod_sync(b.device_ptr(), &map[off as usize..off as usize + len])
+            })?;
+        }
+        bufs.push(b);
+    }
+    check("cuCtxSynchronize", ctx.synchronize())?;
+    Ok((t0.elapsed().as_secs_f64() * 1e3, bufs))
+}
+
+/// Pinned staging ring for baseline B.
+struct PinnedRing {
+    bufs: Vec<(
+        cudarc::driver::PinnedHostSlice<u8>,
+        *mut u8,
+        cudarc::driver::CudaEvent,
+    )>,
+    streams: Vec<Arc<CudaStream>>,
+    size: usize,
+}
+
+impl PinnedRing {
+    fn new(ctx: &Arc<CudaContext>, n: usize, size: usize) -> Res<PinnedRing> {
+        let mut bufs = Vec::new();
+        for _ in 0..n {
+            // SAFETY: written before any copy reads it.
+            let mut p = unsafe { ctx.alloc_pinned_with_flags::<u8>(size, 0)? };
+            let ptr = p.as_mut_ptr()?;
+            bufs.push((p, ptr, ctx.new_event(None)?));
+        }
+        let streams = (0..2)
+            .map(|_| ctx.new_stream())
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(PinnedRing {
+            bufs,
+            streams,
+            size,
+        })
+    }
+}
+
+struct SendPtr(*mut u8);
+// SAFETY: used for disjoint pieces of one pinned buffer in a rayon loop.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+/// Baseline B: mmap, parallel memcpy of each piece into a pinned buffer,
+/// async copy to the tensor's device buffer; buffers rotate on two streams.
+fn baseline_b(
+    ctx: &Arc<CudaContext>,
+    ring: &PinnedRing,
+    map: &[u8],
+    tensors: &[(u64, usize)],
+) -> Res<(f64, Vec<DeviceBuffer>)> {
+    let t0 = Instant::now();
+    let mut bufs = Vec::with_capacity(tensors.len());
+    let mut k = 0usize;
+    for &(off, len) in tensors {
+        let b = DeviceBuffer::alloc(ctx, len)?;
+        let mut done = 0usize;
+        while done < len {
+            let n = (len - done).min(ring.size);
+            let (_, host, ev) = &ring.bufs[k % ring.bufs.len()];
+            let stream = &ring.streams[k % ring.streams.len()];
+            check("cuEventSynchronize", ev.synchronize())?;
+            let src = &map[off as usize + done..off as usize + done + n];
+            let dst = SendPtr(*host);
+            src.par_chunks(1 << 20).enumerate().for_each(|(i, c)| {
+                let d = &dst;
+                // SAFETY: piece i of the pinned buffer, disjoint per task.
+                unsafe { std::ptr::copy_nonoverlapping(c.as_ptr(), d.0.add(i << 20), c.len()) };
+            });
+            // SAFETY: the pinned buffer holds `n` staged bytes; the device
+            // range lies inside `b`.
+            unsafe {
+                let h = std::slice::from_raw_parts(*host as *const u8, n);
+                check(
+                    "cuMemcpyHtoDAsync",
+                    cu::memcpy_htod_async(b.device_ptr() + done as u64, h, stream.cu_stream()),
+                )?;
+            }
+            check("cuEventRecord", ev.record(stream))?;
+            done += n;
+            k += 1;
+        }
+        bufs.push(b);
+    }
+    for s in &ring.streams {
+        check("cuStreamSynchronize", s.synchronize())?;
+    }
+    Ok((t0.elapsed().as_secs_f64() * 1e3, bufs))
+}
+
+// ---------------------------------------------------------------- tpde cases
+
+fn digest_check<D: AsRef<[u8]> + Sync>(
+    a: &Archive<D>,
+    table: Table,
+    got: &[DeviceTensor],
+) -> Res<()> {
+    let hosts: Vec<Vec<u8>> = got
+        .iter()
+        .map(|t| t.copy_to_host())
+        .collect::<Result<_, _>>()?;
+    hosts.par_iter().enumerate().try_for_each(|(i, h)| {
+        let d: [u8; 32] = Sha256::digest(h).into();
+        if d != a.record(table, i).sha256 {
+            return Err(format!("{}: digest mismatch", a.record(table, i).name));
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// The CPU half alone: every job decoded into host buffers on all cores.
+fn cpu_decode_ms<D: AsRef<[u8]> + Sync>(
+    a: &Archive<D>,
+    onto_device: bool,
+    positions_on_device: bool,
+) -> Res<f64> {
+    let opts = plan::PlanOptions {
+        positions_on_device,
+    };
+    let t0 = Instant::now();
+    let mut jobs: Vec<Job<'_>> = Vec::new();
+    for t in 0..a.index().tensors.len() {
+        let base = if onto_device && plan::base_name(a, t).is_some() {
+            plan::BasePlan::InPlace
+        } else {
+            plan::host_base_plan(a, t, &NoBase)?
+        };
+        plan::tensor_jobs(a, t, 1 << 40, base, opts, &mut jobs)?;
+    }
+    let max = jobs.iter().map(|j| j.staged).max().unwrap_or(0);
+    jobs.par_iter().try_for_each_init(
+        || vec![0u8; max],
+        |buf, j| tpde_gpu::stage::fill_region(a, j, buf).map_err(|e| e.to_string()),
+    )?;
+    Ok(t0.elapsed().as_secs_f64() * 1e3)
+}
+
+struct ArchiveStats {
+    bytes: u64,
+    target_bytes: u64,
+    delta_stored: u64,
+    staged: u64,
+    kinds: String,
+}
+
+fn stats<D: AsRef<[u8]> + Sync>(a: &Archive<D>) -> ArchiveStats {
+    let mut s = ArchiveStats {
+        bytes: a.bytes().len() as u64,
+        target_bytes: 0,
+        delta_stored: 0,
+        staged: 0,
+        kinds: String::new(),
+    };
+    let mut count: HashMap<(ChunkKind, Op), usize> = HashMap::new();
+    for t in &a.index().tensors {
+        s.target_bytes += t.byte_len().unwrap_or(0);
+        s.delta_stored += t.stored_bytes();
+        if let Payload::Chunked { chunks, .. } = &t.payload {
+            for c in chunks {
+                *count.entry((c.kind, c.op)).or_default() += 1;
+                s.staged += match c.kind {
+                    ChunkKind::Zero => 0,
+                    ChunkKind::Dense => c.values.raw_len,
+                    ChunkKind::Sparse => c.changed * 4 + c.values.raw_len,
+                };
+            }
+        }
+    }
+    let mut v: Vec<_> = count.into_iter().collect();
+    v.sort_by_key(|((k, o), _)| (k.name(), o.name()));
+    s.kinds = v
+        .iter()
+        .map(|((k, o), n)| format!("{}/{}:{n}", k.name(), o.name()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    s
+}
+
+fn restore_bases(
+    ctx: &Arc<CudaContext>,
+    pristine: &[DeviceTensor],
+) -> Res<HashMap<String, DeviceTensor>> {
+    let mut m = HashMap::new();
+    for p in pristine {
+        let b = DeviceBuffer::alloc(ctx, p.byte_len())?;
+        if p.byte_len() > 0 {
+            // SAFETY: both buffers hold byte_len bytes.
+            check("cuMemcpyDtoD", unsafe {
+                cu::memcpy_dtod_sync(b.device_ptr(), p.device_ptr(), p.byte_len())
+            })?;
+        }
+        m.insert(
+            p.name.clone(),
+            DeviceTensor {
+                name: p.name.clone(),
+                dtype: p.dtype,
+                shape: p.shape.clone(),
+                buffer: b,
+            },
+        );
+    }
+    check("cuCtxSynchronize", ctx.synchronize())?;
+    Ok(m)
+}
+
+fn dataset(
+    rows: &mut Vec<Row>,
+    name: &str,
+    dir: &Path,
+    archives: &[&str],
+    reps: usize,
+    device: usize,
+) -> Res<()> {
+    let target = dir.join("target.safetensors");
+    if !target.exists() {
+        println!("{name}: {} missing, skipped", target.display());
+        return Ok(());
+    }
+    let tensors = st_tensors(&target)?;
+    let target_bytes: u64 = tensors.iter().map(|t| t.1 as u64).sum();
+    let file = std::fs::File::open(&target)?;
+    // SAFETY: read-only map of a file nobody modifies during the bench.
+    let map = unsafe { memmap2::Mmap::map(&file)? };
+    let gb = |ms: f64| target_bytes as f64 / ms / 1e6;
+    let ctx = CudaContext::new(device)?;
+
+    // Warm the page cache for every input.
+    for f in std::iter::once("target.safetensors").chain(archives.iter().copied()) {
+        let _ = std::fs::read(dir.join(f))?;
+    }
+
+    let (a_ms, a_min) = time_ms(reps, || Ok(baseline_a(&ctx, &map, &tensors)?.0))?;
+    rows.push(Row {
+        case: format!(
+            "{name}: A safetensors (mapped, page cache), pageable cuMemcpyHtoD per tensor"
+        ),
+        ms: a_ms,
+        min_ms: a_min,
+        gbps: gb(a_ms),
+        note: format!("{:.2} GB of tensors", target_bytes as f64 / 1e9),
+    });
+    let ring = PinnedRing::new(&ctx, 4, 64 << 20)?;
+    let (b_ms, b_min) = time_ms(reps, || Ok(baseline_b(&ctx, &ring, &map, &tensors)?.0))?;
+    drop(ring);
+    rows.push(Row {
+        case: format!("{name}: B safetensors, pinned staging (4x64 MiB, 2 streams)"),
+        ms: b_ms,
+        min_ms: b_min,
+        gbps: gb(b_ms),
+        note: String::new(),
+    });
+    let vs = |ms: f64| format!("{:.2}x vs A, {:.2}x vs B", a_ms / ms, b_ms / ms);
+
+    let configs = [
+        ("default 8x32 MiB, 2 streams", GpuOptions::default()),
+        (
+            "16x16 MiB, 4 streams",
+            GpuOptions::default()
+                .with_slots(16)
+                .with_slot_bytes(16 << 20)
+                .with_streams(4),
+        ),
+        (
+            "default, positions decoded on the CPU",
+            GpuOptions::default().with_positions_on_device(false),
+        ),
+    ];
+    for file in archives {
+        let path = dir.join(file);
+        let t_open = Instant::now();
+        let a = Archive::open(&path)?;
+        let open_ms = t_open.elapsed().as_secs_f64() * 1e3;
+        let st = stats(&a);
+        println!(
+            "{name}/{file}: {:.3} GB archive, {:.3} GB stored for targets, {:.3} GB staged for delta chunks, open+validate {open_ms:.1} ms; chunks {}",
+            st.bytes as f64 / 1e9,
+            st.delta_stored as f64 / 1e9,
+            st.staged as f64 / 1e9,
+            st.kinds
+        );
+        for (label, opts) in &configs {
+            let a = Archive::open(&path)?;
+            let gpu = GpuArchive::new(a, device, opts.clone())?;
+            let mut checked = false;
+            let (ms, min) = time_ms(reps, || {
+                let t0 = Instant::now();
+                let got = gpu.load_all()?;
+                let ms = t0.elapsed().as_secs_f64() * 1e3;
+                if !checked {
+                    digest_check(gpu.archive(), Table::Target, &got)?;
+                    checked = true;
+                }
+                Ok(ms)
+            })?;
+            rows.push(Row {
+                case: format!("{name}: tpde {file} -> device, load_all ({label})"),
+                ms,
+                min_ms: min,
+                gbps: gb(ms),
+                note: vs(ms),
+            });
+        }
+        if *file == "inline.tpde" && !a.index().bases.is_empty() {
+            for (label, opts) in &configs {
+                let a = Archive::open(&path)?;
+                let gpu = GpuArchive::new(a, device, opts.clone())?;
+                let pristine = gpu.load_inline_bases()?;
+                digest_check(gpu.archive(), Table::Base, &pristine)?;
+                let mut checked = false;
+                let (ms, min) = time_ms(reps, || {
+                    let bases = restore_bases(&ctx, &pristine)?;
+                    let t0 = Instant::now();
+                    let got = gpu.load_all_onto(bases)?;
+                    let ms = t0.elapsed().as_secs_f64() * 1e3;
+                    if !checked {
+                        digest_check(gpu.archive(), Table::Target, &got)?;
+                        checked = true;
+                    }
+                    Ok(ms)
+                })?;
+                rows.push(Row {
+                    case: format!(
+                        "{name}: tpde {file}, base already on device, load_all_onto ({label})"
+                    ),
+                    ms,
+                    min_ms: min,
+                    gbps: gb(ms),
+                    note: vs(ms),
+                });
+            }
+        }
+        let (ms, min) = time_ms(reps, || cpu_decode_ms(&a, false, true))?;
+        rows.push(Row {
+            case: format!("{name}: tpde {file}, CPU decode only (all cores, no GPU)"),
+            ms,
+            min_ms: min,
+            gbps: gb(ms),
+            note: format!("{} threads", rayon::current_num_threads()),
+        });
+        if !a.index().bases.is_empty() {
+            let (ms, min) = time_ms(reps, || cpu_decode_ms(&a, true, true))?;
+            rows.push(Row {
+                case: format!("{name}: tpde {file}, CPU decode of the delta only"),
+                ms,
+                min_ms: min,
+                gbps: gb(ms),
+                note: String::new(),
+            });
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- kernels
+
+/// Times the apply kernels alone on a 256 MiB-per-operand slab (5x the L2)
+/// against a device-to-device copy of the same bytes, with CUDA events.
+fn kernel_rows(rows: &mut Vec<Row>, reps: usize, device: usize) -> Res<()> {
+    // A tiny archive only to get a context and the compiled kernels.
+    let ctx = {
+        let info = tpde_gpu::probe(device)?;
+        println!(
+            "device: {} (cc {}.{}), {:.1} GiB",
+            info.name,
+            info.compute_capability.0,
+            info.compute_capability.1,
+            info.total_mem as f64 / (1u64 << 30) as f64
+        );
+        CudaContext::new(device)?
+    };
+    let kernels = tpde_gpu::kernels::kernels_for(&ctx)?;
+    let stream = ctx.new_stream()?;
+    let bytes: usize = 256 << 20;
+    let mut host = vec![0u8; bytes];
+    host.par_chunks_mut(1 << 16).enumerate().for_each(|(i, c)| {
+        let mut s = splitmix(i as u64 + 99);
+        for b in c.chunks_mut(8) {
+            s = splitmix(s);
+            let v = s.to_le_bytes();
+            b.copy_from_slice(&v[..b.len()]);
+        }
+    });
+    let dst = DeviceBuffer::from_host(&ctx, &host)?;
+    let src = DeviceBuffer::from_host(&ctx, &host)?;
+    let planes = DeviceBuffer::from_host(&ctx, &host)?;
+    let table = DeviceBuffer::alloc(&ctx, 1 << 20)?;
+    let ev0 = ctx.new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT))?;
+    let ev1 = ctx.new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT))?;
+    let mut time_events = |f: &mut dyn FnMut() -> Res<()>| -> Res<(f64, f64)> {
+        time_ms(reps * 3, || {
+            ev0.record(&stream)?;
+            f()?;
+            ev1.record(&stream)?;
+            ev1.synchronize()?;
+            Ok(ev0.elapsed_ms(&ev1)? as f64)
+        })
+    };
+    // Ceiling: D2D copy.
+    let (copy_ms, copy_min) = time_events(&mut || {
+        // SAFETY: both buffers hold `bytes` bytes.
+        check("cuMemcpyDtoDAsync", unsafe {
+            cu::memcpy_dtod_async(
+                dst.device_ptr(),
+                src.device_ptr(),
+                bytes,
+                stream.cu_stream(),
+            )
+        })
+    })?;
+    let copy_gbps = 2.0 * bytes as f64 / copy_ms / 1e6;
+    rows.push(Row {
+        case: "kernel: device-to-device copy 256 MiB (HBM ceiling)".into(),
+        ms: copy_ms,
+        min_ms: copy_min,
+        gbps: copy_gbps,
+        note: "GB/s = bytes read + written".into(),
+    });
+    // Jobs of 1 Mi elements, like the writer's default chunks.
+    let chunk_elems = 1u64 << 20;
+    let mut cases: Vec<(String, Vec<Desc>, f64, bool)> = Vec::new();
+    for (width, op, in_place) in [
+        (2usize, Op::Xor, true),
+        (2, Op::Add, true),
+        (2, Op::Replace, true),
+        (2, Op::Xor, false),
+        (4, Op::Add, true),
+        (1, Op::Xor, true),
+        (8, Op::Xor, true),
+    ] {
+        let n_total = (bytes / width) as u64;
+        let descs = dense_descs(
+            n_total,
+            chunk_elems,
+            width,
+            op,
+            dst.device_ptr(),
+            if in_place {
+                dst.device_ptr()
+            } else {
+                src.device_ptr()
+            },
+            planes.device_ptr(),
+        );
+        let traffic = if op == Op::Replace { 2.0 } else { 3.0 } * bytes as f64;
+        cases.push((
+            format!(
+                "kernel: dense {} w{width} {}",
+                op.name(),
+                if in_place {
+                    "in place"
+                } else {
+                    "base -> new buffer"
+                }
+            ),
+            descs,
+            traffic,
+            false,
+        ));
+    }
+    // Sparse, bf16, 12% of elements (the corpus's consecutive checkpoints).
+    {
+        let width = 2usize;
+        let n_total = (bytes / width) as u64;
+        let per_chunk = chunk_elems * 12 / 100;
+        let mut descs = Vec::new();
+        let mut pos_host = Vec::new();
+        let mut tile = 0u32;
+        let nchunks = n_total / chunk_elems;
+        // positions: every 8th-ish element, deterministic gaps
+        let stride = chunk_elems / per_chunk;
+        for c in 0..nchunks {
+            let pos_off = pos_host.len() as u64;
+            for j in 0..per_chunk {
+                pos_host.extend_from_slice(&((j * stride) as u32).to_le_bytes());
+            }
+            let d = Desc {
+                dst: dst.device_ptr() + c * chunk_elems * width as u64,
+                base: dst.device_ptr() + c * chunk_elems * width as u64,
+                vals: planes.device_ptr() + c * per_chunk * width as u64,
+                pos: 0,
+                n: chunk_elems,
+                m: per_chunk,
+                tile_start: tile,
+                tiles: per_chunk.div_ceil(plan::SPARSE_PER_TILE) as u32,
+                width: width as u8,
+                kind: JobKind::Sparse as u8,
+                op: plan::op_code(Op::Xor),
+                flags: 0,
+            };
+            tile += d.tiles;
+            descs.push((d, pos_off));
+        }
+        let pos_dev = DeviceBuffer::from_host(&ctx, &pos_host)?;
+        let descs: Vec<Desc> = descs
+            .into_iter()
+            .map(|(mut d, off)| {
+                d.pos = pos_dev.device_ptr() + off;
+                d
+            })
+            .collect();
+        let m_total = per_chunk * nchunks;
+        // positions + values read, element read + written
+        let traffic = (m_total * (4 + width as u64) + 2 * m_total * width as u64) as f64;
+        let ms = run_descs(
+            &ctx,
+            &kernels,
+            &stream,
+            &table,
+            &descs,
+            true,
+            &mut time_events,
+        )?;
+        rows.push(Row {
+            case: "kernel: sparse xor w2, 12% of elements".into(),
+            ms: ms.0,
+            min_ms: ms.1,
+            gbps: traffic / ms.0 / 1e6,
+            note: format!(
+                "{:.0}% of D2D copy GB/s (useful bytes only)",
+                100.0 * traffic / ms.0 / 1e6 / copy_gbps
+            ),
+        });
+        drop(pos_dev);
+    }
+    for (case, descs, traffic, _) in cases {
+        let ms = run_descs(
+            &ctx,
+            &kernels,
+            &stream,
+            &table,
+            &descs,
+            false,
+            &mut time_events,
+        )?;
+        let g = traffic / ms.0 / 1e6;
+        rows.push(Row {
+            case,
+            ms: ms.0,
+            min_ms: ms.1,
+            gbps: g,
+            note: format!("{:.0}% of D2D copy GB/s", 100.0 * g / copy_gbps),
+        });
+    }
+    // Correctness of the timed kernel on this data: dense xor in place twice
+    // restores the input.
+    let check_descs = dense_descs(
+        (bytes / 2) as u64,
+        chunk_elems,
+        2,
+        Op::Xor,
+        dst.device_ptr(),
+        dst.device_ptr(),
+        planes.device_ptr(),
+    );
+    let before = dst.copy_to_host()?;
+    upload_descs(&table, &check_descs)?;
+    let tiles: u32 = check_descs.iter().map(|d| d.tiles).sum();
+    for _ in 0..2 {
+        // SAFETY: the table and every address in it are live device memory.
+        unsafe {
+            kernels.launch_phase1(&stream, table.device_ptr(), check_descs.len() as u32, tiles)?
+        };
+    }
+    stream.synchronize()?;
+    let after = dst.copy_to_host()?;
+    if before != after {
+        return Err("kernel check: xor applied twice did not restore the buffer".into());
+    }
+    // One xor must equal the CPU's xor.
+    // SAFETY: as above.
+    unsafe { kernels.launch_phase1(&stream, table.device_ptr(), check_descs.len() as u32, tiles)? };
+    stream.synchronize()?;
+    let once_out = dst.copy_to_host()?;
+    let ok = once_out
+        .par_chunks(2)
+        .zip(before.par_chunks(2))
+        .enumerate()
+        .all(|(i, (o, b))| {
+            let c = (i as u64 / chunk_elems) as usize;
+            let k = i % chunk_elems as usize;
+            let base = c * chunk_elems as usize * 2;
+            let hi = host[base + k];
+            let lo = host[base + chunk_elems as usize + k];
+            o[0] == b[0] ^ lo && o[1] == b[1] ^ hi
+        });
+    if !ok {
+        return Err("kernel check: dense xor differs from the CPU".into());
+    }
+    println!("kernel check: dense xor matches the CPU on 128 Mi elements");
+    Ok(())
+}
+
+fn dense_descs(
+    n_total: u64,
+    chunk: u64,
+    width: usize,
+    op: Op,
+    dst: u64,
+    base: u64,
+    planes: u64,
+) -> Vec<Desc> {
+    let mut tile = 0u32;
+    let mut v = Vec::new();
+    let mut start = 0u64;
+    while start < n_total {
+        let n = chunk.min(n_total - start);
+        let off = start * width as u64;
+        let tiles = n.div_ceil(plan::dense_elems_per_tile(width)) as u32;
+        v.push(Desc {
+            dst: dst + off,
+            base: base + off,
+            vals: planes + off,
+            pos: 0,
+            n,
+            m: 0,
+            tile_start: tile,
+            tiles,
+            width: width as u8,
+            kind: JobKind::Dense as u8,
+            op: plan::op_code(op),
+            flags: 1,
+        });
+        tile += tiles;
+        start += n;
+    }
+    v
+}
+
+fn upload_descs(table: &DeviceBuffer, descs: &[Desc]) -> Res<()> {
+    let mut bytes = vec![0u8; descs.len() * plan::DESC_BYTES];
+    for (d, o) in descs.iter().zip(bytes.chunks_exact_mut(plan::DESC_BYTES)) {
+        d.write(o);
+    }
+    if bytes.len() > table.len() {
+        return Err("descriptor table too large".into());
+    }
+    // SAFETY: the table buffer is larger than `bytes`.
+    check("cuMemcpyHtoD", unsafe {
+        cu::memcpy_htod_sync(table.device_ptr(), &bytes)
+    })
+}
+
+fn run_descs(
+    _ctx: &Arc<CudaContext>,
+    kernels: &tpde_gpu::Kernels,
+    stream: &Arc<CudaStream>,
+    table: &DeviceBuffer,
+    descs: &[Desc],
+    sparse: bool,
+    time_events: &mut Timer<'_>,
+) -> Res<(f64, f64)> {
+    upload_descs(table, descs)?;
+    let tiles: u32 = descs.iter().map(|d| d.tiles).sum();
+    let n = descs.len() as u32;
+    let r = time_events(&mut || {
+        // SAFETY: the table and every address in it are live device memory.
+        unsafe {
+            if sparse {
+                kernels.launch_sparse(stream, table.device_ptr(), n, tiles)?;
+            } else {
+                kernels.launch_phase1(stream, table.device_ptr(), n, tiles)?;
+            }
+        }
+        Ok(())
+    })?;
+    stream.synchronize()?;
+    Ok(r)
+}
+
+// ---------------------------------------------------------------- report
+
+fn run(dir: &Path, reps: usize, device: usize) -> Res<()> {
+    let mut rows = Vec::new();
+    kernel_rows(&mut rows, reps, device)?;
+    dataset(
+        &mut rows,
+        "synth",
+        &dir.join("synth"),
+        &["inline.tpde", "plain.tpde"],
+        reps,
+        device,
+    )?;
+    dataset(
+        &mut rows,
+        "corpus",
+        &dir.join("corpus"),
+        &["inline.tpde"],
+        reps,
+        device,
+    )?;
+    println!();
+    println!("| case | median ms | min ms | GB/s | note |");
+    println!("|---|---:|---:|---:|---|");
+    for r in &rows {
+        println!(
+            "| {} | {:.2} | {:.2} | {:.1} | {} |",
+            r.case, r.ms, r.min_ms, r.gbps, r.note
+        );
+    }
+    println!();
+    println!(
+        "GB/s: end-to-end rows = target tensor bytes / time; kernel rows = bytes moved through HBM / time. Median of {reps} runs after a warm-up ({} for kernels).",
+        reps * 3
+    );
+    Ok(())
+}

@@ -1,0 +1,509 @@
+//! The apply kernels: CUDA C compiled at run time with NVRTC, once per
+//! process and device architecture, loaded once per device.
+//!
+//! Two kernels, each driven by a table of 64-byte job descriptors
+//! ([`crate::plan::Desc`]); block `b` finds its job by binary search on
+//! `tile_start`, so one launch covers every job of a batch whatever its size:
+//! - `tpde_phase1`: fills (`dst = base` or zeros) and dense chunks
+//!   (`dst[i] = op(base[i], value[i])`, values re-interleaved from byte
+//!   planes, 16-byte loads and stores on the aligned path);
+//! - `tpde_sparse`: sparse chunks, `dst[p] = op(dst[p], value[j])` at
+//!   positions the CPU decoded, run after phase 1 has filled the base;
+//! - `tpde_varint_count` + `tpde_varint_apply`: sparse chunks whose gap
+//!   stream goes up raw: per-segment counts and sums, then prefix sums give
+//!   every position, which is checked and applied.
+//!
+//! All arithmetic is on unsigned words of the dtype's width, as in
+//! `tpde_format::codec::combine`, so every dtype is bit-exact.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use cudarc::driver::{CudaContext, CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::nvrtc::{CompileError, CompileOptions, Ptx};
+
+use crate::error::{cuda, GpuError, Result};
+use crate::plan::THREADS;
+
+/// The CUDA source of the kernels.
+pub const SOURCE: &str = r#"
+typedef unsigned char u8;
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef unsigned long long u64;
+
+struct Job {
+    u64 dst, base, vals, pos, n, m;
+    u32 tile_start, tiles;
+    u8 width, kind, op, flags;
+    u32 pad;
+};
+
+template <typename T> __device__ __forceinline__ T comb(u32 op, T b, T v) {
+    return op == 0 ? (T)(b ^ v) : (op == 1 ? (T)(b + v) : v);
+}
+
+// Block -> job: the last job whose tile_start <= blockIdx.x.
+__device__ __forceinline__ const Job* find_job(const Job* jobs, u32 njobs, u32 tile) {
+    u32 lo = 0, hi = njobs;
+    while (hi - lo > 1) {
+        u32 mid = (lo + hi) >> 1;
+        if (jobs[mid].tile_start <= tile) lo = mid; else hi = mid;
+    }
+    return jobs + lo;
+}
+
+template <int E> struct Bytes;
+template <> struct Bytes<16> { typedef uint4 V; };
+template <> struct Bytes<8> { typedef uint2 V; };
+template <> struct Bytes<4> { typedef u32 V; };
+
+// Dense: E elements per thread of width W = sizeof(T).
+template <typename T, int E>
+__device__ __forceinline__ void dense(const Job& j, u64 tile) {
+    const int W = sizeof(T);
+    const u64 n = j.n;
+    const u64 i0 = tile * (u64)(256 * E) + (u64)threadIdx.x * E;
+    if (i0 >= n) return;
+    const u8* vals = (const u8*)j.vals;
+    T* dst = (T*)j.dst;
+    const T* base = (const T*)j.base;
+    const u32 op = j.op;
+    if ((j.flags & 1) && i0 + E <= n) {
+        union { typename Bytes<E>::V v; u8 b[E]; } pl[W];
+        #pragma unroll
+        for (int k = 0; k < W; k++)
+            pl[k].v = *(const typename Bytes<E>::V*)(vals + (u64)k * n + i0);
+        union { uint4 q[(E * W + 15) / 16]; T t[E]; } o, b;
+        #pragma unroll
+        for (int e = 0; e < E; e++) {
+            T v = 0;
+            #pragma unroll
+            for (int k = 0; k < W; k++) v |= (T)pl[k].b[e] << (8 * (W - 1 - k));
+            o.t[e] = v;
+        }
+        if (op != 2 && base) {
+            #pragma unroll
+            for (int q = 0; q < (E * W + 15) / 16; q++) b.q[q] = ((const uint4*)(base + i0))[q];
+            #pragma unroll
+            for (int e = 0; e < E; e++) o.t[e] = comb<T>(op, b.t[e], o.t[e]);
+        }
+        #pragma unroll
+        for (int q = 0; q < (E * W + 15) / 16; q++) ((uint4*)(dst + i0))[q] = o.q[q];
+    } else {
+        u64 end = i0 + E < n ? i0 + E : n;
+        for (u64 i = i0; i < end; i++) {
+            T v = 0;
+            for (int k = 0; k < W; k++) v |= (T)vals[(u64)k * n + i] << (8 * (W - 1 - k));
+            T bv = (base && op != 2) ? base[i] : (T)0;
+            dst[i] = comb<T>(op, bv, v);
+        }
+    }
+}
+
+// Fill: dst = base bytes, or zeros; 16 bytes per thread.
+__device__ __forceinline__ void fill(const Job& j, u64 tile) {
+    const u64 bytes = j.n * (u64)j.width;
+    const u64 b0 = tile * 4096ull + (u64)threadIdx.x * 16;
+    if (b0 >= bytes) return;
+    u8* dst = (u8*)j.dst;
+    const u8* base = (const u8*)j.base;
+    if (base == dst) return;
+    if ((j.flags & 1) && b0 + 16 <= bytes) {
+        uint4 v = base ? *(const uint4*)(base + b0) : make_uint4(0, 0, 0, 0);
+        *(uint4*)(dst + b0) = v;
+    } else {
+        u64 end = b0 + 16 < bytes ? b0 + 16 : bytes;
+        for (u64 i = b0; i < end; i++) dst[i] = base ? base[i] : (u8)0;
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(256) tpde_phase1(const Job* jobs, u32 njobs) {
+    __shared__ Job sj;
+    if (threadIdx.x == 0) sj = *find_job(jobs, njobs, blockIdx.x);
+    __syncthreads();
+    const Job j = sj;
+    const u64 tile = blockIdx.x - j.tile_start;
+    if (j.kind == 0) { fill(j, tile); return; }
+    switch (j.width) {
+        case 1: dense<u8, 16>(j, tile); break;
+        case 2: dense<u16, 16>(j, tile); break;
+        case 4: dense<u32, 8>(j, tile); break;
+        default: dense<u64, 4>(j, tile); break;
+    }
+}
+
+template <typename T>
+__device__ __forceinline__ void scatter(const Job& j, u64 tile) {
+    const int W = sizeof(T);
+    const u64 m = j.m;
+    const u32* pos = (const u32*)j.pos;
+    const u8* vals = (const u8*)j.vals;
+    T* dst = (T*)j.dst;
+    #pragma unroll
+    for (int r = 0; r < 4; r++) {
+        u64 q = tile * 1024ull + (u64)r * 256 + threadIdx.x;
+        if (q < m) {
+            T v = 0;
+            #pragma unroll
+            for (int k = 0; k < W; k++) v |= (T)vals[(u64)k * m + q] << (8 * (W - 1 - k));
+            u32 p = pos[q];
+            dst[p] = comb<T>(j.op, dst[p], v);
+        }
+    }
+}
+
+// ---- positions decoded on the device (kind 4) ----------------------------
+// The gap stream (LEB128, spec 5.5) at j.pos has j.base bytes. Every byte
+// without the continuation bit ends one gap; its value is read back over at
+// most five bytes. position_k = sum_{i<=k}(gap_i + 1) - 1. Blocks own
+// 16 KiB segments: pass 1 counts each segment's gaps and sums (gap + 1),
+// pass 2 adds the earlier segments' totals and applies. A stream the CPU
+// reader would refuse (varint over five bytes, position past the chunk,
+// count != m, trailing bytes) sets *err = (tag << 32) | (job + 1) and
+// nothing is written out of bounds.
+
+#define SEG 16384u
+
+__device__ __forceinline__ bool gap_at(const u8* b, u64 e, u64* g) {
+    u64 v = b[e] & 0x7f;
+    u64 k = e;
+    #pragma unroll
+    for (int d = 0; d < 4; d++) {
+        if (k == 0) break;
+        u8 p = b[k - 1];
+        if (!(p & 0x80)) break;
+        v = (v << 7) | (u64)(p & 0x7f);
+        k--;
+    }
+    *g = v;
+    return !(k > 0 && (b[k - 1] & 0x80));
+}
+
+__device__ __forceinline__ void report(u64* err, u32 tag, u32 job) {
+    atomicCAS((unsigned long long*)err, 0ull, ((unsigned long long)tag << 32) | (job + 1));
+}
+
+// Block-wide exclusive scan of (count, sum); returns totals in *tc, *ts.
+__device__ __forceinline__ void scan2(u32 c, u64 s, u32* ec, u64* es, u32* tc, u64* ts) {
+    __shared__ u32 wc[8];
+    __shared__ u64 ws[8];
+    const u32 lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    u32 ic = c; u64 is = s;
+    #pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        u32 xc = __shfl_up_sync(0xffffffffu, ic, o);
+        u64 xs = __shfl_up_sync(0xffffffffu, is, o);
+        if (lane >= (u32)o) { ic += xc; is += xs; }
+    }
+    if (lane == 31) { wc[warp] = ic; ws[warp] = is; }
+    __syncthreads();
+    u32 pc = 0; u64 ps = 0, allc = 0, alls = 0;
+    #pragma unroll
+    for (int w = 0; w < 8; w++) {
+        if ((u32)w < warp) { pc += wc[w]; ps += ws[w]; }
+        allc += wc[w]; alls += ws[w];
+    }
+    *ec = pc + ic - c;
+    *es = ps + is - s;
+    *tc = (u32)allc;
+    *ts = alls;
+    __syncthreads();
+}
+
+extern "C" __global__ void __launch_bounds__(256) tpde_varint_count(
+        const Job* jobs, u32 njobs, u64* stats, u64* err, u32 tag) {
+    __shared__ Job sj;
+    __shared__ u32 sidx;
+    if (threadIdx.x == 0) { const Job* p = find_job(jobs, njobs, blockIdx.x); sj = *p; sidx = (u32)(p - jobs); }
+    __syncthreads();
+    const Job j = sj;
+    const u8* b = (const u8*)j.pos;
+    const u64 L = j.base;
+    const u64 s0 = (u64)(blockIdx.x - j.tile_start) * SEG;
+    u32 c = 0; u64 s = 0; bool bad = false;
+    for (u32 r = 0; r < SEG; r += 256) {
+        u64 i = s0 + r + threadIdx.x;
+        if (i < L && !(b[i] & 0x80)) {
+            u64 g;
+            bad |= !gap_at(b, i, &g);
+            c++;
+            s += g + 1;
+        }
+    }
+    u32 ec, tc; u64 es, ts;
+    scan2(c, s, &ec, &es, &tc, &ts);
+    if (__syncthreads_or(bad) && threadIdx.x == 0) report(err, tag, sidx);
+    if (threadIdx.x == 0) { stats[2 * (u64)blockIdx.x] = tc; stats[2 * (u64)blockIdx.x + 1] = ts; }
+}
+
+template <typename T>
+__device__ __forceinline__ void put(const Job& j, u64 q, u64 p) {
+    const int W = sizeof(T);
+    const u8* vals = (const u8*)j.vals;
+    T v = 0;
+    #pragma unroll
+    for (int k = 0; k < W; k++) v |= (T)vals[(u64)k * j.m + q] << (8 * (W - 1 - k));
+    T* dst = (T*)j.dst;
+    dst[p] = comb<T>(j.op, dst[p], v);
+}
+
+extern "C" __global__ void __launch_bounds__(256) tpde_varint_apply(
+        const Job* jobs, u32 njobs, const u64* stats, u64* err, u32 tag) {
+    __shared__ Job sj;
+    __shared__ u32 sidx;
+    if (threadIdx.x == 0) { const Job* p = find_job(jobs, njobs, blockIdx.x); sj = *p; sidx = (u32)(p - jobs); }
+    __syncthreads();
+    const Job j = sj;
+    const u8* b = (const u8*)j.pos;
+    const u64 L = j.base;
+    const u32 seg = blockIdx.x - j.tile_start;
+    // Totals of the job's earlier segments.
+    u32 c = 0; u64 s = 0;
+    for (u32 k = threadIdx.x; k < seg; k += 256) {
+        c += (u32)stats[2 * (u64)(j.tile_start + k)];
+        s += stats[2 * (u64)(j.tile_start + k) + 1];
+    }
+    u32 ec, cc; u64 es, cs;
+    scan2(c, s, &ec, &es, &cc, &cs);
+    bool bad = false;
+    const u64 s0 = (u64)seg * SEG;
+    const u64 s1 = s0 + SEG < L ? s0 + SEG : L;
+    for (u64 r0 = s0; r0 < s1; r0 += 1024) {
+        const u64 i0 = r0 + 4 * (u64)threadIdx.x;
+        u8 by[4];
+        #pragma unroll
+        for (int q = 0; q < 4; q++) by[q] = (i0 + q < s1) ? b[i0 + q] : (u8)0x80;
+        u64 g[4];
+        u32 lc = 0; u64 ls = 0;
+        #pragma unroll
+        for (int q = 0; q < 4; q++) {
+            g[q] = 0;
+            if (!(by[q] & 0x80)) {
+                bad |= !gap_at(b, i0 + q, &g[q]);
+                lc++;
+                ls += g[q] + 1;
+            }
+        }
+        u32 xc, tc; u64 xs, ts;
+        scan2(lc, ls, &xc, &xs, &tc, &ts);
+        u64 idx = (u64)cc + xc;
+        u64 pos = cs + xs;
+        #pragma unroll
+        for (int q = 0; q < 4; q++) {
+            if (!(by[q] & 0x80)) {
+                pos += g[q] + 1;
+                u64 p = pos - 1;
+                if (idx >= j.m || p >= j.n) {
+                    bad = true;
+                } else {
+                    switch (j.width) {
+                        case 1: put<u8>(j, idx, p); break;
+                        case 2: put<u16>(j, idx, p); break;
+                        case 4: put<u32>(j, idx, p); break;
+                        default: put<u64>(j, idx, p); break;
+                    }
+                }
+                idx++;
+            }
+        }
+        cc += tc;
+        cs += ts;
+    }
+    // The last segment checks the whole stream: m gaps, ending on a final byte.
+    if (seg + 1 == j.tiles && threadIdx.x == 0) {
+        if ((u64)cc != j.m || L == 0 || (b[L - 1] & 0x80)) bad = true;
+    }
+    if (__syncthreads_or(bad) && threadIdx.x == 0) report(err, tag, sidx);
+}
+
+extern "C" __global__ void __launch_bounds__(256) tpde_sparse(const Job* jobs, u32 njobs) {
+    __shared__ Job sj;
+    if (threadIdx.x == 0) sj = *find_job(jobs, njobs, blockIdx.x);
+    __syncthreads();
+    const Job j = sj;
+    const u64 tile = blockIdx.x - j.tile_start;
+    switch (j.width) {
+        case 1: scatter<u8>(j, tile); break;
+        case 2: scatter<u16>(j, tile); break;
+        case 4: scatter<u32>(j, tile); break;
+        default: scatter<u64>(j, tile); break;
+    }
+}
+"#;
+
+/// The compiled kernels, loaded into one device's context.
+#[derive(Debug)]
+pub struct Kernels {
+    phase1: CudaFunction,
+    sparse: CudaFunction,
+    varint_count: CudaFunction,
+    varint_apply: CudaFunction,
+    /// Milliseconds NVRTC took (0 when the PTX came from the process cache).
+    pub compile_ms: f64,
+}
+
+/// PTX by architecture option, compiled once per process.
+static PTX: OnceLock<Mutex<HashMap<String, Ptx>>> = OnceLock::new();
+/// Loaded kernels by device ordinal.
+static LOADED: OnceLock<Mutex<HashMap<usize, Arc<Kernels>>>> = OnceLock::new();
+
+/// The kernels for `ctx`'s device: compiled with NVRTC on first use in this
+/// process (for the device's architecture, falling back to `compute_75` PTX
+/// when this NVRTC does not know the device), then cached.
+pub fn kernels_for(ctx: &Arc<CudaContext>) -> Result<Arc<Kernels>> {
+    let loaded = LOADED.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut loaded = loaded
+        .lock()
+        .map_err(|_| GpuError::Usage("kernel cache poisoned by a panic".into()))?;
+    if let Some(k) = loaded.get(&ctx.ordinal()) {
+        return Ok(k.clone());
+    }
+    crate::device::nvrtc_available()?;
+    let (major, minor) = cuda("cuDeviceGetAttribute", ctx.compute_capability())?;
+    let archs = [format!("compute_{major}{minor}"), "compute_75".to_owned()];
+    let cache = PTX.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut cache = cache
+        .lock()
+        .map_err(|_| GpuError::Usage("kernel cache poisoned by a panic".into()))?;
+    let mut compile_ms = 0.0;
+    let mut ptx = None;
+    let mut last_log = String::new();
+    for arch in &archs {
+        if let Some(p) = cache.get(arch) {
+            ptx = Some(p.clone());
+            break;
+        }
+        let t = std::time::Instant::now();
+        let opts = CompileOptions {
+            options: vec![format!("--gpu-architecture={arch}")],
+            name: Some("tpde_apply.cu".into()),
+            ..Default::default()
+        };
+        match cudarc::nvrtc::compile_ptx_with_opts(SOURCE, opts) {
+            Ok(p) => {
+                compile_ms = t.elapsed().as_secs_f64() * 1e3;
+                cache.insert(arch.clone(), p.clone());
+                ptx = Some(p);
+                break;
+            }
+            Err(CompileError::CompileError { log, .. }) => {
+                last_log = log.to_string_lossy().into_owned();
+            }
+            Err(e) => last_log = e.to_string(),
+        }
+    }
+    let ptx = ptx.ok_or(GpuError::Compile { log: last_log })?;
+    let module = cuda("cuModuleLoadData", ctx.load_module(ptx))?;
+    let k = Arc::new(Kernels {
+        phase1: cuda("cuModuleGetFunction", module.load_function("tpde_phase1"))?,
+        sparse: cuda("cuModuleGetFunction", module.load_function("tpde_sparse"))?,
+        varint_count: cuda(
+            "cuModuleGetFunction",
+            module.load_function("tpde_varint_count"),
+        )?,
+        varint_apply: cuda(
+            "cuModuleGetFunction",
+            module.load_function("tpde_varint_apply"),
+        )?,
+        compile_ms,
+    });
+    loaded.insert(ctx.ordinal(), k.clone());
+    Ok(k)
+}
+
+impl Kernels {
+    /// Launches phase 1 over `njobs` descriptors at device address `table`
+    /// covering `tiles` blocks.
+    ///
+    /// # Safety
+    /// The table must be a valid descriptor table (as written by
+    /// [`crate::plan::Batch::write_descriptors`]) in device memory whose
+    /// addresses stay valid until the launch completes on `stream`.
+    pub unsafe fn launch_phase1(
+        &self,
+        stream: &CudaStream,
+        table: u64,
+        njobs: u32,
+        tiles: u32,
+    ) -> Result<()> {
+        // SAFETY: forwarded to the caller.
+        unsafe { launch(stream, &self.phase1, table, njobs, tiles) }
+    }
+
+    /// Launches the sparse phase; see [`Kernels::launch_phase1`].
+    ///
+    /// # Safety
+    /// As for [`Kernels::launch_phase1`]; positions must lie inside their
+    /// chunk (the staging code checks them while decoding).
+    pub unsafe fn launch_sparse(
+        &self,
+        stream: &CudaStream,
+        table: u64,
+        njobs: u32,
+        tiles: u32,
+    ) -> Result<()> {
+        // SAFETY: forwarded to the caller.
+        unsafe { launch(stream, &self.sparse, table, njobs, tiles) }
+    }
+
+    /// Launches both passes of the device position decoder over a phase-3
+    /// table: `stats` is 16 bytes of device scratch per block, `err` one
+    /// zeroed device `u64` that receives `(tag << 32) | (slot + 1)` of a job
+    /// with an invalid positions stream.
+    ///
+    /// # Safety
+    /// As for [`Kernels::launch_phase1`]; `stats` and `err` must be valid
+    /// device memory of those sizes.
+    // The arguments are the kernels' parameters, one for one.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn launch_varint(
+        &self,
+        stream: &CudaStream,
+        table: u64,
+        njobs: u32,
+        tiles: u32,
+        stats: u64,
+        err: u64,
+        tag: u32,
+    ) -> Result<()> {
+        if tiles == 0 || njobs == 0 {
+            return Ok(());
+        }
+        let cfg = LaunchConfig {
+            grid_dim: (tiles, 1, 1),
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        for f in [&self.varint_count, &self.varint_apply] {
+            let mut b = stream.launch_builder(f);
+            b.arg(&table).arg(&njobs).arg(&stats).arg(&err).arg(&tag);
+            // SAFETY: the caller guarantees the table, scratch and error
+            // word are valid device memory for the launches.
+            cuda("cuLaunchKernel", unsafe { b.launch(cfg) })?;
+        }
+        Ok(())
+    }
+}
+
+unsafe fn launch(
+    stream: &CudaStream,
+    f: &CudaFunction,
+    table: u64,
+    njobs: u32,
+    tiles: u32,
+) -> Result<()> {
+    if tiles == 0 || njobs == 0 {
+        return Ok(());
+    }
+    let cfg = LaunchConfig {
+        grid_dim: (tiles, 1, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let mut b = stream.launch_builder(f);
+    b.arg(&table).arg(&njobs);
+    // SAFETY: the caller guarantees the descriptor table and every address
+    // in it are valid device memory for the launch.
+    cuda("cuLaunchKernel", unsafe { b.launch(cfg) }).map(|_| ())
+}

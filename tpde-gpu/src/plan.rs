@@ -1,0 +1,745 @@
+//! The work plan: which jobs reconstruct which device byte ranges, how they
+//! are grouped into staging batches, and the 64-byte job descriptors the
+//! kernels read. Pure Rust, no CUDA: the GPU pipeline and the CPU reference
+//! ([`crate::reference`]) drive the same plan, so CI tests the plan too.
+//!
+//! Device memory is named by 64-bit addresses. On the GPU they are real
+//! device pointers; the CPU reference hands out its own address space.
+
+use std::ops::Range;
+
+use tpde_format::format::{BaseRef, Chunk, ChunkKind, Op, Payload};
+use tpde_format::read::{BaseView, Table};
+use tpde_format::{Archive, BaseProvider};
+
+use crate::error::{GpuError, Result};
+
+/// Threads per block of every kernel.
+pub const THREADS: u32 = 256;
+/// Size of one job descriptor in the staging header.
+pub const DESC_BYTES: usize = 64;
+/// Staging regions start at multiples of this (keeps every vector load aligned).
+pub const REGION_ALIGN: usize = 256;
+/// Most descriptors in one batch (bounds the binary search in the kernels and
+/// the header size).
+pub const MAX_JOBS_PER_BATCH: usize = 1024;
+/// Bytes one block of the fill phase copies or zeroes.
+pub const FILL_BYTES_PER_TILE: u64 = THREADS as u64 * 16;
+/// Positions one block of the sparse phase applies (4 per thread).
+pub const SPARSE_PER_TILE: u64 = THREADS as u64 * 4;
+/// Bytes of a gap-encoded positions stream one block of the device varint
+/// decoder handles (both passes).
+pub const VARINT_SEGMENT: u64 = 16 << 10;
+/// Raw byte payloads (plain tensors, host-side bases) are cut into pieces of
+/// this size so several CPU threads copy them into staging at once.
+pub const RAW_PIECE: usize = 4 << 20;
+/// Most blocks one batch launches per phase (the grid limit is 2^31 - 1).
+const MAX_TILES_PER_BATCH: u64 = 1 << 30;
+
+/// Elements one thread of the dense kernel handles for element width `w`:
+/// 16-byte plane loads for 1- and 2-byte elements, 8 and 4 bytes for wider
+/// ones, so every thread moves 16–32 output bytes.
+pub const fn dense_elems_per_thread(width: usize) -> u64 {
+    match width {
+        1 | 2 => 16,
+        4 => 8,
+        _ => 4,
+    }
+}
+
+/// Elements one block of the dense kernel handles.
+pub const fn dense_elems_per_tile(width: usize) -> u64 {
+    THREADS as u64 * dense_elems_per_thread(width)
+}
+
+/// What a job does on the device (the descriptor's `kind` byte).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    /// `dst = base` over the range, or zeros when there is no base (phase 1).
+    Fill = 0,
+    /// `dst[i] = op(base[i], value[i])` with values as byte planes (phase 1).
+    Dense = 1,
+    /// `dst[p[j]] = op(dst[p[j]], value[j])` (phase 2, after the fill).
+    Sparse = 2,
+    /// Bytes copied host → device as they are; no kernel.
+    Raw = 3,
+    /// Like `Sparse`, but the positions are staged as their raw LEB128 gap
+    /// bytes and decoded on the device (prefix sums over segments), which
+    /// halves the CPU work and the PCIe bytes of a sparse chunk. The device
+    /// validates them as the CPU reader does and reports a bad stream.
+    SparseVarint = 4,
+}
+
+/// How chunks are planned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanOptions {
+    /// Stage sparse positions as raw gap bytes for the device to decode
+    /// ([`JobKind::SparseVarint`]) rather than as CPU-decoded `u32`s.
+    pub positions_on_device: bool,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions {
+            positions_on_device: true,
+        }
+    }
+}
+
+/// Where a job's staged bytes come from.
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'a> {
+    /// Nothing is staged (fills).
+    None,
+    /// A chunk of a tensor table, decoded on the CPU.
+    Chunk {
+        /// Targets or inline bases.
+        table: Table,
+        /// Tensor index in that table.
+        tensor: usize,
+        /// Chunk index in that tensor.
+        chunk: usize,
+    },
+    /// Bytes staged as they are.
+    Bytes(&'a [u8]),
+}
+
+/// One unit of work: a chunk, a fill, or a raw piece.
+#[derive(Debug, Clone, Copy)]
+pub struct Job<'a> {
+    /// What the device does.
+    pub kind: JobKind,
+    /// Where the staged bytes come from.
+    pub input: Input<'a>,
+    /// Combine op (dense and sparse).
+    pub op: Op,
+    /// Element width in bytes.
+    pub width: usize,
+    /// Elements in the range.
+    pub n: u64,
+    /// Positions (sparse).
+    pub m: u64,
+    /// Device address of the range's first byte.
+    pub dst: u64,
+    /// Device address of the base range; 0 means all-zero bits; equal to
+    /// `dst` means in place.
+    pub base: u64,
+    /// Bytes this job stages.
+    pub staged: usize,
+    /// Sparse: offset of the values planes after the positions.
+    pub values_at: usize,
+    /// Sparse: bytes of staged positions (`4 m`, or the gap stream's length).
+    pub pos_bytes: usize,
+    /// Start a new batch at this job: its inputs depend on phase-2 work of
+    /// the jobs before it, which a single batch would run after it.
+    pub cut_before: bool,
+}
+
+/// Where a tensor's base lives when its chunks are applied.
+#[derive(Debug, Clone, Copy)]
+pub enum BasePlan<'a> {
+    /// No base: all-zero bits.
+    Zero,
+    /// Host bytes (a plain inline base or a checked external base): staged
+    /// raw, copied into the output, then the delta applies in place.
+    HostBytes(&'a [u8]),
+    /// A chunked inline base: its chunks decode into the output first.
+    InlineChunked(usize),
+    /// A base already on the device at this address, left unchanged.
+    Device(u64),
+    /// The output buffer already holds the base: apply the delta in place.
+    InPlace,
+}
+
+/// The jobs of one target tensor, appended to `jobs`. `dst` is the device
+/// address of the tensor's output buffer (its byte length is checked by the
+/// caller).
+pub fn tensor_jobs<'a, D: AsRef<[u8]> + Sync>(
+    archive: &'a Archive<D>,
+    t: usize,
+    dst: u64,
+    base: BasePlan<'a>,
+    opts: PlanOptions,
+    jobs: &mut Vec<Job<'a>>,
+) -> Result<()> {
+    let rec = archive.record(Table::Target, t);
+    let w = rec.dtype.width();
+    match &rec.payload {
+        Payload::Plain { .. } => {
+            let bytes = archive.plain_bytes(Table::Target, t)?.unwrap_or_default();
+            raw_jobs(bytes, dst, w, jobs);
+            Ok(())
+        }
+        Payload::Chunked { chunks, .. } => {
+            let inline_base = |bi: usize, jobs: &mut Vec<Job<'a>>| -> Result<()> {
+                let brec = archive.record(Table::Base, bi);
+                match &brec.payload {
+                    Payload::Plain { .. } => {
+                        let b = archive.plain_bytes(Table::Base, bi)?.unwrap_or_default();
+                        raw_jobs(b, dst, w, jobs);
+                    }
+                    Payload::Chunked { chunks, .. } => {
+                        for (i, c) in chunks.iter().enumerate() {
+                            chunk_jobs(Table::Base, bi, i, c, w, dst, Resolved::Zero, opts, jobs);
+                        }
+                    }
+                }
+                Ok(())
+            };
+            let resolved = match base {
+                BasePlan::Zero => Resolved::Zero,
+                BasePlan::HostBytes(b) => {
+                    raw_jobs(b, dst, w, jobs);
+                    Resolved::InPlace
+                }
+                BasePlan::InlineChunked(bi) => {
+                    inline_base(bi, jobs)?;
+                    Resolved::InPlaceAfterPhase2
+                }
+                BasePlan::Device(addr) => Resolved::Separate(addr),
+                BasePlan::InPlace => Resolved::InPlace,
+            };
+            for (i, c) in chunks.iter().enumerate() {
+                chunk_jobs(Table::Target, t, i, c, w, dst, resolved, opts, jobs);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The jobs that decode inline base tensor `bi` (which has no base of its
+/// own) into the device buffer at `dst`.
+pub fn base_tensor_jobs<'a, D: AsRef<[u8]> + Sync>(
+    archive: &'a Archive<D>,
+    bi: usize,
+    dst: u64,
+    opts: PlanOptions,
+    jobs: &mut Vec<Job<'a>>,
+) -> Result<()> {
+    let rec = archive.record(Table::Base, bi);
+    let w = rec.dtype.width();
+    match &rec.payload {
+        Payload::Plain { .. } => {
+            let b = archive.plain_bytes(Table::Base, bi)?.unwrap_or_default();
+            raw_jobs(b, dst, w, jobs);
+        }
+        Payload::Chunked { chunks, .. } => {
+            for (i, c) in chunks.iter().enumerate() {
+                chunk_jobs(Table::Base, bi, i, c, w, dst, Resolved::Zero, opts, jobs);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The base plan for target `t` when bases come from the archive or `host`:
+/// the host-side resolution of [`Archive::resolve_base`] (which checks an
+/// external base's SHA-256), mapped onto the device plan.
+pub fn host_base_plan<'a, D: AsRef<[u8]> + Sync>(
+    archive: &'a Archive<D>,
+    t: usize,
+    host: &'a dyn BaseProvider,
+) -> Result<BasePlan<'a>> {
+    Ok(match archive.resolve_base(t, host)? {
+        BaseView::Zero => BasePlan::Zero,
+        BaseView::Bytes(b) => BasePlan::HostBytes(b),
+        BaseView::Inline(bi) => BasePlan::InlineChunked(bi),
+    })
+}
+
+/// The name of the base tensor target `t` combines with, if any.
+pub fn base_name<D: AsRef<[u8]> + Sync>(archive: &Archive<D>, t: usize) -> Option<&str> {
+    match &archive.record(Table::Target, t).base {
+        BaseRef::None => None,
+        BaseRef::Inline { index } => Some(&archive.index().bases[*index as usize].name),
+        BaseRef::External { name, .. } => Some(name),
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Resolved {
+    Zero,
+    InPlace,
+    /// In place, but the base was written by jobs that may include sparse
+    /// (phase-2) work: the first delta job starts a new batch.
+    InPlaceAfterPhase2,
+    Separate(u64),
+}
+
+fn raw_jobs<'a>(bytes: &'a [u8], dst: u64, width: usize, jobs: &mut Vec<Job<'a>>) {
+    for (k, piece) in bytes.chunks(RAW_PIECE).enumerate() {
+        jobs.push(Job {
+            kind: JobKind::Raw,
+            input: Input::Bytes(piece),
+            op: Op::Replace,
+            width,
+            n: (piece.len() / width.max(1)) as u64,
+            m: 0,
+            dst: dst + (k * RAW_PIECE) as u64,
+            base: 0,
+            staged: piece.len(),
+            values_at: 0,
+            pos_bytes: 0,
+            cut_before: false,
+        });
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn chunk_jobs<'a>(
+    table: Table,
+    t: usize,
+    i: usize,
+    c: &Chunk,
+    w: usize,
+    dst: u64,
+    base: Resolved,
+    opts: PlanOptions,
+    jobs: &mut Vec<Job<'a>>,
+) {
+    let off = c.elem_start * w as u64;
+    let dst = dst + off;
+    let mut cut = matches!(base, Resolved::InPlaceAfterPhase2) && i == 0;
+    let (base_addr, fill) = match base {
+        Resolved::Zero => (0, true),
+        Resolved::InPlace | Resolved::InPlaceAfterPhase2 => (dst, false),
+        Resolved::Separate(a) => (a + off, true),
+    };
+    let input = Input::Chunk {
+        table,
+        tensor: t,
+        chunk: i,
+    };
+    let mut push = |job: Job<'a>| {
+        jobs.push(Job {
+            cut_before: std::mem::take(&mut cut),
+            ..job
+        })
+    };
+    let fill_job = Job {
+        kind: JobKind::Fill,
+        input: Input::None,
+        op: Op::Replace,
+        width: w,
+        n: c.elem_count,
+        m: 0,
+        dst,
+        base: base_addr,
+        staged: 0,
+        values_at: 0,
+        pos_bytes: 0,
+        cut_before: false,
+    };
+    match c.kind {
+        ChunkKind::Zero => {
+            if fill {
+                push(fill_job);
+            }
+        }
+        ChunkKind::Dense => push(Job {
+            kind: JobKind::Dense,
+            input,
+            op: c.op,
+            width: w,
+            n: c.elem_count,
+            m: 0,
+            dst,
+            base: base_addr,
+            staged: (c.elem_count * w as u64) as usize,
+            values_at: 0,
+            pos_bytes: 0,
+            cut_before: false,
+        }),
+        ChunkKind::Sparse => {
+            if fill {
+                push(fill_job);
+            }
+            let (kind, pos_bytes) = if opts.positions_on_device {
+                (JobKind::SparseVarint, c.positions.raw_len as usize)
+            } else {
+                (JobKind::Sparse, c.changed as usize * 4)
+            };
+            let values_at = align_up(pos_bytes, 16);
+            push(Job {
+                kind,
+                input,
+                op: c.op,
+                width: w,
+                n: c.elem_count,
+                m: c.changed,
+                dst,
+                base: dst,
+                staged: values_at + c.changed as usize * w,
+                values_at,
+                pos_bytes,
+                cut_before: false,
+            })
+        }
+    }
+}
+
+/// Rounds `x` up to a multiple of `a` (a power of two).
+pub const fn align_up(x: usize, a: usize) -> usize {
+    (x + a - 1) & !(a - 1)
+}
+
+/// Blocks job `j` launches in its phase.
+pub fn tiles(j: &Job<'_>) -> u64 {
+    match j.kind {
+        JobKind::Fill => (j.n * j.width as u64).div_ceil(FILL_BYTES_PER_TILE),
+        JobKind::Dense => j.n.div_ceil(dense_elems_per_tile(j.width)),
+        JobKind::Sparse => j.m.div_ceil(SPARSE_PER_TILE),
+        JobKind::SparseVarint => (j.pos_bytes as u64).div_ceil(VARINT_SEGMENT).max(1),
+        JobKind::Raw => 0,
+    }
+}
+
+/// One batch: jobs staged together into one pinned slot, copied with one
+/// host→device copy (plus one per raw piece) and applied with at most four
+/// kernel launches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// Jobs of the batch (indices into the job list).
+    pub jobs: Range<usize>,
+    /// Staging offset of each job's region (same order as `jobs`).
+    pub offsets: Vec<usize>,
+    /// Phase-1 (fill, dense) jobs, in descriptor order.
+    pub phase1: Vec<usize>,
+    /// Phase-2 (sparse, `u32` positions) jobs, after the phase-1 table.
+    pub phase2: Vec<usize>,
+    /// Phase-3 (sparse, positions decoded on the device) jobs, after the
+    /// phase-2 table; run by two launches (segment counts, then apply).
+    pub phase3: Vec<usize>,
+    /// Blocks of the phase-1 launch.
+    pub tiles1: u32,
+    /// Blocks of the phase-2 launch.
+    pub tiles2: u32,
+    /// Blocks of each phase-3 launch (one per positions segment).
+    pub tiles3: u32,
+    /// Staging offset of the phase-3 segment statistics (16 bytes per
+    /// phase-3 block, written by the device).
+    pub stats_at: usize,
+    /// Bytes at the start of the slot that go to device staging: the
+    /// descriptor tables and the kernel inputs.
+    pub kernel_bytes: usize,
+    /// Raw pieces: (staging offset, device address, length), copied straight
+    /// to their destination.
+    pub raw: Vec<(usize, u64, usize)>,
+}
+
+/// The staging bytes one job needs in a slot, including alignment (and, for
+/// device-decoded positions, its segment statistics).
+fn region(j: &Job<'_>) -> usize {
+    let stats = if j.kind == JobKind::SparseVarint {
+        16 * tiles(j) as usize
+    } else {
+        0
+    };
+    align_up(j.staged, REGION_ALIGN) + align_up(stats, REGION_ALIGN)
+}
+
+/// The smallest slot that can hold every job of `jobs` in a batch of its own.
+pub fn min_slot_bytes(jobs: &[Job<'_>]) -> usize {
+    jobs.iter()
+        .map(|j| REGION_ALIGN + region(j))
+        .max()
+        .unwrap_or(REGION_ALIGN)
+}
+
+/// Which launch a job belongs to.
+fn phase(j: &Job<'_>) -> usize {
+    match j.kind {
+        JobKind::Fill | JobKind::Dense => 1,
+        JobKind::Sparse => 2,
+        JobKind::SparseVarint => 3,
+        JobKind::Raw => 0,
+    }
+}
+
+/// Groups `jobs` into batches that fit `slot_bytes` of staging each.
+pub fn make_batches(jobs: &[Job<'_>], slot_bytes: usize) -> Result<Vec<Batch>> {
+    if slot_bytes < min_slot_bytes(jobs) {
+        return Err(GpuError::Usage(format!(
+            "staging slots of {slot_bytes} bytes cannot hold a job of {} bytes",
+            min_slot_bytes(jobs)
+        )));
+    }
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < jobs.len() {
+        let mut end = start;
+        let mut descs = 0usize;
+        let mut data = 0usize;
+        let mut t = [0u64; 4];
+        while end < jobs.len() {
+            let j = &jobs[end];
+            if end > start && j.cut_before {
+                break;
+            }
+            let ph = phase(j);
+            let d = descs + usize::from(ph != 0);
+            let bytes = align_up(d * DESC_BYTES, REGION_ALIGN) + data + region(j);
+            let mut nt = t;
+            nt[ph] += tiles(j);
+            if end > start
+                && (bytes > slot_bytes
+                    || d > MAX_JOBS_PER_BATCH
+                    || nt.iter().any(|&x| x > MAX_TILES_PER_BATCH))
+            {
+                break;
+            }
+            descs = d;
+            data += region(j);
+            t = nt;
+            end += 1;
+        }
+        out.push(layout(jobs, start..end, descs, t));
+        start = end;
+    }
+    Ok(out)
+}
+
+/// Places the jobs of one batch: header, kernel inputs, segment statistics,
+/// then raw pieces.
+fn layout(jobs: &[Job<'_>], range: Range<usize>, descs: usize, t: [u64; 4]) -> Batch {
+    let header = align_up(descs * DESC_BYTES, REGION_ALIGN);
+    let mut offsets = vec![0usize; range.len()];
+    let mut at = header;
+    let mut tables: [Vec<usize>; 4] = Default::default();
+    for (k, j) in jobs[range.clone()].iter().enumerate() {
+        let ph = phase(j);
+        if ph == 0 {
+            continue;
+        }
+        tables[ph].push(range.start + k);
+        offsets[k] = at;
+        at += align_up(j.staged, REGION_ALIGN);
+    }
+    let stats_at = at;
+    at += align_up(16 * t[3] as usize, REGION_ALIGN);
+    let kernel_bytes = if descs == 0 { 0 } else { at };
+    let mut raw = Vec::new();
+    for (k, j) in jobs[range.clone()].iter().enumerate() {
+        if j.kind == JobKind::Raw {
+            offsets[k] = at;
+            raw.push((at, j.dst, j.staged));
+            at += region(j);
+        }
+    }
+    let [_, phase1, phase2, phase3] = tables;
+    Batch {
+        jobs: range,
+        offsets,
+        phase1,
+        phase2,
+        phase3,
+        // Each bounded by MAX_TILES_PER_BATCH.
+        tiles1: t[1] as u32,
+        tiles2: t[2] as u32,
+        tiles3: t[3] as u32,
+        stats_at,
+        kernel_bytes,
+        raw,
+    }
+}
+
+impl Batch {
+    /// Staging bytes the batch uses.
+    pub fn used_bytes(&self, jobs: &[Job<'_>]) -> usize {
+        self.jobs
+            .clone()
+            .zip(&self.offsets)
+            .map(|(i, &o)| o + align_up(jobs[i].staged, REGION_ALIGN))
+            .max()
+            .unwrap_or(0)
+            .max(self.kernel_bytes)
+    }
+
+    /// Byte offset of the phase-2 descriptor table in the staging header.
+    pub fn phase2_table(&self) -> usize {
+        self.phase1.len() * DESC_BYTES
+    }
+
+    /// Byte offset of the phase-3 descriptor table in the staging header.
+    pub fn phase3_table(&self) -> usize {
+        (self.phase1.len() + self.phase2.len()) * DESC_BYTES
+    }
+
+    /// The job behind descriptor `slot` of the phase-3 table.
+    pub fn phase3_job(&self, slot: usize) -> Option<usize> {
+        self.phase3.get(slot).copied()
+    }
+
+    /// Writes the descriptor tables into `header` (the slot's first bytes),
+    /// for device staging at address `staging`.
+    pub fn write_descriptors(&self, jobs: &[Job<'_>], staging: u64, header: &mut [u8]) {
+        for (table, at) in [
+            (&self.phase1, 0),
+            (&self.phase2, self.phase2_table()),
+            (&self.phase3, self.phase3_table()),
+        ] {
+            let mut tile = 0u32;
+            for (slot, &ji) in table.iter().enumerate() {
+                tile = self.write_one(
+                    jobs,
+                    ji,
+                    staging,
+                    tile,
+                    &mut header[at + slot * DESC_BYTES..],
+                );
+            }
+        }
+    }
+
+    fn write_one(&self, jobs: &[Job<'_>], ji: usize, staging: u64, tile: u32, d: &mut [u8]) -> u32 {
+        let j = &jobs[ji];
+        let region = staging + self.offsets[ji - self.jobs.start] as u64;
+        let (vals, pos) = match j.kind {
+            JobKind::Sparse | JobKind::SparseVarint => (region + j.values_at as u64, region),
+            JobKind::Dense => (region, 0),
+            JobKind::Fill | JobKind::Raw => (0, 0),
+        };
+        // Device-decoded positions: `base` carries the gap stream's length
+        // (the base of a sparse job is always `dst`).
+        let base = match j.kind {
+            JobKind::SparseVarint => j.pos_bytes as u64,
+            _ => j.base,
+        };
+        let n_tiles = tiles(j) as u32;
+        let desc = Desc {
+            dst: j.dst,
+            base,
+            vals,
+            pos,
+            n: j.n,
+            m: j.m,
+            tile_start: tile,
+            tiles: n_tiles,
+            width: j.width as u8,
+            kind: j.kind as u8,
+            op: op_code(j.op),
+            flags: vector_flags(j),
+        };
+        desc.write(d);
+        tile + n_tiles
+    }
+}
+
+/// The error for a job whose staged positions the device (or its CPU
+/// mirror) found invalid, naming the tensor and chunk.
+pub fn bad_positions<D: AsRef<[u8]> + Sync>(archive: &Archive<D>, job: &Job<'_>) -> GpuError {
+    match job.input {
+        Input::Chunk {
+            table,
+            tensor,
+            chunk,
+        } => GpuError::Format(tpde_format::Error::ChunkDecode {
+            location: tpde_format::Location::Chunk {
+                tensor: archive.record(table, tensor).name.clone(),
+                base: table == Table::Base,
+                chunk: chunk as u64,
+            },
+            reason: "positions stream is invalid (checked on the device)",
+        }),
+        _ => GpuError::Usage("device reported bad positions for a job without a chunk".into()),
+    }
+}
+
+/// The descriptor's op byte.
+pub const fn op_code(op: Op) -> u8 {
+    match op {
+        Op::Xor => 0,
+        Op::Add => 1,
+        Op::Replace => 2,
+    }
+}
+
+/// Bit 0: the job may use the vector path (every address and plane offset
+/// aligned to its vector width). Unaligned jobs take the scalar path.
+fn vector_flags(j: &Job<'_>) -> u8 {
+    let a16 = |x: u64| x % 16 == 0;
+    let ok = match j.kind {
+        JobKind::Dense => j.n % dense_elems_per_thread(j.width) == 0 && a16(j.dst) && a16(j.base),
+        JobKind::Fill => (j.n * j.width as u64) % 16 == 0 && a16(j.dst) && a16(j.base),
+        JobKind::Sparse | JobKind::SparseVarint | JobKind::Raw => false,
+    };
+    u8::from(ok)
+}
+
+/// A decoded job descriptor: the 64 bytes the kernels read (little-endian;
+/// the CUDA `struct Job` in [`crate::kernels`] has the same layout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Desc {
+    /// Output address.
+    pub dst: u64,
+    /// Base address (0: zero base); for [`JobKind::SparseVarint`], the
+    /// length of the gap stream at `pos`.
+    pub base: u64,
+    /// Values planes address.
+    pub vals: u64,
+    /// Positions address (sparse: `u32`s, or the gap stream).
+    pub pos: u64,
+    /// Elements in the range.
+    pub n: u64,
+    /// Positions (sparse).
+    pub m: u64,
+    /// First block of this job in its phase's grid.
+    pub tile_start: u32,
+    /// Blocks of this job.
+    pub tiles: u32,
+    /// Element width.
+    pub width: u8,
+    /// [`JobKind`] code.
+    pub kind: u8,
+    /// [`op_code`].
+    pub op: u8,
+    /// Bit 0: vector path allowed.
+    pub flags: u8,
+}
+
+impl Desc {
+    /// Writes the 64-byte form.
+    pub fn write(&self, d: &mut [u8]) {
+        d[0..8].copy_from_slice(&self.dst.to_le_bytes());
+        d[8..16].copy_from_slice(&self.base.to_le_bytes());
+        d[16..24].copy_from_slice(&self.vals.to_le_bytes());
+        d[24..32].copy_from_slice(&self.pos.to_le_bytes());
+        d[32..40].copy_from_slice(&self.n.to_le_bytes());
+        d[40..48].copy_from_slice(&self.m.to_le_bytes());
+        d[48..52].copy_from_slice(&self.tile_start.to_le_bytes());
+        d[52..56].copy_from_slice(&self.tiles.to_le_bytes());
+        d[56] = self.width;
+        d[57] = self.kind;
+        d[58] = self.op;
+        d[59] = self.flags;
+        d[60..64].fill(0);
+    }
+
+    /// Reads the 64-byte form (`d` holds at least 64 bytes).
+    pub fn read(d: &[u8]) -> Desc {
+        let u64_at = |o: usize| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&d[o..o + 8]);
+            u64::from_le_bytes(a)
+        };
+        let u32_at = |o: usize| {
+            let mut a = [0u8; 4];
+            a.copy_from_slice(&d[o..o + 4]);
+            u32::from_le_bytes(a)
+        };
+        Desc {
+            dst: u64_at(0),
+            base: u64_at(8),
+            vals: u64_at(16),
+            pos: u64_at(24),
+            n: u64_at(32),
+            m: u64_at(40),
+            tile_start: u32_at(48),
+            tiles: u32_at(52),
+            width: d[56],
+            kind: d[57],
+            op: d[58],
+            flags: d[59],
+        }
+    }
+}

@@ -1,0 +1,401 @@
+//! The kernels' CPU reference: the whole GPU pipeline — plan, batches,
+//! staging, descriptor tables, host→device copies, the two apply phases —
+//! run on the CPU over a simulated device address space.
+//!
+//! It shares every line of host code with the GPU path ([`crate::plan`],
+//! [`crate::stage`]) and mirrors the CUDA kernels element by element, reading
+//! the same 64-byte descriptors from the same staging bytes. Tests compare
+//! it with `tpde_format`'s CPU reader on every dtype width, chunk kind,
+//! combine op and base mode, so the device logic is checked where there is
+//! no GPU (CI). Out-of-range device addresses in a plan are errors here
+//! rather than memory faults.
+
+use std::collections::HashMap;
+
+use tpde_format::format::Op;
+use tpde_format::read::Table;
+use tpde_format::{Archive, BaseProvider};
+
+use crate::error::{GpuError, Result};
+use crate::plan::{self, BasePlan, Batch, Desc, Job, JobKind, DESC_BYTES};
+use crate::stage;
+
+/// Address of the first simulated buffer; buffer `i` starts at `(i + 1) << 40`.
+const BUFFER_SHIFT: u32 = 40;
+
+/// A simulated device address space: buffers at distinct, aligned addresses.
+#[derive(Debug, Default)]
+pub struct HostMemory {
+    buffers: Vec<Vec<u8>>,
+}
+
+impl HostMemory {
+    /// Allocates `len` bytes filled with `fill` (poison, so unwritten bytes
+    /// show); returns the buffer's address.
+    pub fn alloc(&mut self, len: usize, fill: u8) -> u64 {
+        self.buffers.push(vec![fill; len]);
+        (self.buffers.len() as u64) << BUFFER_SHIFT
+    }
+
+    /// Allocates a buffer holding `bytes`.
+    pub fn upload(&mut self, bytes: &[u8]) -> u64 {
+        self.buffers.push(bytes.to_vec());
+        (self.buffers.len() as u64) << BUFFER_SHIFT
+    }
+
+    /// The bytes of the buffer at `addr` (as returned by `alloc`).
+    pub fn buffer(&self, addr: u64) -> Option<&[u8]> {
+        let i = (addr >> BUFFER_SHIFT).checked_sub(1)? as usize;
+        self.buffers.get(i).map(|b| b.as_slice())
+    }
+
+    fn locate(&self, addr: u64, len: u64) -> Result<(usize, usize)> {
+        let oob = || GpuError::Usage(format!("reference: {len} bytes at {addr:#x} out of range"));
+        let i = (addr >> BUFFER_SHIFT).checked_sub(1).ok_or_else(oob)? as usize;
+        let off = (addr & ((1 << BUFFER_SHIFT) - 1)) as usize;
+        let b = self.buffers.get(i).ok_or_else(oob)?;
+        let end = off.checked_add(len as usize).ok_or_else(oob)?;
+        if end > b.len() {
+            return Err(oob());
+        }
+        Ok((i, off))
+    }
+
+    /// `len` bytes at `addr`.
+    pub fn get(&self, addr: u64, len: u64) -> Result<&[u8]> {
+        let (i, off) = self.locate(addr, len)?;
+        Ok(&self.buffers[i][off..off + len as usize])
+    }
+
+    /// `len` bytes at `addr`, writable.
+    pub fn get_mut(&mut self, addr: u64, len: u64) -> Result<&mut [u8]> {
+        let (i, off) = self.locate(addr, len)?;
+        Ok(&mut self.buffers[i][off..off + len as usize])
+    }
+}
+
+/// How the reference gets each target's base, mirroring the GPU API.
+#[derive(Clone, Copy)]
+pub enum BaseMode<'a> {
+    /// Bases from the archive (inline) or from `host` (external), as
+    /// `GpuArchive::load_all_with` does.
+    Host(&'a dyn BaseProvider),
+    /// Bases already in device memory, left unchanged (`load_onto`).
+    DeviceBorrowed,
+    /// Bases already in device memory, reconstructed in place (`load_all_onto`).
+    DeviceInPlace,
+}
+
+impl std::fmt::Debug for BaseMode<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BaseMode::Host(h) => write!(f, "Host({})", h.describe()),
+            BaseMode::DeviceBorrowed => f.write_str("DeviceBorrowed"),
+            BaseMode::DeviceInPlace => f.write_str("DeviceInPlace"),
+        }
+    }
+}
+
+/// Reconstructs every target tensor of `archive` through the pipeline's
+/// CPU mirror, with staging slots of `slot_bytes`. In the device modes,
+/// `device_bases` holds base tensors by name (bytes as they would sit in
+/// device memory); a target whose base is missing there takes its base from
+/// the archive. `opts` picks how sparse positions are staged. Returns the
+/// targets' bytes in index order.
+pub fn reconstruct<D: AsRef<[u8]> + Sync>(
+    archive: &Archive<D>,
+    mode: BaseMode<'_>,
+    device_bases: &HashMap<String, Vec<u8>>,
+    slot_bytes: usize,
+    opts: plan::PlanOptions,
+) -> Result<Vec<Vec<u8>>> {
+    let mut mem = HostMemory::default();
+    let no_base = tpde_format::NoBase;
+    let host: &dyn BaseProvider = match mode {
+        BaseMode::Host(h) => h,
+        _ => &no_base,
+    };
+    let n = archive.index().tensors.len();
+    let mut outs = Vec::with_capacity(n);
+    let mut jobs: Vec<Job<'_>> = Vec::new();
+    for t in 0..n {
+        let rec = archive.record(Table::Target, t);
+        let len = rec.byte_len().unwrap_or(0);
+        let dev_base = plan::base_name(archive, t).and_then(|name| device_bases.get(name));
+        let (dst, base) = match (mode, dev_base) {
+            (BaseMode::DeviceBorrowed, Some(b)) => {
+                check_len(rec.name.as_str(), b.len() as u64, len)?;
+                let a = mem.upload(b);
+                (mem.alloc(len as usize, 0xA5), BasePlan::Device(a))
+            }
+            (BaseMode::DeviceInPlace, Some(b)) => {
+                check_len(rec.name.as_str(), b.len() as u64, len)?;
+                (mem.upload(b), BasePlan::InPlace)
+            }
+            _ => (
+                mem.alloc(len as usize, 0xA5),
+                plan::host_base_plan(archive, t, host)?,
+            ),
+        };
+        plan::tensor_jobs(archive, t, dst, base, opts, &mut jobs)?;
+        outs.push(dst);
+    }
+    let batches = plan::make_batches(&jobs, slot_bytes.max(plan::min_slot_bytes(&jobs)))?;
+    let staging_addr = mem.alloc(
+        batches
+            .iter()
+            .map(|b| b.used_bytes(&jobs))
+            .max()
+            .unwrap_or(0),
+        0,
+    );
+    for b in &batches {
+        run_batch(archive, &jobs, b, staging_addr, &mut mem)?;
+    }
+    Ok(outs
+        .iter()
+        .map(|&a| mem.buffer(a).unwrap_or_default().to_vec())
+        .collect())
+}
+
+fn check_len(name: &str, got: u64, want: u64) -> Result<()> {
+    if got != want {
+        return Err(GpuError::DeviceBase {
+            tensor: name.to_owned(),
+            reason: format!("{got} bytes, the archive's base has {want}"),
+        });
+    }
+    Ok(())
+}
+
+/// Stages, copies and applies one batch, as the GPU pipeline does.
+fn run_batch<D: AsRef<[u8]> + Sync>(
+    archive: &Archive<D>,
+    jobs: &[Job<'_>],
+    b: &Batch,
+    staging_addr: u64,
+    mem: &mut HostMemory,
+) -> Result<()> {
+    // Host staging (pinned on the GPU path), poisoned.
+    let mut host = vec![0x5Au8; b.used_bytes(jobs)];
+    for (k, ji) in b.jobs.clone().enumerate() {
+        let o = b.offsets[k];
+        stage::fill_region(archive, &jobs[ji], &mut host[o..])?;
+    }
+    b.write_descriptors(jobs, staging_addr, &mut host);
+    // Host → device: the kernel region to staging, raw pieces to their place.
+    mem.get_mut(staging_addr, b.kernel_bytes as u64)?
+        .copy_from_slice(&host[..b.kernel_bytes]);
+    for &(o, dst, len) in &b.raw {
+        mem.get_mut(dst, len as u64)?
+            .copy_from_slice(&host[o..o + len]);
+    }
+    // Phase 1, then phase 2, reading the descriptors from device staging.
+    let table = |i: usize, base: usize, mem: &HostMemory| -> Result<Desc> {
+        Ok(Desc::read(mem.get(
+            staging_addr + (base + i * DESC_BYTES) as u64,
+            DESC_BYTES as u64,
+        )?))
+    };
+    let mut tile = 0u32;
+    for i in 0..b.phase1.len() {
+        let d = table(i, 0, mem)?;
+        check_tiles(&d, &mut tile)?;
+        apply_phase1(&d, mem)?;
+    }
+    if tile != b.tiles1 {
+        return Err(plan_error("phase-1 grid size differs from its jobs' tiles"));
+    }
+    let mut tile = 0u32;
+    for i in 0..b.phase2.len() {
+        let d = table(i, b.phase2_table(), mem)?;
+        check_tiles(&d, &mut tile)?;
+        apply_sparse(&d, mem)?;
+    }
+    if tile != b.tiles2 {
+        return Err(plan_error("phase-2 grid size differs from its jobs' tiles"));
+    }
+    let mut tile = 0u32;
+    for i in 0..b.phase3.len() {
+        let d = table(i, b.phase3_table(), mem)?;
+        check_tiles(&d, &mut tile)?;
+        if !apply_varint(&d, mem)? {
+            let ji = b.phase3_job(i).unwrap_or(0);
+            return Err(plan::bad_positions(archive, &jobs[ji]));
+        }
+    }
+    if tile != b.tiles3 {
+        return Err(plan_error("phase-3 grid size differs from its jobs' tiles"));
+    }
+    Ok(())
+}
+
+fn plan_error(what: &str) -> GpuError {
+    GpuError::Usage(format!("reference: {what}"))
+}
+
+/// The kernels find a block's job by `tile_start`; the tables must tile the
+/// grid exactly and each job's blocks must cover its work.
+fn check_tiles(d: &Desc, next: &mut u32) -> Result<()> {
+    if d.tile_start != *next {
+        return Err(plan_error("job tiles are not contiguous"));
+    }
+    let (work, per_tile) = match d.kind {
+        0 => (d.n * u64::from(d.width), plan::FILL_BYTES_PER_TILE),
+        1 => (d.n, plan::dense_elems_per_tile(usize::from(d.width))),
+        2 => (d.m, plan::SPARSE_PER_TILE),
+        _ => (d.base, plan::VARINT_SEGMENT),
+    };
+    let t = u64::from(d.tiles);
+    let minimal = (t > 0 && (t - 1) * per_tile >= work) && !(work == 0 && t == 1);
+    if t * per_tile < work || minimal {
+        return Err(plan_error("job tiles do not cover its work exactly"));
+    }
+    *next += d.tiles;
+    Ok(())
+}
+
+fn op_of(code: u8) -> Op {
+    match code {
+        0 => Op::Xor,
+        1 => Op::Add,
+        _ => Op::Replace,
+    }
+}
+
+/// `op(base, value)` on the unsigned little-endian word of `width` bytes.
+fn combine(op: Op, width: usize, base: u64, value: u64) -> u64 {
+    let mask = if width >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (8 * width)) - 1
+    };
+    match op {
+        Op::Xor => base ^ value,
+        Op::Add => base.wrapping_add(value) & mask,
+        Op::Replace => value,
+    }
+}
+
+fn load(b: &[u8]) -> u64 {
+    b.iter()
+        .rev()
+        .fold(0u64, |acc, &x| (acc << 8) | u64::from(x))
+}
+
+fn store(v: u64, b: &mut [u8]) {
+    for (k, o) in b.iter_mut().enumerate() {
+        *o = (v >> (8 * k)) as u8;
+    }
+}
+
+/// Element `i` of `count` values stored as byte planes, most significant first.
+fn from_planes(planes: &[u8], width: usize, count: usize, i: usize) -> u64 {
+    (0..width).fold(0u64, |v, k| {
+        v | (u64::from(planes[k * count + i]) << (8 * (width - 1 - k)))
+    })
+}
+
+/// Mirror of `tpde_phase1`: fill and dense jobs.
+fn apply_phase1(d: &Desc, mem: &mut HostMemory) -> Result<()> {
+    let w = usize::from(d.width);
+    let bytes = d.n * w as u64;
+    match d.kind {
+        0 => {
+            let src = if d.base == 0 {
+                vec![0u8; bytes as usize]
+            } else {
+                mem.get(d.base, bytes)?.to_vec()
+            };
+            mem.get_mut(d.dst, bytes)?.copy_from_slice(&src);
+            Ok(())
+        }
+        1 => {
+            let planes = mem.get(d.vals, bytes)?.to_vec();
+            let op = op_of(d.op);
+            let base = if d.base == 0 || op == Op::Replace {
+                None
+            } else {
+                Some(mem.get(d.base, bytes)?.to_vec())
+            };
+            let out = mem.get_mut(d.dst, bytes)?;
+            let n = d.n as usize;
+            for (i, o) in out.chunks_exact_mut(w).enumerate() {
+                let v = from_planes(&planes, w, n, i);
+                let b = base.as_ref().map_or(0, |b| load(&b[i * w..(i + 1) * w]));
+                store(combine(op, w, b, v), o);
+            }
+            Ok(())
+        }
+        _ => Err(plan_error("phase-1 table holds a job of another kind")),
+    }
+}
+
+/// Mirror of `tpde_varint_count` + `tpde_varint_apply`: decodes the LEB128
+/// gaps at `pos` (`base` bytes) as the device does — every byte without the
+/// continuation bit ends a gap, whose value is read back over at most five
+/// bytes; position = running sum of (gap + 1) − 1 — and scatter-combines the
+/// values. Returns false for a stream the CPU reader would refuse (a varint
+/// over five bytes, a position past the chunk, more or fewer than `m`
+/// positions, trailing bytes).
+fn apply_varint(d: &Desc, mem: &mut HostMemory) -> Result<bool> {
+    let w = usize::from(d.width);
+    let m = d.m as usize;
+    let bytes = mem.get(d.pos, d.base)?.to_vec();
+    let planes = mem.get(d.vals, d.m * w as u64)?.to_vec();
+    let op = op_of(d.op);
+    let out = mem.get_mut(d.dst, d.n * w as u64)?;
+    let mut j = 0usize;
+    let mut next = 0u64;
+    for (e, &c) in bytes.iter().enumerate() {
+        if c & 0x80 != 0 {
+            continue;
+        }
+        let mut g = u64::from(c & 0x7f);
+        let mut k = e;
+        for _ in 0..4 {
+            if k == 0 || bytes[k - 1] & 0x80 == 0 {
+                break;
+            }
+            g = (g << 7) | u64::from(bytes[k - 1] & 0x7f);
+            k -= 1;
+        }
+        if k > 0 && bytes[k - 1] & 0x80 != 0 {
+            return Ok(false); // longer than five bytes
+        }
+        let p = next + g;
+        next = p + 1;
+        if j >= m || p >= d.n {
+            return Ok(false);
+        }
+        let at = p as usize * w;
+        let v = from_planes(&planes, w, m, j);
+        let e = &mut out[at..at + w];
+        store(combine(op, w, load(e), v), e);
+        j += 1;
+    }
+    Ok(j == m && bytes.last().is_some_and(|&c| c & 0x80 == 0))
+}
+
+/// Mirror of `tpde_sparse`: scatter-combine values at positions, in place.
+fn apply_sparse(d: &Desc, mem: &mut HostMemory) -> Result<()> {
+    if d.kind != JobKind::Sparse as u8 {
+        return Err(plan_error("phase-2 table holds a job of another kind"));
+    }
+    let w = usize::from(d.width);
+    let m = d.m as usize;
+    let pos = mem.get(d.pos, d.m * 4)?.to_vec();
+    let planes = mem.get(d.vals, d.m * w as u64)?.to_vec();
+    let op = op_of(d.op);
+    let out = mem.get_mut(d.dst, d.n * w as u64)?;
+    for j in 0..m {
+        let p = u32::from_le_bytes([pos[4 * j], pos[4 * j + 1], pos[4 * j + 2], pos[4 * j + 3]])
+            as usize;
+        let e = out
+            .get_mut(p * w..(p + 1) * w)
+            .ok_or_else(|| plan_error("sparse position past the chunk"))?;
+        let v = from_planes(&planes, w, m, j);
+        store(combine(op, w, load(e), v), e);
+    }
+    Ok(())
+}

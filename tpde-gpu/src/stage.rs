@@ -1,0 +1,132 @@
+//! CPU side of the pipeline: turns one job's stored bytes into the staged
+//! form the kernels read, written straight into its region of a (pinned)
+//! staging slot.
+//!
+//! - dense chunk: the values stream decompressed into the region (byte
+//!   planes, most significant plane first, exactly as stored raw);
+//! - sparse chunk: the gap-encoded positions, either as their raw LEB128
+//!   bytes (decoded and validated on the device: the default, about half the
+//!   CPU work and PCIe bytes) or decoded here to little-endian `u32`; then
+//!   the values planes;
+//! - raw piece: the bytes as they are.
+//!
+//! Every chunk's stored bytes pass their CRC ([`Archive::chunk_bytes`]) and
+//! every stream must decode to exactly its declared length, as in the CPU
+//! reader.
+
+use std::cell::RefCell;
+
+use tpde_format::codec::{positions, stream};
+use tpde_format::format::{Codec, Payload, Stream};
+use tpde_format::read::Table;
+use tpde_format::{Archive, Error as FormatError, Location};
+
+use crate::plan::{Input, Job, JobKind};
+
+thread_local! {
+    static SCRATCH: RefCell<(Vec<u8>, Vec<u32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+/// Fills `region` (at least `job.staged` bytes) with the staged form of `job`.
+pub fn fill_region<D: AsRef<[u8]> + Sync>(
+    archive: &Archive<D>,
+    job: &Job<'_>,
+    region: &mut [u8],
+) -> Result<(), FormatError> {
+    let region = &mut region[..job.staged];
+    match job.input {
+        Input::None => Ok(()),
+        Input::Bytes(b) => {
+            region.copy_from_slice(b);
+            Ok(())
+        }
+        Input::Chunk {
+            table,
+            tensor,
+            chunk,
+        } => {
+            let rec = archive.record(table, tensor);
+            let Payload::Chunked { chunks, .. } = &rec.payload else {
+                return Err(FormatError::Usage("staged chunk of a plain tensor".into()));
+            };
+            let c = &chunks[chunk];
+            let stored = archive.chunk_bytes(table, tensor, chunk, c)?;
+            let loc = || Location::Chunk {
+                tensor: rec.name.clone(),
+                base: table == Table::Base,
+                chunk: chunk as u64,
+            };
+            let err = |reason| FormatError::ChunkDecode {
+                location: loc(),
+                reason,
+            };
+            let pos_len = c.positions.stored_len as usize; // validated <= stored_len
+            let (pos_bytes, val_bytes) = stored.split_at(pos_len.min(stored.len()));
+            match job.kind {
+                JobKind::Dense => decompress_into(&c.values, val_bytes, region).map_err(err),
+                JobKind::Sparse => {
+                    let (pos_out, rest) = region.split_at_mut(job.values_at);
+                    SCRATCH
+                        .with(|s| {
+                            let (raw, pos) = &mut *s.borrow_mut();
+                            stream::decompress(&c.positions, pos_bytes, raw)?;
+                            positions::decode(raw, job.m as usize, c.elem_count, pos)?;
+                            for (o, p) in pos_out.chunks_exact_mut(4).zip(pos.iter()) {
+                                o.copy_from_slice(&p.to_le_bytes());
+                            }
+                            Ok(())
+                        })
+                        .map_err(err)?;
+                    decompress_into(&c.values, val_bytes, rest).map_err(err)
+                }
+                JobKind::SparseVarint => {
+                    // The gap bytes go up as they are; the device decodes and
+                    // validates them.
+                    let (pos_out, rest) = region.split_at_mut(job.values_at);
+                    decompress_into(&c.positions, pos_bytes, &mut pos_out[..job.pos_bytes])
+                        .map_err(err)?;
+                    decompress_into(&c.values, val_bytes, rest).map_err(err)
+                }
+                JobKind::Fill | JobKind::Raw => Ok(()),
+            }
+        }
+    }
+}
+
+/// Decompresses one stream into exactly `out` (its declared raw length),
+/// with no intermediate buffer: the decoder writes into pinned memory. Same
+/// rules as `tpde_format::codec::stream::decompress`: a frame that yields
+/// more or fewer bytes than declared fails.
+pub fn decompress_into(s: &Stream, stored: &[u8], out: &mut [u8]) -> Result<(), &'static str> {
+    if s.raw_len != out.len() as u64 {
+        return Err("stream length differs from the staged length");
+    }
+    match s.codec {
+        Codec::Raw => {
+            if stored.len() != out.len() {
+                return Err("raw stream length differs from its declared length");
+            }
+            out.copy_from_slice(stored);
+            Ok(())
+        }
+        Codec::Zstd => {
+            let n = DECOMPRESSOR.with(|d| {
+                let mut d = d.borrow_mut();
+                if d.is_none() {
+                    *d = zstd::bulk::Decompressor::new().ok();
+                }
+                match d.as_mut() {
+                    Some(d) => d
+                        .decompress_to_buffer(stored, out)
+                        .map_err(|_| "zstd frame is corrupt or larger than declared"),
+                    None => Err("cannot create a zstd decoder"),
+                }
+            })?;
+            if n != out.len() {
+                return Err("zstd frame is shorter than declared");
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,446 @@
+//! Test archives with every dtype width, chunk kind, combine op and base
+//! mode. The public writer picks one op per tensor by trial; these tests need
+//! each op on purpose, so archives are assembled here from
+//! `tpde_format::codec::chunk::encode` (the writer's own chunk encoder) and
+//! the format's plain-data index, then opened with the validating reader.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+
+use bincode::Options;
+use sha2::{Digest as _, Sha256};
+use tpde_format::codec::chunk::{encode, EncodeScratch};
+use tpde_format::format::{
+    align_up, bincode_options, BaseFile, BaseRef, Chunk, ChunkKind, Dtype, FileRecord, Header,
+    Index, Op, Payload, TensorRecord, ALIGN, HEADER_LEN,
+};
+
+/// Where a test tensor's base comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BaseKind {
+    /// No base; `plain` stores the target uncompressed.
+    None { plain: bool },
+    /// An inline base, chunked or plain.
+    Inline { plain: bool },
+    /// An external base supplied at read time.
+    External,
+}
+
+/// One tensor to put in a test archive.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<u64>,
+    pub base: Option<Vec<u8>>,
+    pub target: Vec<u8>,
+    pub kind: BaseKind,
+    pub op: Op,
+    pub chunk_elems: u64,
+    /// Replace the positions stream of the first sparse chunk with a hostile
+    /// one (see [`hostile_positions`]); CRCs stay valid.
+    pub tamper: Option<Tamper>,
+}
+
+/// Ways to break a positions stream the CRC cannot catch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tamper {
+    /// The last position lies past the chunk.
+    PastEnd,
+    /// The stream ends inside a varint (one position short).
+    EndsEarly,
+    /// A varint of six bytes.
+    TooLong,
+    /// One position too many.
+    Trailing,
+}
+
+/// A hostile gap stream for `m` positions in a chunk of `n` elements.
+pub fn hostile_positions(t: Tamper, m: usize, n: u64) -> Vec<u8> {
+    let mut v = vec![0u8; m.saturating_sub(1)];
+    match t {
+        Tamper::PastEnd => {
+            let mut g = n;
+            while g >= 0x80 {
+                v.push((g as u8) | 0x80);
+                g >>= 7;
+            }
+            v.push(g as u8);
+        }
+        Tamper::EndsEarly => v.push(0x80),
+        Tamper::TooLong => {
+            v.truncate(m.saturating_sub(2));
+            v.splice(0..0, [0x80, 0x80, 0x80, 0x80, 0x80, 0x01]);
+            v.push(0);
+        }
+        Tamper::Trailing => {
+            v.push(0);
+            v.push(0);
+        }
+    }
+    v
+}
+
+/// Deterministic bytes.
+pub struct Rng(u64);
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// A base/target pair of `chunks` chunks (plus a short tail) whose chunks
+/// are, in turn: identical (zero chunk), a few elements changed (sparse),
+/// every element changed (dense), half changed. With no base the "base" is
+/// zeros.
+pub fn pair(rng: &mut Rng, width: usize, ce: usize, has_base: bool) -> (Vec<u8>, Vec<u8>, u64) {
+    let n = ce * 4 + ce / 3 + 1;
+    let base = if has_base {
+        rng.bytes(n * width)
+    } else {
+        vec![0u8; n * width]
+    };
+    let mut target = base.clone();
+    // chunk 1: three small changes
+    for k in [1usize, ce / 2, ce - 2] {
+        let at = (ce + k) * width;
+        target[at] = target[at].wrapping_add(1 + (rng.next() % 3) as u8);
+    }
+    // chunk 2: everything changes (small arithmetic changes, like updates)
+    for i in 2 * ce..3 * ce {
+        let at = i * width;
+        let d = 1 + (rng.next() % 5) as u8;
+        target[at] = target[at].wrapping_add(d);
+        if width > 1 && rng.next() % 4 == 0 {
+            target[at + 1] ^= 1;
+        }
+    }
+    // chunk 3: half the elements change
+    for i in 3 * ce..4 * ce {
+        if rng.next() % 2 == 0 {
+            let at = i * width + (rng.next() as usize % width);
+            target[at] ^= 1 + (rng.next() % 200) as u8;
+        }
+    }
+    // tail: random
+    for b in &mut target[4 * ce * width..] {
+        *b = rng.next() as u8;
+    }
+    (base, target, n as u64)
+}
+
+/// The archive's bytes and the external base tensors it needs.
+pub struct Built {
+    pub bytes: Vec<u8>,
+    pub external: HashMap<String, (Dtype, Vec<u64>, Vec<u8>)>,
+    /// Base bytes by base tensor name (inline and external).
+    pub bases: HashMap<String, Vec<u8>>,
+}
+
+struct Out {
+    data: Vec<u8>,
+}
+impl Out {
+    fn blob(&mut self, bytes: &[u8]) -> u64 {
+        if bytes.is_empty() {
+            return 0;
+        }
+        let at = align_up(self.data.len() as u64).unwrap() as usize;
+        self.data.resize(at, 0);
+        self.data.extend_from_slice(bytes);
+        at as u64
+    }
+}
+
+fn chunked(
+    out: &mut Out,
+    dtype: Dtype,
+    target: &[u8],
+    base: Option<&[u8]>,
+    op: Op,
+    ce: u64,
+    mut tamper: Option<Tamper>,
+) -> Payload {
+    let w = dtype.width();
+    let n = (target.len() / w) as u64;
+    let mut chunks = Vec::new();
+    let mut s = EncodeScratch::default();
+    let mut i = 0u64;
+    while i < n {
+        let count = ce.min(n - i);
+        let r = (i as usize * w)..((i + count) as usize * w);
+        let mut e = encode(w, &target[r.clone()], base.map(|b| &b[r]), op, 3, &mut s);
+        if e.kind == ChunkKind::Sparse {
+            if let Some(t) = tamper.take() {
+                let pos = hostile_positions(t, e.changed as usize, count);
+                let vals = e.bytes[e.positions.stored_len as usize..].to_vec();
+                e.positions = tpde_format::format::Stream {
+                    stored_len: pos.len() as u64,
+                    raw_len: pos.len() as u64,
+                    codec: tpde_format::format::Codec::Raw,
+                };
+                e.bytes = [pos, vals].concat();
+            }
+        }
+        let offset = out.blob(&e.bytes);
+        chunks.push(Chunk {
+            offset,
+            stored_len: e.bytes.len() as u64,
+            crc32: if e.bytes.is_empty() {
+                0
+            } else {
+                crc32fast::hash(&e.bytes)
+            },
+            elem_start: i,
+            elem_count: count,
+            kind: e.kind,
+            op: e.op,
+            changed: e.changed,
+            positions: e.positions,
+            values: e.values,
+        });
+        i += count;
+    }
+    Payload::Chunked {
+        chunk_elems: ce,
+        chunks,
+    }
+}
+
+fn plain(out: &mut Out, bytes: &[u8]) -> Payload {
+    Payload::Plain {
+        offset: out.blob(bytes),
+        len: bytes.len() as u64,
+        crc32: crc32fast::hash(bytes),
+    }
+}
+
+fn sha(b: &[u8]) -> [u8; 32] {
+    Sha256::digest(b).into()
+}
+
+/// Assembles a valid v1 archive holding `specs`.
+pub fn build(specs: &[Spec]) -> Built {
+    let mut out = Out {
+        data: vec![0u8; HEADER_LEN],
+    };
+    let mut index = Index::default();
+    let mut external = HashMap::new();
+    let mut bases = HashMap::new();
+    let mut file_size = 8 + 2u64;
+    for s in specs {
+        let base_name = format!("{}.base", s.name);
+        let base_ref = match (s.kind, &s.base) {
+            (BaseKind::None { .. }, _) | (_, None) => BaseRef::None,
+            (BaseKind::Inline { plain: p }, Some(b)) => {
+                let payload = if p {
+                    plain(&mut out, b)
+                } else {
+                    chunked(&mut out, s.dtype, b, None, Op::Replace, s.chunk_elems, None)
+                };
+                index.bases.push(TensorRecord {
+                    name: base_name.clone(),
+                    dtype: s.dtype,
+                    shape: s.shape.clone(),
+                    sha256: sha(b),
+                    base: BaseRef::None,
+                    payload,
+                });
+                bases.insert(base_name.clone(), b.clone());
+                BaseRef::Inline {
+                    index: (index.bases.len() - 1) as u32,
+                }
+            }
+            (BaseKind::External, Some(b)) => {
+                if index.base_files.is_empty() {
+                    index.base_files.push(BaseFile {
+                        name: "base.safetensors".into(),
+                        size: 0,
+                        sha256: [0; 32],
+                    });
+                }
+                external.insert(base_name.clone(), (s.dtype, s.shape.clone(), b.clone()));
+                bases.insert(base_name.clone(), b.clone());
+                BaseRef::External {
+                    file: 0,
+                    name: base_name.clone(),
+                    sha256: sha(b),
+                }
+            }
+        };
+        let base_bytes = match base_ref {
+            BaseRef::None => None,
+            _ => s.base.as_deref(),
+        };
+        let payload = match s.kind {
+            BaseKind::None { plain: true } => plain(&mut out, &s.target),
+            _ => chunked(
+                &mut out,
+                s.dtype,
+                &s.target,
+                base_bytes,
+                s.op,
+                s.chunk_elems,
+                s.tamper,
+            ),
+        };
+        index.tensors.push(TensorRecord {
+            name: s.name.clone(),
+            dtype: s.dtype,
+            shape: s.shape.clone(),
+            sha256: sha(&s.target),
+            base: base_ref,
+            payload,
+        });
+        file_size += s.target.len() as u64;
+    }
+    index.files.push(FileRecord {
+        name: "model.safetensors".into(),
+        size: file_size,
+        sha256: [0; 32],
+        header: b"{}".to_vec(),
+        tensors: (0..specs.len() as u32).collect(),
+    });
+    let index_offset = align_up(out.data.len() as u64).unwrap();
+    out.data.resize(index_offset as usize, 0);
+    let ib = bincode_options(u64::MAX).serialize(&index).unwrap();
+    out.data.extend_from_slice(&ib);
+    let mut h = Header {
+        major: 1,
+        minor: 0,
+        flags: 0,
+        file_len: out.data.len() as u64,
+        index_offset,
+        index_len: ib.len() as u64,
+        align: ALIGN as u32,
+        crc32: 0,
+    };
+    h.crc32 = h.compute_crc(&ib);
+    out.data[..HEADER_LEN].copy_from_slice(&h.to_bytes());
+    Built {
+        bytes: out.data,
+        external,
+        bases,
+    }
+}
+
+/// The full matrix: every width (1, 2, 4, 8) × op × base mode, with an
+/// aligned (256) and an unaligned (100) chunk size, plus an empty and a 0-d
+/// tensor.
+pub fn matrix(seed: u64) -> Vec<Spec> {
+    let mut rng = Rng::new(seed);
+    let mut specs = Vec::new();
+    let dtypes = [Dtype::U8, Dtype::BF16, Dtype::F32, Dtype::I64];
+    let kinds = [
+        BaseKind::None { plain: false },
+        BaseKind::None { plain: true },
+        BaseKind::Inline { plain: false },
+        BaseKind::Inline { plain: true },
+        BaseKind::External,
+    ];
+    for dtype in dtypes {
+        for kind in kinds {
+            for op in [Op::Xor, Op::Add, Op::Replace] {
+                if matches!(kind, BaseKind::None { .. }) && op != Op::Replace {
+                    continue; // with no base every op is stored as Replace
+                }
+                for ce in [256usize, 100] {
+                    let has_base = !matches!(kind, BaseKind::None { .. });
+                    let (base, target, n) = pair(&mut rng, dtype.width(), ce, has_base);
+                    specs.push(Spec {
+                        name: format!("{dtype}.{kind:?}.{op:?}.{ce}"),
+                        dtype,
+                        shape: vec![n],
+                        base: has_base.then_some(base),
+                        target,
+                        kind,
+                        op,
+                        chunk_elems: ce as u64,
+                        tamper: None,
+                    });
+                }
+            }
+        }
+    }
+    specs.push(Spec {
+        name: "empty".into(),
+        dtype: Dtype::F32,
+        shape: vec![0, 7],
+        base: Some(Vec::new()),
+        target: Vec::new(),
+        kind: BaseKind::Inline { plain: false },
+        op: Op::Xor,
+        chunk_elems: 256,
+        tamper: None,
+    });
+    let b = rng.bytes(2);
+    let mut t = b.clone();
+    t[0] ^= 3;
+    specs.push(Spec {
+        name: "scalar".into(),
+        dtype: Dtype::F16,
+        shape: vec![],
+        base: Some(b),
+        target: t,
+        kind: BaseKind::External,
+        op: Op::Add,
+        chunk_elems: 256,
+        tamper: None,
+    });
+    specs
+}
+
+/// A small archive of good tensors around one whose first sparse chunk has
+/// a hostile (CRC-valid) positions stream.
+pub fn tampered(t: Tamper, dtype: Dtype) -> Vec<u8> {
+    let mut rng = Rng::new(77);
+    let mut specs = Vec::new();
+    for (i, tamper) in [None, Some(t), None].into_iter().enumerate() {
+        let (base, target, n) = pair(&mut rng, dtype.width(), 2048, true);
+        specs.push(Spec {
+            name: format!("t{i}"),
+            dtype,
+            shape: vec![n],
+            base: Some(base),
+            target,
+            kind: BaseKind::Inline { plain: false },
+            op: Op::Xor,
+            chunk_elems: 2048,
+            tamper,
+        });
+    }
+    build(&specs).bytes
+}
+
+/// (kind, op) pairs the archive's target chunks use.
+pub fn coverage(index: &Index) -> Vec<(ChunkKind, Op)> {
+    let mut seen = Vec::new();
+    for t in &index.tensors {
+        if let Payload::Chunked { chunks, .. } = &t.payload {
+            for c in chunks {
+                let k = (
+                    c.kind,
+                    if c.kind == ChunkKind::Zero {
+                        Op::Xor
+                    } else {
+                        c.op
+                    },
+                );
+                if !seen.contains(&k) {
+                    seen.push(k);
+                }
+            }
+        }
+    }
+    seen
+}

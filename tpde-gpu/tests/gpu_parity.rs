@@ -1,0 +1,300 @@
+//! GPU parity: reconstruct on the device, copy back, compare digests with
+//! the CPU reader, for every dtype width, chunk kind, combine op and base
+//! mode (inline chunked, inline plain, external, none), through every load
+//! API. Without a CUDA device each test prints "skipped: no CUDA device" and
+//! returns; any other failure (NVRTC missing, a kernel fault, a mismatch)
+//! fails.
+
+mod common;
+
+use std::collections::HashMap;
+
+use sha2::{Digest as _, Sha256};
+use tpde_format::{Archive, ReadLimits};
+use tpde_gpu::{DeviceBuffer, DeviceTensor, GpuArchive, GpuError, GpuOptions};
+
+fn device_or_skip() -> bool {
+    match tpde_gpu::probe(0) {
+        Ok(info) => {
+            println!("device: {info:?}");
+            true
+        }
+        Err(e) if e.is_no_device() => {
+            println!("skipped: no CUDA device ({e})");
+            false
+        }
+        Err(e) => panic!("CUDA is present but unusable: {e}"),
+    }
+}
+
+fn sha(b: &[u8]) -> [u8; 32] {
+    Sha256::digest(b).into()
+}
+
+/// Option sets that force many batches, one stream, several streams.
+fn option_sets() -> Vec<GpuOptions> {
+    vec![
+        GpuOptions::default(),
+        GpuOptions::default()
+            .with_slot_bytes(0)
+            .with_slots(3)
+            .with_streams(1)
+            .with_threads(2),
+        GpuOptions::default()
+            .with_slot_bytes(8192)
+            .with_slots(4)
+            .with_streams(4)
+            .with_positions_on_device(false),
+        GpuOptions::default()
+            .with_slot_bytes(1 << 16)
+            .with_slots(2)
+            .with_streams(2),
+    ]
+}
+
+#[test]
+fn no_device_is_a_typed_error_not_a_panic() {
+    let built = common::build(&common::matrix(9));
+    let a = Archive::from_bytes(built.bytes, ReadLimits::default()).unwrap();
+    match GpuArchive::new(a, 0, GpuOptions::default()) {
+        Ok(_) => println!("device present: nothing to check here"),
+        Err(e) => assert!(e.is_no_device(), "unexpected error without a device: {e}"),
+    }
+    // An ordinal past the last device is always a typed error.
+    let built = common::build(&common::matrix(9));
+    let a = Archive::from_bytes(built.bytes, ReadLimits::default()).unwrap();
+    let err = GpuArchive::new(a, 4096, GpuOptions::default()).unwrap_err();
+    assert!(
+        matches!(err, GpuError::NoDevice { .. } | GpuError::NoDriver),
+        "{err}"
+    );
+}
+
+#[test]
+fn load_all_matches_the_cpu_reader() {
+    if !device_or_skip() {
+        return;
+    }
+    for (seed, opts) in option_sets().into_iter().enumerate() {
+        let built = common::build(&common::matrix(seed as u64 + 11));
+        let a = Archive::from_bytes(built.bytes.as_slice(), ReadLimits::default()).unwrap();
+        let want: Vec<[u8; 32]> = a.index().tensors.iter().map(|t| t.sha256).collect();
+        let gpu = GpuArchive::new(a, 0, opts.clone()).unwrap();
+        let got = gpu.load_all_with(&built.external).unwrap();
+        assert_eq!(got.len(), want.len());
+        for (t, w) in got.iter().zip(&want) {
+            let host = t.copy_to_host().unwrap();
+            let cpu = gpu
+                .archive()
+                .decode_tensor(&t.name, &built.external)
+                .unwrap();
+            assert_eq!(sha(&host), sha(&cpu), "{} with {opts:?}", t.name);
+            assert_eq!(&sha(&host), w, "{}", t.name);
+        }
+        // Twice on the same archive: the ring is reused.
+        let again = gpu.load_all_with(&built.external).unwrap();
+        for (t, w) in again.iter().zip(&want) {
+            assert_eq!(
+                &sha(&t.copy_to_host().unwrap()),
+                w,
+                "{} (second load)",
+                t.name
+            );
+        }
+    }
+}
+
+#[test]
+fn load_one_by_name_and_verify_option() {
+    if !device_or_skip() {
+        return;
+    }
+    let built = common::build(&common::matrix(21));
+    let a = Archive::from_bytes(built.bytes.as_slice(), ReadLimits::default()).unwrap();
+    let names: Vec<String> = a.index().tensors.iter().map(|t| t.name.clone()).collect();
+    let gpu = GpuArchive::new(a, 0, GpuOptions::default().with_verify_digests(true)).unwrap();
+    for name in &names {
+        let t = gpu.load_with(name, &built.external).unwrap();
+        let cpu = gpu.archive().decode_tensor(name, &built.external).unwrap();
+        assert_eq!(sha(&t.copy_to_host().unwrap()), sha(&cpu), "{name}");
+    }
+    // An external base that is not supplied is the format's typed error.
+    let ext = names.iter().find(|n| n.contains("External")).unwrap();
+    let err = gpu.load(ext).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            GpuError::Format(tpde_format::Error::MissingBase { .. })
+        ),
+        "{err}"
+    );
+}
+
+fn upload(gpu: &GpuArchive<&[u8]>, name: &str, t: usize, bytes: &[u8]) -> DeviceTensor {
+    let rec = &gpu.archive().index().tensors[t];
+    DeviceTensor {
+        name: name.to_owned(),
+        dtype: rec.dtype,
+        shape: rec.shape.clone(),
+        buffer: DeviceBuffer::from_host(gpu.context(), bytes).unwrap(),
+    }
+}
+
+#[test]
+fn device_bases_borrowed_and_in_place() {
+    if !device_or_skip() {
+        return;
+    }
+    for (seed, opts) in option_sets().into_iter().enumerate() {
+        let built = common::build(&common::matrix(seed as u64 + 31));
+        let a = Archive::from_bytes(built.bytes.as_slice(), ReadLimits::default()).unwrap();
+        let gpu = GpuArchive::new(a, 0, opts.clone()).unwrap();
+        let n = gpu.archive().index().tensors.len();
+        // Borrowed: one target at a time; the base must come back unchanged.
+        for t in 0..n {
+            let rec = gpu.archive().index().tensors[t].clone();
+            let Some(bname) = base_name(&rec) else {
+                continue;
+            };
+            let base = upload(&gpu, &bname, t, &built.bases[&bname]);
+            let out = gpu.load_onto(&rec.name, &base).unwrap();
+            assert_eq!(
+                sha(&out.copy_to_host().unwrap()),
+                rec.sha256,
+                "{}",
+                rec.name
+            );
+            assert_eq!(
+                base.copy_to_host().unwrap(),
+                built.bases[&bname],
+                "{}: base changed",
+                rec.name
+            );
+        }
+        // In place: every base handed over at once.
+        let mut bases = HashMap::new();
+        for t in 0..n {
+            let rec = &gpu.archive().index().tensors[t];
+            if let Some(bname) = base_name(rec) {
+                bases.insert(bname.clone(), upload(&gpu, &bname, t, &built.bases[&bname]));
+            }
+        }
+        let ptrs: HashMap<String, u64> = bases
+            .iter()
+            .map(|(k, v)| (k.clone(), v.device_ptr()))
+            .collect();
+        let got = gpu.load_all_onto(bases).unwrap();
+        for (t, dt) in got.iter().enumerate() {
+            let rec = &gpu.archive().index().tensors[t];
+            assert_eq!(dt.name, rec.name);
+            assert_eq!(
+                sha(&dt.copy_to_host().unwrap()),
+                rec.sha256,
+                "{} {opts:?}",
+                rec.name
+            );
+            if let Some(bname) = base_name(rec) {
+                if dt.byte_len() > 0 {
+                    assert_eq!(dt.device_ptr(), ptrs[&bname], "{}: not in place", rec.name);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_wrong_device_base_is_refused() {
+    if !device_or_skip() {
+        return;
+    }
+    let built = common::build(&common::matrix(41));
+    let a = Archive::from_bytes(built.bytes.as_slice(), ReadLimits::default()).unwrap();
+    let gpu = GpuArchive::new(a, 0, GpuOptions::default()).unwrap();
+    let (t, rec) = gpu
+        .archive()
+        .index()
+        .tensors
+        .iter()
+        .enumerate()
+        .find(|(_, r)| base_name(r).is_some() && r.byte_len().unwrap() > 8)
+        .unwrap();
+    let bname = base_name(rec).unwrap();
+    let mut short = built.bases[&bname].clone();
+    short.truncate(short.len() - 8);
+    let mut base = upload(&gpu, &bname, t, &short);
+    base.shape = vec![0];
+    let err = gpu.load_onto(&rec.name, &base).unwrap_err();
+    assert!(matches!(err, GpuError::DeviceBase { .. }), "{err}");
+}
+
+fn base_name(rec: &tpde_format::format::TensorRecord) -> Option<String> {
+    match &rec.base {
+        tpde_format::format::BaseRef::None => None,
+        tpde_format::format::BaseRef::Inline { .. } => Some(format!("{}.base", rec.name)),
+        tpde_format::format::BaseRef::External { name, .. } => Some(name.clone()),
+    }
+}
+
+#[test]
+fn inline_bases_load_as_stored() {
+    if !device_or_skip() {
+        return;
+    }
+    let built = common::build(&common::matrix(51));
+    let a = Archive::from_bytes(built.bytes.as_slice(), ReadLimits::default()).unwrap();
+    let gpu = GpuArchive::new(a, 0, GpuOptions::default()).unwrap();
+    let bases = gpu.load_inline_bases().unwrap();
+    assert_eq!(bases.len(), gpu.archive().index().bases.len());
+    for b in &bases {
+        assert_eq!(
+            b.copy_to_host().unwrap(),
+            built.bases[&b.name],
+            "{}",
+            b.name
+        );
+    }
+}
+
+/// CRC-valid but hostile positions streams: the device decoder (and the CPU
+/// one) refuse them with the chunk's typed error, write nothing out of
+/// bounds (the context stays usable: the next load succeeds).
+#[test]
+fn hostile_positions_are_refused_on_the_device() {
+    use common::Tamper;
+    if !device_or_skip() {
+        return;
+    }
+    for t in [
+        Tamper::PastEnd,
+        Tamper::EndsEarly,
+        Tamper::TooLong,
+        Tamper::Trailing,
+    ] {
+        for dtype in [tpde_format::Dtype::U8, tpde_format::Dtype::BF16] {
+            let bytes = common::tampered(t, dtype);
+            for on_device in [true, false] {
+                let a = Archive::from_bytes(bytes.as_slice(), ReadLimits::default()).unwrap();
+                let opts = GpuOptions::default().with_positions_on_device(on_device);
+                let gpu = GpuArchive::new(a, 0, opts).unwrap();
+                let err = gpu.load_all().unwrap_err();
+                match &err {
+                    GpuError::Format(tpde_format::Error::ChunkDecode { location, .. }) => {
+                        assert!(location.to_string().contains("t1"), "{t:?}: {location}")
+                    }
+                    e => panic!(
+                        "{t:?} on_device={on_device}: expected a chunk decode error, got {e}"
+                    ),
+                }
+                // The good tensors still load, bit-exact.
+                for name in ["t0", "t2"] {
+                    let dt = gpu.load(name).unwrap();
+                    let cpu = gpu
+                        .archive()
+                        .decode_tensor(name, &tpde_format::NoBase)
+                        .unwrap();
+                    assert_eq!(sha(&dt.copy_to_host().unwrap()), sha(&cpu), "{name}");
+                }
+            }
+        }
+    }
+}
