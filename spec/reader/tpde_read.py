@@ -1,0 +1,733 @@
+#!/usr/bin/env python3
+"""An independent reader for `.tpde` v1 archives, written only from
+spec/FORMAT.md (section numbers below refer to it). Python 3.11, standard
+library plus `zstandard` (pip install zstandard). Nothing here comes from the
+Rust implementation.
+
+    python3 spec/reader/tpde_read.py ARCHIVE [--base FILE_OR_DIR ...] [--out DIR] [--json]
+
+It checks the header (§2), the header+index CRC, decodes the bincode index by
+hand (§4.0), applies every validation rule of §3-§5.1 and the limits of §7,
+reconstructs every target tensor (§5, §6, §9) checking chunk CRCs and tensor
+SHA-256s, reconstructs every target file and checks its SHA-256 (§10), and
+with --out writes the files (and extra files) into DIR. Exit status 0 when
+everything checked, 1 when the archive (or the given base) is bad, 2 on usage
+errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import struct
+import sys
+import zlib
+
+try:
+    import zstandard
+except ImportError:  # pragma: no cover - reported to the user
+    sys.stderr.write("tpde_read: the zstandard module is missing: pip install zstandard\n")
+    sys.exit(2)
+
+
+class FormatError(Exception):
+    """The archive (or a supplied base) breaks a rule of the spec."""
+
+
+# ---- §1, §2: constants -------------------------------------------------------
+
+MAGIC = b"\x89TPDE\r\n\x1a"
+HEADER_LEN = 64
+ALIGN = 64
+REQUIRED_FLAGS = 0x0000FFFF
+KNOWN_REQUIRED_FLAGS = 0
+
+# §4.1: code -> (safetensors name, width)
+DTYPES = [
+    ("BOOL", 1), ("U8", 1), ("I8", 1), ("F8_E4M3", 1), ("F8_E5M2", 1),
+    ("I16", 2), ("U16", 2), ("F16", 2), ("BF16", 2),
+    ("I32", 4), ("U32", 4), ("F32", 4),
+    ("I64", 8), ("U64", 8), ("F64", 8),
+]
+KINDS = ["zero", "dense", "sparse"]  # §5.2
+OPS = ["xor", "add", "replace"]  # §6
+CODECS = ["raw", "zstd"]  # §5.3
+
+# §7: the reference defaults.
+LIMITS = {
+    "max_index_bytes": 1 << 30,
+    "max_tensors": 10_000_000,
+    "max_chunk_raw_bytes": 1 << 30,
+    "max_tensor_bytes": 1 << 40,
+    "max_total_output": 1 << 44,
+}
+MAX_CHUNK_ELEMS = 1 << 32  # §4.6.2
+U64_MAX = (1 << 64) - 1
+
+
+def align_up(x: int) -> int:
+    return (x + ALIGN - 1) // ALIGN * ALIGN
+
+
+# ---- §2: header --------------------------------------------------------------
+
+def parse_header(data: bytes) -> dict:
+    if len(data) < HEADER_LEN or data[0:8] != MAGIC:
+        raise FormatError("not a tpde archive (short file or bad magic)")
+    (major,) = struct.unpack_from("<H", data, 8)
+    if major != 1:  # §8.1: nothing after `major` is interpreted
+        raise FormatError(f"unsupported major version {major}")
+    minor, flags, file_len, index_offset, index_len, align = struct.unpack_from("<HIQQQI", data, 10)
+    (crc,) = struct.unpack_from("<I", data, 60)
+    unknown = flags & REQUIRED_FLAGS & ~KNOWN_REQUIRED_FLAGS
+    if unknown:
+        raise FormatError(f"unknown required flags {unknown:#06x}")
+    if align != ALIGN or any(data[44:60]):
+        raise FormatError("header: align must be 64 and reserved bytes 44..60 zero")
+    if file_len != len(data):
+        raise FormatError(f"file is {len(data)} bytes but the header says {file_len}")
+    if index_offset < HEADER_LEN or index_offset + index_len != file_len:
+        raise FormatError("header: the index must run from index_offset to the end of the file")
+    if index_len > LIMITS["max_index_bytes"]:
+        raise FormatError(f"limit max_index_bytes exceeded: {index_len}")
+    computed = zlib.crc32(data[index_offset:], zlib.crc32(data[0:60]))
+    if computed != crc:
+        raise FormatError(f"header/index CRC mismatch: stored {crc:#010x}, computed {computed:#010x}")
+    return {
+        "major": major, "minor": minor, "flags": flags, "file_len": file_len,
+        "index_offset": index_offset, "index_len": index_len, "crc32": crc,
+    }
+
+
+# ---- §4.0: bincode (fixint, little-endian) by hand ---------------------------
+
+class Cursor:
+    def __init__(self, buf: bytes):
+        self.buf = buf
+        self.pos = 0
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or n > len(self.buf) - self.pos:
+            raise FormatError(f"index: needs {n} bytes at index byte {self.pos}, only {len(self.buf) - self.pos} remain")
+        b = self.buf[self.pos:self.pos + n]
+        self.pos += n
+        return b
+
+    def u32(self) -> int:
+        return struct.unpack("<I", self.take(4))[0]
+
+    def u64(self) -> int:
+        return struct.unpack("<Q", self.take(8))[0]
+
+    def digest(self) -> bytes:
+        return self.take(32)
+
+    def string(self) -> str:
+        n = self.u64()
+        try:
+            return self.take(n).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise FormatError(f"index: string is not UTF-8: {e}") from None
+
+    def byte_vec(self) -> bytes:
+        return self.take(self.u64())
+
+    def vec(self, elem, min_size: int) -> list:
+        n = self.u64()
+        # §4.0.2: never allocate for a count the remaining bytes cannot hold.
+        if n * min_size > len(self.buf) - self.pos:
+            raise FormatError(f"index: {n} elements cannot fit in the {len(self.buf) - self.pos} bytes left")
+        return [elem() for _ in range(n)]
+
+    def variant(self, names: list, what: str) -> int:
+        v = self.u32()
+        if v >= len(names):
+            raise FormatError(f"index: {what} variant {v} unknown")
+        return v
+
+
+def read_stream(c: Cursor) -> dict:
+    return {"stored_len": c.u64(), "raw_len": c.u64(), "codec": CODECS[c.variant(CODECS, "codec")]}
+
+
+def read_chunk(c: Cursor) -> dict:
+    return {
+        "offset": c.u64(),
+        "stored_len": c.u64(),
+        "crc32": c.u32(),
+        "elem_start": c.u64(),
+        "elem_count": c.u64(),
+        "kind": KINDS[c.variant(KINDS, "chunk kind")],
+        "op": OPS[c.variant(OPS, "op")],
+        "changed": c.u64(),
+        "positions": read_stream(c),
+        "values": read_stream(c),
+    }
+
+
+def read_tensor(c: Cursor) -> dict:
+    name = c.string()
+    code = c.variant(DTYPES, "dtype")
+    shape = c.vec(c.u64, 8)
+    sha = c.digest()
+    b = c.variant(["none", "inline", "external"], "base")
+    if b == 0:
+        base = {"kind": "none"}
+    elif b == 1:
+        base = {"kind": "inline", "index": c.u32()}
+    else:
+        base = {"kind": "external", "file": c.u32(), "name": c.string(), "sha256": c.digest()}
+    p = c.variant(["plain", "chunked"], "payload")
+    if p == 0:
+        payload = {"kind": "plain", "offset": c.u64(), "len": c.u64(), "crc32": c.u32()}
+    else:
+        payload = {"kind": "chunked", "chunk_elems": c.u64(), "chunks": c.vec(lambda: read_chunk(c), 92)}
+    return {
+        "name": name, "dtype": DTYPES[code][0], "width": DTYPES[code][1], "shape": shape,
+        "sha256": sha, "base": base, "payload": payload,
+    }
+
+
+def parse_index(buf: bytes) -> dict:
+    c = Cursor(buf)
+    files = c.vec(lambda: {
+        "name": c.string(), "size": c.u64(), "sha256": c.digest(),
+        "header": c.byte_vec(), "tensors": c.vec(c.u32, 4),
+    }, 8 + 8 + 32 + 8 + 8)
+    extra = c.vec(lambda: {"name": c.string(), "sha256": c.digest(), "contents": c.byte_vec()}, 8 + 32 + 8)
+    base_files = c.vec(lambda: {"name": c.string(), "size": c.u64(), "sha256": c.digest()}, 8 + 8 + 32)
+    # Smallest TensorRecord: name 8 + dtype 4 + shape 8 + sha256 32 + base 4
+    # + payload 4 + Chunked with no chunks 16 = 76 bytes.
+    bases = c.vec(lambda: read_tensor(c), 76)
+    tensors = c.vec(lambda: read_tensor(c), 76)
+    if c.pos != len(buf):
+        raise FormatError(f"index: {len(buf) - c.pos} trailing bytes")
+    return {"files": files, "extra_files": extra, "base_files": base_files, "bases": bases, "tensors": tensors}
+
+
+# ---- §3, §4, §5.1, §7: validation -------------------------------------------
+
+def elem_count(t: dict) -> int:
+    n = 1
+    for d in t["shape"]:
+        n *= d
+        if n > U64_MAX:
+            raise FormatError(f"tensor {t['name']!r}: element count overflows")
+    if n * t["width"] > U64_MAX:
+        raise FormatError(f"tensor {t['name']!r}: byte length overflows")
+    return n
+
+
+def safe_file_name(name: str) -> bool:  # §4.3
+    raw = name.encode("utf-8")
+    if name in ("", ".", "..") or len(raw) > 255:
+        return False
+    if any(ch in "/\\" or ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in name):
+        return False
+    return not (len(raw) >= 2 and raw[1:2] == b":")
+
+
+def check_stream(s: dict, where: str) -> None:
+    if s["codec"] == "raw" and s["stored_len"] != s["raw_len"]:
+        raise FormatError(f"{where}: raw stream stored and raw lengths differ")
+    if s["codec"] == "zstd" and (s["stored_len"] == 0 or s["raw_len"] == 0):
+        raise FormatError(f"{where}: empty zstd stream")
+
+
+def check_tensor(t: dict, where: str) -> int:
+    n = elem_count(t)
+    w = t["width"]
+    nbytes = n * w
+    if nbytes > LIMITS["max_tensor_bytes"]:
+        raise FormatError(f"{where}: limit max_tensor_bytes exceeded")
+    p = t["payload"]
+    if p["kind"] == "plain":
+        if p["len"] != nbytes:
+            raise FormatError(f"{where}: plain payload length differs from the tensor size")
+        if p["len"] == 0 and p["offset"] != 0:
+            raise FormatError(f"{where}: empty plain payload must have offset 0")
+        if t["base"]["kind"] != "none":
+            raise FormatError(f"{where}: a plain payload cannot have a base")
+        return nbytes
+    ce = p["chunk_elems"]
+    if not 1 <= ce <= MAX_CHUNK_ELEMS:
+        raise FormatError(f"{where}: chunk_elems must be in 1..=2^32")
+    if ce * w > LIMITS["max_chunk_raw_bytes"]:
+        raise FormatError(f"{where}: limit max_chunk_raw_bytes exceeded")
+    chunks = p["chunks"]
+    if len(chunks) != -(-n // ce):
+        raise FormatError(f"{where}: chunk count differs from ceil(elements / chunk_elems)")
+    for i, c in enumerate(chunks):
+        cw = f"{where} chunk {i}"
+        start = i * ce
+        if c["elem_start"] != start or c["elem_count"] != min(ce, n - start):
+            raise FormatError(f"{cw}: element range is not the chunk's slot")
+        pos, val = c["positions"], c["values"]
+        if pos["stored_len"] + val["stored_len"] != c["stored_len"]:
+            raise FormatError(f"{cw}: stored length differs from the sum of its streams")
+        if c["stored_len"] == 0 and c["offset"] != 0:
+            raise FormatError(f"{cw}: empty chunk must have offset 0")
+        check_stream(pos, cw)
+        check_stream(val, cw)
+        k, ch, cnt = c["kind"], c["changed"], c["elem_count"]
+        if k == "zero":
+            if c["stored_len"] != 0 or ch != 0:
+                raise FormatError(f"{cw}: zero chunk must store nothing")
+        elif k == "dense":
+            if pos != {"stored_len": 0, "raw_len": 0, "codec": "raw"}:
+                raise FormatError(f"{cw}: dense chunk has a positions stream")
+            if val["raw_len"] != cnt * w:
+                raise FormatError(f"{cw}: dense values length differs from elements x width")
+            if ch > cnt:
+                raise FormatError(f"{cw}: more changed elements than elements")
+        else:
+            if not 1 <= ch <= cnt:
+                raise FormatError(f"{cw}: sparse chunk needs 1..=elements positions")
+            if val["raw_len"] != ch * w:
+                raise FormatError(f"{cw}: sparse values length differs from positions x width")
+            if not ch <= pos["raw_len"] <= 5 * ch:
+                raise FormatError(f"{cw}: positions length impossible for the position count")
+    return nbytes
+
+
+def tname(t: dict, base: bool) -> str:
+    return f"{'base tensor' if base else 'tensor'} {t['name']!r}"
+
+
+def validate(data: bytes, header: dict, idx: dict) -> None:
+    tensors, bases = idx["tensors"], idx["bases"]
+    if len(tensors) + len(bases) > LIMITS["max_tensors"]:
+        raise FormatError("limit max_tensors exceeded")
+    # §4.4.2 names.
+    for table, is_base in ((tensors, False), (bases, True)):
+        seen = set()
+        for t in table:
+            if t["name"] in seen:
+                raise FormatError(f"{tname(t, is_base)}: duplicate name")
+            seen.add(t["name"])
+    # §4.3 file names.
+    seen = set()
+    for f in idx["files"] + idx["extra_files"]:
+        if not safe_file_name(f["name"]):
+            raise FormatError(f"file {f['name']!r}: not a single plain path component")
+        if f["name"] in seen:
+            raise FormatError(f"file {f['name']!r}: duplicate file name")
+        seen.add(f["name"])
+    # §4.5, §4.6 tensors.
+    for t in bases:
+        if t["base"]["kind"] != "none":
+            raise FormatError(f"{tname(t, True)}: an inline base must not have a base")
+        check_tensor(t, tname(t, True))
+    total = 0
+    for t in tensors:
+        where = tname(t, False)
+        total += check_tensor(t, where)
+        b = t["base"]
+        if b["kind"] == "inline":
+            if b["index"] >= len(bases):
+                raise FormatError(f"{where}: inline base index out of range")
+            bt = bases[b["index"]]
+            if bt["dtype"] != t["dtype"] or bt["shape"] != t["shape"]:
+                raise FormatError(f"{where}: inline base dtype or shape differs")
+            if (bt["payload"]["kind"] == "chunked" and t["payload"]["kind"] == "chunked"
+                    and bt["payload"]["chunk_elems"] > t["payload"]["chunk_elems"]):
+                raise FormatError(f"{where}: inline base has larger chunks than the tensor")
+        elif b["kind"] == "external" and b["file"] >= len(idx["base_files"]):
+            raise FormatError(f"{where}: external base file index out of range")
+    if total > LIMITS["max_total_output"]:
+        raise FormatError("limit max_total_output exceeded")
+    # §4.2 files.
+    owner = [False] * len(tensors)
+    for f in idx["files"]:
+        size = 8 + len(f["header"])
+        for ti in f["tensors"]:
+            if ti >= len(tensors):
+                raise FormatError(f"file {f['name']!r}: tensor index out of range")
+            if owner[ti]:
+                raise FormatError(f"file {f['name']!r}: tensor listed more than once")
+            owner[ti] = True
+            size += elem_count(tensors[ti]) * tensors[ti]["width"]
+        if size != f["size"]:
+            raise FormatError(f"file {f['name']!r}: size differs from header plus tensor bytes")
+    for ti, o in enumerate(owner):
+        if not o:
+            raise FormatError(f"{tname(tensors[ti], False)}: belongs to no file")
+    check_layout(data, header, idx)
+
+
+def check_layout(data: bytes, header: dict, idx: dict) -> None:  # §3.3
+    blobs = []
+    for t in idx["bases"] + idx["tensors"]:
+        p = t["payload"]
+        if p["kind"] == "plain":
+            if p["len"] > 0:
+                blobs.append((p["offset"], p["len"]))
+        else:
+            blobs.extend((c["offset"], c["stored_len"]) for c in p["chunks"] if c["stored_len"] > 0)
+    blobs.sort()
+    cursor = HEADER_LEN
+
+    def padding(cursor: int, nxt: int) -> None:
+        if nxt < cursor:
+            raise FormatError(f"layout: blob at {nxt} overlaps the previous blob or the header")
+        if nxt != align_up(cursor):
+            raise FormatError(f"layout: gap at {cursor}: next blob is not at the next 64-byte boundary")
+        if nxt > len(data):
+            raise FormatError(f"layout: blob at {nxt} past the end of the file")
+        if any(data[cursor:nxt]):
+            raise FormatError(f"layout: padding at {cursor} is not zero")
+
+    for off, ln in blobs:
+        padding(cursor, off)
+        cursor = off + ln
+        if cursor > header["index_offset"]:
+            raise FormatError(f"layout: blob at {off} runs into the index")
+    padding(cursor, header["index_offset"])
+
+
+# ---- §5.3-§5.5, §6: codecs ----------------------------------------------------
+
+def decode_stream(s: dict, stored: bytes) -> bytes:
+    raw_len = s["raw_len"]
+    if s["codec"] == "raw":
+        if len(stored) != raw_len:
+            raise FormatError("raw stream length differs from its declared length")
+        return bytes(stored)
+    try:
+        params = zstandard.get_frame_parameters(stored)
+    except zstandard.ZstdError as e:
+        raise FormatError(f"zstd frame header is corrupt: {e}") from None
+    if params.content_size not in (zstandard.CONTENTSIZE_UNKNOWN, raw_len):
+        raise FormatError("zstd frame declares a size other than the stream's raw length")
+    # Feed the frame in small pieces so output can never run far past raw_len
+    # (a zstd block expands at most to 128 KiB), and stop at the frame's end.
+    d = zstandard.ZstdDecompressor().decompressobj()
+    out = bytearray()
+    step = 64
+    try:
+        for i in range(0, len(stored), step):
+            out += d.decompress(stored[i:i + step])
+            if len(out) > raw_len:
+                raise FormatError("zstd frame is larger than declared")
+            if d.eof:
+                if d.unused_data or i + step < len(stored):
+                    raise FormatError("bytes after the end of the zstd frame")
+                break
+    except zstandard.ZstdError as e:
+        raise FormatError(f"zstd frame is corrupt: {e}") from None
+    if not d.eof:
+        raise FormatError("zstd frame is truncated")
+    if len(out) != raw_len:
+        raise FormatError("zstd frame is shorter than declared")
+    return bytes(out)
+
+
+def from_planes(planes: bytes, w: int, m: int) -> bytearray:  # §5.4
+    natural = bytearray(m * w)
+    for k in range(w):
+        natural[w - 1 - k::w] = planes[k * m:(k + 1) * m]
+    return natural
+
+
+def decode_positions(raw: bytes, count: int, limit: int) -> list[int]:  # §5.5
+    out = []
+    i = 0
+    nxt = 0
+    for _ in range(count):
+        gap = 0
+        shift = 0
+        length = 0
+        while True:
+            if i >= len(raw):
+                raise FormatError("positions stream ends early")
+            b = raw[i]
+            i += 1
+            length += 1
+            if length > 5:
+                raise FormatError("position varint longer than 5 bytes")
+            gap |= (b & 0x7F) << shift
+            shift += 7
+            if b & 0x80 == 0:
+                break
+        p = nxt + gap
+        if p >= limit:
+            raise FormatError("position past the end of the chunk")
+        out.append(p)
+        nxt = p + 1
+    if i != len(raw):
+        raise FormatError("trailing bytes after the last position")
+    return out
+
+
+def combine(op: str, base: int, value: int, mask: int) -> int:  # §6
+    if op == "xor":
+        return base ^ value
+    if op == "add":
+        return (base + value) & mask
+    return value
+
+
+WORD = {1: "B", 2: "H", 4: "I", 8: "Q"}
+
+
+def decode_chunk(c: dict, w: int, stored: bytes, out: bytearray) -> None:
+    """§5.2: `out` holds the base range on entry and the target range on return."""
+    pos_len = c["positions"]["stored_len"]
+    p_bytes, v_bytes = stored[:pos_len], stored[pos_len:]
+    kind, op, n = c["kind"], c["op"], c["elem_count"]
+    mask = (1 << (8 * w)) - 1
+    if kind == "zero":
+        return
+    if kind == "dense":
+        raw = decode_stream(c["values"], v_bytes)
+        if len(raw) != n * w:
+            raise FormatError("dense values length differs from the element count")
+        values = from_planes(raw, w, n)
+        if op == "replace":
+            out[:] = values
+        elif op == "xor":
+            x = int.from_bytes(out, "little") ^ int.from_bytes(values, "little")
+            out[:] = x.to_bytes(n * w, "little")
+        else:
+            fmt = f"<{n}{WORD[w]}"
+            b = struct.unpack(fmt, out)
+            v = struct.unpack(fmt, values)
+            out[:] = struct.pack(fmt, *((x + y) & mask for x, y in zip(b, v)))
+        return
+    raw = decode_stream(c["positions"], p_bytes)
+    positions = decode_positions(raw, c["changed"], n)
+    raw = decode_stream(c["values"], v_bytes)
+    m = len(positions)
+    if len(raw) != m * w:
+        raise FormatError("sparse values length differs from the position count")
+    values = from_planes(raw, w, m)
+    for j, p in enumerate(positions):
+        b = int.from_bytes(out[p * w:(p + 1) * w], "little")
+        v = int.from_bytes(values[j * w:(j + 1) * w], "little")
+        out[p * w:(p + 1) * w] = combine(op, b, v, mask).to_bytes(w, "little")
+
+
+# ---- external bases: safetensors files given with --base ---------------------
+
+class Bases:
+    """Tensors of the safetensors files (or directories of them) given by the user."""
+
+    def __init__(self, paths: list[str]):
+        self.tensors = {}
+        for p in paths:
+            files = sorted(os.path.join(p, f) for f in os.listdir(p) if f.endswith(".safetensors")) \
+                if os.path.isdir(p) else [p]
+            for f in files:
+                self._load(f)
+
+    def _load(self, path: str) -> None:
+        with open(path, "rb") as fh:
+            data = fh.read()
+        if len(data) < 8:
+            raise FormatError(f"{path}: not a safetensors file")
+        (n,) = struct.unpack_from("<Q", data, 0)
+        try:
+            header = json.loads(data[8:8 + n])
+        except ValueError as e:
+            raise FormatError(f"{path}: bad safetensors header: {e}") from None
+        start = 8 + n
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            a, b = info["data_offsets"]
+            if start + b > len(data) or a > b:
+                raise FormatError(f"{path}: tensor {name!r} runs past the end of the file")
+            self.tensors[name] = (info["dtype"], [int(d) for d in info["shape"]], data[start + a:start + b])
+
+    def get(self, name: str):
+        return self.tensors.get(name)
+
+
+# ---- §9, §10: reconstruction ---------------------------------------------------
+
+class Reader:
+    def __init__(self, data: bytes, bases: Bases):
+        self.data = data
+        self.header = parse_header(data)
+        self.index = parse_index(data[self.header["index_offset"]:])
+        validate(data, self.header, self.index)
+        self.bases = bases
+        self.inline_cache = {}
+        self.tensor_cache = {}
+
+    def blob(self, offset: int, length: int, crc: int, where: str) -> bytes:  # §5.1.3
+        b = self.data[offset:offset + length]
+        computed = zlib.crc32(b)
+        if computed != crc:
+            raise FormatError(f"{where}: CRC mismatch (stored {crc:#010x}, computed {computed:#010x})")
+        return b
+
+    def reconstruct(self, t: dict, base: bytes, where: str) -> bytes:
+        p = t["payload"]
+        if p["kind"] == "plain":
+            return bytes(self.blob(p["offset"], p["len"], p["crc32"], where))
+        w = t["width"]
+        out = bytearray(base)
+        for i, c in enumerate(p["chunks"]):
+            cw = f"{where} chunk {i}"
+            lo, hi = c["elem_start"] * w, (c["elem_start"] + c["elem_count"]) * w
+            stored = self.blob(c["offset"], c["stored_len"], c["crc32"], cw)
+            piece = bytearray(out[lo:hi])
+            try:
+                decode_chunk(c, w, stored, piece)
+            except FormatError as e:
+                raise FormatError(f"{cw}: {e}") from None
+            out[lo:hi] = piece
+        return bytes(out)
+
+    def base_of(self, t: dict) -> bytes:  # §4.5
+        b = t["base"]
+        nbytes = elem_count(t) * t["width"]
+        if b["kind"] == "none":
+            return bytes(nbytes)
+        if b["kind"] == "inline":
+            i = b["index"]
+            if i not in self.inline_cache:
+                bt = self.index["bases"][i]
+                data = self.reconstruct(bt, bytes(nbytes), tname(bt, True))
+                # §4.5: optional for readers; this one checks it.
+                if hashlib.sha256(data).digest() != bt["sha256"]:
+                    raise FormatError(f"{tname(bt, True)}: reconstructs to another sha256 than recorded")
+                self.inline_cache[i] = data
+            return self.inline_cache[i]
+        bf = self.index["base_files"][b["file"]]
+        got = self.bases.get(b["name"])
+        if got is None:
+            raise FormatError(
+                f"tensor {t['name']!r} needs base tensor {b['name']!r} of base file {bf['name']!r} "
+                f"(sha256 {bf['sha256'].hex()}): pass it with --base")
+        dtype, shape, data = got
+        if dtype != t["dtype"] or shape != t["shape"] or len(data) != nbytes \
+                or hashlib.sha256(data).digest() != b["sha256"]:
+            raise FormatError(
+                f"base tensor {b['name']!r} is not the one the archive was packed against "
+                f"(expected sha256 {b['sha256'].hex()}, got {hashlib.sha256(data).hexdigest()})")
+        return data
+
+    def tensor(self, i: int) -> bytes:  # §9
+        if i not in self.tensor_cache:
+            self.tensor_cache[i] = self._tensor(i)
+        return self.tensor_cache[i]
+
+    def _tensor(self, i: int) -> bytes:
+        t = self.index["tensors"][i]
+        out = self.reconstruct(t, self.base_of(t), tname(t, False))
+        got = hashlib.sha256(out).digest()
+        if got != t["sha256"]:
+            raise FormatError(f"{tname(t, False)}: reconstructs to sha256 {got.hex()}, "
+                              f"the archive recorded {t['sha256'].hex()}")
+        return out
+
+    def files(self):
+        """Yields (name, bytes) of every target file (§10.2) and extra file (§10.3), digests checked."""
+        for f in self.index["files"]:
+            parts = [struct.pack("<Q", len(f["header"])), f["header"]]
+            parts.extend(self.tensor(ti) for ti in f["tensors"])
+            body = b"".join(parts)
+            got = hashlib.sha256(body).digest()
+            if got != f["sha256"]:
+                raise FormatError(f"file {f['name']!r}: reconstructs to sha256 {got.hex()}, "
+                                  f"the archive recorded {f['sha256'].hex()}")
+            yield f["name"], body
+        for x in self.index["extra_files"]:
+            got = hashlib.sha256(x["contents"]).digest()
+            if got != x["sha256"]:
+                raise FormatError(f"extra file {x['name']!r}: sha256 {got.hex()}, "
+                                  f"the archive recorded {x['sha256'].hex()}")
+            yield x["name"], x["contents"]
+
+
+def describe_tensor(t: dict) -> dict:
+    p = t["payload"]
+    d = {
+        "name": t["name"], "dtype": t["dtype"], "shape": t["shape"], "sha256": t["sha256"].hex(),
+        "base": {k: (v.hex() if isinstance(v, bytes) else v) for k, v in t["base"].items()},
+        "payload": p["kind"],
+    }
+    if p["kind"] == "plain":
+        d.update(offset=p["offset"], len=p["len"], crc32=p["crc32"])
+    else:
+        d["chunk_elems"] = p["chunk_elems"]
+        d["chunks"] = [[c["offset"], c["stored_len"], c["crc32"], c["elem_start"], c["elem_count"],
+                        c["kind"], c["op"], c["changed"],
+                        [c["positions"]["stored_len"], c["positions"]["raw_len"], c["positions"]["codec"]],
+                        [c["values"]["stored_len"], c["values"]["raw_len"], c["values"]["codec"]]]
+                       for c in p["chunks"]]
+    return d
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="Independent .tpde v1 reader (spec/FORMAT.md).")
+    ap.add_argument("archive")
+    ap.add_argument("--base", action="append", default=[],
+                    help="external base: a .safetensors file or a directory of them (repeatable)")
+    ap.add_argument("--out", help="directory to write the reconstructed files into (created; must not exist)")
+    ap.add_argument("--json", action="store_true", help="print a JSON report on stdout")
+    args = ap.parse_args(argv)
+    if args.out and os.path.exists(args.out):
+        sys.stderr.write(f"tpde_read: {args.out} exists\n")
+        return 2
+    try:
+        with open(args.archive, "rb") as fh:
+            data = fh.read()
+        r = Reader(data, Bases(args.base))
+        tensor_digests = {}
+        for i, t in enumerate(r.index["tensors"]):
+            tensor_digests[t["name"]] = hashlib.sha256(r.tensor(i)).hexdigest()
+        out_files = {}
+        written = []
+        tmp = args.out + ".partial" if args.out else None
+        if tmp:
+            os.makedirs(tmp)
+        for name, body in r.files():
+            out_files[name] = hashlib.sha256(body).hexdigest()
+            if tmp:
+                with open(os.path.join(tmp, name), "wb") as fh:
+                    fh.write(body)
+                written.append(name)
+        if tmp:
+            os.rename(tmp, args.out)  # only after every digest checked (§10.4)
+    except FormatError as e:
+        sys.stderr.write(f"tpde_read: error: {e}\n")
+        return 1
+    except OSError as e:
+        sys.stderr.write(f"tpde_read: {e}\n")
+        return 2
+    h = r.header
+    report = {
+        "format_version": f"{h['major']}.{h['minor']}",
+        "flags": h["flags"],
+        "file_len": h["file_len"],
+        "index_offset": h["index_offset"],
+        "index_len": h["index_len"],
+        "tensors": tensor_digests,
+        "files": out_files,
+        "base_files": [{"name": b["name"], "size": b["size"], "sha256": b["sha256"].hex()}
+                       for b in r.index["base_files"]],
+        "index": {
+            "files": [{"name": f["name"], "size": f["size"], "sha256": f["sha256"].hex(),
+                       "header_len": len(f["header"]), "tensors": f["tensors"]} for f in r.index["files"]],
+            "extra_files": [x["name"] for x in r.index["extra_files"]],
+            "bases": [describe_tensor(t) for t in r.index["bases"]],
+            "tensors": [describe_tensor(t) for t in r.index["tensors"]],
+        },
+        "written": written,
+    }
+    if args.json:
+        json.dump(report, sys.stdout, indent=1, sort_keys=True)
+        sys.stdout.write("\n")
+    else:
+        print(f"tpde {report['format_version']}: {len(tensor_digests)} tensors, "
+              f"{len(out_files)} files, all digests match")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
