@@ -181,6 +181,8 @@ fn cover(a: &Archive<Vec<u8>>, c: &mut Coverage) {
             BaseRef::None => "none",
             BaseRef::Inline { .. } => "inline",
             BaseRef::External { .. } => "external",
+            BaseRef::InlineWidened { .. } => "inline-widened",
+            BaseRef::ExternalWidened { .. } => "external-widened",
         });
         c.standalone_in_delta |= has_base && t.base == BaseRef::None;
         let n = t.elem_count().unwrap();

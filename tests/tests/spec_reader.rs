@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::{json, Value};
-use tpde_format::format::{BaseRef, Chunk, Payload, Stream, TensorRecord};
+use tpde_format::format::{BaseRef, Chunk, Codec, Payload, Stream, TensorRecord};
 use tpde_format::pack::{pack, BaseMode, PackOptions};
 use tpde_format::safetensors::Checkpoint;
 use tpde_format::Archive;
@@ -65,7 +65,16 @@ fn run_ok(archive: &Path, base: Option<&Path>, out: Option<&Path>) -> Value {
 }
 
 fn stream_json(s: &Stream) -> Value {
-    json!([s.stored_len, s.raw_len, s.codec.name()])
+    match &s.codec {
+        Codec::PerPlane(planes) => {
+            let planes: Vec<Value> = planes
+                .iter()
+                .map(|p| json!([p.stored_len, p.codec.name()]))
+                .collect();
+            json!([s.stored_len, s.raw_len, s.codec.name(), planes])
+        }
+        _ => json!([s.stored_len, s.raw_len, s.codec.name()]),
+    }
 }
 
 fn chunk_json(c: &Chunk) -> Value {
@@ -91,6 +100,14 @@ fn tensor_json(t: &TensorRecord) -> Value {
         BaseRef::External { file, name, sha256 } => {
             json!({"kind": "external", "file": file, "name": name, "sha256": hex(sha256)})
         }
+        BaseRef::InlineWidened { index } => json!({"kind": "inline_widened", "index": index}),
+        BaseRef::ExternalWidened {
+            file,
+            name,
+            sha256,
+            dtype,
+        } => json!({"kind": "external_widened", "file": file, "name": name,
+                    "sha256": hex(sha256), "dtype": dtype.name()}),
     };
     let mut v = json!({
         "name": t.name,

@@ -134,6 +134,8 @@ fn summarize(t: &TensorRecord) -> TensorSummary {
         BaseRef::None => ("none", None),
         BaseRef::Inline { .. } => ("inline", Some(t.name.clone())),
         BaseRef::External { name, .. } => ("external", Some(name.clone())),
+        BaseRef::InlineWidened { .. } => ("inline-widened", Some(t.name.clone())),
+        BaseRef::ExternalWidened { name, .. } => ("external-widened", Some(name.clone())),
     };
     let stored = t.stored_bytes();
     TensorSummary {

@@ -7,7 +7,11 @@ use sha2::{Digest as _, Sha256};
 
 use crate::error::{Error, Result};
 use crate::format::{BaseFile, Digest, FileRecord};
-use crate::safetensors::{Checkpoint, SourceFile};
+use std::collections::HashMap;
+
+use crate::codec::widen::can_widen;
+use crate::format::Dtype;
+use crate::safetensors::{Checkpoint, SourceFile, SourceTensor};
 use crate::write::{ArchiveWriter, BaseInput, ByteSource, WriteOptions};
 
 /// How the base is kept.
@@ -75,6 +79,11 @@ pub fn pack(
             }));
         }
     }
+    let renamed = match base {
+        Some(b) => find_renamed(target, b)?,
+        None => HashMap::new(),
+    };
+    let mut inline_ids: HashMap<String, u32> = HashMap::new();
     for f in &target.files {
         let mut file_sha = Sha256::new();
         file_sha.update((f.header_len as u64).to_le_bytes());
@@ -82,9 +91,10 @@ pub fn pack(
         let mut ids = Vec::with_capacity(f.tensors.len());
         for t in &f.tensors {
             let src = f.source(t);
+            let widen_ok = opts.write.max_minor() >= 1;
             let matched = base.and_then(|b| {
-                let (bf, bt) = b.tensor(&t.name)?;
-                (bt.dtype == t.dtype && bt.shape == t.shape).then_some((b, bf, bt))
+                let (bf, bt) = match_base(b, f, t, &renamed, widen_ok)?;
+                Some((b, bf, bt))
             });
             let mut on_bytes = |bytes: &[u8]| {
                 file_sha.update(bytes);
@@ -113,13 +123,26 @@ pub fn pack(
                                 file: base_file_ids.get(fi).copied().unwrap_or(0),
                                 name: &bt.name,
                                 sha256: source_sha256(&bsrc, bt.len)?,
+                                dtype: bt.dtype,
                                 source: &bsrc,
                             }
                         }
-                        BaseMode::Inline | BaseMode::InlinePlain => BaseInput::Inline {
-                            index: w.add_base(&bt.name, bt.dtype, &bt.shape, &bsrc)?,
-                            source: &bsrc,
-                        },
+                        BaseMode::Inline | BaseMode::InlinePlain => {
+                            // A base tensor two targets use (a renamed copy) is stored once.
+                            let index = match inline_ids.get(&bt.name) {
+                                Some(&i) => i,
+                                None => {
+                                    let i = w.add_base(&bt.name, bt.dtype, &bt.shape, &bsrc)?;
+                                    inline_ids.insert(bt.name.clone(), i);
+                                    i
+                                }
+                            };
+                            BaseInput::Inline {
+                                index,
+                                dtype: bt.dtype,
+                                source: &bsrc,
+                            }
+                        }
                     };
                     w.add_tensor(&t.name, t.dtype, &t.shape, &src, input, &mut on_bytes)?
                 }
@@ -141,6 +164,90 @@ pub fn pack(
     report.tensors = w.tensor_count();
     report.archive_bytes = w.finish()?;
     Ok(report)
+}
+
+/// The base tensor a target tensor is stored against (spec §4.5): the one of
+/// the same name and shape, in the same dtype or a narrower float that widens
+/// exactly to it; else an identical tensor under another name.
+fn match_base<'b>(
+    b: &'b Checkpoint,
+    f: &SourceFile,
+    t: &SourceTensor,
+    renamed: &HashMap<(String, String), (usize, usize)>,
+    widen_ok: bool,
+) -> Option<(&'b SourceFile, &'b SourceTensor)> {
+    if let Some((bf, bt)) = b.tensor(&t.name) {
+        if bt.shape == t.shape
+            && (bt.dtype == t.dtype || (widen_ok && can_widen(bt.dtype, t.dtype)))
+        {
+            return Some((bf, bt));
+        }
+    }
+    let &(fi, ti) = renamed.get(&(f.name.clone(), t.name.clone()))?;
+    let bf = b.files.get(fi)?;
+    Some((bf, bf.tensors.get(ti)?))
+}
+
+/// Finds target tensors with no usable same-name base tensor whose bytes
+/// equal a base tensor's of the same dtype and shape (renamed or moved
+/// tensors): stored against it, they cost only an index entry.
+fn find_renamed(
+    target: &Checkpoint,
+    base: &Checkpoint,
+) -> Result<HashMap<(String, String), (usize, usize)>> {
+    let mut by_shape: HashMap<(Dtype, &[u64]), Vec<(usize, usize)>> = HashMap::new();
+    for (fi, f) in base.files.iter().enumerate() {
+        for (ti, t) in f.tensors.iter().enumerate() {
+            if t.len > 0 {
+                by_shape
+                    .entry((t.dtype, &t.shape))
+                    .or_default()
+                    .push((fi, ti));
+            }
+        }
+    }
+    let mut found = HashMap::new();
+    for f in &target.files {
+        for t in &f.tensors {
+            let has_same_name = base.tensor(&t.name).is_some_and(|(_, bt)| {
+                bt.shape == t.shape && (bt.dtype == t.dtype || can_widen(bt.dtype, t.dtype))
+            });
+            if has_same_name || t.len == 0 {
+                continue;
+            }
+            for &(fi, ti) in by_shape
+                .get(&(t.dtype, t.shape.as_slice()))
+                .into_iter()
+                .flatten()
+            {
+                let bf = &base.files[fi];
+                if same_bytes(&f.source(t), &bf.source(&bf.tensors[ti]), t.len)? {
+                    found.insert((f.name.clone(), t.name.clone()), (fi, ti));
+                    break;
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// True when two sources hold the same `len` bytes (stops at the first difference).
+fn same_bytes(a: &dyn ByteSource, b: &dyn ByteSource, len: u64) -> Result<bool> {
+    let step = len.min(1 << 20) as usize;
+    let (mut x, mut y) = (vec![0u8; step], vec![0u8; step]);
+    let mut off = 0;
+    while off < len {
+        let n = (len - off).min(step as u64) as usize;
+        a.read_at(off, &mut x[..n])
+            .map_err(|e| Error::io(a.path(), e))?;
+        b.read_at(off, &mut y[..n])
+            .map_err(|e| Error::io(b.path(), e))?;
+        if x[..n] != y[..n] {
+            return Ok(false);
+        }
+        off += n as u64;
+    }
+    Ok(true)
 }
 
 /// The input must not change while it is packed: a size change is caught

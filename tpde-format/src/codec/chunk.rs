@@ -26,6 +26,25 @@ pub struct EncodedChunk {
     pub bytes: Vec<u8>,
 }
 
+/// How the writer compresses streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compression {
+    /// zstd level.
+    pub level: i32,
+    /// Store multi-byte values per plane ([`crate::format::Codec::PerPlane`], v1.1).
+    pub per_plane: bool,
+}
+
+impl Compression {
+    fn values(self, planes: &[u8], width: usize, out: &mut Vec<u8>) -> Stream {
+        if self.per_plane {
+            stream::compress_planes(planes, width, self.level, out)
+        } else {
+            stream::compress(planes, self.level, out)
+        }
+    }
+}
+
 /// Reusable buffers for [`encode`].
 #[derive(Debug, Default)]
 pub struct EncodeScratch {
@@ -37,13 +56,13 @@ pub struct EncodeScratch {
 
 /// Encodes `target` (little-endian elements of `width` bytes) against `base`
 /// (same length; `None` means all-zero bits) with combine `op` at zstd
-/// `level`. Picks Zero, Sparse or Dense, whichever stores fewer bytes.
+/// `comp`. Picks Zero, Sparse or Dense, whichever stores fewer bytes.
 pub fn encode(
     width: usize,
     target: &[u8],
     base: Option<&[u8]>,
     op: Op,
-    level: i32,
+    comp: Compression,
     s: &mut EncodeScratch,
 ) -> EncodedChunk {
     // With no base every op means the same thing; record the plainest.
@@ -67,7 +86,7 @@ pub fn encode(
     s.planes.clear();
     planes::to_planes(&s.natural, width, &mut s.planes);
     let mut dense_bytes = Vec::new();
-    let dense_values = stream::compress(&s.planes, level, &mut dense_bytes);
+    let dense_values = comp.values(&s.planes, width, &mut dense_bytes);
     let dense = EncodedChunk {
         kind: ChunkKind::Dense,
         op,
@@ -83,7 +102,7 @@ pub fn encode(
     s.varints.clear();
     positions::encode(&s.positions, &mut s.varints);
     let mut sparse_bytes = Vec::new();
-    let pos_stream = stream::compress(&s.varints, level, &mut sparse_bytes);
+    let pos_stream = stream::compress(&s.varints, comp.level, &mut sparse_bytes);
     // Values at the changed positions only.
     s.planes.clear();
     s.planes.resize(s.positions.len() * width, 0);
@@ -93,7 +112,7 @@ pub fn encode(
     }
     s.natural.clear();
     planes::to_planes(&s.planes, width, &mut s.natural);
-    let val_stream = stream::compress(&s.natural, level, &mut sparse_bytes);
+    let val_stream = comp.values(&s.natural, width, &mut sparse_bytes);
     if sparse_bytes.len() < dense.bytes.len() {
         EncodedChunk {
             kind: ChunkKind::Sparse,
@@ -110,7 +129,7 @@ pub fn encode(
 
 /// Tries each combine op on a sample range (dense, zstd `level`) and returns
 /// the one that stores fewest bytes. With no base the answer is `Replace`.
-pub fn choose_op(width: usize, target: &[u8], base: Option<&[u8]>, level: i32) -> Op {
+pub fn choose_op(width: usize, target: &[u8], base: Option<&[u8]>, comp: Compression) -> Op {
     if base.is_none() {
         return Op::Replace;
     }
@@ -121,7 +140,7 @@ pub fn choose_op(width: usize, target: &[u8], base: Option<&[u8]>, level: i32) -
         s.planes.clear();
         planes::to_planes(&s.natural, width, &mut s.planes);
         let mut sink = Vec::new();
-        let st = stream::compress(&s.planes, level, &mut sink);
+        let st = comp.values(&s.planes, width, &mut sink);
         if st.stored_len < best.0 {
             best = (st.stored_len, op);
         }
@@ -189,6 +208,11 @@ fn apply_dense<W: Word>(op: Op, planes: &[u8], out: &mut [u8]) {
 mod tests {
     use super::*;
 
+    const TEST_COMP: Compression = Compression {
+        level: 1,
+        per_plane: true,
+    };
+
     fn chunk_of(e: &EncodedChunk, n: u64) -> Chunk {
         Chunk {
             offset: 0,
@@ -199,8 +223,8 @@ mod tests {
             kind: e.kind,
             op: e.op,
             changed: e.changed,
-            positions: e.positions,
-            values: e.values,
+            positions: e.positions.clone(),
+            values: e.values.clone(),
         }
     }
 
@@ -214,7 +238,7 @@ mod tests {
         target[2000] = target[2000].wrapping_add(3);
         let mut s = EncodeScratch::default();
         for op in [Op::Xor, Op::Add, Op::Replace] {
-            let e = encode(2, &target, Some(&base), op, 3, &mut s);
+            let e = encode(2, &target, Some(&base), op, TEST_COMP, &mut s);
             assert_eq!(e.kind, ChunkKind::Sparse);
             assert_eq!(e.changed, 2);
             let mut out = base.clone();
@@ -238,7 +262,7 @@ mod tests {
             &base,
             Some(&base),
             Op::Add,
-            3,
+            TEST_COMP,
             &mut EncodeScratch::default(),
         );
         assert_eq!(e.kind, ChunkKind::Zero);
@@ -257,7 +281,7 @@ mod tests {
                     &target,
                     Some(&base),
                     op,
-                    1,
+                    TEST_COMP,
                     &mut EncodeScratch::default(),
                 );
                 assert_eq!(e.kind, ChunkKind::Dense);

@@ -5,3 +5,4 @@ pub mod combine;
 pub mod planes;
 pub mod positions;
 pub mod stream;
+pub mod widen;

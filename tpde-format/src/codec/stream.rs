@@ -3,11 +3,85 @@
 
 use std::cell::RefCell;
 
-use crate::format::{Codec, Stream};
+use crate::format::{Codec, Plane, PlaneCodec, Stream};
 
 thread_local! {
     static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
     static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+/// zstd-compresses `raw` with this thread's reusable context.
+fn zstd_compress(raw: &[u8], level: i32) -> Option<Vec<u8>> {
+    COMPRESSOR.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.as_ref().map(|(l, _)| *l) != Some(level) {
+            *c = zstd::bulk::Compressor::new(level).ok().map(|z| (level, z));
+        }
+        c.as_mut().and_then(|(_, z)| z.compress(raw).ok())
+    })
+}
+
+/// Order-0 entropy estimate of `bytes` in bits per byte (sampled on large inputs).
+fn entropy_bits(bytes: &[u8]) -> f64 {
+    let step = if bytes.len() > 1 << 16 { 4 } else { 1 };
+    let mut hist = [0u32; 256];
+    let mut n = 0u32;
+    for &b in bytes.iter().step_by(step) {
+        hist[b as usize] += 1;
+        n += 1;
+    }
+    let n = f64::from(n.max(1));
+    hist.iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = f64::from(c) / n;
+            -p * p.log2()
+        })
+        .sum()
+}
+
+/// Planes whose estimated entropy is at least this many bits per byte are
+/// stored raw without trying zstd: it could save at most ~1.5%, and skipping
+/// it is what makes packing fast (low mantissa bytes are noise).
+const RAW_ENTROPY_BITS: f64 = 7.88;
+
+/// Compresses a values stream given as byte planes of `width`-byte elements
+/// (spec §5.3): for `width > 1`, each plane separately ([`Codec::PerPlane`]),
+/// noise planes raw; for `width == 1`, as [`compress`].
+pub fn compress_planes(planes: &[u8], width: usize, level: i32, out: &mut Vec<u8>) -> Stream {
+    if width == 1 || planes.is_empty() {
+        return compress(planes, level, out);
+    }
+    let n = planes.len() / width;
+    let mut entries = Vec::with_capacity(width);
+    for plane in planes.chunks_exact(n) {
+        let packed = if entropy_bits(plane) >= RAW_ENTROPY_BITS {
+            None
+        } else {
+            zstd_compress(plane, level).filter(|p| p.len() < plane.len())
+        };
+        entries.push(match packed {
+            Some(p) => {
+                out.extend_from_slice(&p);
+                Plane {
+                    stored_len: p.len() as u64,
+                    codec: PlaneCodec::Zstd,
+                }
+            }
+            None => {
+                out.extend_from_slice(plane);
+                Plane {
+                    stored_len: plane.len() as u64,
+                    codec: PlaneCodec::Raw,
+                }
+            }
+        });
+    }
+    Stream {
+        stored_len: entries.iter().map(|p| p.stored_len).sum(),
+        raw_len: planes.len() as u64,
+        codec: Codec::PerPlane(entries),
+    }
 }
 
 /// Compresses `raw` at zstd `level` and appends the stored form to `out`.
@@ -18,14 +92,7 @@ pub fn compress(raw: &[u8], level: i32, out: &mut Vec<u8>) -> Stream {
     if raw.is_empty() {
         return Stream::EMPTY;
     }
-    let packed = COMPRESSOR.with(|c| {
-        let mut c = c.borrow_mut();
-        if c.as_ref().map(|(l, _)| *l) != Some(level) {
-            *c = zstd::bulk::Compressor::new(level).ok().map(|z| (level, z));
-        }
-        c.as_mut().and_then(|(_, z)| z.compress(raw).ok())
-    });
-    match packed {
+    match zstd_compress(raw, level) {
         Some(p) if p.len() < raw.len() => {
             out.extend_from_slice(&p);
             Stream {
@@ -51,43 +118,74 @@ pub fn compress(raw: &[u8], level: i32, out: &mut Vec<u8>) -> Stream {
 /// than allocating (no decompression bombs); one that yields fewer bytes fails too.
 pub fn decompress(stream: &Stream, stored: &[u8], out: &mut Vec<u8>) -> Result<(), &'static str> {
     let raw_len = usize::try_from(stream.raw_len).map_err(|_| "raw length too large")?;
-    match stream.codec {
+    out.clear();
+    match &stream.codec {
         Codec::Raw => {
             if stored.len() != raw_len {
                 return Err("raw stream length differs from its declared length");
             }
-            out.clear();
             out.extend_from_slice(stored);
             Ok(())
         }
         Codec::Zstd => {
-            // A frame that declares its content size must declare exactly
-            // `raw_len`: refuse a mismatch before allocating anything.
-            match zstd::zstd_safe::get_frame_content_size(stored) {
-                Ok(Some(n)) if n != stream.raw_len => {
-                    return Err("zstd frame declares a size other than the stream's raw length")
-                }
-                Err(_) => return Err("zstd frame header is corrupt"),
-                _ => {}
-            }
-            out.clear();
             out.resize(raw_len, 0);
-            let n = DECOMPRESSOR.with(|d| {
-                let mut d = d.borrow_mut();
-                if d.is_none() {
-                    *d = zstd::bulk::Decompressor::new().ok();
+            zstd_into(stored, out)
+        }
+        Codec::PerPlane(planes) => {
+            // Validated at open: one entry per element byte, raw_len a
+            // multiple of their count, stored lengths summing to `stored`.
+            if planes.is_empty() || raw_len % planes.len() != 0 {
+                return Err("per-plane stream has no planes or a ragged length");
+            }
+            out.resize(raw_len, 0);
+            let n = raw_len / planes.len();
+            let mut rest = stored;
+            for (p, dst) in planes.iter().zip(out.chunks_exact_mut(n.max(1))) {
+                let len = usize::try_from(p.stored_len).map_err(|_| "plane too long")?;
+                let (src, tail) = rest
+                    .split_at_checked(len)
+                    .ok_or("plane runs past the stream")?;
+                rest = tail;
+                match p.codec {
+                    PlaneCodec::Raw if src.len() == dst.len() => dst.copy_from_slice(src),
+                    PlaneCodec::Raw => return Err("raw plane length differs from the plane size"),
+                    PlaneCodec::Zstd => zstd_into(src, dst)?,
                 }
-                match d.as_mut() {
-                    Some(d) => d
-                        .decompress_to_buffer(stored, out.as_mut_slice())
-                        .map_err(|_| "zstd frame is corrupt or larger than declared"),
-                    None => Err("cannot create a zstd decoder"),
-                }
-            })?;
-            if n != raw_len {
-                return Err("zstd frame is shorter than declared");
+            }
+            if !rest.is_empty() {
+                return Err("bytes left after the last plane");
             }
             Ok(())
         }
     }
+}
+
+/// Decodes one zstd frame into exactly `dst` (no decompression bombs: the
+/// output buffer is the declared size, and a mismatch either way fails).
+fn zstd_into(stored: &[u8], dst: &mut [u8]) -> Result<(), &'static str> {
+    // A frame that declares its content size must declare exactly the
+    // expected length: refuse a mismatch before decoding anything.
+    match zstd::zstd_safe::get_frame_content_size(stored) {
+        Ok(Some(n)) if n != dst.len() as u64 => {
+            return Err("zstd frame declares a size other than the stream's raw length")
+        }
+        Err(_) => return Err("zstd frame header is corrupt"),
+        _ => {}
+    }
+    let n = DECOMPRESSOR.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.is_none() {
+            *d = zstd::bulk::Decompressor::new().ok();
+        }
+        match d.as_mut() {
+            Some(d) => d
+                .decompress_to_buffer(stored, dst)
+                .map_err(|_| "zstd frame is corrupt or larger than declared"),
+            None => Err("cannot create a zstd decoder"),
+        }
+    })?;
+    if n != dst.len() {
+        return Err("zstd frame is shorter than declared");
+    }
+    Ok(())
 }

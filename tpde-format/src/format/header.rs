@@ -9,8 +9,10 @@ pub const MAGIC: [u8; 8] = *b"\x89TPDE\r\n\x1a";
 pub const HEADER_LEN: usize = 64;
 /// Format major version this crate writes and reads. Readers refuse any other major.
 pub const VERSION_MAJOR: u16 = 1;
-/// Format minor version this crate writes. Readers accept any minor of a known major.
-pub const VERSION_MINOR: u16 = 0;
+/// Newest format minor version this crate reads and writes. Writers record the
+/// lowest minor whose features a file uses; readers refuse a newer minor than
+/// they know (spec §8), since it may hold variants they cannot decode.
+pub const VERSION_MINOR: u16 = 1;
 /// Alignment of every blob in the data section and of the index (spec §3).
 pub const ALIGN: u64 = 64;
 /// Flag bits 0..16 are "required": a reader that does not know a set bit must refuse the file.
@@ -86,15 +88,14 @@ impl Header {
             align: u32_at(40),
             crc32: u32_at(60),
         };
+        // The major decides the layout, so it is checked first; the minor
+        // and flags are checked by `check_features` once the CRC has shown
+        // the header is intact (a corrupted minor is damage, not a newer file).
         if h.major != VERSION_MAJOR {
             return Err(Error::UnsupportedVersion {
                 major: h.major,
                 minor: h.minor,
             });
-        }
-        let unknown = h.flags & REQUIRED_FLAGS_MASK & !KNOWN_REQUIRED_FLAGS;
-        if unknown != 0 {
-            return Err(Error::UnknownFlags { flags: unknown });
         }
         if u64::from(h.align) != ALIGN || b[44..60].iter().any(|&x| x != 0) {
             return Err(Error::BadHeader {
@@ -102,6 +103,22 @@ impl Header {
             });
         }
         Ok(h)
+    }
+
+    /// Refuses a newer minor than this reader knows, and unknown required
+    /// flags (spec §8). Call after the CRC check.
+    pub fn check_features(&self) -> Result<()> {
+        if self.minor > VERSION_MINOR {
+            return Err(Error::UnsupportedVersion {
+                major: self.major,
+                minor: self.minor,
+            });
+        }
+        let unknown = self.flags & REQUIRED_FLAGS_MASK & !KNOWN_REQUIRED_FLAGS;
+        if unknown != 0 {
+            return Err(Error::UnknownFlags { flags: unknown });
+        }
+        Ok(())
     }
 
     /// CRC-32 over header bytes 0..60 followed by `index` (spec §2).

@@ -98,6 +98,24 @@ pub enum BaseRef {
         /// SHA-256 of the base tensor's bytes; readers MUST check it.
         sha256: Digest,
     },
+    /// (v1.1) An inline base of a narrower float dtype (same shape), widened
+    /// exactly to the target's dtype before combining (spec §6.2).
+    InlineWidened {
+        /// Index into [`Index::bases`].
+        index: u32,
+    },
+    /// (v1.1) An external base tensor of a narrower float dtype, widened
+    /// exactly to the target's dtype before combining (spec §6.2).
+    ExternalWidened {
+        /// Index into [`Index::base_files`].
+        file: u32,
+        /// Name of the tensor in the base checkpoint.
+        name: String,
+        /// SHA-256 of the base tensor's bytes (before widening).
+        sha256: Digest,
+        /// The base tensor's dtype.
+        dtype: Dtype,
+    },
 }
 
 /// How a tensor's bytes are stored (spec §4.6).
@@ -148,7 +166,7 @@ pub struct Chunk {
 }
 
 /// A stored byte stream inside a chunk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stream {
     /// Bytes stored in the file.
     pub stored_len: u64,
@@ -190,8 +208,30 @@ pub enum Op {
 }
 
 /// Stream compression (spec §5.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Codec {
+    /// Stored as is.
+    Raw,
+    /// One zstd frame.
+    Zstd,
+    /// (v1.1) A values stream whose byte planes are stored one after another,
+    /// each with its own codec: noise planes (low mantissa bytes) stay raw and
+    /// cost no compression time. One entry per plane, most significant first.
+    PerPlane(Vec<Plane>),
+}
+
+/// (v1.1) One byte plane of a [`Codec::PerPlane`] stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Plane {
+    /// Bytes stored for this plane.
+    pub stored_len: u64,
+    /// How they are stored.
+    pub codec: PlaneCodec,
+}
+
+/// (v1.1) Codec of one plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PlaneCodec {
     /// Stored as is.
     Raw,
     /// One zstd frame.
@@ -222,11 +262,46 @@ impl Op {
 
 impl Codec {
     /// Lower-case name for tables and JSON.
-    pub const fn name(self) -> &'static str {
+    pub const fn name(&self) -> &'static str {
         match self {
             Codec::Raw => "raw",
             Codec::Zstd => "zstd",
+            Codec::PerPlane(_) => "planes",
         }
+    }
+}
+
+impl PlaneCodec {
+    /// Lower-case name for tables and JSON.
+    pub const fn name(self) -> &'static str {
+        match self {
+            PlaneCodec::Raw => "raw",
+            PlaneCodec::Zstd => "zstd",
+        }
+    }
+}
+
+impl Index {
+    /// The lowest format minor version that can express this index (spec §8):
+    /// 1 when it uses per-plane streams or widened bases, else 0.
+    pub fn min_minor(&self) -> u16 {
+        let widened = self.tensors.iter().any(|t| {
+            matches!(
+                t.base,
+                BaseRef::InlineWidened { .. } | BaseRef::ExternalWidened { .. }
+            )
+        });
+        let per_plane = self
+            .bases
+            .iter()
+            .chain(&self.tensors)
+            .any(|t| match &t.payload {
+                Payload::Chunked { chunks, .. } => chunks
+                    .iter()
+                    .any(|c| matches!(c.values.codec, Codec::PerPlane(_))),
+                Payload::Plain { .. } => false,
+            });
+        u16::from(widened || per_plane)
     }
 }
 

@@ -13,14 +13,17 @@ use sha2::{Digest as _, Sha256};
 use super::base::BaseProvider;
 use super::validate;
 use crate::codec::chunk::{self, DecodeScratch};
+use crate::codec::widen;
 use crate::error::{hex, Error, Location, Result};
 use crate::format::{
-    bincode_options, BaseRef, Chunk, Header, Index, Payload, TensorRecord, HEADER_LEN,
+    bincode_options, BaseRef, Chunk, Dtype, Header, Index, Payload, TensorRecord, HEADER_LEN,
 };
 use crate::limits::ReadLimits;
 
 thread_local! {
     static SCRATCH: RefCell<DecodeScratch> = RefCell::new(DecodeScratch::default());
+    /// Narrow base elements of one chunk, before widening.
+    static WIDEN_SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A validated archive over bytes `D` (an mmap, a `Vec<u8>`, a `&[u8]`).
@@ -55,6 +58,18 @@ pub enum BaseView<'a> {
     /// Bytes already in memory (an external base, or a plain inline base).
     Bytes(&'a [u8]),
     /// A chunked inline base: decode its ranges on demand.
+    Inline(usize),
+    /// (v1.1) A narrower float base, widened exactly to the target's dtype
+    /// (spec §6.2): its source and its dtype.
+    Widened(WidenSource<'a>, Dtype),
+}
+
+/// Where a widened base's narrow elements come from.
+#[derive(Debug, Clone, Copy)]
+pub enum WidenSource<'a> {
+    /// Bytes in memory.
+    Bytes(&'a [u8]),
+    /// A chunked inline base.
     Inline(usize),
 }
 
@@ -113,6 +128,7 @@ impl<D: AsRef<[u8]> + Sync> Archive<D> {
                 computed,
             });
         }
+        header.check_features()?;
         let index: Index = bincode_options(header.index_len)
             .deserialize(index_bytes)
             .map_err(|e| Error::IndexDecode {
@@ -226,42 +242,64 @@ impl<D: AsRef<[u8]> + Sync> Archive<D> {
         base: &'a dyn BaseProvider,
     ) -> Result<BaseView<'a>> {
         let rec = &self.index.tensors[t];
-        match &rec.base {
-            BaseRef::None => Ok(BaseView::Zero),
-            BaseRef::Inline { index } => {
-                let i = *index as usize;
-                Ok(match self.plain_bytes(Table::Base, i)? {
-                    Some(b) => BaseView::Bytes(b),
-                    None => BaseView::Inline(i),
-                })
+        let inline = |index: u32| -> Result<WidenSource<'a>> {
+            let i = index as usize;
+            Ok(match self.plain_bytes(Table::Base, i)? {
+                Some(b) => WidenSource::Bytes(b),
+                None => WidenSource::Inline(i),
+            })
+        };
+        let external = |file: u32, name: &String, sha256: &[u8; 32], dtype: Dtype| {
+            let bf = &self.index.base_files[file as usize];
+            let missing = || Error::MissingBase {
+                tensor: rec.name.clone(),
+                file: bf.name.clone(),
+                file_sha256: hex(&bf.sha256),
+            };
+            let bt = base.base_tensor(name).ok_or_else(missing)?;
+            let actual: [u8; 32] = Sha256::digest(bt.data).into();
+            // The length too: a provider handing out fewer bytes than
+            // the shape needs must not reach the slicing below, even if
+            // a hostile archive recorded the digest of those bytes.
+            let want = rec
+                .elem_count()
+                .and_then(|n| n.checked_mul(dtype.width() as u64));
+            if bt.dtype != dtype
+                || bt.shape != rec.shape.as_slice()
+                || want != Some(bt.data.len() as u64)
+                || &actual != sha256
+            {
+                return Err(Error::BaseMismatch {
+                    tensor: name.clone(),
+                    expected: hex(sha256),
+                    actual: hex(&actual),
+                });
+            }
+            Ok(bt.data)
+        };
+        Ok(match &rec.base {
+            BaseRef::None => BaseView::Zero,
+            BaseRef::Inline { index } => match inline(*index)? {
+                WidenSource::Bytes(b) => BaseView::Bytes(b),
+                WidenSource::Inline(i) => BaseView::Inline(i),
+            },
+            BaseRef::InlineWidened { index } => {
+                let from = self.index.bases[*index as usize].dtype;
+                BaseView::Widened(inline(*index)?, from)
             }
             BaseRef::External { file, name, sha256 } => {
-                let bf = &self.index.base_files[*file as usize];
-                let missing = || Error::MissingBase {
-                    tensor: rec.name.clone(),
-                    file: bf.name.clone(),
-                    file_sha256: hex(&bf.sha256),
-                };
-                let bt = base.base_tensor(name).ok_or_else(missing)?;
-                let actual: [u8; 32] = Sha256::digest(bt.data).into();
-                // The length too: a provider handing out fewer bytes than
-                // the shape needs must not reach the slicing below, even if
-                // a hostile archive recorded the digest of those bytes.
-                let len_ok = rec.byte_len() == Some(bt.data.len() as u64);
-                if bt.dtype != rec.dtype
-                    || bt.shape != rec.shape.as_slice()
-                    || !len_ok
-                    || &actual != sha256
-                {
-                    return Err(Error::BaseMismatch {
-                        tensor: name.clone(),
-                        expected: hex(sha256),
-                        actual: hex(&actual),
-                    });
-                }
-                Ok(BaseView::Bytes(bt.data))
+                BaseView::Bytes(external(*file, name, sha256, rec.dtype)?)
             }
-        }
+            BaseRef::ExternalWidened {
+                file,
+                name,
+                sha256,
+                dtype,
+            } => BaseView::Widened(
+                WidenSource::Bytes(external(*file, name, sha256, *dtype)?),
+                *dtype,
+            ),
+        })
     }
 
     /// Fills `out` with elements `range` of `table[t]`, which must have no base
@@ -366,6 +404,33 @@ impl<D: AsRef<[u8]> + Sync> Archive<D> {
                             ),
                             BaseView::Inline(bi) => {
                                 self.read_baseless(Table::Base, bi, range, o)?
+                            }
+                            BaseView::Widened(src, from) => {
+                                let fw = from.width() as u64;
+                                WIDEN_SCRATCH.with(|s| -> Result<()> {
+                                    let mut narrow = s.borrow_mut();
+                                    narrow.clear();
+                                    match src {
+                                        WidenSource::Bytes(b) => narrow.extend_from_slice(
+                                            &b[(range.start * fw) as usize
+                                                ..(range.end * fw) as usize],
+                                        ),
+                                        WidenSource::Inline(bi) => {
+                                            narrow.resize(
+                                                ((range.end - range.start) * fw) as usize,
+                                                0,
+                                            );
+                                            self.read_baseless(
+                                                Table::Base,
+                                                bi,
+                                                range,
+                                                &mut narrow,
+                                            )?;
+                                        }
+                                    }
+                                    widen::widen(from, rec.dtype, &narrow, o);
+                                    Ok(())
+                                })?
                             }
                         }
                         self.decode_chunk(Table::Target, t, i, o)

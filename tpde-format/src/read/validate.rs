@@ -3,9 +3,11 @@
 
 use std::collections::HashSet;
 
+use crate::codec::widen::can_widen;
 use crate::error::{Error, Location, Result};
 use crate::format::{
-    align_up, BaseRef, ChunkKind, Codec, Header, Index, Payload, Stream, TensorRecord, HEADER_LEN,
+    align_up, BaseRef, ChunkKind, Codec, Header, Index, Payload, PlaneCodec, Stream, TensorRecord,
+    HEADER_LEN,
 };
 use crate::limits::ReadLimits;
 
@@ -92,14 +94,18 @@ pub fn validate(data: &[u8], header: &Header, index: &Index, limits: &ReadLimits
         total_out = total_out.saturating_add(bytes);
         match &t.base {
             BaseRef::None => {}
-            BaseRef::Inline { index: i } => {
+            BaseRef::Inline { index: i } | BaseRef::InlineWidened { index: i } => {
                 let Some(b) = index.bases.get(*i as usize) else {
                     return Err(bad(tensor_loc(t, false), "inline base index out of range"));
                 };
-                if b.dtype != t.dtype || b.shape != t.shape {
+                let dtype_ok = match t.base {
+                    BaseRef::Inline { .. } => b.dtype == t.dtype,
+                    _ => can_widen(b.dtype, t.dtype),
+                };
+                if !dtype_ok || b.shape != t.shape {
                     return Err(bad(
                         tensor_loc(t, false),
-                        "inline base dtype or shape differs",
+                        "inline base dtype or shape does not fit the tensor (spec §4.5)",
                     ));
                 }
                 // Each target chunk decodes the base chunks under its range.
@@ -126,12 +132,20 @@ pub fn validate(data: &[u8], header: &Header, index: &Index, limits: &ReadLimits
                     }
                 }
             }
-            BaseRef::External { file, .. } => {
+            BaseRef::External { file, .. } | BaseRef::ExternalWidened { file, .. } => {
                 if *file as usize >= index.base_files.len() {
                     return Err(bad(
                         tensor_loc(t, false),
                         "external base file index out of range",
                     ));
+                }
+                if let BaseRef::ExternalWidened { dtype, .. } = &t.base {
+                    if !can_widen(*dtype, t.dtype) {
+                        return Err(bad(
+                            tensor_loc(t, false),
+                            "external base dtype cannot be widened to the tensor's (spec §6.2)",
+                        ));
+                    }
                 }
             }
         }
@@ -258,8 +272,8 @@ fn check_tensor(t: &TensorRecord, base: bool, limits: &ReadLimits) -> Result<u64
                 if c.stored_len == 0 && c.offset != 0 {
                     return Err(bad(cl(), "empty chunk must have offset 0"));
                 }
-                check_stream(&c.positions).map_err(|r| bad(cl(), r))?;
-                check_stream(&c.values).map_err(|r| bad(cl(), r))?;
+                check_stream(&c.positions, None).map_err(|r| bad(cl(), r))?;
+                check_stream(&c.values, Some(w)).map_err(|r| bad(cl(), r))?;
                 match c.kind {
                     ChunkKind::Zero => {
                         if c.stored_len != 0 || c.changed != 0 {
@@ -304,10 +318,38 @@ fn check_tensor(t: &TensorRecord, base: bool, limits: &ReadLimits) -> Result<u64
     Ok(bytes)
 }
 
-fn check_stream(s: &Stream) -> std::result::Result<(), &'static str> {
-    match s.codec {
+/// Checks a stream's lengths against its codec (spec §5.3). Per-plane
+/// storage is only for values streams, with one plane per element byte.
+fn check_stream(s: &Stream, values_width: Option<u64>) -> std::result::Result<(), &'static str> {
+    match &s.codec {
         Codec::Raw if s.stored_len != s.raw_len => Err("raw stream stored and raw lengths differ"),
         Codec::Zstd if s.stored_len == 0 || s.raw_len == 0 => Err("empty zstd stream"),
+        Codec::PerPlane(planes) => {
+            let Some(w) = values_width.filter(|&w| w > 1) else {
+                return Err("per-plane codec on a positions stream or 1-byte values");
+            };
+            if planes.len() as u64 != w || s.raw_len == 0 || s.raw_len % w != 0 {
+                return Err("per-plane stream needs one plane per element byte");
+            }
+            let plane_len = s.raw_len / w;
+            let mut sum: u64 = 0;
+            for p in planes {
+                match p.codec {
+                    PlaneCodec::Raw if p.stored_len != plane_len => {
+                        return Err("raw plane length differs from the plane size")
+                    }
+                    PlaneCodec::Zstd if p.stored_len == 0 => return Err("empty zstd plane"),
+                    _ => {}
+                }
+                sum = sum
+                    .checked_add(p.stored_len)
+                    .ok_or("plane lengths overflow")?;
+            }
+            if sum != s.stored_len {
+                return Err("plane lengths do not add up to the stream's stored length");
+            }
+            Ok(())
+        }
         _ => Ok(()),
     }
 }

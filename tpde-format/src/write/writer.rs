@@ -12,6 +12,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::source::ByteSource;
 use crate::codec::chunk::{self, EncodeScratch, EncodedChunk};
+use crate::codec::widen;
 use crate::error::{Error, Result};
 use crate::format::{
     align_up, bincode_options, BaseFile, BaseRef, Chunk, Digest, Dtype, ExtraFile, FileRecord,
@@ -28,6 +29,7 @@ pub struct WriteOptions {
     chunk_elems: u64,
     plain_bases: bool,
     overwrite: bool,
+    max_minor: u16,
 }
 
 impl Default for WriteOptions {
@@ -37,6 +39,7 @@ impl Default for WriteOptions {
             chunk_elems: 1 << 20,
             plain_bases: false,
             overwrite: false,
+            max_minor: VERSION_MINOR,
         }
     }
 }
@@ -66,6 +69,18 @@ impl WriteOptions {
         self.overwrite = yes;
         self
     }
+    /// Newest format minor the archive may use (default: the newest this
+    /// crate knows). `0` writes archives that v1.0 readers can read: no
+    /// per-plane streams, no widened bases (spec §8).
+    #[must_use]
+    pub fn with_max_minor(mut self, minor: u16) -> Self {
+        self.max_minor = minor.min(VERSION_MINOR);
+        self
+    }
+    /// Newest format minor the archive may use.
+    pub fn max_minor(&self) -> u16 {
+        self.max_minor
+    }
     /// The zstd level.
     pub fn level(&self) -> i32 {
         self.level
@@ -85,6 +100,8 @@ pub enum BaseInput<'a> {
     Inline {
         /// Its index in the archive's base table.
         index: u32,
+        /// Its dtype: the target's, or a narrower float widened exactly (spec §6.2).
+        dtype: Dtype,
         /// Its bytes.
         source: &'a dyn ByteSource,
     },
@@ -96,6 +113,8 @@ pub enum BaseInput<'a> {
         name: &'a str,
         /// SHA-256 of the base tensor's bytes.
         sha256: Digest,
+        /// Its dtype: the target's, or a narrower float widened exactly (spec §6.2).
+        dtype: Dtype,
         /// Its bytes.
         source: &'a dyn ByteSource,
     },
@@ -301,11 +320,23 @@ impl ArchiveWriter {
         let n = len / w;
         let ce = self.opts.chunk_elems;
         let nchunks = n.div_ceil(ce);
-        let level = self.opts.level;
-        let base_src: Option<&dyn ByteSource> = match base {
-            BaseInput::None => None,
-            BaseInput::Inline { source, .. } | BaseInput::External { source, .. } => Some(source),
+        let comp = chunk::Compression {
+            level: self.opts.level,
+            per_plane: self.opts.max_minor >= 1,
         };
+        let base_src: Option<(&dyn ByteSource, Dtype)> = match base {
+            BaseInput::None => None,
+            BaseInput::Inline { source, dtype, .. } | BaseInput::External { source, dtype, .. } => {
+                Some((source, dtype))
+            }
+        };
+        if let Some((_, bd)) = base_src {
+            if bd != dtype && (self.opts.max_minor < 1 || !widen::can_widen(bd, dtype)) {
+                return Err(Error::Usage(format!(
+                    "tensor {name:?}: a {bd} base cannot predict a {dtype} target"
+                )));
+            }
+        }
         let read = |i: u64| -> Result<(Vec<u8>, Option<Vec<u8>>)> {
             let start = i * ce;
             let count = ce.min(n - start);
@@ -314,10 +345,16 @@ impl ArchiveWriter {
                 .read_at(start * w, &mut t)
                 .map_err(|e| Error::io(target.path(), e))?;
             let b = match base_src {
-                Some(src) => {
-                    let mut b = vec![0u8; t.len()];
-                    src.read_at(start * w, &mut b)
+                Some((src, bd)) => {
+                    let bw = bd.width() as u64;
+                    let mut b = vec![0u8; (count * bw) as usize];
+                    src.read_at(start * bw, &mut b)
                         .map_err(|e| Error::io(src.path(), e))?;
+                    if bd != dtype {
+                        let mut wide = vec![0u8; t.len()];
+                        widen::widen(bd, dtype, &b, &mut wide);
+                        b = wide;
+                    }
                     Some(b)
                 }
                 None => None,
@@ -329,7 +366,7 @@ impl ArchiveWriter {
             Op::Replace
         } else {
             let (t, b) = read(nchunks / 2)?;
-            chunk::choose_op(w as usize, &t, b.as_deref(), level)
+            chunk::choose_op(w as usize, &t, b.as_deref(), comp)
         };
 
         let mut sha = Sha256::new();
@@ -345,7 +382,7 @@ impl ArchiveWriter {
                 .map(|i| {
                     let (t, b) = read(i)?;
                     let e = ENCODE_SCRATCH.with(|s| {
-                        chunk::encode(w as usize, &t, b.as_deref(), op, level, &mut s.borrow_mut())
+                        chunk::encode(w as usize, &t, b.as_deref(), op, comp, &mut s.borrow_mut())
                     });
                     Ok((e, t))
                 })
@@ -380,13 +417,32 @@ impl ArchiveWriter {
         }
         let base_ref = match base {
             BaseInput::None => BaseRef::None,
-            BaseInput::Inline { index, .. } => BaseRef::Inline { index },
+            BaseInput::Inline {
+                index, dtype: bd, ..
+            } if bd == dtype => BaseRef::Inline { index },
+            BaseInput::Inline { index, .. } => BaseRef::InlineWidened { index },
             BaseInput::External {
-                file, name, sha256, ..
-            } => BaseRef::External {
+                file,
+                name,
+                sha256,
+                dtype: bd,
+                ..
+            } if bd == dtype => BaseRef::External {
                 file,
                 name: name.to_owned(),
                 sha256,
+            },
+            BaseInput::External {
+                file,
+                name,
+                sha256,
+                dtype: bd,
+                ..
+            } => BaseRef::ExternalWidened {
+                file,
+                name: name.to_owned(),
+                sha256,
+                dtype: bd,
             },
         };
         Ok(TensorRecord {
@@ -413,7 +469,9 @@ impl ArchiveWriter {
         self.write_raw(&index)?;
         let mut header = Header {
             major: VERSION_MAJOR,
-            minor: VERSION_MINOR,
+            // The lowest minor whose features this archive uses, so readers
+            // of older minors can still read archives that need nothing newer.
+            minor: self.index.min_minor(),
             flags: 0,
             file_len: self.pos,
             index_offset,
