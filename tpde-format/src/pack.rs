@@ -195,7 +195,9 @@ fn find_renamed(
     target: &Checkpoint,
     base: &Checkpoint,
 ) -> Result<HashMap<(String, String), (usize, usize)>> {
-    let mut by_shape: HashMap<(Dtype, &[u64]), Vec<(usize, usize)>> = HashMap::new();
+    // (dtype, shape) -> (file, tensor) indices of base tensors.
+    type ByShape<'a> = HashMap<(Dtype, &'a [u64]), Vec<(usize, usize)>>;
+    let mut by_shape: ByShape<'_> = HashMap::new();
     for (fi, f) in base.files.iter().enumerate() {
         for (ti, t) in f.tensors.iter().enumerate() {
             if t.len > 0 {

@@ -244,6 +244,15 @@ pub fn host_base_plan<'a, D: AsRef<[u8]> + Sync>(
         BaseView::Zero => BasePlan::Zero,
         BaseView::Bytes(b) => BasePlan::HostBytes(b),
         BaseView::Inline(bi) => BasePlan::InlineChunked(bi),
+        // Widening (format v1.1) has no device kernel yet: say so rather
+        // than combine with the wrong predictor.
+        BaseView::Widened(_, from) => {
+            return Err(GpuError::Usage(format!(
+                "tensor {:?}: a base widened from {from} is not supported on the GPU path yet; \
+                 use the CPU reader (tpde-format) for this archive",
+                archive.record(Table::Target, t).name
+            )))
+        }
     })
 }
 
@@ -252,7 +261,8 @@ pub fn base_name<D: AsRef<[u8]> + Sync>(archive: &Archive<D>, t: usize) -> Optio
     match &archive.record(Table::Target, t).base {
         BaseRef::None => None,
         BaseRef::Inline { index } => Some(&archive.index().bases[*index as usize].name),
-        BaseRef::External { name, .. } => Some(name),
+        BaseRef::External { name, .. } | BaseRef::ExternalWidened { name, .. } => Some(name),
+        BaseRef::InlineWidened { index } => Some(&archive.index().bases[*index as usize].name),
     }
 }
 

@@ -17,7 +17,7 @@
 use std::cell::RefCell;
 
 use tpde_format::codec::{positions, stream};
-use tpde_format::format::{Codec, Payload, Stream};
+use tpde_format::format::{Payload, Stream};
 use tpde_format::read::Table;
 use tpde_format::{Archive, Error as FormatError, Location};
 
@@ -95,38 +95,7 @@ pub fn fill_region<D: AsRef<[u8]> + Sync>(
 }
 
 /// Decompresses one stream into exactly `out` (its declared raw length),
-/// with no intermediate buffer: the decoder writes into pinned memory. Same
-/// rules as `tpde_format::codec::stream::decompress`: a frame that yields
-/// more or fewer bytes than declared fails.
+/// with no intermediate buffer: the decoder writes into pinned memory.
 pub fn decompress_into(s: &Stream, stored: &[u8], out: &mut [u8]) -> Result<(), &'static str> {
-    if s.raw_len != out.len() as u64 {
-        return Err("stream length differs from the staged length");
-    }
-    match s.codec {
-        Codec::Raw => {
-            if stored.len() != out.len() {
-                return Err("raw stream length differs from its declared length");
-            }
-            out.copy_from_slice(stored);
-            Ok(())
-        }
-        Codec::Zstd => {
-            let n = DECOMPRESSOR.with(|d| {
-                let mut d = d.borrow_mut();
-                if d.is_none() {
-                    *d = zstd::bulk::Decompressor::new().ok();
-                }
-                match d.as_mut() {
-                    Some(d) => d
-                        .decompress_to_buffer(stored, out)
-                        .map_err(|_| "zstd frame is corrupt or larger than declared"),
-                    None => Err("cannot create a zstd decoder"),
-                }
-            })?;
-            if n != out.len() {
-                return Err("zstd frame is shorter than declared");
-            }
-            Ok(())
-        }
-    }
+    tpde_format::codec::stream::decompress_into(s, stored, out)
 }

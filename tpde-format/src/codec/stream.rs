@@ -119,26 +119,33 @@ pub fn compress(raw: &[u8], level: i32, out: &mut Vec<u8>) -> Stream {
 pub fn decompress(stream: &Stream, stored: &[u8], out: &mut Vec<u8>) -> Result<(), &'static str> {
     let raw_len = usize::try_from(stream.raw_len).map_err(|_| "raw length too large")?;
     out.clear();
+    out.resize(raw_len, 0);
+    decompress_into(stream, stored, out)
+}
+
+/// Decompresses one stream into `out`, which must be exactly `stream.raw_len`
+/// bytes (a caller's buffer: pinned staging memory, a tensor slice). Same
+/// rules as [`decompress`]; nothing is allocated.
+pub fn decompress_into(stream: &Stream, stored: &[u8], out: &mut [u8]) -> Result<(), &'static str> {
+    if stream.raw_len != out.len() as u64 {
+        return Err("output length differs from the stream's raw length");
+    }
     match &stream.codec {
         Codec::Raw => {
-            if stored.len() != raw_len {
+            if stored.len() != out.len() {
                 return Err("raw stream length differs from its declared length");
             }
-            out.extend_from_slice(stored);
+            out.copy_from_slice(stored);
             Ok(())
         }
-        Codec::Zstd => {
-            out.resize(raw_len, 0);
-            zstd_into(stored, out)
-        }
+        Codec::Zstd => zstd_into(stored, out),
         Codec::PerPlane(planes) => {
             // Validated at open: one entry per element byte, raw_len a
             // multiple of their count, stored lengths summing to `stored`.
-            if planes.is_empty() || raw_len % planes.len() != 0 {
+            if planes.is_empty() || out.len() % planes.len() != 0 {
                 return Err("per-plane stream has no planes or a ragged length");
             }
-            out.resize(raw_len, 0);
-            let n = raw_len / planes.len();
+            let n = out.len() / planes.len();
             let mut rest = stored;
             for (p, dst) in planes.iter().zip(out.chunks_exact_mut(n.max(1))) {
                 let len = usize::try_from(p.stored_len).map_err(|_| "plane too long")?;
