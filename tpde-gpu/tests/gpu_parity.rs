@@ -231,7 +231,9 @@ fn base_name(rec: &tpde_format::format::TensorRecord) -> Option<String> {
     match &rec.base {
         tpde_format::format::BaseRef::None => None,
         tpde_format::format::BaseRef::Inline { .. } => Some(format!("{}.base", rec.name)),
-        tpde_format::format::BaseRef::External { name, .. } => Some(name.clone()),
+        tpde_format::format::BaseRef::External { name, .. }
+        | tpde_format::format::BaseRef::ExternalWidened { name, .. } => Some(name.clone()),
+        tpde_format::format::BaseRef::InlineWidened { .. } => Some(format!("{}.base", rec.name)),
     }
 }
 

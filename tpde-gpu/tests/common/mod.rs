@@ -179,7 +179,11 @@ fn chunked(
     while i < n {
         let count = ce.min(n - i);
         let r = (i as usize * w)..((i + count) as usize * w);
-        let mut e = encode(w, &target[r.clone()], base.map(|b| &b[r]), op, 3, &mut s);
+        let comp = tpde_format::codec::chunk::Compression {
+            level: 3,
+            per_plane: true,
+        };
+        let mut e = encode(w, &target[r.clone()], base.map(|b| &b[r]), op, comp, &mut s);
         if e.kind == ChunkKind::Sparse {
             if let Some(t) = tamper.take() {
                 let pos = hostile_positions(t, e.changed as usize, count);
