@@ -391,10 +391,14 @@ impl<D: AsRef<[u8]> + Sync> Archive<D> {
                     return Err(Error::Usage("output buffer has the wrong length".into()));
                 }
                 let step = (chunk_elems * w) as usize;
+                // `find_first`, not `try_for_each`: when several chunks are
+                // bad, report the lowest-numbered one, so the error does not
+                // depend on thread count or scheduling (found by the
+                // `equivalence` fuzz target).
                 out.par_chunks_mut(step.max(1))
                     .zip(sel.par_iter())
                     .enumerate()
-                    .try_for_each(|(j, (o, c))| {
+                    .map(|(j, (o, c))| -> Result<()> {
                         let i = chunks.start + j;
                         let range = c.elem_start..c.elem_start + c.elem_count;
                         match base {
@@ -435,6 +439,8 @@ impl<D: AsRef<[u8]> + Sync> Archive<D> {
                         }
                         self.decode_chunk(Table::Target, t, i, o)
                     })
+                    .find_first(Result::is_err)
+                    .unwrap_or(Ok(()))
             }
         }
     }
@@ -494,15 +500,20 @@ impl<D: AsRef<[u8]> + Sync> Archive<D> {
             (Table::Base, &self.index.bases),
             (Table::Target, &self.index.tensors),
         ] {
+            // The first bad blob in index order, whatever the scheduling.
             list.par_iter()
                 .enumerate()
-                .try_for_each(|(t, rec)| match &rec.payload {
+                .map(|(t, rec)| match &rec.payload {
                     Payload::Plain { .. } => self.plain_bytes(table, t).map(|_| ()),
                     Payload::Chunked { chunks, .. } => chunks
                         .par_iter()
                         .enumerate()
-                        .try_for_each(|(i, c)| self.chunk_bytes(table, t, i, c).map(|_| ())),
-                })?;
+                        .map(|(i, c)| self.chunk_bytes(table, t, i, c).map(|_| ()))
+                        .find_first(Result::is_err)
+                        .unwrap_or(Ok(())),
+                })
+                .find_first(Result::is_err)
+                .unwrap_or(Ok(()))?;
         }
         Ok(())
     }

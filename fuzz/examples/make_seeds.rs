@@ -1,0 +1,197 @@
+//! Writes the committed seed corpus under `fuzz/seeds/<target>/`: small
+//! archives covering every payload and chunk kind, base mode, dtype, empty
+//! and 0-d tensors, several files — each a few KiB, so the fuzzer mutates
+//! structure rather than bulk. Run by `fuzz/make_seeds.sh`; deterministic
+//! (the writer's output does not depend on threads or time).
+//!
+//! The golden vectors in `tests/vectors/v1/` are further seeds; `run.sh`
+//! passes that directory to libFuzzer directly rather than copying it.
+
+use std::path::{Path, PathBuf};
+
+use tpde_format::pack::{pack, BaseMode, PackOptions};
+use tpde_format::safetensors::{make_header, Checkpoint};
+use tpde_format::{Dtype, WriteOptions};
+
+type Tensor = (String, Dtype, Vec<u64>, Vec<u8>);
+
+fn write_st(path: &Path, tensors: &[Tensor]) {
+    let list: Vec<_> = tensors
+        .iter()
+        .map(|(n, d, s, _)| (n.as_str(), *d, s.as_slice()))
+        .collect();
+    let header = make_header(&list);
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&header);
+    for t in tensors {
+        out.extend_from_slice(&t.3);
+    }
+    std::fs::write(path, out).expect("write safetensors");
+}
+
+fn bytes(n: usize, f: impl Fn(usize) -> u8) -> Vec<u8> {
+    (0..n).map(f).collect()
+}
+
+/// A target with sparse, dense and zero chunks against `base`, a tensor new
+/// in the target, an empty tensor and a scalar.
+fn pair() -> (Vec<Tensor>, Vec<Tensor>) {
+    let n = 200;
+    let f32b = bytes(n * 4, |i| (i * 37 % 251) as u8);
+    let mut f32t = f32b.clone();
+    for i in [3, 90, 91, 199] {
+        f32t[i * 4 + 1] ^= 0x40;
+    }
+    let u16b = bytes(n * 2, |i| (i % 7) as u8);
+    let u16t = bytes(n * 2, |i| (i * 13 % 256) as u8);
+    let same = bytes(n, |i| (i % 3) as u8);
+    let base = vec![
+        ("a.f32".into(), Dtype::F32, vec![10, 20], f32b),
+        ("b.u16".into(), Dtype::U16, vec![200], u16b),
+        ("c.i8".into(), Dtype::I8, vec![200], same.clone()),
+    ];
+    let target = vec![
+        ("a.f32".into(), Dtype::F32, vec![10, 20], f32t),
+        ("b.u16".into(), Dtype::U16, vec![200], u16t),
+        ("c.i8".into(), Dtype::I8, vec![200], same),
+        (
+            "d.bf16".into(),
+            Dtype::BF16,
+            vec![5, 8],
+            bytes(80, |i| i as u8),
+        ),
+        ("e.empty".into(), Dtype::F64, vec![0, 4], Vec::new()),
+        (
+            "f.scalar".into(),
+            Dtype::I64,
+            vec![],
+            bytes(8, |i| i as u8 + 1),
+        ),
+    ];
+    (target, base)
+}
+
+fn pack_into(out: &Path, target: &Path, base: Option<&Path>, mode: BaseMode, ce: u64) {
+    let t = Checkpoint::open(target).expect("target");
+    let b = base.map(|b| Checkpoint::open(b).expect("base"));
+    let opts = PackOptions {
+        write: WriteOptions::default()
+            .with_chunk_elems(ce)
+            .with_overwrite(true),
+        base_mode: mode,
+    };
+    pack(&t, b.as_ref(), out, &opts, &mut |_| {}).expect("pack");
+}
+
+fn main() {
+    let root = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "seeds".into()));
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path();
+    let (target, base) = pair();
+    let (tp, bp) = (dir.join("t.safetensors"), dir.join("b.safetensors"));
+    write_st(&tp, &target);
+    write_st(&bp, &base);
+
+    // An all-zero base of the same shapes: the fuzz targets supply zero
+    // external bases, so this archive's external path decodes for real.
+    let zeros: Vec<Tensor> = target
+        .iter()
+        .map(|(n, d, s, b)| (n.clone(), *d, s.clone(), vec![0; b.len()]))
+        .collect();
+    let zp = dir.join("z.safetensors");
+    write_st(&zp, &zeros);
+
+    // Every dtype, one small tensor each, standalone.
+    let every: Vec<Tensor> = Dtype::ALL
+        .iter()
+        .enumerate()
+        .map(|(k, &d)| {
+            let n = 3 + k;
+            (
+                format!("t{k}.{d}"),
+                d,
+                vec![n as u64],
+                bytes(n * d.width(), |i| (i * 31 + k) as u8),
+            )
+        })
+        .collect();
+    let ep = dir.join("every.safetensors");
+    write_st(&ep, &every);
+
+    // A sharded checkpoint: two shards and the index naming them.
+    let sh = dir.join("sharded");
+    std::fs::create_dir(&sh).expect("mkdir");
+    let s1 = "model-00001-of-00002.safetensors";
+    let s2 = "model-00002-of-00002.safetensors";
+    write_st(&sh.join(s1), &target[..2]);
+    write_st(&sh.join(s2), &target[2..]);
+    let map: Vec<String> = target
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("{:?}: {:?}", t.0, if i < 2 { s1 } else { s2 }))
+        .collect();
+    std::fs::write(
+        sh.join("model.safetensors.index.json"),
+        format!(
+            "{{\"metadata\": {{}}, \"weight_map\": {{{}}}}}",
+            map.join(", ")
+        ),
+    )
+    .expect("index json");
+
+    let archives: Vec<(&str, PathBuf, Option<PathBuf>, BaseMode, u64)> = vec![
+        ("inline", tp.clone(), Some(bp.clone()), BaseMode::Inline, 64),
+        (
+            "inline_plain",
+            tp.clone(),
+            Some(bp.clone()),
+            BaseMode::InlinePlain,
+            64,
+        ),
+        (
+            "external",
+            tp.clone(),
+            Some(bp.clone()),
+            BaseMode::External,
+            64,
+        ),
+        (
+            "external_zero",
+            tp.clone(),
+            Some(zp.clone()),
+            BaseMode::External,
+            50,
+        ),
+        ("standalone", tp.clone(), None, BaseMode::Inline, 128),
+        ("every_dtype", ep.clone(), None, BaseMode::Inline, 4),
+        ("sharded", sh.clone(), None, BaseMode::Inline, 100),
+        (
+            "one_chunk",
+            tp.clone(),
+            Some(bp.clone()),
+            BaseMode::Inline,
+            4096,
+        ),
+    ];
+    for target in ["open_decode", "equivalence"] {
+        std::fs::create_dir_all(root.join(target)).expect("mkdir seeds");
+    }
+    for (name, t, b, mode, ce) in &archives {
+        let out = dir.join(format!("{name}.tpde"));
+        pack_into(&out, t, b.as_deref(), *mode, *ce);
+        let bytes = std::fs::read(&out).expect("read archive");
+        for target in ["open_decode", "equivalence"] {
+            std::fs::write(root.join(target).join(format!("{name}.tpde")), &bytes)
+                .expect("write seed");
+        }
+        println!("{name}.tpde: {} bytes", bytes.len());
+    }
+
+    // Round trip: arbitrary-decoded bytes; a few shapes of input.
+    let rt = root.join("roundtrip");
+    std::fs::create_dir_all(&rt).expect("mkdir seeds");
+    for (k, len) in [16usize, 64, 256, 1024].into_iter().enumerate() {
+        let seed = bytes(len, |i| ((i * 131 + k * 17) ^ (i >> 3)) as u8);
+        std::fs::write(rt.join(format!("pattern_{len}")), seed).expect("write seed");
+    }
+}

@@ -1,0 +1,4 @@
+//! Fuzz target `equivalence`: see `fuzz/src/lib.rs` for what it checks.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| tpde_fuzz::equivalence(data));

@@ -1,0 +1,366 @@
+//! Bodies of the tpde fuzz targets (issue 4), kept apart from libFuzzer so
+//! that `tests/tests/fuzz_regressions.rs` replays the very same code on
+//! stable (it includes this file by path).
+//!
+//! - [`open_decode`]: raw bytes → open, validate, summarize, check CRCs and
+//!   decode every tensor and file under [`ReadLimits::strict`]. The property:
+//!   no panic, no unbounded allocation, no hang, and anything handed back as
+//!   good has its recorded digest.
+//! - [`roundtrip`]: structured input (tensors, dtypes, shapes, bases,
+//!   options, built with `arbitrary`) → safetensors → pack → read →
+//!   bit-exact equality, and the same archive bytes whatever the thread count.
+//! - [`equivalence`]: raw bytes → the in-memory reader and the mmap reader,
+//!   serial (one-thread pool) and parallel decode, whole-tensor and
+//!   chunk-by-chunk decode: identical results or identical errors.
+
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use arbitrary::{Arbitrary, Unstructured};
+use sha2::{Digest as _, Sha256};
+use tpde_format::format::BaseRef;
+use tpde_format::pack::{pack, BaseMode, PackOptions};
+use tpde_format::safetensors::{make_header, Checkpoint};
+use tpde_format::unpack::{stream_file, unpack, verify, UnpackOptions};
+use tpde_format::{Archive, BaseProvider, Dtype, NoBase, ReadLimits, WriteOptions};
+
+/// In-memory base tensors by name: dtype, shape, bytes.
+pub type MemBase = HashMap<String, (Dtype, Vec<u64>, Vec<u8>)>;
+
+/// Largest external base tensor [`zero_base`] makes up.
+const ZERO_BASE_MAX: u64 = 1 << 20;
+
+/// All-zero external base tensors shaped as the archive's own index asks
+/// (up to 1 MiB each), so the external-base path is exercised: a seed
+/// packed against an all-zero base passes the digest check, and mutants of
+/// it reach the decoder.
+pub fn zero_base<D: AsRef<[u8]> + Sync>(a: &Archive<D>) -> MemBase {
+    let mut base = MemBase::new();
+    for rec in &a.index().tensors {
+        if let (BaseRef::External { name, .. }, Some(len)) = (&rec.base, rec.byte_len()) {
+            if len <= ZERO_BASE_MAX {
+                base.entry(name.clone())
+                    .or_insert_with(|| (rec.dtype, rec.shape.clone(), vec![0; len as usize]));
+            }
+        }
+    }
+    base
+}
+
+/// Target 1: open + validate + decode everything under strict limits.
+pub fn open_decode(data: &[u8]) {
+    let Ok(a) = Archive::from_bytes(data, ReadLimits::strict()) else {
+        return;
+    };
+    let base = zero_base(&a);
+    let _ = tpde_format::inspect::summarize_archive(&a);
+    let _ = a.check_crcs();
+    for rec in &a.index().tensors {
+        if let Ok(bytes) = a.decode_tensor(&rec.name, &base) {
+            assert_eq!(Some(bytes.len() as u64), rec.byte_len(), "{}", rec.name);
+            let digest: [u8; 32] = Sha256::digest(&bytes).into();
+            assert_eq!(
+                digest, rec.sha256,
+                "{} returned with another digest",
+                rec.name
+            );
+        }
+    }
+    for (fi, rec) in a.index().files.iter().enumerate() {
+        let mut sha = Sha256::new();
+        let mut len = 0u64;
+        let res = stream_file(&a, fi, &base, &mut |b| {
+            sha.update(b);
+            len += b.len() as u64;
+            Ok(())
+        });
+        if res.is_ok() {
+            let digest: [u8; 32] = sha.finalize().into();
+            assert_eq!((len, digest), (rec.size, rec.sha256), "file {}", rec.name);
+        }
+    }
+}
+
+/// A result reduced to something comparable: the bytes, or the error's
+/// full debug form (variant, location, reason, values).
+type Outcome = Result<Vec<u8>, String>;
+
+fn outcome(r: tpde_format::Result<Vec<u8>>) -> Outcome {
+    r.map_err(|e| format!("{e:?}"))
+}
+
+fn serial_pool() -> &'static rayon::ThreadPool {
+    static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .expect("one-thread pool")
+    })
+}
+
+/// A scratch file for the mmap reader, one per thread (the replay test runs
+/// inputs on several threads of one process).
+fn scratch_path() -> PathBuf {
+    let id = format!("{:?}", std::thread::current().id());
+    let id: String = id.chars().filter(char::is_ascii_digit).collect();
+    std::env::temp_dir().join(format!("tpde-fuzz-{}-{id}.tpde", std::process::id()))
+}
+
+/// Target 3: readers and schedules that must agree.
+pub fn equivalence(data: &[u8]) {
+    let path = scratch_path();
+    std::fs::write(&path, data).expect("write scratch file");
+    let mem = Archive::from_bytes(data, ReadLimits::strict());
+    let map = Archive::open_with_limits(&path, ReadLimits::strict());
+    let (mem, map) = match (mem, map) {
+        (Ok(m), Ok(p)) => (m, p),
+        (Err(a), Err(b)) => {
+            assert_eq!(format!("{a:?}"), format!("{b:?}"), "open errors differ");
+            let _ = std::fs::remove_file(&path);
+            return;
+        }
+        (a, b) => panic!(
+            "in-memory open {:?} but mmap open {:?}",
+            a.map(|_| ()),
+            b.map(|_| ())
+        ),
+    };
+    assert_eq!(mem.index(), map.index());
+    assert_eq!(mem.header(), map.header());
+    let base = zero_base(&mem);
+    let serial = serial_pool();
+    assert_eq!(
+        format!("{:?}", mem.check_crcs()),
+        format!("{:?}", serial.install(|| mem.check_crcs())),
+        "check_crcs: parallel and serial differ"
+    );
+    for (t, rec) in mem.index().tensors.iter().enumerate() {
+        let par = outcome(mem.decode_tensor(&rec.name, &base));
+        let ser = outcome(serial.install(|| mem.decode_tensor(&rec.name, &base)));
+        let mapped = outcome(map.decode_tensor(&rec.name, &base));
+        assert_eq!(par, ser, "{}: parallel and serial decode differ", rec.name);
+        assert_eq!(
+            par, mapped,
+            "{}: in-memory and mmap decode differ",
+            rec.name
+        );
+        // Random access: each chunk decoded alone is the matching slice of
+        // the whole tensor (digests are per tensor, so only compare when
+        // the whole decoded as good).
+        if let (Ok(whole), Ok(view)) = (&par, mem.resolve_base(t, &base)) {
+            let mut at = 0usize;
+            for i in 0..mem.chunk_count(t) {
+                let len = mem.chunks_byte_len(t, i..i + 1) as usize;
+                let mut out = vec![0u8; len];
+                mem.decode_chunks_into(t, i..i + 1, view, &mut out)
+                    .unwrap_or_else(|e| panic!("{} chunk {i} alone: {e}", rec.name));
+                assert!(out == whole[at..at + len], "{} chunk {i} differs", rec.name);
+                at += len;
+            }
+            assert_eq!(at, whole.len());
+        }
+    }
+    drop(map);
+    let _ = std::fs::remove_file(&path);
+}
+
+// ---- round trip -------------------------------------------------------------
+
+/// Structured input of the round-trip target.
+#[derive(Debug, Arbitrary)]
+pub struct RoundtripInput {
+    /// Elements per chunk: `1 + chunk_elems % 3000`.
+    pub chunk_elems: u16,
+    /// zstd level: `1 + level % 3`.
+    pub level: u8,
+    /// Base mode: inline, inline plain, external, or no base at all.
+    pub mode: u8,
+    /// The target's tensors (at most 8 are used).
+    pub tensors: Vec<TensorSpec>,
+}
+
+/// One target tensor and how its base relates to it.
+#[derive(Debug, Arbitrary)]
+pub struct TensorSpec {
+    /// Name (empty, repeated or reserved names are replaced by `t<i>`).
+    pub name: String,
+    /// Dtype: `Dtype::ALL[dtype % 15]`.
+    pub dtype: u8,
+    /// Shape: up to 3 dimensions of `d % 24` (0 gives an empty tensor, no
+    /// dimension a 0-d scalar).
+    pub shape: Vec<u8>,
+    /// Byte pattern the target's bytes are made from.
+    pub fill: Vec<u8>,
+    /// The base tensor of the same name.
+    pub base: BaseSpec,
+}
+
+/// How the base of one tensor differs from the target.
+#[derive(Debug, Arbitrary)]
+pub enum BaseSpec {
+    /// No base tensor of that name (stored standalone).
+    Missing,
+    /// Identical (zero chunks).
+    Same,
+    /// A few elements differ (sparse chunks).
+    Sparse {
+        /// Element positions, taken modulo the element count.
+        positions: Vec<u16>,
+        /// Xor applied to the first byte of each.
+        xor: u8,
+    },
+    /// Every element may differ (dense chunks).
+    Dense {
+        /// Byte pattern of the base.
+        fill: Vec<u8>,
+    },
+    /// Same name, another dtype (not a match: stored standalone).
+    OtherDtype,
+}
+
+/// Bytes from a pattern: `fill` cycled, varied per cycle so long tensors
+/// are not one repeated block.
+fn pattern(fill: &[u8], len: usize) -> Vec<u8> {
+    if fill.is_empty() {
+        return vec![0; len];
+    }
+    (0..len)
+        .map(|i| fill[i % fill.len()].wrapping_add((i / fill.len()) as u8))
+        .collect()
+}
+
+/// A safetensors file of `tensors` in this order.
+fn safetensors_bytes(tensors: &[(String, Dtype, Vec<u64>, Vec<u8>)]) -> Vec<u8> {
+    let list: Vec<_> = tensors
+        .iter()
+        .map(|(n, d, s, _)| (n.as_str(), *d, s.as_slice()))
+        .collect();
+    let header = make_header(&list);
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&header);
+    for (_, _, _, b) in tensors {
+        out.extend_from_slice(b);
+    }
+    out
+}
+
+/// The target and base checkpoints an input describes.
+type Pair = (
+    Vec<(String, Dtype, Vec<u64>, Vec<u8>)>,
+    Vec<(String, Dtype, Vec<u64>, Vec<u8>)>,
+);
+
+fn build(input: &RoundtripInput) -> Pair {
+    let mut target = Vec::new();
+    let mut base = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (i, spec) in input.tensors.iter().take(8).enumerate() {
+        let mut name: String = spec.name.chars().take(40).collect();
+        // safetensors reserves `__metadata__`; empty and repeated names get
+        // a unique one instead.
+        if name.is_empty() || name.starts_with("__") || seen.contains(&name) {
+            name = format!("t{i}");
+        }
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        let dtype = Dtype::ALL[spec.dtype as usize % Dtype::ALL.len()];
+        let shape: Vec<u64> = spec
+            .shape
+            .iter()
+            .take(3)
+            .map(|&d| u64::from(d % 24))
+            .collect();
+        let n = shape.iter().product::<u64>() as usize;
+        let w = dtype.width();
+        let bytes = pattern(&spec.fill, n * w);
+        let base_bytes = match &spec.base {
+            BaseSpec::Missing => None,
+            BaseSpec::Same => Some((dtype, bytes.clone())),
+            BaseSpec::Sparse { positions, xor } => {
+                let mut b = bytes.clone();
+                if n > 0 {
+                    for &p in positions {
+                        b[(p as usize % n) * w] ^= xor | 1;
+                    }
+                }
+                Some((dtype, b))
+            }
+            BaseSpec::Dense { fill } => Some((dtype, pattern(fill, n * w))),
+            BaseSpec::OtherDtype => {
+                let other = if w == 1 { Dtype::U16 } else { Dtype::U8 };
+                Some((other, pattern(&spec.fill, n * other.width())))
+            }
+        };
+        if let Some((d, b)) = base_bytes {
+            base.push((name.clone(), d, shape.clone(), b));
+        }
+        target.push((name, dtype, shape, bytes));
+    }
+    (target, base)
+}
+
+/// Target 2 on raw fuzzer bytes, decoded as libFuzzer's typed targets do.
+pub fn roundtrip_bytes(data: &[u8]) {
+    if let Ok(input) = RoundtripInput::arbitrary_take_rest(Unstructured::new(data)) {
+        roundtrip(&input);
+    }
+}
+
+fn pack_to(
+    out: &Path,
+    target: &Checkpoint,
+    base: Option<&Checkpoint>,
+    opts: &PackOptions,
+) -> Vec<u8> {
+    pack(target, base, out, opts, &mut |_| {}).expect("pack a valid checkpoint");
+    std::fs::read(out).expect("read the archive back")
+}
+
+/// Target 2: pack → read → bit-exact equality, deterministic output.
+pub fn roundtrip(input: &RoundtripInput) {
+    let (target, base) = build(input);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tp = dir.path().join("target.safetensors");
+    let bp = dir.path().join("base.safetensors");
+    let target_file = safetensors_bytes(&target);
+    std::fs::write(&tp, &target_file).expect("write target");
+    std::fs::write(&bp, safetensors_bytes(&base)).expect("write base");
+    let t = Checkpoint::open(&tp).expect("our own safetensors file opens");
+    let b = Checkpoint::open(&bp).expect("our own safetensors file opens");
+    let mode = input.mode % 4;
+    let base_mode = match mode {
+        0 => BaseMode::Inline,
+        1 => BaseMode::InlinePlain,
+        _ => BaseMode::External,
+    };
+    let base_ck = (mode != 3).then_some(&b);
+    let opts = PackOptions {
+        write: WriteOptions::default()
+            .with_chunk_elems(1 + u64::from(input.chunk_elems) % 3000)
+            .with_level(1 + i32::from(input.level % 3)),
+        base_mode,
+    };
+    let bytes = pack_to(&dir.path().join("a.tpde"), &t, base_ck, &opts);
+    let serial = serial_pool().install(|| pack_to(&dir.path().join("b.tpde"), &t, base_ck, &opts));
+    assert!(bytes == serial, "archive bytes depend on the thread count");
+
+    let a = Archive::from_bytes(&bytes[..], ReadLimits::default()).expect("own archive opens");
+    let provider: &dyn BaseProvider = if mode == 2 { &b } else { &NoBase };
+    verify(&a, provider, Some(&t), &mut |_| {}).expect("verify against the original");
+    for (name, _, _, want) in &target {
+        let got = a.decode_tensor(name, provider).expect("decode");
+        assert!(&got == want, "{name} differs");
+    }
+    let out = dir.path().join("out.safetensors");
+    unpack(&a, provider, &out, &UnpackOptions::default(), &mut |_| {}).expect("unpack");
+    let back = std::fs::read(&out).expect("read unpacked");
+    assert!(
+        back == target_file,
+        "unpacked file differs from the original"
+    );
+}
