@@ -78,3 +78,58 @@ fn shared_finetune_corpus_round_trips() {
         );
     }
 }
+
+/// Outputs are ordinary files: `0666` less the umask, like `File::create`
+/// (tempfile's `0600` default once made archives unreadable to others).
+#[test]
+fn archives_and_unpacked_files_get_ordinary_permissions() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let reference = dir.path().join("reference");
+    std::fs::File::create(&reference).unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let want = mode(&reference);
+    let t = Checkpoint::open(example("v6.2-16k.safetensors")).unwrap();
+    let out = dir.path().join("a.tpde");
+    pack(&t, None, &out, &PackOptions::default(), &mut |_| {}).unwrap();
+    assert_eq!(mode(&out), want, "archive");
+    let a = Archive::open(&out).unwrap();
+    let back = dir.path().join("back.safetensors");
+    unpack(&a, &NoBase, &back, &UnpackOptions::default(), &mut |_| {}).unwrap();
+    assert_eq!(mode(&back), want, "unpacked file");
+}
+
+/// `unpack` with overwrite onto an existing directory replaces it and leaves
+/// nothing else beside it: no `PATH.tpde-old`, no temp directories.
+#[test]
+fn unpack_overwrites_a_directory_without_side_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = tpde_tests::hostile::sharded_checkpoint(dir.path(), "ckpt");
+    let t = Checkpoint::open(&src).unwrap();
+    let archive = dir.path().join("a.tpde");
+    pack(&t, None, &archive, &PackOptions::default(), &mut |_| {}).unwrap();
+    let a = Archive::open(&archive).unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let out = work.join("model");
+    let opts = UnpackOptions {
+        overwrite: true,
+        ..UnpackOptions::default()
+    };
+    unpack(&a, &NoBase, &out, &UnpackOptions::default(), &mut |_| {}).unwrap();
+    std::fs::write(out.join("stale.txt"), b"from an older unpack").unwrap();
+    assert!(matches!(
+        unpack(&a, &NoBase, &out, &UnpackOptions::default(), &mut |_| {}),
+        Err(tpde_format::Error::OutputExists { .. })
+    ));
+    unpack(&a, &NoBase, &out, &opts, &mut |_| {}).unwrap();
+    let beside: Vec<_> = std::fs::read_dir(&work)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(beside, ["model"]);
+    assert!(!out.join("stale.txt").exists(), "old directory replaced");
+    for f in &t.files {
+        assert_eq!(sha256_file(&out.join(&f.name)), sha256_file(&f.path));
+    }
+}

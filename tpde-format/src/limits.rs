@@ -10,8 +10,11 @@ pub struct ReadLimits {
     pub max_index_bytes: u64,
     /// Most target plus inline-base tensors. Default 10 million.
     pub max_tensors: u64,
-    /// Largest decoded chunk stream (raw length of one chunk's values or
-    /// positions), in bytes. Default 1 GiB.
+    /// Largest chunk, as elements × element width (the raw length of its
+    /// dense values), in bytes. Default 1 GiB. Every other decoded stream of
+    /// the chunk is bounded by it: sparse values are at most as long, and
+    /// positions at most 5 bytes per element (so up to 5× this for 1-byte
+    /// dtypes).
     pub max_chunk_raw_bytes: u64,
     /// Largest single reconstructed tensor, in bytes. Default 1 TiB (a
     /// tensor is decoded into caller-sized or streamed buffers; this bounds

@@ -11,6 +11,7 @@ use sha2::{Digest as _, Sha256};
 use crate::error::{hex, Error, Result};
 use crate::read::{Archive, BaseProvider};
 use crate::safetensors::{make_header, Checkpoint};
+use crate::write::{temp_dir_in, temp_file_in};
 
 /// Target bytes decoded per parallel window: bounds memory during unpack.
 const WINDOW_BYTES: u64 = 64 << 20;
@@ -205,11 +206,14 @@ pub fn unpack<D: AsRef<[u8]> + Sync>(
     };
     let idx = a.index();
     if !opts.tensors.is_empty() {
-        let ids = opts
-            .tensors
-            .iter()
-            .map(|n| a.tensor_index(n))
-            .collect::<Result<Vec<_>>>()?;
+        let mut ids = Vec::with_capacity(opts.tensors.len());
+        for name in &opts.tensors {
+            let t = a.tensor_index(name)?;
+            // A name asked for twice is written once: safetensors names are unique.
+            if !ids.contains(&t) {
+                ids.push(t);
+            }
+        }
         let list: Vec<_> = ids
             .iter()
             .map(|&t| {
@@ -253,11 +257,7 @@ pub fn unpack<D: AsRef<[u8]> + Sync>(
         });
     }
     // A directory: build it beside `out`, then rename.
-    let tmp = tempfile::Builder::new()
-        .prefix(".tpde-")
-        .suffix(".partial")
-        .tempdir_in(&parent)
-        .map_err(|e| Error::io(&parent, e))?;
+    let tmp = temp_dir_in(&parent)?;
     let mut report = UnpackReport {
         directory: true,
         ..UnpackReport::default()
@@ -289,14 +289,19 @@ pub fn unpack<D: AsRef<[u8]> + Sync>(
         report.files.push(PathBuf::from(&x.name));
     }
     if opts.overwrite && out.exists() {
-        let old = out.with_extension("tpde-old");
+        // Move the old output into a fresh temp directory of our own (never a
+        // name beside `out` that could belong to the user), put the new one
+        // in its place, then delete the old one with its temp directory.
+        let trash = temp_dir_in(&parent)?;
+        let old = trash.path().join("old");
         std::fs::rename(out, &old).map_err(|e| Error::io(out, e))?;
-        std::fs::rename(tmp.keep(), out).map_err(|e| Error::io(out, e))?;
-        let _ = if old.is_dir() {
-            std::fs::remove_dir_all(&old)
-        } else {
-            std::fs::remove_file(&old)
-        };
+        let kept = tmp.keep();
+        if let Err(e) = std::fs::rename(&kept, out) {
+            let _ = std::fs::rename(&old, out); // put the old output back
+            let _ = std::fs::remove_dir_all(&kept);
+            return Err(Error::io(out, e));
+        }
+        drop(trash);
     } else {
         let kept = tmp.keep();
         std::fs::rename(&kept, out).map_err(|e| {
@@ -317,11 +322,7 @@ fn write_atomic(
     produce: &mut Producer<'_>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<u64> {
-    let tmp = tempfile::Builder::new()
-        .prefix(".tpde-")
-        .suffix(".partial")
-        .tempfile_in(dir)
-        .map_err(|e| Error::io(dir, e))?;
+    let tmp = temp_file_in(dir)?;
     let (file, tmp) = tmp.into_parts();
     let mut w = BufWriter::with_capacity(4 << 20, file);
     let mut written = 0u64;

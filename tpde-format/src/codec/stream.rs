@@ -179,6 +179,13 @@ fn zstd_into(stored: &[u8], dst: &mut [u8]) -> Result<(), &'static str> {
         Err(_) => return Err("zstd frame header is corrupt"),
         _ => {}
     }
+    // Exactly one frame, filling the stored bytes: libzstd would decode a
+    // second frame appended after the first, which the spec forbids (§5.3).
+    match zstd::zstd_safe::find_frame_compressed_size(stored) {
+        Ok(n) if n == stored.len() => {}
+        Ok(_) => return Err("bytes after the zstd frame"),
+        Err(_) => return Err("zstd frame is truncated or corrupt"),
+    }
     let n = DECOMPRESSOR.with(|d| {
         let mut d = d.borrow_mut();
         if d.is_none() {
@@ -195,4 +202,57 @@ fn zstd_into(stored: &[u8], dst: &mut [u8]) -> Result<(), &'static str> {
         return Err("zstd frame is shorter than declared");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn zstd_stream(raw: &[u8]) -> (Stream, Vec<u8>) {
+        let mut out = Vec::new();
+        let s = compress(raw, 1, &mut out);
+        assert_eq!(s.codec, Codec::Zstd);
+        (s, out)
+    }
+
+    #[test]
+    fn a_second_zstd_frame_is_refused() {
+        let raw = vec![7u8; 4096];
+        let (mut s, mut bytes) = zstd_stream(&raw);
+        let mut out = vec![0u8; raw.len()];
+        decompress_into(&s, &bytes, &mut out).unwrap();
+        assert_eq!(out, raw);
+        // Append a frame of nothing: libzstd alone would accept it.
+        let empty = zstd::bulk::compress(&[], 1).unwrap();
+        bytes.extend_from_slice(&empty);
+        s.stored_len = bytes.len() as u64;
+        assert_eq!(
+            decompress_into(&s, &bytes, &mut out),
+            Err("bytes after the zstd frame")
+        );
+    }
+
+    #[test]
+    fn per_plane_streams_keep_noise_planes_raw() {
+        // Plane 0 compressible (constant), plane 1 pseudo-random noise.
+        let n = 1 << 16;
+        let mut x = 0x9e37_79b9u32;
+        let mut planes = vec![3u8; n];
+        planes.extend((0..n).map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        }));
+        let mut bytes = Vec::new();
+        let s = compress_planes(&planes, 2, 1, &mut bytes);
+        let Codec::PerPlane(p) = &s.codec else {
+            panic!("not per-plane: {s:?}");
+        };
+        assert_eq!(p[0].codec, PlaneCodec::Zstd);
+        assert_eq!(p[1].codec, PlaneCodec::Raw);
+        let mut out = Vec::new();
+        decompress(&s, &bytes, &mut out).unwrap();
+        assert_eq!(out, planes);
+    }
 }

@@ -167,11 +167,7 @@ impl ArchiveWriter {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let tmp = tempfile::Builder::new()
-            .prefix(".tpde-")
-            .suffix(".partial")
-            .tempfile_in(&dir)
-            .map_err(|e| Error::io(&dir, e))?;
+        let tmp = super::temp_file_in(&dir)?;
         let (file, tmp) = tmp.into_parts();
         let mut out = BufWriter::with_capacity(1 << 20, file);
         out.write_all(&[0u8; HEADER_LEN])
