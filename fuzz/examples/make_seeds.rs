@@ -71,6 +71,59 @@ fn pair() -> (Vec<Tensor>, Vec<Tensor>) {
     (target, base)
 }
 
+/// xorshift bytes: incompressible low mantissa planes, so the writer picks
+/// v1.1 per-plane value streams.
+fn noise(n: usize, mut x: u64) -> Vec<u8> {
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// v1.1 features: f32 targets over a bf16 base (widened), a tensor renamed
+/// with the same content, noisy f32 values (per-plane streams).
+fn pair_v11() -> (Vec<Tensor>, Vec<Tensor>) {
+    let n = 256;
+    // bf16 base values; the target is their exact f32 widening with a few
+    // changes, so the widened base is the best match.
+    let bf: Vec<u8> = (0..n)
+        .flat_map(|i| (0x3f80u16 + (i as u16 % 97)).to_le_bytes())
+        .collect();
+    let mut wide: Vec<u8> = bf
+        .chunks_exact(2)
+        .flat_map(|h| (u32::from(u16::from_le_bytes([h[0], h[1]])) << 16).to_le_bytes())
+        .collect();
+    for i in [1usize, 77, 200] {
+        wide[i * 4] ^= 0x21;
+    }
+    let mut noisy = noise(n * 4, 0x9e37_79b9_7f4a_7c15);
+    for (i, e) in noisy.chunks_exact_mut(4).enumerate() {
+        e[3] = 0x3f; // sign and exponent steady, mantissa noise
+        e[2] = 0x80 | (i % 5) as u8;
+    }
+    let mut noisy_t = noisy.clone();
+    for e in noisy_t.chunks_exact_mut(4) {
+        e[0] ^= 0x5a;
+        e[1] = e[1].wrapping_add(3);
+    }
+    let moved = bytes(64 * 2, |i| (i * 7) as u8);
+    let base = vec![
+        ("w".into(), Dtype::BF16, vec![16, 16], bf),
+        ("noisy".into(), Dtype::F32, vec![256], noisy),
+        ("old.name".into(), Dtype::U16, vec![64], moved.clone()),
+    ];
+    let target = vec![
+        ("w".into(), Dtype::F32, vec![16, 16], wide),
+        ("noisy".into(), Dtype::F32, vec![256], noisy_t),
+        ("new.name".into(), Dtype::U16, vec![64], moved),
+    ];
+    (target, base)
+}
+
 fn pack_into(out: &Path, target: &Path, base: Option<&Path>, mode: BaseMode, ce: u64) {
     let t = Checkpoint::open(target).expect("target");
     let b = base.map(|b| Checkpoint::open(b).expect("base"));
@@ -117,6 +170,11 @@ fn main() {
         .collect();
     let ep = dir.join("every.safetensors");
     write_st(&ep, &every);
+
+    let (t11, b11) = pair_v11();
+    let (tp11, bp11) = (dir.join("t11.safetensors"), dir.join("b11.safetensors"));
+    write_st(&tp11, &t11);
+    write_st(&bp11, &b11);
 
     // A sharded checkpoint: two shards and the index naming them.
     let sh = dir.join("sharded");
@@ -171,6 +229,27 @@ fn main() {
             Some(bp.clone()),
             BaseMode::Inline,
             4096,
+        ),
+        (
+            "v11_inline",
+            tp11.clone(),
+            Some(bp11.clone()),
+            BaseMode::Inline,
+            64,
+        ),
+        (
+            "v11_plain",
+            tp11.clone(),
+            Some(bp11.clone()),
+            BaseMode::InlinePlain,
+            128,
+        ),
+        (
+            "v11_external",
+            tp11.clone(),
+            Some(bp11.clone()),
+            BaseMode::External,
+            100,
         ),
     ];
     for target in ["open_decode", "equivalence"] {

@@ -179,6 +179,8 @@ pub struct RoundtripInput {
     pub level: u8,
     /// Base mode: inline, inline plain, external, or no base at all.
     pub mode: u8,
+    /// Write format v1.0 only (no per-plane streams or widened bases).
+    pub v10: bool,
     /// The target's tensors (at most 8 are used).
     pub tensors: Vec<TensorSpec>,
 }
@@ -220,6 +222,16 @@ pub enum BaseSpec {
     },
     /// Same name, another dtype (not a match: stored standalone).
     OtherDtype,
+    /// (v1.1) Same name, a narrower float dtype (bf16/f16 under f32/f64,
+    /// f32 under f64): a widened base. Other dtypes get no base.
+    Narrower {
+        /// Byte pattern of the base.
+        fill: Vec<u8>,
+        /// f16 rather than bf16 (under f64: f32 when set).
+        f16: bool,
+    },
+    /// The same bytes under another name (a content-matched rename).
+    Renamed,
 }
 
 /// Bytes from a pattern: `fill` cycled, varied per cycle so long tensors
@@ -295,6 +307,24 @@ fn build(input: &RoundtripInput) -> Pair {
                 let other = if w == 1 { Dtype::U16 } else { Dtype::U8 };
                 Some((other, pattern(&spec.fill, n * other.width())))
             }
+            BaseSpec::Narrower { fill, f16 } => {
+                let narrow = match (dtype, f16) {
+                    (Dtype::F32, false) | (Dtype::F64, false) => Some(Dtype::BF16),
+                    (Dtype::F32, true) => Some(Dtype::F16),
+                    (Dtype::F64, true) => Some(Dtype::F32),
+                    _ => None,
+                };
+                narrow.map(|d| (d, pattern(fill, n * d.width())))
+            }
+            BaseSpec::Renamed => {
+                base.push((
+                    format!("{name}.renamed"),
+                    dtype,
+                    shape.clone(),
+                    bytes.clone(),
+                ));
+                None
+            }
         };
         if let Some((d, b)) = base_bytes {
             base.push((name.clone(), d, shape.clone(), b));
@@ -342,7 +372,12 @@ pub fn roundtrip(input: &RoundtripInput) {
     let opts = PackOptions {
         write: WriteOptions::default()
             .with_chunk_elems(1 + u64::from(input.chunk_elems) % 3000)
-            .with_level(1 + i32::from(input.level % 3)),
+            .with_level(1 + i32::from(input.level % 3))
+            .with_max_minor(if input.v10 {
+                0
+            } else {
+                tpde_format::format::VERSION_MINOR
+            }),
         base_mode,
     };
     let bytes = pack_to(&dir.path().join("a.tpde"), &t, base_ck, &opts);
