@@ -1,15 +1,16 @@
 #!/usr/bin/env python3
-"""An independent reader for `.tpde` v1 archives, written only from
-spec/FORMAT.md (section numbers below refer to it). Python 3.11, standard
+"""An independent reader for `.tpde` v1.0 and v1.1 archives, written only
+from spec/FORMAT.md (section numbers below refer to it). Python 3.11, standard
 library plus `zstandard` (pip install zstandard). Nothing here comes from the
 Rust implementation.
 
     python3 spec/reader/tpde_read.py ARCHIVE [--base FILE_OR_DIR ...] [--out DIR] [--json]
 
-It checks the header (§2), the header+index CRC, decodes the bincode index by
-hand (§4.0), applies every validation rule of §3-§5.1 and the limits of §7,
-reconstructs every target tensor (§5, §6, §9) checking chunk CRCs and tensor
-SHA-256s, reconstructs every target file and checks its SHA-256 (§10), and
+It checks the header (§2), the header+index CRC, the minor version (§8.2),
+decodes the bincode index by hand (§4.0), applies every validation rule of
+§3-§5.1, §8.2 and the limits of §7, reconstructs every target tensor (§5, §6,
+§9; per-plane streams §5.3 and widened bases §6.2 included) checking chunk
+CRCs and tensor SHA-256s, reconstructs every target file and checks its SHA-256 (§10), and
 with --out writes the files (and extra files) into DIR. Exit status 0 when
 everything checked, 1 when the archive (or the given base) is bad, 2 on usage
 errors.
@@ -43,6 +44,7 @@ HEADER_LEN = 64
 ALIGN = 64
 REQUIRED_FLAGS = 0x0000FFFF
 KNOWN_REQUIRED_FLAGS = 0
+KNOWN_MINOR = 1  # §8.2: the newest minor this reader implements
 
 # §4.1: code -> (safetensors name, width)
 DTYPES = [
@@ -53,7 +55,9 @@ DTYPES = [
 ]
 KINDS = ["zero", "dense", "sparse"]  # §5.2
 OPS = ["xor", "add", "replace"]  # §6
-CODECS = ["raw", "zstd"]  # §5.3
+CODECS = ["raw", "zstd", "planes"]  # §5.3 ("planes" = PerPlane, v1.1)
+PLANE_CODECS = ["raw", "zstd"]  # §5.3 (v1.1)
+BASE_KINDS = ["none", "inline", "external", "inline_widened", "external_widened"]  # §4.5
 
 # §7: the reference defaults.
 LIMITS = {
@@ -81,9 +85,6 @@ def parse_header(data: bytes) -> dict:
         raise FormatError(f"unsupported major version {major}")
     minor, flags, file_len, index_offset, index_len, align = struct.unpack_from("<HIQQQI", data, 10)
     (crc,) = struct.unpack_from("<I", data, 60)
-    unknown = flags & REQUIRED_FLAGS & ~KNOWN_REQUIRED_FLAGS
-    if unknown:
-        raise FormatError(f"unknown required flags {unknown:#06x}")
     if align != ALIGN or any(data[44:60]):
         raise FormatError("header: align must be 64 and reserved bytes 44..60 zero")
     if file_len != len(data):
@@ -95,6 +96,14 @@ def parse_header(data: bytes) -> dict:
     computed = zlib.crc32(data[index_offset:], zlib.crc32(data[0:60]))
     if computed != crc:
         raise FormatError(f"header/index CRC mismatch: stored {crc:#010x}, computed {computed:#010x}")
+    # §2.2 step 8, after the CRC: a damaged minor or flags word is damage,
+    # not a newer file.
+    if minor > KNOWN_MINOR:
+        raise FormatError(f"unsupported minor version 1.{minor}: this reader knows 1.0 to 1.{KNOWN_MINOR}, "
+                          "a newer reader is needed")
+    unknown = flags & REQUIRED_FLAGS & ~KNOWN_REQUIRED_FLAGS
+    if unknown:
+        raise FormatError(f"unknown required flags {unknown:#06x}")
     return {
         "major": major, "minor": minor, "flags": flags, "file_len": file_len,
         "index_offset": index_offset, "index_len": index_len, "crc32": crc,
@@ -148,8 +157,15 @@ class Cursor:
         return v
 
 
+def read_plane(c: Cursor) -> dict:  # §4.0.4 (v1.1): 12 bytes
+    return {"stored_len": c.u64(), "codec": PLANE_CODECS[c.variant(PLANE_CODECS, "plane codec")]}
+
+
 def read_stream(c: Cursor) -> dict:
-    return {"stored_len": c.u64(), "raw_len": c.u64(), "codec": CODECS[c.variant(CODECS, "codec")]}
+    s = {"stored_len": c.u64(), "raw_len": c.u64(), "codec": CODECS[c.variant(CODECS, "codec")]}
+    if s["codec"] == "planes":
+        s["planes"] = c.vec(lambda: read_plane(c), 12)
+    return s
 
 
 def read_chunk(c: Cursor) -> dict:
@@ -172,13 +188,16 @@ def read_tensor(c: Cursor) -> dict:
     code = c.variant(DTYPES, "dtype")
     shape = c.vec(c.u64, 8)
     sha = c.digest()
-    b = c.variant(["none", "inline", "external"], "base")
-    if b == 0:
-        base = {"kind": "none"}
-    elif b == 1:
-        base = {"kind": "inline", "index": c.u32()}
+    b = BASE_KINDS[c.variant(BASE_KINDS, "base")]
+    if b == "none":
+        base = {"kind": b}
+    elif b in ("inline", "inline_widened"):
+        base = {"kind": b, "index": c.u32()}
+    elif b == "external":
+        base = {"kind": b, "file": c.u32(), "name": c.string(), "sha256": c.digest()}
     else:
-        base = {"kind": "external", "file": c.u32(), "name": c.string(), "sha256": c.digest()}
+        base = {"kind": b, "file": c.u32(), "name": c.string(), "sha256": c.digest(),
+                "dtype": DTYPES[c.variant(DTYPES, "base dtype")][0]}
     p = c.variant(["plain", "chunked"], "payload")
     if p == 0:
         payload = {"kind": "plain", "offset": c.u64(), "len": c.u64(), "crc32": c.u32()}
@@ -229,11 +248,28 @@ def safe_file_name(name: str) -> bool:  # §4.3
     return not (len(raw) >= 2 and raw[1:2] == b":")
 
 
-def check_stream(s: dict, where: str) -> None:
+def check_stream(s: dict, where: str, values_width: int | None) -> None:
+    """§5.1.2 rule 3. `values_width` is the element width for a values
+    stream, None for a positions stream."""
     if s["codec"] == "raw" and s["stored_len"] != s["raw_len"]:
         raise FormatError(f"{where}: raw stream stored and raw lengths differ")
     if s["codec"] == "zstd" and (s["stored_len"] == 0 or s["raw_len"] == 0):
         raise FormatError(f"{where}: empty zstd stream")
+    if s["codec"] == "planes":
+        w = values_width
+        if w is None or w < 2:
+            raise FormatError(f"{where}: per-plane codec on a positions stream or on 1-byte values")
+        planes = s["planes"]
+        if len(planes) != w or s["raw_len"] == 0 or s["raw_len"] % w != 0:
+            raise FormatError(f"{where}: per-plane stream needs one plane per element byte")
+        m = s["raw_len"] // w
+        for k, p in enumerate(planes):
+            if p["codec"] == "raw" and p["stored_len"] != m:
+                raise FormatError(f"{where}: raw plane {k} is not {m} bytes")
+            if p["codec"] == "zstd" and p["stored_len"] == 0:
+                raise FormatError(f"{where}: empty zstd plane {k}")
+        if sum(p["stored_len"] for p in planes) != s["stored_len"]:
+            raise FormatError(f"{where}: plane lengths do not add up to the stream's stored length")
 
 
 def check_tensor(t: dict, where: str) -> int:
@@ -269,8 +305,8 @@ def check_tensor(t: dict, where: str) -> int:
             raise FormatError(f"{cw}: stored length differs from the sum of its streams")
         if c["stored_len"] == 0 and c["offset"] != 0:
             raise FormatError(f"{cw}: empty chunk must have offset 0")
-        check_stream(pos, cw)
-        check_stream(val, cw)
+        check_stream(pos, cw, None)
+        check_stream(val, cw, w)
         k, ch, cnt = c["kind"], c["changed"], c["elem_count"]
         if k == "zero":
             if c["stored_len"] != 0 or ch != 0:
@@ -325,17 +361,24 @@ def validate(data: bytes, header: dict, idx: dict) -> None:
         where = tname(t, False)
         total += check_tensor(t, where)
         b = t["base"]
-        if b["kind"] == "inline":
+        if b["kind"] in ("inline", "inline_widened"):
             if b["index"] >= len(bases):
                 raise FormatError(f"{where}: inline base index out of range")
             bt = bases[b["index"]]
-            if bt["dtype"] != t["dtype"] or bt["shape"] != t["shape"]:
-                raise FormatError(f"{where}: inline base dtype or shape differs")
+            if bt["shape"] != t["shape"]:
+                raise FormatError(f"{where}: inline base shape differs")
+            if b["kind"] == "inline" and bt["dtype"] != t["dtype"]:
+                raise FormatError(f"{where}: inline base dtype differs")
+            if b["kind"] == "inline_widened" and (bt["dtype"], t["dtype"]) not in WIDENINGS:
+                raise FormatError(f"{where}: a {bt['dtype']} inline base cannot be widened to {t['dtype']}")
             if (bt["payload"]["kind"] == "chunked" and t["payload"]["kind"] == "chunked"
                     and bt["payload"]["chunk_elems"] > t["payload"]["chunk_elems"]):
                 raise FormatError(f"{where}: inline base has larger chunks than the tensor")
-        elif b["kind"] == "external" and b["file"] >= len(idx["base_files"]):
-            raise FormatError(f"{where}: external base file index out of range")
+        elif b["kind"] in ("external", "external_widened"):
+            if b["file"] >= len(idx["base_files"]):
+                raise FormatError(f"{where}: external base file index out of range")
+            if b["kind"] == "external_widened" and (b["dtype"], t["dtype"]) not in WIDENINGS:
+                raise FormatError(f"{where}: a {b['dtype']} external base cannot be widened to {t['dtype']}")
     if total > LIMITS["max_total_output"]:
         raise FormatError("limit max_total_output exceeded")
     # §4.2 files.
@@ -354,7 +397,22 @@ def validate(data: bytes, header: dict, idx: dict) -> None:
     for ti, o in enumerate(owner):
         if not o:
             raise FormatError(f"{tname(tensors[ti], False)}: belongs to no file")
+    check_minor_features(header, idx)
     check_layout(data, header, idx)
+
+
+def check_minor_features(header: dict, idx: dict) -> None:
+    """§8.2: a file uses only variants that its `minor` defines."""
+    if header["minor"] >= 1:
+        return
+    for table, is_base in ((idx["bases"], True), (idx["tensors"], False)):
+        for t in table:
+            if t["base"]["kind"] in ("inline_widened", "external_widened"):
+                raise FormatError(f"{tname(t, is_base)}: a widened base (v1.1) in a minor 0 file")
+            p = t["payload"]
+            for i, c in enumerate(p.get("chunks", [])):
+                if "planes" in (c["positions"]["codec"], c["values"]["codec"]):
+                    raise FormatError(f"{tname(t, is_base)} chunk {i}: a per-plane stream (v1.1) in a minor 0 file")
 
 
 def check_layout(data: bytes, header: dict, idx: dict) -> None:  # §3.3
@@ -395,6 +453,34 @@ def decode_stream(s: dict, stored: bytes) -> bytes:
         if len(stored) != raw_len:
             raise FormatError("raw stream length differs from its declared length")
         return bytes(stored)
+    if s["codec"] == "zstd":
+        return decode_zstd(stored, raw_len)
+    # §5.3 (v1.1): planes stored one after another, each raw or one frame.
+    planes = s["planes"]
+    m = raw_len // len(planes)
+    out = bytearray()
+    at = 0
+    for k, p in enumerate(planes):
+        piece = stored[at:at + p["stored_len"]]
+        at += p["stored_len"]
+        if len(piece) != p["stored_len"]:
+            raise FormatError(f"plane {k} runs past the stream")
+        if p["codec"] == "raw":
+            if len(piece) != m:
+                raise FormatError(f"raw plane {k} is not {m} bytes")
+            out += piece
+        else:
+            try:
+                out += decode_zstd(piece, m)
+            except FormatError as e:
+                raise FormatError(f"plane {k}: {e}") from None
+    if at != len(stored):
+        raise FormatError("bytes left after the last plane")
+    return bytes(out)
+
+
+def decode_zstd(stored: bytes, raw_len: int) -> bytes:
+    """§5.3: exactly one zstd frame of exactly `raw_len` bytes."""
     try:
         params = zstandard.get_frame_parameters(stored)
     except zstandard.ZstdError as e:
@@ -422,6 +508,54 @@ def decode_stream(s: dict, stored: bytes) -> bytes:
     if len(out) != raw_len:
         raise FormatError("zstd frame is shorter than declared")
     return bytes(out)
+
+
+# ---- §6.2 (v1.1): exact widening on bit patterns ------------------------------
+
+# (exponent bits, mantissa bits) of the IEEE binary formats.
+IEEE = {"F16": (5, 10), "F32": (8, 23), "F64": (11, 52)}
+WIDENINGS = {("BF16", "F32"), ("F16", "F32"), ("BF16", "F64"), ("F16", "F64"), ("F32", "F64")}
+
+
+def widen_ieee(x: int, narrow: str, wide: str) -> int:
+    """§6.2.2: an IEEE binary value's bits to the wider format's bits."""
+    e_bits, m_bits = IEEE[narrow]
+    E_bits, M_bits = IEEE[wide]
+    sign = (x >> (e_bits + m_bits)) << (E_bits + M_bits)
+    e = (x >> m_bits) & ((1 << e_bits) - 1)
+    m = x & ((1 << m_bits) - 1)
+    dm = M_bits - m_bits
+    dbias = ((1 << (E_bits - 1)) - 1) - ((1 << (e_bits - 1)) - 1)
+    if e == 0 and m == 0:  # signed zero
+        return sign
+    if e == 0:  # subnormal: normalize
+        shift = m_bits - (m.bit_length() - 1)
+        return sign | ((dbias + 1 - shift) << M_bits) | (((m << shift) & ((1 << m_bits) - 1)) << dm)
+    if e == (1 << e_bits) - 1:  # infinity or NaN: payload shifted, never quieted
+        return sign | (((1 << E_bits) - 1) << M_bits) | (m << dm)
+    return sign | ((e + dbias) << M_bits) | (m << dm)
+
+
+def widen_one(x: int, frm: str, to: str) -> int:  # §6.2.1
+    if frm == "BF16":
+        x, frm = x << 16, "F32"
+    elif frm == "F16":
+        x, frm = widen_ieee(x, "F16", "F32"), "F32"
+    return x if to == "F32" else widen_ieee(x, "F32", "F64")
+
+
+def widen(data: bytes, frm: str, to: str) -> bytes:
+    fw, tw = DTYPES_BY_NAME[frm], DTYPES_BY_NAME[to]
+    n = len(data) // fw
+    vals = struct.unpack(f"<{n}{WORD[fw]}", data)
+    cache = {}
+    out = []
+    for v in vals:
+        r = cache.get(v)
+        if r is None:
+            r = cache[v] = widen_one(v, frm, to)
+        out.append(r)
+    return struct.pack(f"<{n}{WORD[tw]}", *out)
 
 
 def from_planes(planes: bytes, w: int, m: int) -> bytearray:  # §5.4
@@ -470,6 +604,7 @@ def combine(op: str, base: int, value: int, mask: int) -> int:  # §6
 
 
 WORD = {1: "B", 2: "H", 4: "I", 8: "Q"}
+DTYPES_BY_NAME = dict(DTYPES)
 
 
 def decode_chunk(c: dict, w: int, stored: bytes, out: bytearray) -> None:
@@ -582,29 +717,45 @@ class Reader:
             out[lo:hi] = piece
         return bytes(out)
 
-    def base_of(self, t: dict) -> bytes:  # §4.5
+    def base_of(self, t: dict) -> bytes:  # §4.5, §9 step 1
         b = t["base"]
-        nbytes = elem_count(t) * t["width"]
+        n = elem_count(t)
+        nbytes = n * t["width"]
         if b["kind"] == "none":
             return bytes(nbytes)
         if b["kind"] == "inline":
-            i = b["index"]
-            if i not in self.inline_cache:
-                bt = self.index["bases"][i]
-                data = self.reconstruct(bt, bytes(nbytes), tname(bt, True))
-                # §4.5: optional for readers; this one checks it.
-                if hashlib.sha256(data).digest() != bt["sha256"]:
-                    raise FormatError(f"{tname(bt, True)}: reconstructs to another sha256 than recorded")
-                self.inline_cache[i] = data
-            return self.inline_cache[i]
+            return self.inline_base(b["index"])
+        if b["kind"] == "inline_widened":
+            bt = self.index["bases"][b["index"]]
+            return widen(self.inline_base(b["index"]), bt["dtype"], t["dtype"])
+        if b["kind"] == "external":
+            return self.external_base(t, b, t["dtype"], nbytes)
+        narrow = self.external_base(t, b, b["dtype"], n * DTYPES_BY_NAME[b["dtype"]])
+        return widen(narrow, b["dtype"], t["dtype"])
+
+    def inline_base(self, i: int) -> bytes:
+        """Inline base `i` reconstructed against zeros (in its own dtype)."""
+        if i not in self.inline_cache:
+            bt = self.index["bases"][i]
+            data = self.reconstruct(bt, bytes(elem_count(bt) * bt["width"]), tname(bt, True))
+            # §4.5: optional for readers; this one checks it.
+            if hashlib.sha256(data).digest() != bt["sha256"]:
+                raise FormatError(f"{tname(bt, True)}: reconstructs to another sha256 than recorded")
+            self.inline_cache[i] = data
+        return self.inline_cache[i]
+
+    def external_base(self, t: dict, b: dict, dtype: str, nbytes: int) -> bytes:
+        """The supplied base tensor, checked against the record (§4.5): its
+        dtype (the recorded narrow dtype for a widened base), shape, byte
+        length and SHA-256."""
         bf = self.index["base_files"][b["file"]]
         got = self.bases.get(b["name"])
         if got is None:
             raise FormatError(
                 f"tensor {t['name']!r} needs base tensor {b['name']!r} of base file {bf['name']!r} "
                 f"(sha256 {bf['sha256'].hex()}): pass it with --base")
-        dtype, shape, data = got
-        if dtype != t["dtype"] or shape != t["shape"] or len(data) != nbytes \
+        got_dtype, shape, data = got
+        if got_dtype != dtype or shape != t["shape"] or len(data) != nbytes \
                 or hashlib.sha256(data).digest() != b["sha256"]:
             raise FormatError(
                 f"base tensor {b['name']!r} is not the one the archive was packed against "
@@ -644,6 +795,13 @@ class Reader:
             yield x["name"], x["contents"]
 
 
+def describe_stream(s: dict) -> list:
+    d = [s["stored_len"], s["raw_len"], s["codec"]]
+    if s["codec"] == "planes":
+        d.append([[p["stored_len"], p["codec"]] for p in s["planes"]])
+    return d
+
+
 def describe_tensor(t: dict) -> dict:
     p = t["payload"]
     d = {
@@ -657,14 +815,13 @@ def describe_tensor(t: dict) -> dict:
         d["chunk_elems"] = p["chunk_elems"]
         d["chunks"] = [[c["offset"], c["stored_len"], c["crc32"], c["elem_start"], c["elem_count"],
                         c["kind"], c["op"], c["changed"],
-                        [c["positions"]["stored_len"], c["positions"]["raw_len"], c["positions"]["codec"]],
-                        [c["values"]["stored_len"], c["values"]["raw_len"], c["values"]["codec"]]]
+                        describe_stream(c["positions"]), describe_stream(c["values"])]
                        for c in p["chunks"]]
     return d
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="Independent .tpde v1 reader (spec/FORMAT.md).")
+    ap = argparse.ArgumentParser(description="Independent .tpde v1.0/v1.1 reader (spec/FORMAT.md).")
     ap.add_argument("archive")
     ap.add_argument("--base", action="append", default=[],
                     help="external base: a .safetensors file or a directory of them (repeatable)")
