@@ -37,7 +37,7 @@ libdirs=""
 for d in /usr/local/nvidia/lib64 /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
          $(python3 -c 'import site; print(" ".join(site.getsitepackages()))' 2>/dev/null); do
   [ -d "$d" ] || continue
-  for f in $(find "$d" -maxdepth 4 -name 'libnvrtc.so*' ! -name '*builtins*' ! -name '*alt*' 2>/dev/null | sort); do
+  for f in $(find "$d" -maxdepth 4 -name 'libnvrtc.so*' ! -name '*builtins*' ! -name '*alt*' ! -path '*stubs*' 2>/dev/null | sort); do
     libdirs="$libdirs:$(dirname "$f")"
   done
 done
@@ -51,7 +51,17 @@ if ! ls $(echo "$libdirs" | tr ':' ' ') 2>/dev/null | grep -qx 'libnvrtc.so'; th
     echo "NVRTC: not found"
   fi
 fi
+# cudarc also asks for "libcuda.so" before "libcuda.so.1"; on some images
+# that name is only the toolkit's stub. Point it at the real driver.
+drv=$(ldconfig -p 2>/dev/null | awk '/libcuda\.so\.1 /{print $NF; exit}')
+[ -z "$drv" ] && drv=$(ls /usr/local/nvidia/lib64/libcuda.so.1 /usr/lib/x86_64-linux-gnu/libcuda.so.1 2>/dev/null | head -1)
+if [ -n "$drv" ]; then
+  mkdir -p /tmp/tpde-nvrtc && ln -sf "$(readlink -f "$drv")" /tmp/tpde-nvrtc/libcuda.so
+  echo "driver: $(readlink -f "$drv")"
+  case "$libdirs" in /tmp/tpde-nvrtc*) ;; *) libdirs="/tmp/tpde-nvrtc$libdirs" ;; esac
+fi
 export LD_LIBRARY_PATH="${libdirs#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
 
 if [ -x "$TESTS" ]; then
   echo "== GPU parity tests"

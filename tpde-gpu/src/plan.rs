@@ -194,13 +194,22 @@ pub fn tensor_jobs<'a, D: AsRef<[u8]> + Sync>(
                 }
                 BasePlan::InlineChunked(bi) => {
                     inline_base(bi, jobs)?;
-                    Resolved::InPlaceAfterPhase2
+                    Resolved::InPlace
                 }
                 BasePlan::Device(addr) => Resolved::Separate(addr),
                 BasePlan::InPlace => Resolved::InPlace,
             };
+            let first = jobs.len();
             for (i, c) in chunks.iter().enumerate() {
                 chunk_jobs(Table::Target, t, i, c, w, dst, resolved, opts, jobs);
+            }
+            // The base was written by jobs that may include later phases
+            // (sparse); the delta's first job (whichever chunk it is) starts
+            // a new batch so every base write is ordered before it.
+            if matches!(base, BasePlan::InlineChunked(_)) {
+                if let Some(j) = jobs.get_mut(first) {
+                    j.cut_before = true;
+                }
             }
             Ok(())
         }
@@ -270,9 +279,6 @@ pub fn base_name<D: AsRef<[u8]> + Sync>(archive: &Archive<D>, t: usize) -> Optio
 enum Resolved {
     Zero,
     InPlace,
-    /// In place, but the base was written by jobs that may include sparse
-    /// (phase-2) work: the first delta job starts a new batch.
-    InPlaceAfterPhase2,
     Separate(u64),
 }
 
@@ -309,10 +315,9 @@ fn chunk_jobs<'a>(
 ) {
     let off = c.elem_start * w as u64;
     let dst = dst + off;
-    let mut cut = matches!(base, Resolved::InPlaceAfterPhase2) && i == 0;
     let (base_addr, fill) = match base {
         Resolved::Zero => (0, true),
-        Resolved::InPlace | Resolved::InPlaceAfterPhase2 => (dst, false),
+        Resolved::InPlace => (dst, false),
         Resolved::Separate(a) => (a + off, true),
     };
     let input = Input::Chunk {
@@ -320,12 +325,7 @@ fn chunk_jobs<'a>(
         tensor: t,
         chunk: i,
     };
-    let mut push = |job: Job<'a>| {
-        jobs.push(Job {
-            cut_before: std::mem::take(&mut cut),
-            ..job
-        })
-    };
+    let mut push = |job: Job<'a>| jobs.push(job);
     let fill_job = Job {
         kind: JobKind::Fill,
         input: Input::None,

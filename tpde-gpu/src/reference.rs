@@ -149,7 +149,9 @@ pub fn reconstruct<D: AsRef<[u8]> + Sync>(
             .unwrap_or(0),
         0,
     );
+    let mut touched: Vec<Span> = Vec::new();
     for b in &batches {
+        check_hazards(&jobs, b, &mut touched)?;
         run_batch(archive, &jobs, b, staging_addr, &mut mem)?;
     }
     Ok(outs
@@ -226,6 +228,56 @@ fn run_batch<D: AsRef<[u8]> + Sync>(
     }
     if tile != b.tiles3 {
         return Err(plan_error("phase-3 grid size differs from its jobs' tiles"));
+    }
+    Ok(())
+}
+
+/// A byte range `[start, end)` of device memory.
+type Span = (u64, u64);
+
+/// Device-side ordering checks the sequential mirror cannot see by running:
+/// - jobs of one launch run concurrently, so no job may write a byte another
+///   job of the same launch reads or writes;
+/// - a batch's raw copies are not ordered after earlier batches' kernels on
+///   other streams, so they may not land on bytes any earlier kernel touched.
+///
+/// `touched` accumulates the byte ranges kernels of earlier batches touched.
+fn check_hazards(jobs: &[Job<'_>], b: &Batch, touched: &mut Vec<Span>) -> Result<()> {
+    let overlap = |a: Span, c: Span| a.0 < c.1 && c.0 < a.1;
+    for &(_, dst, len) in &b.raw {
+        let r = (dst, dst + len as u64);
+        if touched.iter().any(|&t| overlap(r, t)) {
+            return Err(plan_error(
+                "a raw copy lands on bytes an earlier kernel touched",
+            ));
+        }
+    }
+    for table in [&b.phase1, &b.phase2, &b.phase3] {
+        // (writes, reads) of each job of this launch
+        let acc: Vec<(Span, Option<Span>)> = table
+            .iter()
+            .map(|&ji| {
+                let j = &jobs[ji];
+                let len = j.n * j.width as u64;
+                let w = (j.dst, j.dst + len);
+                let reads_base = j.base != 0
+                    && j.base != j.dst
+                    && matches!(j.kind, JobKind::Fill | JobKind::Dense)
+                    && !(j.kind == JobKind::Dense && j.op == Op::Replace);
+                (w, reads_base.then_some((j.base, j.base + len)))
+            })
+            .collect();
+        for (x, (wx, _)) in acc.iter().enumerate() {
+            for (y, (wy, ry)) in acc.iter().enumerate() {
+                if x != y && (overlap(*wx, *wy) || ry.is_some_and(|r| overlap(*wx, r))) {
+                    return Err(plan_error("two jobs of one launch touch the same bytes"));
+                }
+            }
+        }
+        for (w, r) in acc {
+            touched.push(w);
+            touched.extend(r);
+        }
     }
     Ok(())
 }

@@ -321,7 +321,10 @@ pub fn build(specs: &[Spec]) -> Built {
     out.data.extend_from_slice(&ib);
     let mut h = Header {
         major: 1,
-        minor: 0,
+        // The lowest minor defining the variants used (spec §8.2): the
+        // chunks above are per-plane (v1.1), and readers refuse those in a
+        // minor-0 file.
+        minor: index.min_minor(),
         flags: 0,
         file_len: out.data.len() as u64,
         index_offset,
