@@ -332,8 +332,19 @@ pub fn write_safetensors(path: &Path, tensors: &[RawTensor]) {
 
 /// Packs `target` against `base` (both safetensors paths) into an archive
 /// in memory, as format v1.0 (whole-stream codecs: the attacks below edit
-/// those structures; v1.1 per-plane streams have their own tests).
+/// those structures; v1.1 features have their own tests, on [`v11_archive`]).
 pub fn pack_bytes(target: &Path, base: Option<&Path>, mode: BaseMode, chunk_elems: u64) -> Vec<u8> {
+    pack_minor(target, base, mode, chunk_elems, 0)
+}
+
+/// Packs like [`pack_bytes`], allowing features up to format minor `max_minor`.
+pub fn pack_minor(
+    target: &Path,
+    base: Option<&Path>,
+    mode: BaseMode,
+    chunk_elems: u64,
+    max_minor: u16,
+) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("a.tpde");
     let t = Checkpoint::open(target).unwrap();
@@ -341,7 +352,7 @@ pub fn pack_bytes(target: &Path, base: Option<&Path>, mode: BaseMode, chunk_elem
     let opts = PackOptions {
         write: WriteOptions::default()
             .with_chunk_elems(chunk_elems)
-            .with_max_minor(0),
+            .with_max_minor(max_minor),
         base_mode: mode,
     };
     pack(&t, b.as_ref(), &out, &opts, &mut |_| {}).unwrap();
@@ -428,4 +439,73 @@ pub fn sharded_checkpoint(dir: &Path, name: &str) -> std::path::PathBuf {
     );
     std::fs::write(root.join("model.safetensors.index.json"), index).unwrap();
     root
+}
+
+/// xorshift bytes.
+fn noise(n: usize, mut x: u64) -> Vec<u8> {
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A pair using the v1.1 features, in `dir`: `w` is an f32 tensor over a
+/// bf16 base of the same values (a widened base); `noisy` is f32 with
+/// incompressible low mantissa bytes (per-plane value streams, noise planes
+/// raw). Returns (target, base) paths.
+pub fn v11_pair(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let n = 4096usize;
+    let bf: Vec<u8> = (0..n)
+        .flat_map(|i| (0x3f80u16 + (i as u16 % 97)).to_le_bytes())
+        .collect();
+    let mut wide: Vec<u8> = bf
+        .chunks_exact(2)
+        .flat_map(|h| (u32::from(u16::from_le_bytes([h[0], h[1]])) << 16).to_le_bytes())
+        .collect();
+    for i in [1usize, 77, 2000] {
+        wide[i * 4] ^= 0x21;
+    }
+    let mut noisy = noise(n * 4, 0x9e37_79b9_7f4a_7c15);
+    for (i, e) in noisy.chunks_exact_mut(4).enumerate() {
+        e[3] = 0x3f;
+        e[2] = 0x80 | (i % 5) as u8;
+    }
+    let mut noisy_t = noisy.clone();
+    for e in noisy_t.chunks_exact_mut(4) {
+        e[0] ^= 0x5a;
+        e[1] = e[1].wrapping_add(3);
+    }
+    let shape = vec![64u64, 64];
+    let base = vec![
+        ("w".to_string(), Dtype::BF16, shape.clone(), bf),
+        ("noisy".to_string(), Dtype::F32, shape.clone(), noisy),
+    ];
+    let target = vec![
+        ("w".to_string(), Dtype::F32, shape.clone(), wide),
+        ("noisy".to_string(), Dtype::F32, shape, noisy_t),
+    ];
+    let (tp, bp) = (
+        dir.join("target11.safetensors"),
+        dir.join("base11.safetensors"),
+    );
+    write_safetensors(&tp, &target);
+    write_safetensors(&bp, &base);
+    (tp, bp)
+}
+
+/// The [`v11_pair`] packed in `mode` with the newest minor's features.
+pub fn v11_archive(mode: BaseMode, chunk_elems: u64) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let (t, b) = v11_pair(dir.path());
+    pack_minor(
+        &t,
+        Some(&b),
+        mode,
+        chunk_elems,
+        tpde_format::format::VERSION_MINOR,
+    )
 }

@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use bincode::Options;
 use sha2::{Digest, Sha256};
 use tpde_format::format::{
-    bincode_options, BaseRef, ChunkKind, Codec, Dtype, Index, Payload, Stream,
+    bincode_options, BaseRef, ChunkKind, Codec, Dtype, Index, Payload, Plane, PlaneCodec, Stream,
 };
 use tpde_format::pack::BaseMode;
 use tpde_format::read::validate::is_safe_file_name;
@@ -1190,4 +1190,207 @@ fn chunk_crc_mismatch_names_the_chunk() {
         Error::ChunkChecksum { location: Location::Chunk { tensor, base: false, chunk }, stored, computed }
             if tensor == name && chunk == c as u64 && stored != computed
     );
+}
+
+// ---- v1.1: per-plane value streams, widened bases, one zstd frame ----------
+
+fn v11() -> &'static [u8] {
+    static A: OnceLock<Vec<u8>> = OnceLock::new();
+    A.get_or_init(|| v11_archive(BaseMode::Inline, 1024))
+}
+
+/// A dense chunk of `noisy` whose values are stored per plane, zstd planes
+/// included.
+fn per_plane_chunk(p: &Parts) -> (usize, usize) {
+    let t = p.target("noisy");
+    let c = p
+        .chunks(Table::Target, t)
+        .iter()
+        .position(|c| matches!(&c.values.codec, Codec::PerPlane(planes) if planes.iter().any(|pl| pl.codec == PlaneCodec::Zstd)))
+        .expect("noisy has per-plane zstd chunks");
+    (t, c)
+}
+
+#[test]
+fn v11_control_decodes() {
+    decode_all(v11()).unwrap();
+    let p = Parts::parse(v11());
+    assert_eq!(p.header.minor, 1);
+    assert!(matches!(
+        p.index.tensors[p.target("w")].base,
+        BaseRef::InlineWidened { .. }
+    ));
+}
+
+#[test]
+fn per_plane_stream_with_the_wrong_plane_count() {
+    let mut p = Parts::parse(v11());
+    let (t, c) = per_plane_chunk(&p);
+    if let Codec::PerPlane(planes) = &mut p.chunks_mut(Table::Target, t)[c].values.codec {
+        let last = planes.pop().unwrap();
+        planes[0].stored_len += last.stored_len;
+    }
+    assert_err!(
+        open(&p.to_bytes()),
+        Error::InvalidIndex { location: Location::Chunk { chunk, .. }, .. } if chunk == c as u64
+    );
+}
+
+#[test]
+fn per_plane_lengths_not_adding_up() {
+    let mut p = Parts::parse(v11());
+    let (t, c) = per_plane_chunk(&p);
+    if let Codec::PerPlane(planes) = &mut p.chunks_mut(Table::Target, t)[c].values.codec {
+        planes[0].stored_len += 1;
+    }
+    assert_err!(open(&p.to_bytes()), Error::InvalidIndex { .. });
+    // A raw plane must be exactly one plane long.
+    let mut p = Parts::parse(v11());
+    let (t, c) = p
+        .find_chunk(
+            Table::Target,
+            |_, c| matches!(&c.values.codec, Codec::PerPlane(pl) if pl[0].codec == PlaneCodec::Raw),
+        )
+        .unwrap();
+    let ch = &mut p.chunks_mut(Table::Target, t)[c];
+    if let Codec::PerPlane(planes) = &mut ch.values.codec {
+        planes[0].stored_len += 1;
+        planes[1].stored_len -= 1;
+    }
+    assert_err!(open(&p.to_bytes()), Error::InvalidIndex { .. });
+}
+
+#[test]
+fn per_plane_codec_on_a_positions_stream() {
+    let mut p = Parts::parse(synthetic());
+    let (t, c) = p
+        .find_chunk(Table::Target, |_, c| c.kind == ChunkKind::Sparse)
+        .unwrap();
+    let ch = &mut p.chunks_mut(Table::Target, t)[c];
+    let len = ch.positions.stored_len;
+    ch.positions.codec = Codec::PerPlane(vec![Plane {
+        stored_len: len,
+        codec: PlaneCodec::Raw,
+    }]);
+    assert_err!(open(&p.to_bytes()), Error::InvalidIndex { .. });
+}
+
+#[test]
+fn per_plane_zstd_plane_expanding_past_its_size() {
+    let (t, c) = per_plane_chunk(&Parts::parse(v11()));
+    let plane_len = {
+        let p = Parts::parse(v11());
+        let ch = &p.chunks(Table::Target, t)[c];
+        (ch.values.raw_len / 4) as usize
+    };
+    // With the size in the frame header, and without (streaming encoder).
+    for bomb in [
+        zstd::bulk::compress(&vec![0u8; plane_len * 64], 3).unwrap(),
+        zstd::stream::encode_all(&vec![1u8; plane_len * 64][..], 3).unwrap(),
+    ] {
+        assert!(bomb.len() < 256, "a 64x plane costs a few bytes");
+        let mut p = Parts::parse(v11());
+        p.edit_chunk(Table::Target, t, c, |ch, bytes| {
+            let Codec::PerPlane(planes) = &mut ch.values.codec else {
+                unreachable!()
+            };
+            let k = planes
+                .iter()
+                .position(|pl| pl.codec == PlaneCodec::Zstd)
+                .unwrap();
+            let at = planes[..k].iter().map(|pl| pl.stored_len).sum::<u64>() as usize;
+            let end = at + planes[k].stored_len as usize;
+            *bytes = [&bytes[..at], &bomb[..], &bytes[end..]].concat();
+            ch.values.stored_len = ch.values.stored_len - planes[k].stored_len + bomb.len() as u64;
+            planes[k].stored_len = bomb.len() as u64;
+        });
+        assert_err!(
+            decode_all(&p.to_bytes()),
+            Error::ChunkDecode { location: Location::Chunk { tensor, chunk, .. }, .. }
+                if tensor == "noisy" && chunk == c as u64
+        );
+    }
+}
+
+#[test]
+fn zstd_stream_with_a_second_frame() {
+    // libzstd would happily decode frames appended after the first; the
+    // spec allows exactly one, so a polyglot tail is refused.
+    let mut p = Parts::parse(example());
+    let (t, c) = dense_zstd_chunk(&p);
+    let raw_len = p.chunks(Table::Target, t)[c].values.raw_len as usize;
+    p.edit_chunk(Table::Target, t, c, |ch, bytes| {
+        let first = zstd::bulk::compress(&vec![3u8; raw_len / 2], 3).unwrap();
+        let second = zstd::bulk::compress(&vec![4u8; raw_len / 2], 3).unwrap();
+        *bytes = [first, second].concat();
+        ch.values.stored_len = bytes.len() as u64;
+    });
+    assert_err!(
+        decode_all(&p.to_bytes()),
+        Error::ChunkDecode { reason, .. } if reason.contains("frame")
+    );
+}
+
+#[test]
+fn widened_base_that_cannot_widen() {
+    // An inline base of an integer dtype under an f32 tensor: not a
+    // widening the spec defines.
+    let mut p = Parts::parse(v11());
+    let t = p.target("w");
+    let BaseRef::InlineWidened { index } = p.index.tensors[t].base else {
+        panic!("w has a widened inline base");
+    };
+    p.index.bases[index as usize].dtype = Dtype::I16;
+    assert_err!(
+        open(&p.to_bytes()),
+        Error::InvalidIndex { location: Location::Tensor { name, base: false }, .. } if name == "w"
+    );
+    // Widening to a narrower or equal dtype.
+    let mut p = Parts::parse(v11());
+    p.index.tensors[t].dtype = Dtype::BF16;
+    p.index.tensors[t].shape = vec![64, 128];
+    assert_err!(open(&p.to_bytes()), Error::InvalidIndex { .. });
+    // External: the recorded base dtype is not a narrower float.
+    let a = v11_archive(BaseMode::External, 1024);
+    let mut p = Parts::parse(&a);
+    let t = p.target("w");
+    if let BaseRef::ExternalWidened { dtype, .. } = &mut p.index.tensors[t].base {
+        *dtype = Dtype::U16;
+    } else {
+        panic!("w has a widened external base");
+    }
+    assert_err!(
+        open(&p.to_bytes()),
+        Error::InvalidIndex { location: Location::Tensor { name, .. }, .. } if name == "w"
+    );
+}
+
+#[test]
+fn widened_external_base_with_the_wrong_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tp, bp) = v11_pair(dir.path());
+    let a = pack_minor(&tp, Some(&bp), BaseMode::External, 1024, 1);
+    let right = Checkpoint::open(&bp).unwrap();
+    decode_all_with(&a, &right).unwrap();
+    let mut wrong: HashMap<String, (Dtype, Vec<u64>, Vec<u8>)> = HashMap::new();
+    for f in &right.files {
+        for t in &f.tensors {
+            let mut data = f.bytes()[t.offset as usize..(t.offset + t.len) as usize].to_vec();
+            data[0] ^= 1;
+            wrong.insert(t.name.clone(), (t.dtype, t.shape.clone(), data));
+        }
+    }
+    assert_err!(
+        decode_all_with(&a, &wrong),
+        Error::BaseMismatch { tensor, .. } if tensor == "w" || tensor == "noisy"
+    );
+    // The right bytes under the target's dtype rather than the recorded one.
+    let mut retyped = wrong;
+    for f in &right.files {
+        for t in &f.tensors {
+            let data = f.bytes()[t.offset as usize..(t.offset + t.len) as usize].to_vec();
+            retyped.insert(t.name.clone(), (Dtype::F16, t.shape.clone(), data));
+        }
+    }
+    assert_err!(decode_all_with(&a, &retyped), Error::BaseMismatch { .. });
 }
