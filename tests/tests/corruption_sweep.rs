@@ -1,5 +1,5 @@
 //! Corruption sweep (issue 4): a real archive (the shipped example pair,
-//! inline base) with one bit flipped at positions spread over every region —
+//! inline base, default writer options) with one bit flipped at positions spread over every region —
 //! header, every chunk, padding, index — and truncated at many lengths.
 //!
 //! Every case must end in a typed corruption error or in a verified-correct
@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tpde_format::format::{Payload, HEADER_LEN};
+use tpde_format::pack::BaseMode;
 use tpde_format::safetensors::SourceFile;
 use tpde_format::unpack::stream_file;
 use tpde_format::{Archive, Error, NoBase, ReadLimits};
@@ -43,7 +44,15 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let archive = example_archive();
+        // What `tpde pack` writes by default: the newest minor's features
+        // (per-plane value streams where they pay).
+        let archive = pack_minor(
+            &example("v6.2-16k.safetensors"),
+            Some(&example("v6.2.safetensors")),
+            BaseMode::Inline,
+            4096,
+            tpde_format::format::VERSION_MINOR,
+        );
         let path = example("v6.2-16k.safetensors");
         let file = std::fs::read(&path).unwrap();
         let src = SourceFile::open(Path::new(&path)).unwrap();
