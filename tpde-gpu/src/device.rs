@@ -579,7 +579,7 @@ impl<D: AsRef<[u8]> + Sync> GpuArchive<D> {
     ) -> Result<Vec<DeviceTensor>> {
         cuda("cuCtxSetCurrent", self.ctx.bind_to_thread())?;
         let mut outs: Vec<DeviceTensor> = Vec::with_capacity(targets.len());
-        let mut jobs: Vec<Job<'_>> = Vec::new();
+        let mut plans: Vec<plan::Target<'_>> = Vec::with_capacity(targets.len());
         for &t in targets {
             let rec = self.archive.record(Table::Target, t);
             let len = rec.byte_len().unwrap_or(0) as usize; // validated at open
@@ -603,18 +603,12 @@ impl<D: AsRef<[u8]> + Sync> GpuArchive<D> {
                 ),
             };
             if len > 0 {
-                let first = jobs.len();
-                plan::tensor_jobs(
-                    &self.archive,
+                plans.push(plan::Target {
                     t,
-                    buffer.device_ptr(),
+                    dst: buffer.device_ptr(),
                     base,
-                    self.plan_options(),
-                    &mut jobs,
-                )?;
-                if let Some(j) = jobs.get_mut(first) {
-                    j.cut_before |= cut;
-                }
+                    cut,
+                });
             }
             outs.push(DeviceTensor {
                 name: rec.name.clone(),
@@ -623,6 +617,8 @@ impl<D: AsRef<[u8]> + Sync> GpuArchive<D> {
                 buffer,
             });
         }
+        let mut jobs: Vec<Job<'_>> = Vec::new();
+        plan::targets_jobs(&self.archive, &plans, self.plan_options(), &mut jobs)?;
         self.run_and_check(&jobs, &outs, Table::Target, targets)?;
         Ok(outs)
     }
@@ -737,7 +733,14 @@ impl<D: AsRef<[u8]> + Sync> GpuArchive<D> {
                 host,
                 len: slot_bytes,
                 device: DeviceBuffer::alloc(&self.ctx, slot_bytes)?,
-                copied: cuda("cuEventCreate", self.ctx.new_event(None))?,
+                // Blocking sync: the thread waiting for a slot sleeps
+                // instead of spinning on a core the decoders need.
+                copied: cuda(
+                    "cuEventCreate",
+                    self.ctx.new_event(Some(
+                        cudarc::driver::sys::CUevent_flags::CU_EVENT_BLOCKING_SYNC,
+                    )),
+                )?,
             });
         }
         *guard = Some(Ring { slots, slot_bytes });

@@ -151,9 +151,79 @@ pub enum BasePlan<'a> {
     InPlace,
 }
 
-/// The jobs of one target tensor, appended to `jobs`. `dst` is the device
-/// address of the tensor's output buffer (its byte length is checked by the
-/// caller).
+/// One target tensor to plan: its output buffer and where its base lives.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    /// Index in the archive's target table.
+    pub t: usize,
+    /// Device address of the output buffer (its byte length is checked by
+    /// the caller).
+    pub dst: u64,
+    /// The base.
+    pub base: BasePlan<'a>,
+    /// Start a new batch at this target's first delta job (its base is read
+    /// by earlier targets of the same load and updated in place here).
+    pub cut: bool,
+}
+
+/// Output bytes per planning window: the base jobs of a window's targets
+/// come first, then all their delta jobs, so a model of many small tensors
+/// with inline bases needs one batch boundary per window rather than one per
+/// tensor.
+pub const WINDOW_BYTES: u64 = 256 << 20;
+
+/// The jobs of `targets`, appended to `jobs` window by window.
+pub fn targets_jobs<'a, D: AsRef<[u8]> + Sync>(
+    archive: &'a Archive<D>,
+    targets: &[Target<'a>],
+    opts: PlanOptions,
+    jobs: &mut Vec<Job<'a>>,
+) -> Result<()> {
+    let mut at = 0;
+    while at < targets.len() {
+        let mut end = at;
+        let mut bytes = 0u64;
+        while end < targets.len() && (end == at || bytes < WINDOW_BYTES) {
+            let rec = archive.record(Table::Target, targets[end].t);
+            bytes += rec.byte_len().unwrap_or(0);
+            end += 1;
+        }
+        let mut base_part = Vec::new();
+        let mut delta_part = Vec::new();
+        let mut cut = false;
+        for tg in &targets[at..end] {
+            let first = delta_part.len();
+            cut |= split_jobs(
+                archive,
+                tg.t,
+                tg.dst,
+                tg.base,
+                opts,
+                &mut base_part,
+                &mut delta_part,
+            )?;
+            if tg.cut {
+                if let Some(j) = delta_part.get_mut(first) {
+                    j.cut_before = true;
+                }
+            }
+        }
+        jobs.extend(base_part);
+        // Inline chunked bases were written by jobs that may include later
+        // phases (sparse); the window's first delta job starts a new batch
+        // so every base write is ordered before any delta reads it.
+        if cut {
+            if let Some(j) = delta_part.first_mut() {
+                j.cut_before = true;
+            }
+        }
+        jobs.extend(delta_part);
+        at = end;
+    }
+    Ok(())
+}
+
+/// The jobs of one target tensor, appended to `jobs` (base first).
 pub fn tensor_jobs<'a, D: AsRef<[u8]> + Sync>(
     archive: &'a Archive<D>,
     t: usize,
@@ -162,56 +232,53 @@ pub fn tensor_jobs<'a, D: AsRef<[u8]> + Sync>(
     opts: PlanOptions,
     jobs: &mut Vec<Job<'a>>,
 ) -> Result<()> {
+    let target = Target {
+        t,
+        dst,
+        base,
+        cut: false,
+    };
+    targets_jobs(archive, &[target], opts, jobs)
+}
+
+/// Appends the jobs that write target `t`'s base into its output to
+/// `base_jobs` and its delta jobs to `delta_jobs`; returns true when the
+/// delta must start a new batch (the base was decoded on the device).
+fn split_jobs<'a, D: AsRef<[u8]> + Sync>(
+    archive: &'a Archive<D>,
+    t: usize,
+    dst: u64,
+    base: BasePlan<'a>,
+    opts: PlanOptions,
+    base_jobs: &mut Vec<Job<'a>>,
+    delta_jobs: &mut Vec<Job<'a>>,
+) -> Result<bool> {
     let rec = archive.record(Table::Target, t);
     let w = rec.dtype.width();
     match &rec.payload {
         Payload::Plain { .. } => {
             let bytes = archive.plain_bytes(Table::Target, t)?.unwrap_or_default();
-            raw_jobs(bytes, dst, w, jobs);
-            Ok(())
+            raw_jobs(bytes, dst, w, delta_jobs);
+            Ok(false)
         }
         Payload::Chunked { chunks, .. } => {
-            let inline_base = |bi: usize, jobs: &mut Vec<Job<'a>>| -> Result<()> {
-                let brec = archive.record(Table::Base, bi);
-                match &brec.payload {
-                    Payload::Plain { .. } => {
-                        let b = archive.plain_bytes(Table::Base, bi)?.unwrap_or_default();
-                        raw_jobs(b, dst, w, jobs);
-                    }
-                    Payload::Chunked { chunks, .. } => {
-                        for (i, c) in chunks.iter().enumerate() {
-                            chunk_jobs(Table::Base, bi, i, c, w, dst, Resolved::Zero, opts, jobs);
-                        }
-                    }
-                }
-                Ok(())
-            };
             let resolved = match base {
                 BasePlan::Zero => Resolved::Zero,
                 BasePlan::HostBytes(b) => {
-                    raw_jobs(b, dst, w, jobs);
+                    raw_jobs(b, dst, w, base_jobs);
                     Resolved::InPlace
                 }
                 BasePlan::InlineChunked(bi) => {
-                    inline_base(bi, jobs)?;
+                    base_tensor_jobs(archive, bi, dst, opts, base_jobs)?;
                     Resolved::InPlace
                 }
                 BasePlan::Device(addr) => Resolved::Separate(addr),
                 BasePlan::InPlace => Resolved::InPlace,
             };
-            let first = jobs.len();
             for (i, c) in chunks.iter().enumerate() {
-                chunk_jobs(Table::Target, t, i, c, w, dst, resolved, opts, jobs);
+                chunk_jobs(Table::Target, t, i, c, w, dst, resolved, opts, delta_jobs);
             }
-            // The base was written by jobs that may include later phases
-            // (sparse); the delta's first job (whichever chunk it is) starts
-            // a new batch so every base write is ordered before it.
-            if matches!(base, BasePlan::InlineChunked(_)) {
-                if let Some(j) = jobs.get_mut(first) {
-                    j.cut_before = true;
-                }
-            }
-            Ok(())
+            Ok(matches!(base, BasePlan::InlineChunked(_)))
         }
     }
 }

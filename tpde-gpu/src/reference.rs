@@ -118,6 +118,7 @@ pub fn reconstruct<D: AsRef<[u8]> + Sync>(
     let n = archive.index().tensors.len();
     let mut outs = Vec::with_capacity(n);
     let mut jobs: Vec<Job<'_>> = Vec::new();
+    let mut plans = Vec::with_capacity(n);
     for t in 0..n {
         let rec = archive.record(Table::Target, t);
         let len = rec.byte_len().unwrap_or(0);
@@ -137,9 +138,17 @@ pub fn reconstruct<D: AsRef<[u8]> + Sync>(
                 plan::host_base_plan(archive, t, host)?,
             ),
         };
-        plan::tensor_jobs(archive, t, dst, base, opts, &mut jobs)?;
+        if len > 0 {
+            plans.push(plan::Target {
+                t,
+                dst,
+                base,
+                cut: false,
+            });
+        }
         outs.push(dst);
     }
+    plan::targets_jobs(archive, &plans, opts, &mut jobs)?;
     let batches = plan::make_batches(&jobs, slot_bytes.max(plan::min_slot_bytes(&jobs)))?;
     let staging_addr = mem.alloc(
         batches

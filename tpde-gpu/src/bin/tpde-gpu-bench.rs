@@ -437,7 +437,9 @@ fn digest_check<D: AsRef<[u8]> + Sync>(
     Ok(())
 }
 
-/// The CPU half alone: every job decoded into host buffers on all cores.
+/// The CPU half alone: every job decoded on all cores into host memory the
+/// size of a staging ring per thread (so the writes go to DRAM, as they do
+/// into pinned slots, rather than staying in cache).
 fn cpu_decode_ms<D: AsRef<[u8]> + Sync>(
     a: &Archive<D>,
     onto_device: bool,
@@ -447,19 +449,34 @@ fn cpu_decode_ms<D: AsRef<[u8]> + Sync>(
         positions_on_device,
     };
     let t0 = Instant::now();
-    let mut jobs: Vec<Job<'_>> = Vec::new();
+    let mut targets = Vec::new();
     for t in 0..a.index().tensors.len() {
         let base = if onto_device && plan::base_name(a, t).is_some() {
             plan::BasePlan::InPlace
         } else {
             plan::host_base_plan(a, t, &NoBase)?
         };
-        plan::tensor_jobs(a, t, 1 << 40, base, opts, &mut jobs)?;
+        targets.push(plan::Target {
+            t,
+            dst: 1 << 40,
+            base,
+            cut: false,
+        });
     }
+    let mut jobs: Vec<Job<'_>> = Vec::new();
+    plan::targets_jobs(a, &targets, opts, &mut jobs)?;
+    const RING: usize = 32 << 20;
     let max = jobs.iter().map(|j| j.staged).max().unwrap_or(0);
     jobs.par_iter().try_for_each_init(
-        || vec![0u8; max],
-        |buf, j| tpde_gpu::stage::fill_region(a, j, buf).map_err(|e| e.to_string()),
+        || (vec![1u8; RING.max(max)], 0usize),
+        |(buf, at), j| {
+            if *at + j.staged > buf.len() {
+                *at = 0;
+            }
+            let r = tpde_gpu::stage::fill_region(a, j, &mut buf[*at..]).map_err(|e| e.to_string());
+            *at += j.staged;
+            r
+        },
     )?;
     Ok(t0.elapsed().as_secs_f64() * 1e3)
 }
