@@ -40,7 +40,11 @@ struct Job {
 };
 
 template <typename T> __device__ __forceinline__ T comb(u32 op, T b, T v) {
-    return op == 0 ? (T)(b ^ v) : (op == 1 ? (T)(b + v) : v);
+    // op 3 (v1.1 zigzag add): b + unzigzag(v), unzigzag(v) = (v >> 1) ^ -(v & 1).
+    return op == 0 ? (T)(b ^ v)
+         : op == 1 ? (T)(b + v)
+         : op == 3 ? (T)(b + (T)((T)(v >> 1) ^ (T)((T)0 - (T)(v & 1))))
+         : v;
 }
 
 // Block -> job: the last job whose tile_start <= blockIdx.x.

@@ -728,6 +728,7 @@ pub const fn op_code(op: Op) -> u8 {
         Op::Xor => 0,
         Op::Add => 1,
         Op::Replace => 2,
+        Op::AddZigzag => 3,
     }
 }
 

@@ -320,6 +320,7 @@ fn op_of(code: u8) -> Op {
     match code {
         0 => Op::Xor,
         1 => Op::Add,
+        3 => Op::AddZigzag,
         _ => Op::Replace,
     }
 }
@@ -335,6 +336,10 @@ fn combine(op: Op, width: usize, base: u64, value: u64) -> u64 {
         Op::Xor => base ^ value,
         Op::Add => base.wrapping_add(value) & mask,
         Op::Replace => value,
+        Op::AddZigzag => {
+            let d = (value >> 1) ^ (value & 1).wrapping_neg();
+            base.wrapping_add(d) & mask
+        }
     }
 }
 

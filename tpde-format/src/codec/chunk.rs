@@ -31,13 +31,15 @@ pub struct EncodedChunk {
 pub struct Compression {
     /// zstd level.
     pub level: i32,
-    /// Store multi-byte values per plane ([`crate::format::Codec::PerPlane`], v1.1).
-    pub per_plane: bool,
+    /// Newest format minor the output may use: from 1 on, multi-byte values
+    /// are stored per plane ([`crate::format::Codec::PerPlane`]) and
+    /// [`Op::AddZigzag`] is tried.
+    pub max_minor: u16,
 }
 
 impl Compression {
     fn values(self, planes: &[u8], width: usize, out: &mut Vec<u8>) -> Stream {
-        if self.per_plane {
+        if self.max_minor >= 1 {
             stream::compress_planes(planes, width, self.level, out)
         } else {
             stream::compress(planes, self.level, out)
@@ -135,7 +137,10 @@ pub fn choose_op(width: usize, target: &[u8], base: Option<&[u8]>, comp: Compres
     }
     let mut s = EncodeScratch::default();
     let mut best = (u64::MAX, Op::Xor);
-    for op in [Op::Xor, Op::Add, Op::Replace] {
+    for op in [Op::Xor, Op::Add, Op::AddZigzag, Op::Replace] {
+        if op == Op::AddZigzag && comp.max_minor < 1 {
+            continue; // a v1.1 op: not in archives limited to v1.0
+        }
         with_word!(width, W => combine::dense_delta::<W>(op, base, target, &mut s.natural));
         s.planes.clear();
         planes::to_planes(&s.natural, width, &mut s.planes);
@@ -210,7 +215,7 @@ mod tests {
 
     const TEST_COMP: Compression = Compression {
         level: 1,
-        per_plane: true,
+        max_minor: 1,
     };
 
     fn chunk_of(e: &EncodedChunk, n: u64) -> Chunk {
@@ -237,7 +242,7 @@ mod tests {
         target[20] ^= 0x40;
         target[2000] = target[2000].wrapping_add(3);
         let mut s = EncodeScratch::default();
-        for op in [Op::Xor, Op::Add, Op::Replace] {
+        for op in [Op::Xor, Op::Add, Op::Replace, Op::AddZigzag] {
             let e = encode(2, &target, Some(&base), op, TEST_COMP, &mut s);
             assert_eq!(e.kind, ChunkKind::Sparse);
             assert_eq!(e.changed, 2);
@@ -275,7 +280,7 @@ mod tests {
             let n = 1000;
             let base: Vec<u8> = (0..n * w).map(|i| (i * 7 % 251) as u8).collect();
             let target: Vec<u8> = (0..n * w).map(|i| (i * 13 % 241) as u8).collect();
-            for op in [Op::Xor, Op::Add, Op::Replace] {
+            for op in [Op::Xor, Op::Add, Op::Replace, Op::AddZigzag] {
                 let e = encode(
                     w,
                     &target,

@@ -25,7 +25,7 @@ pub trait Word: Copy + Eq + Default + Send + Sync + 'static {
 }
 
 macro_rules! word {
-    ($t:ty) => {
+    ($t:ty, $s:ty) => {
         impl Word for $t {
             const WIDTH: usize = std::mem::size_of::<$t>();
             #[inline(always)]
@@ -56,6 +56,8 @@ macro_rules! word {
                     Op::Xor => base ^ value,
                     Op::Add => base.wrapping_add(value),
                     Op::Replace => value,
+                    // unzigzag: (v >> 1) ^ -(v & 1)
+                    Op::AddZigzag => base.wrapping_add((value >> 1) ^ (value & 1).wrapping_neg()),
                 }
             }
             #[inline(always)]
@@ -64,15 +66,20 @@ macro_rules! word {
                     Op::Xor => base ^ target,
                     Op::Add => target.wrapping_sub(base),
                     Op::Replace => target,
+                    // zigzag: (d << 1) ^ (d >> (bits - 1)), the shift arithmetic
+                    Op::AddZigzag => {
+                        let d = target.wrapping_sub(base);
+                        (d << 1) ^ (((d as $s) >> (<$t>::BITS - 1)) as $t)
+                    }
                 }
             }
         }
     };
 }
-word!(u8);
-word!(u16);
-word!(u32);
-word!(u64);
+word!(u8, i8);
+word!(u16, i16);
+word!(u32, i32);
+word!(u64, i64);
 
 /// Dispatches `$body` with `$W` bound to the word type of `$width`.
 #[macro_export]
@@ -194,12 +201,30 @@ mod tests {
     #[test]
     fn add_wraps_and_inverts_exactly() {
         for (b, t) in [(0xffffu16, 0x0001u16), (3, 2), (0x8000, 0x7fff)] {
-            for op in [Op::Xor, Op::Add, Op::Replace] {
+            for op in [Op::Xor, Op::Add, Op::Replace, Op::AddZigzag] {
                 let d = u16::delta(op, b, t);
                 assert_eq!(u16::combine(op, b, d), t, "{op:?} {b:#x} {t:#x}");
             }
         }
         assert_eq!(u16::combine(Op::Add, 0xffff, 2), 1);
+    }
+
+    #[test]
+    fn zigzag_maps_small_differences_to_small_values() {
+        // d = target - base: 0, -1, 1, -2, 2 -> 0, 1, 2, 3, 4
+        for (d, z) in [(0i32, 0u32), (-1, 1), (1, 2), (-2, 3), (2, 4)] {
+            let base = 1000u32;
+            let target = base.wrapping_add(d as u32);
+            assert_eq!(u32::delta(Op::AddZigzag, base, target), z);
+            assert_eq!(u32::combine(Op::AddZigzag, base, z), target);
+        }
+        // Extremes wrap exactly.
+        for (b, t) in [(0u8, 255u8), (255, 0), (0x80, 0x7f), (0, 0x80)] {
+            assert_eq!(
+                u8::combine(Op::AddZigzag, b, u8::delta(Op::AddZigzag, b, t)),
+                t
+            );
+        }
     }
 
     #[test]

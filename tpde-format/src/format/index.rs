@@ -205,6 +205,10 @@ pub enum Op {
     Add,
     /// `target = value`.
     Replace,
+    /// (v1.1) `target = (base + unzigzag(value)) mod 2^bits`: the difference
+    /// stored zigzag-coded (`0, -1, 1, -2, … → 0, 1, 2, 3, …`), so small negative
+    /// residuals have zero high bytes instead of 0xff ones (spec §6.1).
+    AddZigzag,
 }
 
 /// Stream compression (spec §5.3).
@@ -256,6 +260,7 @@ impl Op {
             Op::Xor => "xor",
             Op::Add => "add",
             Op::Replace => "replace",
+            Op::AddZigzag => "add-zigzag",
         }
     }
 }
@@ -283,7 +288,7 @@ impl PlaneCodec {
 
 impl Index {
     /// The lowest format minor version that can express this index (spec §8):
-    /// 1 when it uses per-plane streams or widened bases, else 0.
+    /// 1 when it uses per-plane streams, widened bases or zigzag adds, else 0.
     pub fn min_minor(&self) -> u16 {
         let widened = self.tensors.iter().any(|t| {
             matches!(
@@ -291,17 +296,17 @@ impl Index {
                 BaseRef::InlineWidened { .. } | BaseRef::ExternalWidened { .. }
             )
         });
-        let per_plane = self
+        let chunk_v11 = self
             .bases
             .iter()
             .chain(&self.tensors)
             .any(|t| match &t.payload {
                 Payload::Chunked { chunks, .. } => chunks
                     .iter()
-                    .any(|c| matches!(c.values.codec, Codec::PerPlane(_))),
+                    .any(|c| matches!(c.values.codec, Codec::PerPlane(_)) || c.op == Op::AddZigzag),
                 Payload::Plain { .. } => false,
             });
-        u16::from(widened || per_plane)
+        u16::from(widened || chunk_v11)
     }
 }
 

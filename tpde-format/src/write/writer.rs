@@ -318,7 +318,7 @@ impl ArchiveWriter {
         let nchunks = n.div_ceil(ce);
         let comp = chunk::Compression {
             level: self.opts.level,
-            per_plane: self.opts.max_minor >= 1,
+            max_minor: self.opts.max_minor,
         };
         let base_src: Option<(&dyn ByteSource, Dtype)> = match base {
             BaseInput::None => None,

@@ -181,7 +181,7 @@ fn chunked(
         let r = (i as usize * w)..((i + count) as usize * w);
         let comp = tpde_format::codec::chunk::Compression {
             level: 3,
-            per_plane: true,
+            max_minor: 1,
         };
         let mut e = encode(w, &target[r.clone()], base.map(|b| &b[r]), op, comp, &mut s);
         if e.kind == ChunkKind::Sparse {
@@ -357,7 +357,7 @@ pub fn matrix(seed: u64) -> Vec<Spec> {
     ];
     for dtype in dtypes {
         for kind in kinds {
-            for op in [Op::Xor, Op::Add, Op::Replace] {
+            for op in [Op::Xor, Op::Add, Op::Replace, Op::AddZigzag] {
                 if matches!(kind, BaseKind::None { .. }) && op != Op::Replace {
                     continue; // with no base every op is stored as Replace
                 }
