@@ -6,8 +6,8 @@ use std::collections::HashSet;
 use crate::codec::widen::can_widen;
 use crate::error::{Error, Location, Result};
 use crate::format::{
-    align_up, BaseRef, ChunkKind, Codec, Header, Index, Payload, PlaneCodec, Stream, TensorRecord,
-    HEADER_LEN,
+    align_up, BaseRef, ChunkKind, Codec, Header, Index, Op, Payload, PlaneCodec, Stream,
+    TensorRecord, HEADER_LEN,
 };
 use crate::limits::ReadLimits;
 
@@ -163,6 +163,7 @@ pub fn validate(data: &[u8], header: &Header, index: &Index, limits: &ReadLimits
             limit: limits.max_total_output,
         });
     }
+    check_minor_features(header, index)?;
 
     // Files (spec §4.2): every tensor in exactly one file; sizes add up.
     let mut owner = vec![false; index.tensors.len()];
@@ -196,6 +197,45 @@ pub fn validate(data: &[u8], header: &Header, index: &Index, limits: &ReadLimits
     }
 
     check_layout(data, header, index)
+}
+
+/// A file uses only variants its minor defines (spec §8.2): a v1.0 reader
+/// refuses a minor-0 file holding a v1.1 variant, so a newer reader refuses
+/// it too, and whether a file is valid never depends on the reader's version
+/// (it also catches writers that record too low a minor).
+fn check_minor_features(header: &Header, index: &Index) -> Result<()> {
+    if header.minor >= 1 {
+        return Ok(());
+    }
+    for (table, base) in [(&index.bases, true), (&index.tensors, false)] {
+        for t in table {
+            if matches!(
+                t.base,
+                BaseRef::InlineWidened { .. } | BaseRef::ExternalWidened { .. }
+            ) {
+                return Err(bad(
+                    tensor_loc(t, base),
+                    "widened base (v1.1) in a file whose header says minor 0 (spec §8.2)",
+                ));
+            }
+            if let Payload::Chunked { chunks, .. } = &t.payload {
+                let per_plane = |s: &Stream| matches!(s.codec, Codec::PerPlane(_));
+                if let Some(i) = chunks.iter().position(|c| {
+                    per_plane(&c.positions) || per_plane(&c.values) || c.op == Op::AddZigzag
+                }) {
+                    return Err(bad(
+                        Location::Chunk {
+                            tensor: t.name.clone(),
+                            base,
+                            chunk: i as u64,
+                        },
+                        "per-plane stream or zigzag op (v1.1) in a file whose header says minor 0 (spec §8.2)",
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn tensor_loc(t: &TensorRecord, base: bool) -> Location {
