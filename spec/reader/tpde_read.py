@@ -54,7 +54,7 @@ DTYPES = [
     ("I64", 8), ("U64", 8), ("F64", 8),
 ]
 KINDS = ["zero", "dense", "sparse"]  # §5.2
-OPS = ["xor", "add", "replace"]  # §6
+OPS = ["xor", "add", "replace", "add-zigzag"]  # §6.1 ("add-zigzag" = AddZigzag, v1.1)
 CODECS = ["raw", "zstd", "planes"]  # §5.3 ("planes" = PerPlane, v1.1)
 PLANE_CODECS = ["raw", "zstd"]  # §5.3 (v1.1)
 BASE_KINDS = ["none", "inline", "external", "inline_widened", "external_widened"]  # §4.5
@@ -413,6 +413,8 @@ def check_minor_features(header: dict, idx: dict) -> None:
             for i, c in enumerate(p.get("chunks", [])):
                 if "planes" in (c["positions"]["codec"], c["values"]["codec"]):
                     raise FormatError(f"{tname(t, is_base)} chunk {i}: a per-plane stream (v1.1) in a minor 0 file")
+                if c["op"] == "add-zigzag":
+                    raise FormatError(f"{tname(t, is_base)} chunk {i}: op AddZigzag (v1.1) in a minor 0 file")
 
 
 def check_layout(data: bytes, header: dict, idx: dict) -> None:  # §3.3
@@ -595,11 +597,17 @@ def decode_positions(raw: bytes, count: int, limit: int) -> list[int]:  # §5.5
     return out
 
 
-def combine(op: str, base: int, value: int, mask: int) -> int:  # §6
+def unzigzag(v: int, mask: int) -> int:  # §6.1 (v1.1)
+    return (v >> 1) ^ (-(v & 1) & mask)
+
+
+def combine(op: str, base: int, value: int, mask: int) -> int:  # §6.1
     if op == "xor":
         return base ^ value
     if op == "add":
         return (base + value) & mask
+    if op == "add-zigzag":
+        return (base + unzigzag(value, mask)) & mask
     return value
 
 
@@ -629,6 +637,8 @@ def decode_chunk(c: dict, w: int, stored: bytes, out: bytearray) -> None:
             fmt = f"<{n}{WORD[w]}"
             b = struct.unpack(fmt, out)
             v = struct.unpack(fmt, values)
+            if op == "add-zigzag":
+                v = [unzigzag(y, mask) for y in v]
             out[:] = struct.pack(fmt, *((x + y) & mask for x, y in zip(b, v)))
         return
     raw = decode_stream(c["positions"], p_bytes)
