@@ -1,4 +1,5 @@
-//! Writes the golden vectors of format v1 into `tests/vectors/v1/`.
+//! Writes the golden vectors of format major 1 (v1.0 and v1.1) into
+//! `tests/vectors/v1/`.
 //!
 //! Run: `cargo run -p tpde-tests --example make_vectors`.
 //!
@@ -21,8 +22,11 @@ use tpde_format::safetensors::Checkpoint;
 use tpde_format::{Dtype, WriteOptions};
 use tpde_tests::{safetensors_bytes, sha256_hex, vectors_v1, Rng, TensorData};
 
-/// The shared external base file, shipped beside the archives.
+/// The shared external base file of the v1.0 vectors, shipped beside the archives.
 const BASE_FILE: &str = "base.safetensors";
+/// The external base file of the v1.1 vectors (a new file: the v1.0 one is
+/// never rewritten).
+const BASE_FILE_V11: &str = "base_v11.safetensors";
 
 enum Target {
     /// One safetensors file: name, tensors, `__metadata__`.
@@ -42,6 +46,13 @@ struct Vector {
     target: Target,
     /// Base tensors and how they are kept; `None`: no base at all.
     base: Option<(Vec<TensorData>, BaseMode)>,
+    /// The external base file's name (when the mode is external).
+    base_file: &'static str,
+    /// `WriteOptions::with_max_minor`.
+    max_minor: u16,
+    /// The header minor the archive must have (recorded in the manifest as
+    /// `format_version`: the tests check the header against it).
+    expect_minor: u16,
 }
 
 fn mask(w: usize) -> u64 {
@@ -247,6 +258,312 @@ fn standalone_set() -> Vec<TensorData> {
     out
 }
 
+/// Defaults of the v1.0 vectors (written before v1.1 existed).
+const V10: Vector = Vector {
+    name: "",
+    description: "",
+    chunk_elems: 0,
+    target: Target::Single("", Vec::new(), None),
+    base: None,
+    base_file: BASE_FILE,
+    max_minor: 0,
+    expect_minor: 0,
+};
+
+// ---- v1.1: widened bases, per-plane streams, renamed tensors ---------------
+
+/// The exact widening of one narrow float to a wider one (spec §6.2),
+/// computed here independently of `tpde_format::codec::widen`: through the
+/// hardware's float conversions for every non-NaN value (exact, since the
+/// wider format holds every narrower value), and by the spec's bit rule for
+/// NaNs only (hardware conversions may quiet a signalling NaN).
+fn widen_ref(from: Dtype, to: Dtype, x: u64) -> u64 {
+    let as_f32 = match from {
+        Dtype::BF16 => (x as u32) << 16,
+        Dtype::F16 => {
+            let h = x as u32;
+            let (sign, exp, man) = (h >> 15, (h >> 10) & 0x1f, h & 0x3ff);
+            if exp == 0x1f {
+                (sign << 31) | 0x7f80_0000 | (man << 13)
+            } else {
+                // value = man × 2^-24 (subnormal) or (1024 + man) × 2^(exp-25).
+                let v = if exp == 0 {
+                    f64::from(man) * 2f64.powi(-24)
+                } else {
+                    f64::from(1024 + man) * 2f64.powi(exp as i32 - 25)
+                };
+                let v = if sign == 1 { -v } else { v };
+                (v as f32).to_bits()
+            }
+        }
+        _ => x as u32,
+    };
+    if to == Dtype::F32 {
+        return u64::from(as_f32);
+    }
+    let f = f32::from_bits(as_f32);
+    if f.is_nan() {
+        (u64::from(as_f32 >> 31) << 63)
+            | 0x7ff0_0000_0000_0000
+            | (u64::from(as_f32 & 0x7f_ffff) << 29)
+    } else {
+        f64::from(f).to_bits()
+    }
+}
+
+/// Bit patterns worth widening: signed zeros, the smallest and largest
+/// subnormals, normals at both ends, infinities, quiet and signalling NaNs
+/// with payloads.
+fn special_floats(d: Dtype) -> Vec<u64> {
+    match d {
+        Dtype::F16 => vec![
+            0x0000, 0x8000, 0x0001, 0x8001, 0x0002, 0x0155, 0x0200, 0x03ff, 0x83ff, 0x0400, 0x3c00,
+            0xbc00, 0x7bff, 0xfbff, 0x7c00, 0xfc00, 0x7e00, 0xfe00, 0x7c01, 0xfc01, 0x7d55, 0x7fff,
+            0xffff, 0x7e01,
+        ],
+        Dtype::BF16 => vec![
+            0x0000, 0x8000, 0x0001, 0x8001, 0x007f, 0x807f, 0x0080, 0x3f80, 0xbf80, 0x7f7f, 0xff7f,
+            0x7f80, 0xff80, 0x7fc0, 0xffc0, 0x7f81, 0xff81, 0x7fa5, 0x7fff, 0xffff,
+        ],
+        _ => vec![
+            0x0000_0000,
+            0x8000_0000,
+            0x0000_0001,
+            0x8000_0001,
+            0x0000_0100,
+            0x0040_0000,
+            0x007f_ffff,
+            0x807f_ffff,
+            0x0080_0000,
+            0x3f80_0000,
+            0xbf80_0000,
+            0x7f7f_ffff,
+            0xff7f_ffff,
+            0x7f80_0000,
+            0xff80_0000,
+            0x7fc0_0000,
+            0xffc0_0000,
+            0x7f80_0001,
+            0xff80_0001,
+            0x7fbf_ffff,
+            0x7fc1_2345,
+            0x7fff_ffff,
+            0xffff_ffff,
+        ],
+    }
+}
+
+/// A narrow base of `n` elements (`specials` first, then random bit
+/// patterns, NaNs and subnormals included) and the wider target predicted
+/// by it, with `ce`-element chunks: chunk 0 the exact widening (a zero
+/// chunk), chunk 1 a residual in the low bits of `n_sparse` elements
+/// (sparse), chunk 2 a residual in every element (dense, its high byte
+/// planes zero and its low ones noise), later chunks exact again.
+fn widened_pair(
+    rng: &mut Rng,
+    from: Dtype,
+    to: Dtype,
+    base_words: &[u64],
+    ce: usize,
+    n_sparse: usize,
+) -> (Vec<u8>, Vec<u8>) {
+    let (fw, tw) = (from.width(), to.width());
+    let n = base_words.len();
+    let mut base = vec![0u8; n * fw];
+    let mut target = vec![0u8; n * tw];
+    // Residual bits: the bits a wider format adds below the narrow mantissa.
+    let low = if to == Dtype::F64 { 29 } else { 16 };
+    let sparse: Vec<usize> = (0..n_sparse)
+        .map(|k| ce + 1 + k * (ce - 2) / n_sparse.max(1))
+        .collect();
+    for (i, &x) in base_words.iter().enumerate() {
+        put(&mut base, i, fw, x);
+        let mut y = widen_ref(from, to, x);
+        if (i / ce == 1 && sparse.contains(&i)) || i / ce == 2 {
+            y ^= (rng.next_u64() & ((1u64 << low) - 1)) | 1;
+        }
+        put(&mut target, i, tw, y);
+    }
+    (base, target)
+}
+
+const WIDEN_PAIRS: [(Dtype, Dtype); 5] = [
+    (Dtype::BF16, Dtype::F32),
+    (Dtype::F16, Dtype::F32),
+    (Dtype::BF16, Dtype::F64),
+    (Dtype::F16, Dtype::F64),
+    (Dtype::F32, Dtype::F64),
+];
+
+/// Targets and bases of the v1.1 vectors, `ce`-element chunks. (Every BF16
+/// and F16 bit pattern is widened by `spec_reader.rs` on archives it packs
+/// itself: as a stored vector it would cost 64 KiB per dtype, since the
+/// writer stores a plane with a flat byte histogram raw.)
+fn v11_set(ce: usize) -> (Vec<TensorData>, Vec<TensorData>) {
+    let mut rng = Rng(0x7d3e_2024_1101);
+    let (mut target, mut base) = (Vec::new(), Vec::new());
+    for (from, to) in WIDEN_PAIRS {
+        let n = 3 * ce + 17;
+        let mut words = special_floats(from);
+        let mask = (1u64 << (8 * from.width())) - 1;
+        // The specials again in chunk 1 and 2, where residuals are added.
+        let specials = words.clone();
+        while words.len() < n {
+            if words.len() == ce || words.len() == 2 * ce {
+                words.extend(&specials);
+            } else {
+                words.push(rng.next_u64() & mask);
+            }
+        }
+        words.truncate(n);
+        let (b, t) = widened_pair(&mut rng, from, to, &words, ce, ce / 4);
+        let name = format!("{}.to_{}", lower(from), lower(to));
+        base.push(td(&name, from, &[n as u64], b));
+        target.push(td(&name, to, &[n as u64], t));
+    }
+    // Same dtype, per-plane values: small xor deltas in an F32 tensor.
+    {
+        let (b, t) = delta_pair(&mut rng, Dtype::F32, 3 * ce + 5, ce, Pattern::Xor);
+        base.push(td("same.f32", Dtype::F32, &[3 * ce as u64 + 5], b));
+        target.push(td("same.f32", Dtype::F32, &[3 * ce as u64 + 5], t));
+    }
+    // Small signed integer residuals (target = base ± 1..3 ulps): zigzag
+    // adds store them with zero high planes (Op::AddZigzag, v1.1). Chunk 0
+    // unchanged, chunk 1 sparse, later chunks dense.
+    {
+        let n = 3 * ce + 5;
+        let mut b = vec![0u8; n * 4];
+        for i in 0..n {
+            put(
+                &mut b,
+                i,
+                4,
+                u64::from((0.001 * rng.below(1000) as f32 - 0.5).to_bits()),
+            );
+        }
+        let mut t = b.clone();
+        for i in ce..n {
+            if i < 2 * ce && i % 9 != 0 {
+                continue;
+            }
+            let d = 1 + rng.below(3) as u32;
+            let x = get(&b, i, 4) as u32;
+            let y = if rng.below(2) == 0 {
+                x.wrapping_add(d)
+            } else {
+                x.wrapping_sub(d)
+            };
+            put(&mut t, i, 4, u64::from(y));
+        }
+        base.push(td("zigzag.f32", Dtype::F32, &[n as u64], b));
+        target.push(td("zigzag.f32", Dtype::F32, &[n as u64], t));
+    }
+    // One-byte values: whole-stream codecs even in a v1.1 archive.
+    {
+        let (b, t) = delta_pair(&mut rng, Dtype::U8, 3 * ce, ce, Pattern::Add);
+        base.push(td("u8.delta", Dtype::U8, &[3 * ce as u64], b));
+        target.push(td("u8.delta", Dtype::U8, &[3 * ce as u64], t));
+    }
+    // Renamed: the target's bytes equal a base tensor of another name (a
+    // decoy of the same dtype and shape comes first); two targets share one.
+    let orig = rng.bytes(200 * 2);
+    base.push(td("decoy.f16", Dtype::F16, &[10, 20], rng.bytes(200 * 2)));
+    base.push(td("orig.f16", Dtype::F16, &[10, 20], orig.clone()));
+    target.push(td("copy_a.f16", Dtype::F16, &[10, 20], orig.clone()));
+    target.push(td("copy_b.f16", Dtype::F16, &[10, 20], orig));
+    let moved = rng.bytes(300 * 4);
+    base.push(td("renamed.old", Dtype::I32, &[300], moved.clone()));
+    target.push(td("renamed.new", Dtype::I32, &[300], moved));
+    // Never narrowed: an F32 base does not predict a BF16 target (stored
+    // standalone).
+    base.push(td("narrow.bf16", Dtype::F32, &[64], rng.bytes(256)));
+    target.push(td("narrow.bf16", Dtype::BF16, &[64], rng.bytes(128)));
+    (target, base)
+}
+
+fn v11_vectors() -> Vec<Vector> {
+    let (small_t, small_b) = v11_set(128);
+    // Appendix B: 24 F32 elements predicted by a BF16 base (planes of 24
+    // bytes: long enough for zstd to pay on the all-zero ones).
+    let mini_base: Vec<u16> = (0..24u16).map(|i| 0x3f80 + i).collect();
+    let mini_target: Vec<u8> = mini_base
+        .iter()
+        .enumerate()
+        .flat_map(|(i, &b)| ((u32::from(b) << 16) | (i as u32 * 0x0a0b)).to_le_bytes())
+        .collect();
+    let mini_base: Vec<u8> = mini_base.iter().flat_map(|b| b.to_le_bytes()).collect();
+    let v11 = |name, description, chunk_elems, target, base| Vector {
+        name,
+        description,
+        chunk_elems,
+        target,
+        base,
+        base_file: BASE_FILE_V11,
+        max_minor: 1,
+        expect_minor: 1,
+    };
+    vec![
+        v11(
+            "v11_minimal",
+            "v1.1 in one small archive: an F32 [24] tensor against an inline BF16 base \
+             (InlineWidened), one dense chunk whose per-plane values have zstd and raw \
+             planes; spec/FORMAT.md appendix B dumps it",
+            24,
+            Target::Single(
+                "minimal_v11.safetensors",
+                vec![td("w", Dtype::F32, &[24], mini_target)],
+                None,
+            ),
+            Some((
+                vec![td("w", Dtype::BF16, &[24], mini_base)],
+                BaseMode::Inline,
+            )),
+        ),
+        v11(
+            "v11_widen_inline",
+            "v1.1, inline compressed base: specials (signed zeros, subnormals, \
+             infinities, quiet and signalling NaNs with payloads) and random bit patterns \
+             widened on all five pairs bf16/f16->f32/f64 and f32->f64, with zero, sparse \
+             and dense chunks over the widened bases; per-plane values (raw and zstd \
+             planes) in targets and inline bases; AddZigzag in sparse and dense \
+             chunks; 1-byte values; renamed tensors (two \
+             targets sharing one base); an F32 base never narrowed to BF16",
+            128,
+            Target::Single("target.safetensors", small_t.clone(), None),
+            Some((small_b.clone(), BaseMode::Inline)),
+        ),
+        v11(
+            "v11_widen_inline_plain",
+            "v1.1: the inputs of v11_widen_inline with plain inline bases",
+            128,
+            Target::Single("target.safetensors", small_t.clone(), None),
+            Some((small_b.clone(), BaseMode::InlinePlain)),
+        ),
+        v11(
+            "v11_widen_external",
+            "v1.1: the inputs of v11_widen_inline against the external base \
+             base_v11.safetensors (ExternalWidened: digests of the narrow base tensors; \
+             renamed tensors referenced by their base names)",
+            128,
+            Target::Single("target.safetensors", small_t.clone(), None),
+            Some((small_b.clone(), BaseMode::External)),
+        ),
+        Vector {
+            max_minor: 0,
+            expect_minor: 0,
+            ..v11(
+                "v11_max_minor0",
+                "the inputs of v11_widen_external written by the v1.1 writer with \
+                 with_max_minor(0): a v1.0 archive (no per-plane streams; narrower bases \
+                 not used, those targets stored standalone; renamed tensors still matched)",
+                128,
+                Target::Single("target.safetensors", small_t, None),
+                Some((small_b, BaseMode::External)),
+            )
+        },
+    ]
+}
+
 fn vectors() -> Vec<Vector> {
     let (dt, db) = delta_set();
     let half = dt.len() / 2;
@@ -277,6 +594,7 @@ fn vectors() -> Vec<Vector> {
                 None,
             ),
             base: None,
+            ..V10
         },
         Vector {
             name: "standalone",
@@ -285,6 +603,7 @@ fn vectors() -> Vec<Vector> {
             chunk_elems: 128,
             target: Target::Single("standalone.safetensors", standalone_set(), None),
             base: None,
+            ..V10
         },
         Vector {
             name: "delta_inline",
@@ -294,6 +613,7 @@ fn vectors() -> Vec<Vector> {
             chunk_elems: 128,
             target: Target::Single("target.safetensors", dt.clone(), meta.clone()),
             base: Some((db.clone(), BaseMode::Inline)),
+            ..V10
         },
         Vector {
             name: "delta_inline_plain",
@@ -302,6 +622,7 @@ fn vectors() -> Vec<Vector> {
             chunk_elems: 128,
             target: Target::Single("target.safetensors", dt.clone(), meta.clone()),
             base: Some((db.clone(), BaseMode::InlinePlain)),
+            ..V10
         },
         Vector {
             name: "delta_external",
@@ -309,6 +630,7 @@ fn vectors() -> Vec<Vector> {
             chunk_elems: 128,
             target: Target::Single("target.safetensors", dt, meta),
             base: Some((db.clone(), BaseMode::External)),
+            ..V10
         },
         Vector {
             name: "sharded_external",
@@ -323,6 +645,7 @@ fn vectors() -> Vec<Vector> {
                 ],
             ),
             base: Some((db, BaseMode::External)),
+            ..V10
         },
         Vector {
             name: "large_gaps",
@@ -335,8 +658,12 @@ fn vectors() -> Vec<Vector> {
                 None,
             ),
             base: None,
+            ..V10
         },
     ]
+    .into_iter()
+    .chain(v11_vectors())
+    .collect()
 }
 
 fn mode_name(m: Option<BaseMode>) -> &'static str {
@@ -404,12 +731,12 @@ fn make(v: &Vector, dir: &Path) -> Result<Value, String> {
         Some((ts, mode)) => {
             let bytes = safetensors_bytes(ts, None);
             let p = if *mode == BaseMode::External {
-                dir.join(BASE_FILE)
+                dir.join(v.base_file)
             } else {
-                tmp.path().join(BASE_FILE)
+                tmp.path().join(v.base_file)
             };
             write_new(&p, &bytes)?;
-            let name = (*mode == BaseMode::External).then_some(BASE_FILE);
+            let name = (*mode == BaseMode::External).then_some(v.base_file);
             let c = Checkpoint::open(&p).map_err(|e| e.to_string())?;
             (Some(c), Some(*mode), name)
         }
@@ -420,13 +747,24 @@ fn make(v: &Vector, dir: &Path) -> Result<Value, String> {
         // Refuses to overwrite: `with_overwrite` is left off.
         write: WriteOptions::default()
             .with_chunk_elems(v.chunk_elems)
-            .with_level(3),
+            .with_level(3)
+            .with_max_minor(v.max_minor),
         base_mode: mode.unwrap_or_default(),
     };
     pack(&target, base_ckpt.as_ref(), &archive, &opts, &mut |_| {})
         .map_err(|e| format!("{}: {e}", v.name))?;
-    let archive_sha = sha256_hex(&std::fs::read(&archive).map_err(|e| e.to_string())?);
+    let archive_bytes = std::fs::read(&archive).map_err(|e| e.to_string())?;
+    let minor = u16::from_le_bytes([archive_bytes[10], archive_bytes[11]]);
+    if minor != v.expect_minor {
+        return Err(format!(
+            "{}: the writer recorded minor {minor}, the vector expects {}",
+            v.name, v.expect_minor
+        ));
+    }
+    let archive_sha = sha256_hex(&archive_bytes);
     Ok(json!({
+        "format_version": format!("1.{}", v.expect_minor),
+        "max_minor": v.max_minor,
         "archive": format!("{}.tpde", v.name),
         "archive_sha256": archive_sha,
         "description": v.description,
@@ -446,9 +784,10 @@ fn main() -> Result<(), String> {
         Ok(b) => serde_json::from_slice(&b).map_err(|e| format!("manifest.json: {e}"))?,
         Err(_) => Map::new(),
     };
-    manifest
-        .entry("format")
-        .or_insert_with(|| Value::from("tpde 1.0"));
+    manifest.insert(
+        "format".into(),
+        Value::from("tpde 1 (each vector's format_version; 1.0 where absent)"),
+    );
     manifest.entry("note").or_insert_with(|| {
         Value::from(
             "Golden vectors: never regenerated, only added to (cargo run -p tpde-tests \

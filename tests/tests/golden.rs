@@ -1,7 +1,8 @@
-//! Golden vectors of format v1 (`tests/vectors/v1/`): the Rust reader decodes
-//! every archive, matches the manifest's digests (computed from the inputs at
-//! generation time, not from the archives), unpacks byte-identically, and the
-//! vectors together cover every dtype, chunk kind, combine op and codec.
+//! Golden vectors of format major 1 (`tests/vectors/v1/`, v1.0 and v1.1): the
+//! Rust reader decodes every archive, matches the manifest's digests (computed
+//! from the inputs at generation time, not from the archives) and format
+//! version, unpacks byte-identically, and the vectors together cover every
+//! dtype, chunk kind, combine op, codec, base kind and widening.
 //!
 //! Vectors are never regenerated, only added to
 //! (`cargo run -p tpde-tests --example make_vectors`).
@@ -9,8 +10,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
-use tpde_format::codec::stream;
-use tpde_format::format::{BaseRef, ChunkKind, Payload};
+use tpde_format::codec::chunk::{decode_into, DecodeScratch};
+use tpde_format::codec::{stream, widen};
+use tpde_format::format::{BaseRef, ChunkKind, Codec, Payload, TensorRecord};
 use tpde_format::read::Table;
 use tpde_format::safetensors::Checkpoint;
 use tpde_format::unpack::{unpack, verify, UnpackOptions};
@@ -47,8 +49,8 @@ fn base_for(entry: &Value) -> Option<Checkpoint> {
 fn manifest_lists_every_archive_and_nothing_else() {
     let m = manifest();
     assert!(
-        m.len() >= 7,
-        "expected at least 7 vectors, found {}",
+        m.len() >= 12,
+        "expected at least 12 vectors, found {}",
         m.len()
     );
     let on_disk: BTreeSet<String> = std::fs::read_dir(vectors_v1())
@@ -75,6 +77,17 @@ fn every_vector_decodes_to_its_manifest_digests_and_unpacks_byte_identically() {
         );
         let a = Archive::open(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
         a.check_crcs().unwrap();
+        // The header's version is the one the vector was made for (1.0
+        // where the manifest predates v1.1), and it is the lowest that can
+        // express the index (spec §8.2).
+        let h = a.header();
+        let want_version = entry["format_version"].as_str().unwrap_or("1.0");
+        assert_eq!(
+            format!("{}.{}", h.major, h.minor),
+            want_version,
+            "{name}: format version"
+        );
+        assert_eq!(a.index().min_minor(), h.minor, "{name}: lowest minor");
         let base = base_for(&entry);
         let provider: &dyn BaseProvider = match &base {
             Some(b) => b,
@@ -149,6 +162,71 @@ struct Coverage {
     multi_file: bool,
     extra_file: bool,
     standalone_in_delta: bool,
+    // v1.1
+    plane_codecs: BTreeSet<&'static str>,
+    /// (table, chunk kind) of chunks with per-plane values.
+    per_plane_in: BTreeSet<(&'static str, &'static str)>,
+    /// A one-byte dtype's values stream in a v1.1 archive (whole-stream codec).
+    one_byte_values_in_v11: bool,
+    /// (base dtype, target dtype, "inline" | "external") of widened bases.
+    widen_pairs: BTreeSet<(&'static str, &'static str, &'static str)>,
+    /// Chunk kinds decoded over a widened base.
+    widened_kinds: BTreeSet<&'static str>,
+    /// (narrow dtype, class) of the values in widened bases.
+    widened_specials: BTreeSet<(&'static str, &'static str)>,
+    /// Base modes in which a target is stored against a base tensor of another name.
+    renamed: BTreeSet<&'static str>,
+    /// Two targets share one inline base.
+    shared_inline_base: bool,
+    minors: BTreeSet<u16>,
+}
+
+/// The class of a narrow float's bit pattern, for coverage of §6.2.
+fn float_class(d: Dtype, x: u64) -> &'static str {
+    let (e_bits, m_bits) = match d {
+        Dtype::F16 => (5, 10),
+        Dtype::BF16 => (8, 7),
+        _ => (8, 23),
+    };
+    let sign = x >> (e_bits + m_bits) & 1;
+    let e = (x >> m_bits) & ((1 << e_bits) - 1);
+    let m = x & ((1 << m_bits) - 1);
+    match (e, m) {
+        (0, 0) if sign == 0 => "+0",
+        (0, 0) => "-0",
+        (0, _) => "subnormal",
+        (e, 0) if e == (1 << e_bits) - 1 => "inf",
+        (e, m) if e == (1 << e_bits) - 1 && m >> (m_bits - 1) == 1 => "quiet NaN",
+        (e, _) if e == (1 << e_bits) - 1 => "signalling NaN",
+        _ => "normal",
+    }
+}
+
+/// The bytes of inline base `i`, decoded here chunk by chunk with the
+/// low-level decoder (a base has no base of its own).
+fn inline_base_bytes(a: &Archive<Vec<u8>>, i: usize) -> Vec<u8> {
+    let rec: &TensorRecord = &a.index().bases[i];
+    if let Some(b) = a.plain_bytes(Table::Base, i).unwrap() {
+        return b.to_vec();
+    }
+    let w = rec.dtype.width();
+    let mut out = vec![0u8; rec.byte_len().unwrap() as usize];
+    if let Payload::Chunked { chunks, .. } = &rec.payload {
+        for (ci, c) in chunks.iter().enumerate() {
+            let stored = a.chunk_bytes(Table::Base, i, ci, c).unwrap();
+            let lo = c.elem_start as usize * w;
+            let hi = lo + c.elem_count as usize * w;
+            decode_into(
+                c,
+                w,
+                stored,
+                &mut out[lo..hi],
+                &mut DecodeScratch::default(),
+            )
+            .unwrap();
+        }
+    }
+    out
 }
 
 fn varint_lengths(raw: &[u8]) -> Vec<usize> {
@@ -164,8 +242,10 @@ fn varint_lengths(raw: &[u8]) -> Vec<usize> {
     out
 }
 
-fn cover(a: &Archive<Vec<u8>>, c: &mut Coverage) {
+fn cover(a: &Archive<Vec<u8>>, base_file: Option<&Checkpoint>, c: &mut Coverage) {
     let idx = a.index();
+    let minor = a.header().minor;
+    c.minors.insert(minor);
     c.multi_file |= idx.files.len() > 1;
     c.extra_file |= !idx.extra_files.is_empty();
     for b in &idx.bases {
@@ -173,7 +253,16 @@ fn cover(a: &Archive<Vec<u8>>, c: &mut Coverage) {
             Payload::Plain { .. } => "plain",
             Payload::Chunked { .. } => "chunked",
         });
+        if let Payload::Chunked { chunks, .. } = &b.payload {
+            for ch in chunks {
+                if let Codec::PerPlane(planes) = &ch.values.codec {
+                    c.per_plane_in.insert(("base", ch.kind.name()));
+                    c.plane_codecs.extend(planes.iter().map(|p| p.codec.name()));
+                }
+            }
+        }
     }
+    let mut inline_users: BTreeMap<u32, usize> = BTreeMap::new();
     let has_base = !idx.bases.is_empty() || !idx.base_files.is_empty();
     for (ti, t) in idx.tensors.iter().enumerate() {
         c.dtypes.insert(t.dtype.name());
@@ -185,6 +274,51 @@ fn cover(a: &Archive<Vec<u8>>, c: &mut Coverage) {
             BaseRef::ExternalWidened { .. } => "external-widened",
         });
         c.standalone_in_delta |= has_base && t.base == BaseRef::None;
+        // v1.1: which bases, under which names, widened from what.
+        let (base_name, mode) = match &t.base {
+            BaseRef::Inline { index } | BaseRef::InlineWidened { index } => {
+                *inline_users.entry(*index).or_default() += 1;
+                let b = &idx.bases[*index as usize];
+                let mode = match b.payload {
+                    Payload::Plain { .. } => "inline_plain",
+                    Payload::Chunked { .. } => "inline",
+                };
+                (Some(b.name.as_str()), mode)
+            }
+            BaseRef::External { name, .. } | BaseRef::ExternalWidened { name, .. } => {
+                (Some(name.as_str()), "external")
+            }
+            BaseRef::None => (None, "none"),
+        };
+        if base_name.is_some_and(|n| n != t.name) {
+            c.renamed.insert(mode);
+        }
+        let widened_from = match &t.base {
+            BaseRef::InlineWidened { index } => {
+                let from = idx.bases[*index as usize].dtype;
+                c.widen_pairs
+                    .insert((from.name(), t.dtype.name(), "inline"));
+                Some((from, inline_base_bytes(a, *index as usize)))
+            }
+            BaseRef::ExternalWidened { name, dtype, .. } => {
+                c.widen_pairs
+                    .insert((dtype.name(), t.dtype.name(), "external"));
+                let bt = base_file
+                    .expect("an external vector names its base file")
+                    .base_tensor(name)
+                    .expect("the base file holds the tensor");
+                Some((*dtype, bt.data.to_vec()))
+            }
+            _ => None,
+        };
+        if let Some((from, bytes)) = &widened_from {
+            for x in bytes.chunks_exact(from.width()) {
+                let mut v = [0u8; 8];
+                v[..x.len()].copy_from_slice(x);
+                c.widened_specials
+                    .insert((from.name(), float_class(*from, u64::from_le_bytes(v))));
+            }
+        }
         let n = t.elem_count().unwrap();
         c.empty |= n == 0;
         c.scalar |= t.shape.is_empty();
@@ -198,6 +332,14 @@ fn cover(a: &Archive<Vec<u8>>, c: &mut Coverage) {
         c.short_last_chunk |= chunks.len() > 1 && n % chunk_elems != 0;
         for (ci, ch) in chunks.iter().enumerate() {
             c.kinds.insert(ch.kind.name());
+            if widened_from.is_some() {
+                c.widened_kinds.insert(ch.kind.name());
+            }
+            if let Codec::PerPlane(planes) = &ch.values.codec {
+                c.per_plane_in.insert(("target", ch.kind.name()));
+                c.plane_codecs.extend(planes.iter().map(|p| p.codec.name()));
+            }
+            c.one_byte_values_in_v11 |= minor >= 1 && t.dtype.width() == 1 && ch.values.raw_len > 0;
             if ch.kind == ChunkKind::Zero {
                 continue; // a zero chunk's op means nothing
             }
@@ -217,6 +359,7 @@ fn cover(a: &Archive<Vec<u8>>, c: &mut Coverage) {
             }
         }
     }
+    c.shared_inline_base |= inline_users.values().any(|&n| n > 1);
 }
 
 #[test]
@@ -225,7 +368,7 @@ fn vectors_cover_every_dtype_kind_op_and_codec() {
     for (_, entry) in manifest() {
         let bytes = std::fs::read(vectors_v1().join(entry["archive"].as_str().unwrap())).unwrap();
         let a = Archive::from_bytes(bytes, tpde_format::ReadLimits::default()).unwrap();
-        cover(&a, &mut c);
+        cover(&a, base_for(&entry).as_ref(), &mut c);
     }
     let all: BTreeSet<&str> = Dtype::ALL.iter().map(|d| d.name()).collect();
     assert_eq!(c.dtypes, all, "dtypes");
@@ -236,16 +379,27 @@ fn vectors_cover_every_dtype_kind_op_and_codec() {
     );
     let mut want_ops = BTreeSet::new();
     for k in ["dense", "sparse"] {
-        for op in ["add", "replace", "xor"] {
+        for op in ["add", "add-zigzag", "replace", "xor"] {
             want_ops.insert((k, op));
         }
     }
     assert_eq!(c.kind_ops, want_ops, "kind × op");
-    assert_eq!(c.value_codecs, ["raw", "zstd"].into(), "value codecs");
+    assert_eq!(
+        c.value_codecs,
+        ["planes", "raw", "zstd"].into(),
+        "value codecs"
+    );
     assert_eq!(c.position_codecs, ["raw", "zstd"].into(), "position codecs");
     assert_eq!(
         c.target_bases,
-        ["external", "inline", "none"].into(),
+        [
+            "external",
+            "external-widened",
+            "inline",
+            "inline-widened",
+            "none"
+        ]
+        .into(),
         "base refs"
     );
     assert_eq!(
@@ -266,15 +420,150 @@ fn vectors_cover_every_dtype_kind_op_and_codec() {
         c.standalone_in_delta,
         "a target tensor without a base counterpart"
     );
+
+    // v1.1 (spec §5.3, §6.2, §8.2, §11).
+    assert_eq!(c.minors, [0, 1].into(), "header minors");
+    assert_eq!(c.plane_codecs, ["raw", "zstd"].into(), "plane codecs");
+    assert_eq!(
+        c.per_plane_in,
+        [("base", "dense"), ("target", "dense"), ("target", "sparse")].into(),
+        "per-plane values in base and target chunks of each kind"
+    );
+    assert!(
+        c.one_byte_values_in_v11,
+        "1-byte values (whole-stream codec) in a v1.1 archive"
+    );
+    let mut pairs = BTreeSet::new();
+    for (from, to) in [
+        ("BF16", "F32"),
+        ("F16", "F32"),
+        ("BF16", "F64"),
+        ("F16", "F64"),
+        ("F32", "F64"),
+    ] {
+        for how in ["inline", "external"] {
+            pairs.insert((from, to, how));
+        }
+    }
+    assert_eq!(c.widen_pairs, pairs, "widened pairs, inline and external");
+    assert_eq!(
+        c.widened_kinds,
+        ["dense", "sparse", "zero"].into(),
+        "chunk kinds over a widened base"
+    );
+    for d in ["BF16", "F16", "F32"] {
+        for class in [
+            "+0",
+            "-0",
+            "subnormal",
+            "normal",
+            "inf",
+            "quiet NaN",
+            "signalling NaN",
+        ] {
+            assert!(
+                c.widened_specials.contains(&(d, class)),
+                "a {class} {d} in a widened base"
+            );
+        }
+    }
+    assert_eq!(
+        c.renamed,
+        ["external", "inline", "inline_plain"].into(),
+        "renamed tensors matched by content, each base mode"
+    );
+    assert!(c.shared_inline_base, "two targets sharing one inline base");
 }
 
-/// Appendix A of spec/FORMAT.md dumps `minimal.tpde`; the dump must be the file.
+/// The `with_max_minor(0)` vector holds the same tensors as a v1.1 vector
+/// but is a v1.0 archive: no per-plane stream, no widened base.
 #[test]
-fn spec_appendix_hex_dump_is_the_minimal_vector() {
+fn max_minor_0_vector_is_a_v10_archive_of_a_v11_vectors_inputs() {
+    let m = manifest();
+    let low: Vec<&Value> = m
+        .values()
+        .filter(|e| e["max_minor"].as_u64() == Some(0))
+        .collect();
+    assert!(!low.is_empty(), "no vector written with with_max_minor(0)");
+    for e in low {
+        let a = Archive::open(vectors_v1().join(e["archive"].as_str().unwrap())).unwrap();
+        assert_eq!(a.header().minor, 0);
+        assert_eq!(a.index().min_minor(), 0);
+        let twin = m
+            .values()
+            .find(|o| {
+                o["tensors"] == e["tensors"]
+                    && o["base_mode"] == e["base_mode"]
+                    && o["format_version"] == "1.1"
+            })
+            .expect("a v1.1 vector of the same inputs and base mode");
+        let b = Archive::open(vectors_v1().join(twin["archive"].as_str().unwrap())).unwrap();
+        assert_eq!(b.header().minor, 1);
+        assert!(b.index().min_minor() == 1);
+    }
+}
+
+/// The widening examples of spec §6.2.3 are what the reference
+/// implementation computes.
+#[test]
+fn spec_widening_table_matches_the_reference_widening() {
     let spec = std::fs::read_to_string(repo_root().join("spec/FORMAT.md")).unwrap();
-    let marker = "<!-- hexdump: tests/vectors/v1/minimal.tpde -->";
+    let marker = "<!-- widening examples -->";
     let at = spec
         .find(marker)
+        .unwrap_or_else(|| panic!("spec/FORMAT.md lacks {marker}"));
+    let mut rows = 0;
+    let mut pairs = BTreeSet::new();
+    for line in spec[at + marker.len()..]
+        .lines()
+        .skip_while(|l| l.trim().is_empty())
+    {
+        if !line.starts_with('|') {
+            break;
+        }
+        // | from | bits | to | bits | meaning |
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let (Some(from), Some(to)) = (Dtype::from_name(cells[1]), Dtype::from_name(cells[3]))
+        else {
+            continue; // header and rule rows
+        };
+        let parse = |c: &str| {
+            u64::from_str_radix(
+                c.trim_matches('`')
+                    .trim_start_matches("0x")
+                    .replace('_', "")
+                    .as_str(),
+                16,
+            )
+            .unwrap()
+        };
+        let (x, want) = (parse(cells[2]), parse(cells[4]));
+        let mut out = vec![0u8; to.width()];
+        widen::widen(from, to, &x.to_le_bytes()[..from.width()], &mut out);
+        let mut got = [0u8; 8];
+        got[..to.width()].copy_from_slice(&out);
+        assert_eq!(u64::from_le_bytes(got), want, "spec §6.2.3 row {line:?}");
+        pairs.insert((from.name(), to.name()));
+        rows += 1;
+    }
+    assert!(rows >= 20, "only {rows} widening examples");
+    assert_eq!(pairs.len(), 5, "every allowed pair has examples: {pairs:?}");
+}
+
+/// Appendices A and B of spec/FORMAT.md dump `minimal.tpde` and
+/// `v11_minimal.tpde`; each dump must be the file.
+#[test]
+fn spec_appendix_hex_dumps_are_the_minimal_vectors() {
+    for file in ["minimal.tpde", "v11_minimal.tpde"] {
+        check_hex_dump(file);
+    }
+}
+
+fn check_hex_dump(file: &str) {
+    let spec = std::fs::read_to_string(repo_root().join("spec/FORMAT.md")).unwrap();
+    let marker = format!("<!-- hexdump: tests/vectors/v1/{file} -->");
+    let at = spec
+        .find(&marker)
         .unwrap_or_else(|| panic!("spec/FORMAT.md lacks {marker}"));
     let block = &spec[at + marker.len()..];
     let block = &block[block.find("```").unwrap() + 3..];
@@ -294,6 +583,6 @@ fn spec_appendix_hex_dump_is_the_minimal_vector() {
             bytes.push(u8::from_str_radix(p, 16).unwrap());
         }
     }
-    let file = std::fs::read(vectors_v1().join("minimal.tpde")).unwrap();
-    assert_eq!(bytes, file, "spec appendix A differs from minimal.tpde");
+    let data = std::fs::read(vectors_v1().join(file)).unwrap();
+    assert_eq!(bytes, data, "the spec's hex dump differs from {file}");
 }

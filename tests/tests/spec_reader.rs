@@ -12,11 +12,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::{json, Value};
+use tpde_format::codec::widen;
 use tpde_format::format::{BaseRef, Chunk, Codec, Payload, Stream, TensorRecord};
 use tpde_format::pack::{pack, BaseMode, PackOptions};
 use tpde_format::safetensors::Checkpoint;
-use tpde_format::Archive;
-use tpde_tests::{example, hex, repo_root, sha256_file, vectors_v1};
+use tpde_format::{Archive, Dtype, WriteOptions};
+use tpde_tests::{
+    example, hex, repo_root, safetensors_bytes, sha256_file, vectors_v1, Rng, TensorData,
+};
 
 fn reader() -> PathBuf {
     repo_root().join("spec/reader/tpde_read.py")
@@ -253,6 +256,90 @@ fn spec_reader_reads_what_the_current_writer_writes() {
     }
 }
 
+/// Every BF16 and F16 bit pattern widened to F32 and to F64 (and random F32
+/// patterns to F64), packed by the current writer in every base mode: the
+/// spec reader's widening, written from spec §6.2, agrees with the Rust
+/// writer's on all of them. Renamed tensors and `with_max_minor(0)` output
+/// are read too.
+#[test]
+fn spec_reader_widens_every_half_precision_pattern_like_the_rust_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(0x5eed_0011);
+    let all: Vec<u8> = (0..=u16::MAX).flat_map(|x| x.to_le_bytes()).collect();
+    let f32s = rng.bytes(4 * 20_000);
+    let (mut base, mut target): (Vec<TensorData>, Vec<TensorData>) = (Vec::new(), Vec::new());
+    for (name, from, to, narrow) in [
+        ("bf16.f32", Dtype::BF16, Dtype::F32, &all),
+        ("bf16.f64", Dtype::BF16, Dtype::F64, &all),
+        ("f16.f32", Dtype::F16, Dtype::F32, &all),
+        ("f16.f64", Dtype::F16, Dtype::F64, &all),
+        ("f32.f64", Dtype::F32, Dtype::F64, &f32s),
+    ] {
+        let n = narrow.len() / from.width();
+        let mut wide = vec![0u8; n * to.width()];
+        widen::widen(from, to, narrow, &mut wide);
+        // A residual in the low byte of every 5th element of the second
+        // half: zero chunks first, then dense ones.
+        for i in (n / 2..n).step_by(5) {
+            wide[i * to.width()] ^= 0x5a;
+        }
+        let shape = vec![n as u64];
+        base.push((name.into(), from, shape.clone(), narrow.clone()));
+        target.push((name.into(), to, shape, wide));
+    }
+    let moved = rng.bytes(2 * 999);
+    base.push(("old".into(), Dtype::I16, vec![999], moved.clone()));
+    target.push(("new".into(), Dtype::I16, vec![999], moved));
+    let (tp, bp) = (
+        dir.path().join("t.safetensors"),
+        dir.path().join("b.safetensors"),
+    );
+    std::fs::write(&tp, safetensors_bytes(&target, None)).unwrap();
+    std::fs::write(&bp, safetensors_bytes(&base, None)).unwrap();
+    let (t, b) = (
+        Checkpoint::open(&tp).unwrap(),
+        Checkpoint::open(&bp).unwrap(),
+    );
+    let want = sha256_file(&tp);
+    for (mode, max_minor) in [
+        (BaseMode::Inline, 1),
+        (BaseMode::InlinePlain, 1),
+        (BaseMode::External, 1),
+        (BaseMode::External, 0),
+    ] {
+        let what = format!("{mode:?}, max minor {max_minor}");
+        let sub = dir.path().join(format!("{mode:?}{max_minor}"));
+        std::fs::create_dir(&sub).unwrap();
+        let archive = sub.join("a.tpde");
+        let opts = PackOptions {
+            write: WriteOptions::default()
+                .with_chunk_elems(1 << 12)
+                .with_max_minor(max_minor),
+            base_mode: mode,
+        };
+        pack(&t, Some(&b), &archive, &opts, &mut |_| {}).unwrap();
+        let a = Archive::open(&archive).unwrap();
+        assert_eq!(a.header().minor, max_minor, "{what}");
+        let widened = a
+            .index()
+            .tensors
+            .iter()
+            .filter(|r| {
+                matches!(
+                    r.base,
+                    BaseRef::InlineWidened { .. } | BaseRef::ExternalWidened { .. }
+                )
+            })
+            .count();
+        assert_eq!(widened, if max_minor == 1 { 5 } else { 0 }, "{what}");
+        let out = sub.join("out");
+        let ext = (mode == BaseMode::External).then_some(bp.as_path());
+        let report = run_ok(&archive, ext, Some(&out));
+        assert_eq!(files_in(&out).get("t.safetensors"), Some(&want), "{what}");
+        assert_same_index(&what, &archive, &report);
+    }
+}
+
 fn failing(bytes: &[u8], base: Option<&Path>) -> String {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("bad.tpde");
@@ -326,4 +413,84 @@ fn spec_reader_checks_the_external_base() {
         err.contains("not the one the archive was packed against"),
         "{err}"
     );
+}
+
+/// The spec reader refuses what spec §2.2, §4.5, §5.1.2 and §8.2 say v1.1
+/// readers refuse (the Rust side of each is in `hostile_v11.rs`).
+#[test]
+fn spec_reader_refuses_v11_violations() {
+    use tpde_format::format::{Dtype, Plane, PlaneCodec};
+    use tpde_tests::hostile::{refix_crc, Parts, Table};
+    let good = std::fs::read(vectors_v1().join("v11_minimal.tpde")).unwrap();
+    let set_minor = |minor: u16, fix: bool| {
+        let mut b = good.clone();
+        b[10..12].copy_from_slice(&minor.to_le_bytes());
+        if fix {
+            refix_crc(&mut b);
+        }
+        b
+    };
+    // A newer minor, checked after the CRC.
+    assert!(failing(&set_minor(2, false), None).contains("header/index CRC"));
+    assert!(failing(&set_minor(2, true), None).contains("newer reader"));
+    // A minor-0 header over v1.1 variants.
+    assert!(failing(&set_minor(0, true), None).contains("minor 0"));
+    let low = std::fs::read(vectors_v1().join("v11_max_minor0.tpde")).unwrap();
+    let mut p = Parts::parse(&low);
+    p.chunks_mut(Table::Target, 0)[0].op = tpde_format::format::Op::AddZigzag;
+    let base = vectors_v1().join("base_v11.safetensors");
+    assert!(failing(&p.to_bytes(), Some(&base)).contains("AddZigzag (v1.1) in a minor 0 file"));
+    // Four planes of F32 values cut to three.
+    let mut p = Parts::parse(&good);
+    p.edit_chunk(Table::Target, 0, 0, |ch, bytes| {
+        let Codec::PerPlane(planes) = &mut ch.values.codec else {
+            panic!("not per-plane")
+        };
+        let last = planes.pop().unwrap();
+        bytes.truncate(bytes.len() - last.stored_len as usize);
+        ch.values.stored_len -= last.stored_len;
+    });
+    assert!(failing(&p.to_bytes(), None).contains("one plane per element byte"));
+    // A raw plane one byte short, lengths kept consistent.
+    let mut p = Parts::parse(&good);
+    p.edit_chunk(Table::Target, 0, 0, |ch, bytes| {
+        let Codec::PerPlane(planes) = &mut ch.values.codec else {
+            panic!("not per-plane")
+        };
+        planes[3] = Plane {
+            stored_len: planes[3].stored_len - 1,
+            codec: PlaneCodec::Raw,
+        };
+        bytes.pop();
+        ch.values.stored_len -= 1;
+    });
+    assert!(failing(&p.to_bytes(), None).contains("raw plane 3"));
+    // A zstd plane followed by a second frame.
+    let mut p = Parts::parse(&good);
+    p.edit_chunk(Table::Target, 0, 0, |ch, bytes| {
+        let Codec::PerPlane(planes) = &mut ch.values.codec else {
+            panic!("not per-plane")
+        };
+        let extra = zstd::bulk::compress(&[], 3).unwrap();
+        let at = planes[0].stored_len as usize;
+        bytes.splice(at..at, extra.iter().copied());
+        planes[0].stored_len += extra.len() as u64;
+        ch.values.stored_len += extra.len() as u64;
+    });
+    let err = failing(&p.to_bytes(), None);
+    assert!(
+        err.contains("chunk 0: plane 0") && err.contains("after the end of the zstd frame"),
+        "{err}"
+    );
+    // An inline base of a dtype that does not widen to the target's.
+    let mut p = Parts::parse(&good);
+    p.index.tensors[0].base = tpde_format::format::BaseRef::Inline { index: 0 };
+    assert!(failing(&p.to_bytes(), None).contains("inline base dtype differs"));
+    let ext = std::fs::read(vectors_v1().join("v11_widen_external.tpde")).unwrap();
+    let mut p = Parts::parse(&ext);
+    let t = p.target("f32.to_f64");
+    if let BaseRef::ExternalWidened { dtype, .. } = &mut p.index.tensors[t].base {
+        *dtype = Dtype::F64;
+    }
+    assert!(failing(&p.to_bytes(), Some(&base)).contains("cannot be widened"));
 }

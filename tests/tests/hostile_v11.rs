@@ -1,0 +1,683 @@
+//! Hostile input against the v1.1 additions (spec §4.5, §5.1.2 rule 3, §5.3,
+//! §6.2, §8.2): one named test per attack, each asserting the exact error
+//! variant (and where it points) the reader must give.
+//!
+//! The inputs are the v1.1 golden vectors (`tests/vectors/v1/v11_*.tpde`),
+//! taken apart with `tpde_tests::hostile::Parts`, changed in exactly one way
+//! and put back together with the header lengths, header/index CRC and (where
+//! bytes moved) chunk CRCs fixed — so each attack reaches the check it
+//! targets instead of being stopped early by a checksum.
+
+use std::collections::HashMap;
+
+use tpde_format::format::{BaseRef, ChunkKind, Codec, Dtype, Plane, PlaneCodec, Stream};
+use tpde_format::pack::{pack, BaseMode, PackOptions};
+use tpde_format::safetensors::Checkpoint;
+use tpde_format::{Archive, BaseProvider, Error, Location, NoBase, ReadLimits, WriteOptions};
+use tpde_tests::hostile::*;
+use tpde_tests::vectors_v1;
+
+/// Asserts that `$res` is `Err` matching `$pat` (and the guard), printing
+/// the actual outcome otherwise.
+macro_rules! assert_err {
+    ($res:expr, $pat:pat $(if $guard:expr)?) => {
+        match $res {
+            Err($pat) $(if $guard)? => {}
+            Err(e) => panic!("wrong error: {e:?}\n  ({e})"),
+            Ok(_) => panic!("hostile input accepted"),
+        }
+    };
+}
+
+fn open(bytes: &[u8]) -> Result<Archive<&[u8]>, Error> {
+    Archive::from_bytes(bytes, ReadLimits::default())
+}
+
+/// Opens and decodes every target tensor (checking digests) against `base`.
+fn decode_all_with(bytes: &[u8], base: &dyn BaseProvider) -> Result<(), Error> {
+    let a = open(bytes)?;
+    for t in &a.index().tensors {
+        a.decode_tensor(&t.name, base)?;
+    }
+    Ok(())
+}
+
+fn decode_all(bytes: &[u8]) -> Result<(), Error> {
+    decode_all_with(bytes, &NoBase)
+}
+
+/// A golden vector's bytes.
+fn vector(name: &str) -> Vec<u8> {
+    std::fs::read(vectors_v1().join(name)).unwrap()
+}
+
+/// v1.1, inline chunked bases: widened targets with zero, sparse and dense
+/// chunks, per-plane values with zstd and raw planes, `u8.delta` (1-byte
+/// values), `same.f32` (a same-dtype inline base).
+fn inline() -> Vec<u8> {
+    vector("v11_widen_inline.tpde")
+}
+
+/// The same inputs against the external base `base_v11.safetensors`.
+fn external() -> Vec<u8> {
+    vector("v11_widen_external.tpde")
+}
+
+fn external_base() -> Checkpoint {
+    Checkpoint::open(vectors_v1().join("base_v11.safetensors")).unwrap()
+}
+
+fn set_u16(b: &mut [u8], at: usize, v: u16) {
+    b[at..at + 2].copy_from_slice(&v.to_le_bytes());
+}
+
+/// A target chunk of `name` satisfying `pred`, as (tensor, chunk).
+fn chunk_of(
+    p: &Parts,
+    name: &str,
+    pred: impl Fn(&tpde_format::format::Chunk) -> bool,
+) -> (usize, usize) {
+    let t = p.target(name);
+    let c = p
+        .chunks(Table::Target, t)
+        .iter()
+        .position(pred)
+        .unwrap_or_else(|| panic!("{name}: no such chunk"));
+    (t, c)
+}
+
+/// The per-plane dense chunk of `bf16.to_f32`: planes Zstd, Zstd, Raw, Raw.
+fn dense_planes(p: &Parts) -> (usize, usize) {
+    chunk_of(p, "bf16.to_f32", |c| {
+        c.kind == ChunkKind::Dense && matches!(c.values.codec, Codec::PerPlane(_))
+    })
+}
+
+fn planes_of(s: &Stream) -> &Vec<Plane> {
+    match &s.codec {
+        Codec::PerPlane(p) => p,
+        other => panic!("not per-plane: {other:?}"),
+    }
+}
+
+fn planes_mut(s: &mut Stream) -> &mut Vec<Plane> {
+    match &mut s.codec {
+        Codec::PerPlane(p) => p,
+        other => panic!("not per-plane: {other:?}"),
+    }
+}
+
+/// Replaces plane `k` of a chunk's values (its table entry and its stored
+/// bytes, or removes both with `None`), keeping the values stream's and the
+/// chunk's stored lengths consistent: only the plane itself is the attack.
+fn replace_plane(p: &mut Parts, (t, c): (usize, usize), k: usize, new: Option<(Plane, Vec<u8>)>) {
+    p.edit_chunk(Table::Target, t, c, |ch, bytes| {
+        let before: u64 = planes_of(&ch.values)[..k]
+            .iter()
+            .map(|x| x.stored_len)
+            .sum();
+        let start = (ch.positions.stored_len + before) as usize;
+        let end = start + planes_of(&ch.values)[k].stored_len as usize;
+        let planes = planes_mut(&mut ch.values);
+        match new {
+            Some((plane, data)) => {
+                bytes.splice(start..end, data);
+                planes[k] = plane;
+            }
+            None => {
+                bytes.drain(start..end);
+                planes.remove(k);
+            }
+        }
+        ch.values.stored_len = planes.iter().map(|x| x.stored_len).sum();
+    });
+}
+
+fn plane(stored_len: usize, codec: PlaneCodec) -> Plane {
+    Plane {
+        stored_len: stored_len as u64,
+        codec,
+    }
+}
+
+/// Bytes per plane of a chunk's values.
+fn plane_size(p: &Parts, (t, c): (usize, usize)) -> usize {
+    let v = &p.chunks(Table::Target, t)[c].values;
+    (v.raw_len / planes_of(v).len() as u64) as usize
+}
+
+fn is_chunk(loc: &Location, (_, c): (usize, usize)) -> bool {
+    matches!(loc, Location::Chunk { chunk, base: false, .. } if *chunk == c as u64)
+}
+
+#[test]
+fn the_unmodified_v11_vectors_are_valid() {
+    // The control for every test below.
+    decode_all(&inline()).unwrap();
+    decode_all_with(&external(), &external_base()).unwrap();
+    assert_eq!(Parts::parse(&inline()).to_bytes(), inline());
+    let p = Parts::parse(&inline());
+    let at = dense_planes(&p);
+    let codecs: Vec<PlaneCodec> = planes_of(&p.chunks(Table::Target, at.0)[at.1].values)
+        .iter()
+        .map(|x| x.codec)
+        .collect();
+    assert_eq!(
+        codecs,
+        [
+            PlaneCodec::Zstd,
+            PlaneCodec::Zstd,
+            PlaneCodec::Raw,
+            PlaneCodec::Raw
+        ]
+    );
+    // Re-laying a plane out unchanged keeps the archive valid: the edits
+    // below change only what they say.
+    let mut p = Parts::parse(&inline());
+    let m = plane_size(&p, at);
+    let raw = p.blob_bytes(Blob::Chunk(Table::Target, at.0, at.1));
+    let last = raw[raw.len() - m..].to_vec();
+    replace_plane(&mut p, at, 3, Some((plane(m, PlaneCodec::Raw), last)));
+    decode_all(&p.to_bytes()).unwrap();
+}
+
+// ---- per-plane streams: the plane table (spec §5.1.2 rule 3) --------------
+
+#[test]
+fn per_plane_with_fewer_or_more_planes_than_the_width() {
+    let mut p = Parts::parse(&inline());
+    let at = dense_planes(&p);
+    replace_plane(&mut p, at, 3, None);
+    assert_err!(
+        open(&p.to_bytes()),
+        Error::InvalidIndex { location, reason }
+            if is_chunk(&location, at) && reason.contains("one plane per element byte")
+    );
+    // A fifth plane of the right size for an F32 stream of 4 planes.
+    let mut p = Parts::parse(&inline());
+    let m = plane_size(&p, at);
+    p.edit_chunk(Table::Target, at.0, at.1, |ch, bytes| {
+        bytes.extend(std::iter::repeat_n(0u8, m));
+        planes_mut(&mut ch.values).push(plane(m, PlaneCodec::Raw));
+        ch.values.stored_len += m as u64;
+    });
+    assert_err!(
+        open(&p.to_bytes()),
+        Error::InvalidIndex { location, reason }
+            if is_chunk(&location, at) && reason.contains("one plane per element byte")
+    );
+}
+
+#[test]
+fn per_plane_on_a_positions_stream() {
+    let mut p = Parts::parse(&inline());
+    let at = chunk_of(&p, "bf16.to_f32", |c| c.kind == ChunkKind::Sparse);
+    p.edit_chunk(Table::Target, at.0, at.1, |ch, _| {
+        let codec = match ch.positions.codec {
+            Codec::Zstd => PlaneCodec::Zstd,
+            _ => PlaneCodec::Raw,
+        };
+        ch.positions.codec = Codec::PerPlane(vec![Plane {
+            stored_len: ch.positions.stored_len,
+            codec,
+        }]);
+    });
+    assert_err!(
+        open(&p.to_bytes()),
+        Error::InvalidIndex { location, reason }
+            if is_chunk(&location, at) && reason.contains("positions")
+    );
+}
+
+#[test]
+fn per_plane_on_one_byte_values() {
+    let mut p = Parts::parse(&inline());
+    let at = chunk_of(&p, "u8.delta", |c| c.kind == ChunkKind::Dense);
+    p.edit_chunk(Table::Target, at.0, at.1, |ch, _| {
+        let codec = match ch.values.codec {
+            Codec::Zstd => PlaneCodec::Zstd,
+            _ => PlaneCodec::Raw,
+        };
+        ch.values.codec = Codec::PerPlane(vec![Plane {
+            stored_len: ch.values.stored_len,
+            codec,
+        }]);
+    });
+    assert_err!(
+        open(&p.to_bytes()),
+        Error::InvalidIndex { location, reason }
+            if is_chunk(&location, at) && reason.contains("1-byte")
+    );
+}
+
+#[test]
+fn plane_lengths_not_adding_up_to_the_stream() {
+    let mut p = Parts::parse(&inline());
+    let at = dense_planes(&p);
+    p.edit_chunk(Table::Target, at.0, at.1, |ch, _| {
+        planes_mut(&mut ch.values)[0].stored_len += 1;
+    });
+    assert_err!(
+        open(&p.to_bytes()),
+        Error::InvalidIndex { location, reason }
+            if is_chunk(&location, at) && reason.contains("add up")
+    );
+    // Plane lengths whose sum overflows u64 (each one alone plausible).
+    let mut p = Parts::parse(&inline());
+    p.edit_chunk(Table::Target, at.0, at.1, |ch, _| {
+        let planes = planes_mut(&mut ch.values);
+        planes[0].stored_len = u64::MAX - 5;
+        planes[1].stored_len = 100;
+    });
+    assert_err!(
+        open(&p.to_bytes()),
+        Error::InvalidIndex { location, .. } if is_chunk(&location, at)
+    );
+}
+
+#[test]
+fn raw_plane_of_the_wrong_length() {
+    // Shorter and longer than the plane, with the stream's and chunk's
+    // lengths made consistent with it.
+    for delta in [-1i64, 1] {
+        let mut p = Parts::parse(&inline());
+        let at = dense_planes(&p);
+        let m = plane_size(&p, at);
+        let len = (m as i64 + delta) as usize;
+        replace_plane(
+            &mut p,
+            at,
+            3,
+            Some((plane(len, PlaneCodec::Raw), vec![7; len])),
+        );
+        assert_err!(
+            open(&p.to_bytes()),
+            Error::InvalidIndex { location, reason }
+                if is_chunk(&location, at) && reason.contains("raw plane")
+        );
+    }
+}
+
+#[test]
+fn empty_zstd_plane() {
+    let mut p = Parts::parse(&inline());
+    let at = dense_planes(&p);
+    replace_plane(
+        &mut p,
+        at,
+        0,
+        Some((plane(0, PlaneCodec::Zstd), Vec::new())),
+    );
+    assert_err!(
+        open(&p.to_bytes()),
+        Error::InvalidIndex { location, reason }
+            if is_chunk(&location, at) && reason.contains("empty zstd plane")
+    );
+}
+
+// ---- per-plane streams: the planes' bytes (spec §5.3) ----------------------
+
+/// A zstd frame header claiming `content_size` bytes, then `blocks` RLE
+/// blocks of 128 KiB each.
+fn rle_bomb(content_size: u64, blocks: usize) -> Vec<u8> {
+    let mut f = 0xFD2F_B528u32.to_le_bytes().to_vec();
+    f.push(0b1100_0000); // 8-byte content size, not single segment, no checksum
+    f.push(0x38); // window descriptor: 128 KiB
+    f.extend_from_slice(&content_size.to_le_bytes());
+    for i in 0..blocks {
+        let last = u32::from(i + 1 == blocks);
+        let header = last | (1 << 1) | ((128 << 10) << 3);
+        f.extend_from_slice(&header.to_le_bytes()[..3]);
+        f.push(0x42);
+    }
+    f
+}
+
+/// Each frame as zstd plane 0 of the dense per-plane chunk must give a
+/// decode error naming that chunk.
+fn assert_plane_frame_refused(frames: Vec<Vec<u8>>, needle: &str) {
+    for frame in frames {
+        let mut p = Parts::parse(&inline());
+        let at = dense_planes(&p);
+        replace_plane(
+            &mut p,
+            at,
+            0,
+            Some((plane(frame.len(), PlaneCodec::Zstd), frame.clone())),
+        );
+        assert_err!(
+            decode_all(&p.to_bytes()),
+            Error::ChunkDecode { location, reason }
+                if is_chunk(&location, at) && reason.contains(needle)
+        );
+    }
+}
+
+#[test]
+fn zstd_plane_expanding_past_its_size() {
+    let m = plane_size(
+        &Parts::parse(&inline()),
+        dense_planes(&Parts::parse(&inline())),
+    );
+    // Declaring its (larger) size: refused before decoding.
+    assert_plane_frame_refused(
+        vec![
+            zstd::bulk::compress(&vec![0u8; m + 1], 3).unwrap(),
+            zstd::bulk::compress(&vec![0u8; m * 64], 3).unwrap(),
+            rle_bomb(1 << 40, 8),
+        ],
+        "declares",
+    );
+    // Declaring nothing: refused when the output would pass the plane.
+    assert_plane_frame_refused(
+        vec![zstd::stream::encode_all(&vec![9u8; m * 64][..], 3).unwrap()],
+        "larger",
+    );
+}
+
+#[test]
+fn zstd_plane_shorter_than_its_size() {
+    let m = plane_size(
+        &Parts::parse(&inline()),
+        dense_planes(&Parts::parse(&inline())),
+    );
+    assert_plane_frame_refused(
+        vec![zstd::bulk::compress(&vec![0u8; m - 1], 3).unwrap()],
+        "declares",
+    );
+    assert_plane_frame_refused(
+        vec![zstd::stream::encode_all(&vec![0u8; m - 1][..], 3).unwrap()],
+        "shorter",
+    );
+}
+
+#[test]
+fn zstd_plane_with_a_second_frame() {
+    // Exactly one frame per zstd plane (spec §5.3): a frame of the right
+    // size followed by an empty frame, or by a skippable frame.
+    let m = plane_size(
+        &Parts::parse(&inline()),
+        dense_planes(&Parts::parse(&inline())),
+    );
+    let mut two = zstd::bulk::compress(&vec![0u8; m], 3).unwrap();
+    two.extend(zstd::bulk::compress(&[], 3).unwrap());
+    let mut skippable = zstd::bulk::compress(&vec![0u8; m], 3).unwrap();
+    skippable.extend_from_slice(&0x184D_2A50u32.to_le_bytes());
+    skippable.extend_from_slice(&4u32.to_le_bytes());
+    skippable.extend_from_slice(b"junk");
+    assert_plane_frame_refused(vec![two, skippable], "after");
+}
+
+#[test]
+fn zstd_plane_garbage() {
+    let mut p = Parts::parse(&inline());
+    let at = dense_planes(&p);
+    let len = planes_of(&p.chunks(Table::Target, at.0)[at.1].values)[1].stored_len as usize;
+    replace_plane(
+        &mut p,
+        at,
+        1,
+        Some((plane(len, PlaneCodec::Zstd), vec![0x5a; len])),
+    );
+    assert_err!(
+        decode_all(&p.to_bytes()),
+        Error::ChunkDecode { location, .. } if is_chunk(&location, at)
+    );
+}
+
+// ---- widened bases (spec §4.5, §6.2) ----------------------------------------
+
+#[test]
+fn inline_widened_base_with_a_pair_not_allowed() {
+    let p0 = Parts::parse(&inline());
+    let retarget = |name: &str, base: fn(u32) -> BaseRef| {
+        let mut p = p0.clone();
+        let t = p.target(name);
+        let index = match p.index.tensors[t].base {
+            BaseRef::Inline { index } | BaseRef::InlineWidened { index } => index,
+            ref other => panic!("{name}: {other:?}"),
+        };
+        p.index.tensors[t].base = base(index);
+        open(&p.to_bytes()).map(|_| ())
+    };
+    let widened = |index| BaseRef::InlineWidened { index };
+    // Same dtype (F32 base, F32 target) and integers (U8) are not widened.
+    for name in ["same.f32", "u8.delta"] {
+        assert_err!(
+            retarget(name, widened),
+            Error::InvalidIndex { location: Location::Tensor { name: n, base: false }, reason }
+                if n == name && reason.contains("dtype")
+        );
+    }
+    // A narrower base named as a plain inline base: the dtypes differ.
+    assert_err!(
+        retarget("f16.to_f64", |index| BaseRef::Inline { index }),
+        Error::InvalidIndex { location: Location::Tensor { name, base: false }, .. }
+            if name == "f16.to_f64"
+    );
+    // The control: the record as written is accepted.
+    retarget("f16.to_f64", widened).unwrap();
+}
+
+#[test]
+fn external_widened_base_with_a_pair_not_allowed() {
+    let p0 = Parts::parse(&external());
+    // bf16.to_f32 recorded as widened from F64 (narrowing), F32 (same), I16
+    // (an integer) and U8; f32.to_f64 recorded as widened from F64.
+    for (name, dtype) in [
+        ("bf16.to_f32", Dtype::F64),
+        ("bf16.to_f32", Dtype::F32),
+        ("bf16.to_f32", Dtype::I16),
+        ("bf16.to_f32", Dtype::U8),
+        ("f32.to_f64", Dtype::F64),
+    ] {
+        let mut p = p0.clone();
+        let t = p.target(name);
+        match &mut p.index.tensors[t].base {
+            BaseRef::ExternalWidened { dtype: d, .. } => *d = dtype,
+            other => panic!("{name}: {other:?}"),
+        }
+        assert_err!(
+            open(&p.to_bytes()),
+            Error::InvalidIndex { location: Location::Tensor { name: n, base: false }, reason }
+                if n == name && reason.contains("widened")
+        );
+    }
+}
+
+/// The external base as an in-memory provider, to hand out altered copies.
+fn base_map() -> HashMap<String, (Dtype, Vec<u64>, Vec<u8>)> {
+    let ck = external_base();
+    let mut m = HashMap::new();
+    for f in &ck.files {
+        for t in &f.tensors {
+            let data = f.bytes()[t.offset as usize..(t.offset + t.len) as usize].to_vec();
+            m.insert(t.name.clone(), (t.dtype, t.shape.clone(), data));
+        }
+    }
+    m
+}
+
+#[test]
+fn external_widened_base_is_checked_narrow() {
+    let a = external();
+    let right = base_map();
+    decode_all_with(&a, &right).unwrap();
+    // The same bytes under another narrow dtype (F16 for BF16): the
+    // recorded dtype is part of what is checked.
+    let mut relabelled = right.clone();
+    relabelled.get_mut("bf16.to_f32").unwrap().0 = Dtype::F16;
+    assert_err!(
+        decode_all_with(&a, &relabelled),
+        Error::BaseMismatch { tensor, .. } if tensor == "bf16.to_f32"
+    );
+    // The base already widened (the target's dtype, the widened bytes): the
+    // digest is of the narrow bytes, so this is not the base.
+    let mut wide = right.clone();
+    let (_, shape, narrow) = right["bf16.to_f32"].clone();
+    let mut bytes = vec![0u8; narrow.len() * 2];
+    tpde_format::codec::widen::widen(Dtype::BF16, Dtype::F32, &narrow, &mut bytes);
+    wide.insert("bf16.to_f32".into(), (Dtype::F32, shape, bytes));
+    assert_err!(
+        decode_all_with(&a, &wide),
+        Error::BaseMismatch { tensor, .. } if tensor == "bf16.to_f32"
+    );
+    // A recorded dtype changed to another allowed pair (F16 -> F32): the
+    // index is valid, the supplied BF16 tensor no longer matches.
+    let mut p = Parts::parse(&a);
+    let t = p.target("bf16.to_f32");
+    if let BaseRef::ExternalWidened { dtype, .. } = &mut p.index.tensors[t].base {
+        *dtype = Dtype::F16;
+    }
+    let b = p.to_bytes();
+    open(&b).unwrap();
+    assert_err!(
+        decode_all_with(&b, &right),
+        Error::BaseMismatch { tensor, .. } if tensor == "bf16.to_f32"
+    );
+    // Short bytes whose digest a hostile archive recorded: refused by length.
+    let mut short = right.clone();
+    short.get_mut("f16.to_f64").unwrap().2.truncate(10);
+    let mut p = Parts::parse(&a);
+    let t = p.target("f16.to_f64");
+    if let BaseRef::ExternalWidened { sha256, .. } = &mut p.index.tensors[t].base {
+        use sha2::Digest as _;
+        *sha256 = sha2::Sha256::digest(&short["f16.to_f64"].2).into();
+    }
+    assert_err!(
+        decode_all_with(&p.to_bytes(), &short),
+        Error::BaseMismatch { tensor, .. } if tensor == "f16.to_f64"
+    );
+    assert_err!(decode_all(&a), Error::MissingBase { .. });
+}
+
+// ---- version policy (spec §2.2 check 8, §8.2) --------------------------------
+
+#[test]
+fn minor_2_is_refused_after_the_crc() {
+    let mut a = inline();
+    set_u16(&mut a, 10, 2);
+    // Without the CRC fixed it is damage, not a newer file.
+    assert_err!(open(&a), Error::IndexChecksum { .. });
+    refix_crc(&mut a);
+    assert_err!(open(&a), Error::UnsupportedVersion { major: 1, minor: 2 });
+    // Likewise an unknown required flag.
+    let mut a = inline();
+    a[12] = 1;
+    assert_err!(open(&a), Error::IndexChecksum { .. });
+    refix_crc(&mut a);
+    assert_err!(open(&a), Error::UnknownFlags { flags: 1 });
+}
+
+/// Packs `target` (and `base`, in `mode`) in memory with default options.
+fn pack_pair(target: &[RawTensor], base: &[RawTensor], mode: BaseMode) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let (tp, bp) = (
+        dir.path().join("t.safetensors"),
+        dir.path().join("b.safetensors"),
+    );
+    write_safetensors(&tp, target);
+    write_safetensors(&bp, base);
+    let out = dir.path().join("a.tpde");
+    let opts = PackOptions {
+        write: WriteOptions::default().with_chunk_elems(256),
+        base_mode: mode,
+    };
+    let (t, b) = (
+        Checkpoint::open(&tp).unwrap(),
+        Checkpoint::open(&bp).unwrap(),
+    );
+    pack(&t, Some(&b), &out, &opts, &mut |_| {}).unwrap();
+    std::fs::read(out).unwrap()
+}
+
+#[test]
+fn minor_0_file_using_a_v11_variant_is_refused() {
+    // Per-plane streams (and widened bases) in a file whose header says 1.0:
+    // the first v1.1 use is named — here an inline base chunk.
+    let mut a = inline();
+    set_u16(&mut a, 10, 0);
+    refix_crc(&mut a);
+    assert_err!(
+        open(&a),
+        Error::InvalidIndex { location: Location::Chunk { base: true, .. }, reason }
+            if reason.contains("minor 0")
+    );
+    // A widened base alone: the target is the exact widening of its
+    // external base, so every chunk is Zero and no stream is per-plane.
+    let n = 512usize;
+    let narrow: Vec<u8> = (0..n as u16).flat_map(|x| (x * 97).to_le_bytes()).collect();
+    let mut wide = vec![0u8; n * 4];
+    tpde_format::codec::widen::widen(Dtype::BF16, Dtype::F32, &narrow, &mut wide);
+    let a = pack_pair(
+        &[("w".into(), Dtype::F32, vec![n as u64], wide)],
+        &[("w".into(), Dtype::BF16, vec![n as u64], narrow)],
+        BaseMode::External,
+    );
+    let p = Parts::parse(&a);
+    assert!(matches!(
+        p.index.tensors[0].base,
+        BaseRef::ExternalWidened { .. }
+    ));
+    assert_eq!(p.header.minor, 1);
+    let mut a = a;
+    set_u16(&mut a, 10, 0);
+    refix_crc(&mut a);
+    assert_err!(
+        open(&a),
+        Error::InvalidIndex { location: Location::Tensor { name, base: false }, reason }
+            if name == "w" && reason.contains("minor 0")
+    );
+    // Per-plane streams alone (same dtypes, no widening), in a target chunk.
+    let f: Vec<u8> = (0..n)
+        .flat_map(|i| (i as f32 * 0.37).to_le_bytes())
+        .collect();
+    let g: Vec<u8> = (0..n)
+        .flat_map(|i| (i as f32 * 0.38).to_le_bytes())
+        .collect();
+    let mut a = pack_pair(
+        &[("w".into(), Dtype::F32, vec![n as u64], g)],
+        &[("w".into(), Dtype::F32, vec![n as u64], f)],
+        BaseMode::External,
+    );
+    assert_eq!(Parts::parse(&a).header.minor, 1);
+    set_u16(&mut a, 10, 0);
+    refix_crc(&mut a);
+    assert_err!(
+        open(&a),
+        Error::InvalidIndex { location: Location::Chunk { base: false, .. }, reason }
+            if reason.contains("minor 0")
+    );
+}
+
+#[test]
+fn minor_0_file_using_the_zigzag_op_is_refused() {
+    // AddZigzag is a v1.1 variant wherever it appears, even on a zero chunk
+    // (where the op means nothing).
+    let p0 = Parts::parse(&vector("v11_max_minor0.tpde"));
+    assert_eq!(p0.header.minor, 0);
+    for kind in [ChunkKind::Zero, ChunkKind::Dense] {
+        let mut p = p0.clone();
+        let (t, c) = p.find_chunk(Table::Target, |_, c| c.kind == kind).unwrap();
+        p.chunks_mut(Table::Target, t)[c].op = tpde_format::format::Op::AddZigzag;
+        assert_err!(
+            open(&p.to_bytes()),
+            Error::InvalidIndex { location: Location::Chunk { chunk, base: false, .. }, reason }
+                if chunk == c as u64 && reason.contains("minor 0")
+        );
+        // With minor 1 the same index is valid.
+        p.header.minor = 1;
+        open(&p.to_bytes()).unwrap();
+    }
+}
+
+#[test]
+fn minor_1_file_using_no_v11_variant_is_read() {
+    // Writers record the lowest minor (spec §8.2.1), but a higher one than
+    // the index needs misleads nobody: readers accept it.
+    let mut a = vector("v11_max_minor0.tpde");
+    assert_eq!(a[10], 0);
+    set_u16(&mut a, 10, 1);
+    refix_crc(&mut a);
+    decode_all_with(&a, &external_base()).unwrap();
+}
