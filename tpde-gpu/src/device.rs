@@ -340,6 +340,26 @@ impl GpuOptions {
     }
 }
 
+/// Where one load's pipeline spent its time, as seen by the submitting
+/// thread. `wait_decode_ms` dominating means CPU decode bounds the load;
+/// `wait_slot_ms` dominating means the copies (PCIe) do.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LoadStats {
+    /// Batches submitted.
+    pub batches: usize,
+    /// Bytes staged and copied (descriptor tables and raw pieces included).
+    pub staged_bytes: u64,
+    /// Waiting for batches to finish decoding.
+    pub wait_decode_ms: f64,
+    /// Waiting for a slot's copy to finish before refilling it.
+    pub wait_slot_ms: f64,
+    /// Queuing copies and kernels.
+    pub submit_ms: f64,
+    /// From the first decode to the last submission (the device may still
+    /// be working afterwards).
+    pub pipeline_ms: f64,
+}
+
 /// One pinned staging slot and its device twin.
 struct Slot {
     _pinned: PinnedHostSlice<u8>,
@@ -375,6 +395,7 @@ pub struct GpuArchive<D: AsRef<[u8]> + Sync = memmap2::Mmap> {
     /// One device `u64` the position decoder reports a bad stream in.
     error_word: DeviceBuffer,
     ring: Mutex<Option<Ring>>,
+    stats: Mutex<LoadStats>,
     pool: rayon::ThreadPool,
     opts: GpuOptions,
 }
@@ -427,9 +448,16 @@ impl<D: AsRef<[u8]> + Sync> GpuArchive<D> {
             kernels_done,
             error_word,
             ring: Mutex::new(None),
+            stats: Mutex::new(LoadStats::default()),
             pool,
             opts,
         })
+    }
+
+    /// Where the last load's pipeline spent its time (for tuning and
+    /// benchmarks).
+    pub fn last_load_stats(&self) -> LoadStats {
+        self.stats.lock().map(|g| g.clone()).unwrap_or_default()
     }
 
     /// The archive.
@@ -789,6 +817,12 @@ impl<D: AsRef<[u8]> + Sync> GpuArchive<D> {
             return Err(GpuError::Usage("staging ring missing".into()));
         };
         let nslots = ring.slots.len();
+        let t_start = std::time::Instant::now();
+        let mut st = LoadStats {
+            batches: batches.len(),
+            staged_bytes: batches.iter().map(|b| b.used_bytes(jobs) as u64).sum(),
+            ..LoadStats::default()
+        };
         let archive = &self.archive;
         self.pool.in_place_scope(|scope| -> Result<()> {
             let (tx, rx) = mpsc::channel::<(usize, Result<()>)>();
@@ -810,7 +844,9 @@ impl<D: AsRef<[u8]> + Sync> GpuArchive<D> {
                     let slot = &ring.slots[next_decode % nslots];
                     // The copy out of this slot (batch next_decode - nslots,
                     // already submitted) is done.
+                    let t = std::time::Instant::now();
                     cuda("cuEventSynchronize", slot.copied.synchronize())?;
+                    st.wait_slot_ms += t.elapsed().as_secs_f64() * 1e3;
                     let used = b.used_bytes(jobs);
                     if used > slot.len {
                         return Err(GpuError::Usage("batch larger than its slot".into()));
@@ -845,6 +881,7 @@ impl<D: AsRef<[u8]> + Sync> GpuArchive<D> {
                     return Err(e);
                 }
                 // Wait until batch `submit` is decoded.
+                let t = std::time::Instant::now();
                 while pending[submit] > 0 {
                     let Ok((b, r)) = rx.recv() else {
                         return Err(GpuError::Usage("decode threads vanished".into()));
@@ -857,10 +894,17 @@ impl<D: AsRef<[u8]> + Sync> GpuArchive<D> {
                 if let Some(e) = failed.take() {
                     return Err(e);
                 }
+                st.wait_decode_ms += t.elapsed().as_secs_f64() * 1e3;
+                let t = std::time::Instant::now();
                 self.submit(&batches[submit], submit, &ring.slots[submit % nslots])?;
+                st.submit_ms += t.elapsed().as_secs_f64() * 1e3;
             }
             Ok(())
         })?;
+        st.pipeline_ms = t_start.elapsed().as_secs_f64() * 1e3;
+        if let Ok(mut g) = self.stats.lock() {
+            *g = st;
+        }
         Ok(batches)
     }
 

@@ -40,6 +40,8 @@ pub mod plan;
 pub mod reference;
 pub mod stage;
 
-pub use device::{probe, DeviceBuffer, DeviceInfo, DeviceTensor, GpuArchive, GpuOptions};
+pub use device::{
+    probe, DeviceBuffer, DeviceInfo, DeviceTensor, GpuArchive, GpuOptions, LoadStats,
+};
 pub use error::{GpuError, Result};
 pub use kernels::Kernels;
