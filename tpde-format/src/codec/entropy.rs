@@ -7,12 +7,13 @@
 //! whole bits; an arithmetic coder gets within a fraction of a percent of
 //! the entropy, and conditioning a plane on a few buckets of the more
 //! significant plane of the same element captures most of the remaining
-//! structure (bf16 fine-tune ADD deltas: 6.0× against zstd-1's 4.2×).
+//! structure (bf16 fine-tune ADD deltas: 6.1× against zstd-1's 4.2× and
+//! zstd-19's 4.7×).
 //!
 //! Design (the bitstream is specified byte by byte in `spec/entropy.md`):
 //! - one mode byte: raw (incompressible or tiny planes), constant, or rANS;
 //! - static frequency tables normalized to `2^scale` (the encoder tries 12
-//!   to 14 per plane: 14 is 1–4% smaller on skewed planes, where rare
+//!   to 14 per plane: 14 is up to 5% smaller on skewed planes, where rare
 //!   symbols would otherwise each take `2^-12` of the range), one per
 //!   context bucket, storing only the present symbols (byte runs) and their
 //!   frequencies as exp-Golomb codes with a per-table parameter, the last
@@ -32,7 +33,10 @@
 //!   state back at `2^16` and every byte consumed, which rejects most
 //!   corruption (the chunk CRC catches the rest);
 //! - decoding uses, per bucket, a slot → symbol byte table and a symbol →
-//!   (frequency, start) table; renormalization is branch-free.
+//!   (frequency, start) table (kept per thread and reused, so a plane pays
+//!   only for the entries its tables define); renormalization is a branch on
+//!   skewed planes (at most 2 coded bits per symbol, where it is rare) and
+//!   branch-free otherwise. Both loops are instantiated per precision.
 //!
 //! Encoder decisions use integer fixed-point logarithms ([`log2_q16`]), so
 //! the output is the same on every platform.
@@ -185,16 +189,16 @@ pub fn encode_plane_tuned(
             best = Some((cost, scale, tables));
         }
     }
-    let Some((best_cost, scale, tables)) = best else {
-        return; // unreachable: at least one candidate scale
-    };
     // Clearly incompressible (estimate, tables included, above the raw size
     // by more than its ~0.1% error): store raw without running the coder.
-    if best_cost >> 19 > (n as u128 + 1) * 1025 / 1024 {
+    // (`best` is always set: there is at least one candidate scale.)
+    let Some((best_cost, scale, tables)) =
+        best.filter(|(c, _, _)| c >> 19 <= (n as u128 + 1) * 1025 / 1024)
+    else {
         out.push(MODE_RAW);
         out.extend_from_slice(plane);
         return;
-    }
+    };
     out.push(MODE_RANS);
     out.push(scale as u8);
     out.push(buckets as u8);
@@ -1411,16 +1415,16 @@ mod tests {
         assert_eq!(round_trip(&[0; 1], Some(&[3])), [MODE_CONST, 0]);
         let mut rng = Rng(1);
         for n in 1..=17 {
-            for _ in 0..20 {
+            for _ in 0..6 {
                 let k = 1 + rng.below(4);
                 let p: Vec<u8> = (0..n).map(|_| rng.below(k) as u8).collect();
                 let c: Vec<u8> = (0..n).map(|_| rng.below(3) as u8 * 127).collect();
                 round_trip(&p, None);
                 round_trip(&p, Some(&c));
                 // Every scale and lane tail, forcing rANS by a large skewed prefix.
-                let mut long = vec![0u8; 4000];
+                let mut long = vec![0u8; 1500];
                 long.extend_from_slice(&p);
-                let mut lc = vec![255u8; 4000];
+                let mut lc = vec![255u8; 1500];
                 lc.extend_from_slice(&c);
                 for scale in MIN_SCALE_BITS..=MAX_SCALE_BITS {
                     let t = Tuning {
@@ -1564,7 +1568,7 @@ mod tests {
         // Random corruption: must not panic; whatever it returns, Ok must
         // mean a full-length output (and is rare: final states are checked).
         let mut accepted = 0;
-        for trial in 0..20_000 {
+        for trial in 0..6000 {
             let (e, p, c) = &streams[trial % streams.len()];
             let mut g = e.clone();
             for _ in 0..1 + rng.below(3) {
@@ -1576,7 +1580,7 @@ mod tests {
             }
         }
         assert!(
-            accepted < 200,
+            accepted < 60,
             "{accepted} corrupted streams decoded to wrong data"
         );
         // Pure noise as a stream.
