@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::measure::{self, Captured, RunStats};
@@ -17,7 +17,7 @@ use crate::pairs::Pair;
 use crate::refcodec::Codec;
 
 /// The methods, in table order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 pub enum Method {
     /// tpde, base referenced (not stored). For a pair with no base: tpde alone.
     TpdeExt,
@@ -94,6 +94,11 @@ impl Method {
             Method::Zipnn if ctx.zipnn.is_none() => Some("ZipNN not available"),
             _ => None,
         }
+    }
+
+    /// A baseline (anything but tpde): reusable by `--reuse-baselines`.
+    pub fn is_baseline(self) -> bool {
+        !matches!(self, Method::TpdeExt | Method::TpdeInline | Method::TpdeCli)
     }
 
     /// Whether its result depends only on the target (cacheable across pairs).
@@ -282,7 +287,7 @@ impl Method {
 }
 
 /// One timed operation at one thread count.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Timed {
     /// Threads given to the method.
     pub threads: usize,
@@ -302,7 +307,7 @@ pub struct Timed {
 }
 
 /// Per-chunk statistics of a tpde archive packed against a base.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct DeltaStats {
     /// Target tensors stored as deltas against a base tensor.
     pub delta_tensors: u64,
@@ -377,7 +382,7 @@ fn delta_stats(archive: &Path) -> Result<DeltaStats> {
 }
 
 /// One table row.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
     /// Which method.
     pub method: Method,
@@ -399,6 +404,9 @@ pub struct Row {
     pub delta: Option<DeltaStats>,
     /// Notes (skips, failures, reuse).
     pub notes: Vec<String>,
+    /// Date of the run that measured this row.
+    #[serde(default)]
+    pub measured: String,
 }
 
 impl Row {
@@ -415,6 +423,7 @@ impl Row {
             verified: false,
             delta: None,
             notes: vec![why],
+            measured: String::new(),
         }
     }
 }

@@ -84,6 +84,11 @@ struct RunArgs {
     /// Also pack the level-19 methods on all threads (slow: they run on 1 thread by default).
     #[arg(long)]
     slow_all_threads: bool,
+    /// Reuse baseline rows (zstd, reference codecs, ZipNN) from the previous
+    /// results.json in OUT_DIR when the files' sha256 and the label (level,
+    /// version) match; only tpde is measured again. Such rows say so.
+    #[arg(long)]
+    reuse_baselines: bool,
     /// zstd level of the reference codecs (planes, XOR, SUB).
     #[arg(long, default_value_t = 19)]
     ref_level: i32,
@@ -327,9 +332,23 @@ fn run(a: RunArgs) -> Result<()> {
         notes,
     };
     let mut cache = Cache::default();
-    let mut seen: Vec<(String, [u8; 32], Option<[u8; 32]>)> = Vec::new();
     let md_path = out_dir.join("results.md");
     let json_path = out_dir.join("results.json");
+    let previous = if a.reuse_baselines {
+        let prev = std::fs::read(&json_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<report::Previous>(&b).ok());
+        if prev.is_none() {
+            report.notes.push(format!(
+                "--reuse-baselines: no readable {}; everything measured.",
+                json_path.display()
+            ));
+        }
+        prev.map(report::Previous::baselines).unwrap_or_default()
+    } else {
+        Default::default()
+    };
+    let mut seen: Vec<(String, [u8; 32], Option<[u8; 32]>)> = Vec::new();
     for pair in &pairs {
         let missing: Vec<_> = std::iter::once(&pair.target)
             .chain(pair.base.as_ref())
@@ -377,6 +396,18 @@ fn run(a: RunArgs) -> Result<()> {
                 }
                 continue;
             }
+            let key = (
+                label.clone(),
+                hex(&target_sha),
+                base_sha.as_ref().map(|b| hex(b)),
+            );
+            if let Some(r) = previous.get(&key) {
+                let mut r = r.clone();
+                r.notes
+                    .push(format!("reused from the run of {}", r.measured));
+                rows.push(r);
+                continue;
+            }
             if let Some(r) = cache.get(m, &pair.target) {
                 rows.push(r);
                 continue;
@@ -391,7 +422,10 @@ fn run(a: RunArgs) -> Result<()> {
             };
             let row =
                 match bench::measure_method(&ctx, pair, m, target_bytes, &target_sha, &progress) {
-                    Ok(r) => r,
+                    Ok(mut r) => {
+                        r.measured = report.env.date.clone();
+                        r
+                    }
                     Err(e) => {
                         eprintln!("  failed: {e:#}");
                         Row::skipped(m, label, format!("FAILED: {e:#}"))
@@ -407,6 +441,8 @@ fn run(a: RunArgs) -> Result<()> {
         }
         report.pairs.push(PairResult {
             pair: pair.clone(),
+            target_sha256: hex(&target_sha),
+            base_sha256: base_sha.as_ref().map(|b| hex(b)),
             target_bytes,
             base_bytes,
             rows,
@@ -429,4 +465,8 @@ fn write_outputs(r: &Report, md: &Path, json: &Path) -> Result<String> {
     std::fs::write(md, &text)?;
     std::fs::write(json, serde_json::to_string_pretty(r)?)?;
     Ok(text)
+}
+
+fn hex(d: &[u8]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::bench::{Method, Row, Timed};
 use crate::pairs::{Kind, Pair};
@@ -54,6 +54,10 @@ pub struct Env {
 pub struct PairResult {
     /// The pair.
     pub pair: Pair,
+    /// sha256 of the target file (hex).
+    pub target_sha256: String,
+    /// sha256 of the base file (hex).
+    pub base_sha256: Option<String>,
     /// Target size, bytes.
     pub target_bytes: u64,
     /// Base size, bytes.
@@ -89,11 +93,6 @@ fn rss(t: &[Timed]) -> String {
         .max()
         .map(|k| format!("{:.0}", k as f64 / 1024.0))
         .unwrap_or_else(|| "—".into())
-}
-
-/// Rows whose size counts as a reference to beat (everything but tpde).
-fn is_reference(m: Method) -> bool {
-    !matches!(m, Method::TpdeExt | Method::TpdeInline | Method::TpdeCli)
 }
 
 fn row_of(p: &PairResult, m: Method) -> Option<&Row> {
@@ -238,7 +237,7 @@ impl Report {
             let best = p
                 .rows
                 .iter()
-                .filter(|r| is_reference(r.method))
+                .filter(|r| r.method.is_baseline())
                 .filter_map(|r| Some((r.size?, r)))
                 .min_by_key(|(sz, _)| *sz);
             let rel = |m: Method| {
@@ -353,5 +352,48 @@ impl Report {
                 }
             );
         }
+    }
+}
+
+/// The part of an earlier `results.json` that `--reuse-baselines` reads.
+#[derive(Debug, Deserialize)]
+pub struct Previous {
+    pairs: Vec<PreviousPair>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PreviousPair {
+    target_sha256: String,
+    base_sha256: Option<String>,
+    rows: Vec<Row>,
+}
+
+impl Previous {
+    /// Baseline rows that measured and round-tripped, keyed by label (which
+    /// names level and version) and the two files' digests.
+    pub fn baselines(self) -> std::collections::HashMap<(String, String, Option<String>), Row> {
+        let mut m = std::collections::HashMap::new();
+        for p in self.pairs {
+            for mut r in p.rows {
+                if !r.method.is_baseline()
+                    || r.size.is_none()
+                    || !r.verified
+                    || r.measured.is_empty()
+                {
+                    continue;
+                }
+                r.notes
+                    .retain(|n| !n.starts_with("reused from") && !n.starts_with("same target:"));
+                m.insert(
+                    (
+                        r.label.clone(),
+                        p.target_sha256.clone(),
+                        p.base_sha256.clone(),
+                    ),
+                    r,
+                );
+            }
+        }
+        m
     }
 }
