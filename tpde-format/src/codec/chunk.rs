@@ -5,7 +5,7 @@
 //! stored bytes and a buffer holding the base range.
 
 use super::combine::{self, Word};
-use super::{planes, positions, stream};
+use super::{positions, stream};
 use crate::format::{Chunk, ChunkKind, Op, Stream};
 use crate::with_word;
 
@@ -84,9 +84,7 @@ pub fn encode(
     }
 
     // Dense: every element's value.
-    with_word!(width, W => combine::dense_delta::<W>(op, base, target, &mut s.natural));
-    s.planes.clear();
-    planes::to_planes(&s.natural, width, &mut s.planes);
+    with_word!(width, W => combine::dense_delta_planes::<W>(op, base, target, &mut s.planes));
     let mut dense_bytes = Vec::new();
     let dense_values = comp.values(&s.planes, width, &mut dense_bytes);
     let dense = EncodedChunk {
@@ -105,15 +103,15 @@ pub fn encode(
     positions::encode(&s.positions, &mut s.varints);
     let mut sparse_bytes = Vec::new();
     let pos_stream = stream::compress(&s.varints, comp.level, &mut sparse_bytes);
-    // Values at the changed positions only.
-    s.planes.clear();
-    s.planes.resize(s.positions.len() * width, 0);
-    for (j, &p) in s.positions.iter().enumerate() {
-        let at = p as usize * width;
-        s.planes[j * width..(j + 1) * width].copy_from_slice(&s.natural[at..at + width]);
-    }
+    // Values at the changed positions only, plane by plane from the dense planes.
+    let m = s.positions.len();
     s.natural.clear();
-    planes::to_planes(&s.planes, width, &mut s.natural);
+    s.natural.resize(m * width, 0);
+    for (dense, sparse) in s.planes.chunks_exact(n).zip(s.natural.chunks_exact_mut(m)) {
+        for (d, &p) in sparse.iter_mut().zip(&s.positions) {
+            *d = dense[p as usize];
+        }
+    }
     let val_stream = comp.values(&s.natural, width, &mut sparse_bytes);
     if sparse_bytes.len() < dense.bytes.len() {
         EncodedChunk {
@@ -141,9 +139,7 @@ pub fn choose_op(width: usize, target: &[u8], base: Option<&[u8]>, comp: Compres
         if op == Op::AddZigzag && comp.max_minor < 1 {
             continue; // a v1.1 op: not in archives limited to v1.0
         }
-        with_word!(width, W => combine::dense_delta::<W>(op, base, target, &mut s.natural));
-        s.planes.clear();
-        planes::to_planes(&s.natural, width, &mut s.planes);
+        with_word!(width, W => combine::dense_delta_planes::<W>(op, base, target, &mut s.planes));
         let mut sink = Vec::new();
         let st = comp.values(&s.planes, width, &mut sink);
         if st.stored_len < best.0 {
@@ -202,11 +198,7 @@ pub fn decode_into(
 }
 
 fn apply_dense<W: Word>(op: Op, planes: &[u8], out: &mut [u8]) {
-    if op == Op::Replace {
-        planes::from_planes(planes, W::WIDTH, out);
-    } else {
-        combine::apply_dense_planes::<W>(op, planes, out);
-    }
+    combine::apply_dense_planes::<W>(op, planes, out);
 }
 
 #[cfg(test)]

@@ -110,17 +110,39 @@ macro_rules! with_word {
 /// Dense apply: `out[i] = op(out[i], value[i])` where the values are given as
 /// byte planes over `out.len() / W` elements. `out` holds the base on entry.
 pub fn apply_dense_planes<W: Word>(op: Op, planes: &[u8], out: &mut [u8]) {
-    let n = out.len() / W::WIDTH;
-    let planes: Vec<&[u8]> = planes.chunks_exact(n.max(1)).take(W::WIDTH).collect();
-    if planes.len() < W::WIDTH && n > 0 {
+    match W::WIDTH {
+        1 => dense_n::<W, 1>(op, planes, out),
+        2 => dense_n::<W, 2>(op, planes, out),
+        4 => dense_n::<W, 4>(op, planes, out),
+        _ => dense_n::<W, 8>(op, planes, out),
+    }
+}
+
+/// [`apply_dense_planes`] for a width known at compile time: the plane slices
+/// have a length the optimizer can see, so the gather needs no bounds checks
+/// and the op is hoisted out of the loop.
+#[inline(always)]
+fn dense_n<W: Word, const N: usize>(op: Op, planes: &[u8], out: &mut [u8]) {
+    let n = out.len() / N;
+    if planes.len() < n * N {
         return; // lengths are validated by the caller; unreachable on valid input
     }
-    for (i, e) in out.chunks_exact_mut(W::WIDTH).enumerate() {
+    let p: [&[u8]; N] = std::array::from_fn(|k| &planes[k * n..(k + 1) * n]);
+    let gather = |i: usize| -> W {
         let mut v = W::default();
-        for (k, p) in planes.iter().enumerate() {
-            v = v.or(W::from_byte(p[i], W::WIDTH - 1 - k));
+        for (k, plane) in p.iter().enumerate() {
+            v = v.or(W::from_byte(plane[i], N - 1 - k));
         }
-        W::combine(op, W::load(e), v).store(e);
+        v
+    };
+    let elems = out.chunks_exact_mut(N).enumerate();
+    match op {
+        Op::Xor => elems.for_each(|(i, e)| W::combine(Op::Xor, W::load(e), gather(i)).store(e)),
+        Op::Add => elems.for_each(|(i, e)| W::combine(Op::Add, W::load(e), gather(i)).store(e)),
+        Op::AddZigzag => {
+            elems.for_each(|(i, e)| W::combine(Op::AddZigzag, W::load(e), gather(i)).store(e))
+        }
+        Op::Replace => elems.for_each(|(i, e)| gather(i).store(e)),
     }
 }
 
@@ -169,26 +191,79 @@ pub fn dense_delta<W: Word>(op: Op, base: Option<&[u8]>, target: &[u8], out: &mu
     }
 }
 
-/// Writer side: positions where `target` differs from `base` (all-zero when absent).
-pub fn changed_positions<W: Word>(base: Option<&[u8]>, target: &[u8], out: &mut Vec<u32>) {
-    out.clear();
+/// Writer side: the byte planes of the dense values with `op(base, v) ==
+/// target`, in one pass (no natural-layout intermediate). `out` is resized.
+pub fn dense_delta_planes<W: Word>(op: Op, base: Option<&[u8]>, target: &[u8], out: &mut Vec<u8>) {
+    out.resize(target.len(), 0);
+    match W::WIDTH {
+        1 => delta_planes_n::<W, 1>(op, base, target, out),
+        2 => delta_planes_n::<W, 2>(op, base, target, out),
+        4 => delta_planes_n::<W, 4>(op, base, target, out),
+        _ => delta_planes_n::<W, 8>(op, base, target, out),
+    }
+}
+
+#[inline(always)]
+fn delta_planes_n<W: Word, const N: usize>(
+    op: Op,
+    base: Option<&[u8]>,
+    target: &[u8],
+    out: &mut [u8],
+) {
+    let n = target.len() / N;
+    let mut planes: [&mut [u8]; N] = split_planes(out, n);
+    let mut put = |i: usize, v: W| {
+        for (k, plane) in planes.iter_mut().enumerate() {
+            plane[i] = v.byte(N - 1 - k);
+        }
+    };
     match base {
         None => {
-            for (i, t) in target.chunks_exact(W::WIDTH).enumerate() {
-                if W::load(t) != W::default() {
-                    out.push(i as u32);
-                }
+            for (i, t) in target.chunks_exact(N).enumerate() {
+                put(i, W::delta(op, W::default(), W::load(t)));
             }
         }
         Some(base) => {
-            for (i, (t, b)) in target
-                .chunks_exact(W::WIDTH)
-                .zip(base.chunks_exact(W::WIDTH))
-                .enumerate()
-            {
-                if t != b {
-                    out.push(i as u32);
-                }
+            for (i, (t, b)) in target.chunks_exact(N).zip(base.chunks_exact(N)).enumerate() {
+                put(i, W::delta(op, W::load(b), W::load(t)));
+            }
+        }
+    }
+}
+
+/// Splits `out` into `N` consecutive planes of `n` bytes.
+fn split_planes<const N: usize>(out: &mut [u8], n: usize) -> [&mut [u8]; N] {
+    let mut rest = out;
+    std::array::from_fn(|_| {
+        let r = std::mem::take(&mut rest);
+        let (head, tail) = r.split_at_mut(n.min(r.len()));
+        rest = tail;
+        head
+    })
+}
+
+/// Writer side: positions where `target` differs from `base` (all-zero when
+/// absent). Runs of 8 equal elements are skipped with one comparison.
+pub fn changed_positions<W: Word>(base: Option<&[u8]>, target: &[u8], out: &mut Vec<u32>) {
+    out.clear();
+    const RUN: usize = 8;
+    let zeros = [0u8; 8 * RUN];
+    let step = W::WIDTH * RUN;
+    for (blk, t) in target.chunks(step).enumerate() {
+        let b = match base {
+            Some(base) => &base[blk * step..blk * step + t.len()],
+            None => &zeros[..t.len()],
+        };
+        if t == b {
+            continue;
+        }
+        for (j, (te, be)) in t
+            .chunks_exact(W::WIDTH)
+            .zip(b.chunks_exact(W::WIDTH))
+            .enumerate()
+        {
+            if te != be {
+                out.push((blk * RUN + j) as u32);
             }
         }
     }

@@ -118,7 +118,7 @@ pub fn compress(raw: &[u8], level: i32, out: &mut Vec<u8>) -> Stream {
 /// than allocating (no decompression bombs); one that yields fewer bytes fails too.
 pub fn decompress(stream: &Stream, stored: &[u8], out: &mut Vec<u8>) -> Result<(), &'static str> {
     let raw_len = usize::try_from(stream.raw_len).map_err(|_| "raw length too large")?;
-    out.clear();
+    // Every byte is overwritten: only grown bytes are zero-filled.
     out.resize(raw_len, 0);
     decompress_into(stream, stored, out)
 }

@@ -65,25 +65,27 @@ pub fn f32_to_f64(f: u32) -> u64 {
 /// Widens little-endian `src` elements of dtype `from` into `out` (elements of
 /// dtype `to`). Requires [`can_widen`] and matching element counts.
 pub fn widen(from: Dtype, to: Dtype, src: &[u8], out: &mut [u8]) {
-    let to32 = |b: &[u8]| -> u32 {
-        match from {
-            Dtype::BF16 => bf16_to_f32(u16::from_le_bytes([b[0], b[1]])),
-            Dtype::F16 => f16_to_f32(u16::from_le_bytes([b[0], b[1]])),
-            _ => u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+    // One monomorphic loop per pair: the dispatch stays out of the element loop.
+    fn each<const I: usize, const O: usize>(
+        src: &[u8],
+        out: &mut [u8],
+        f: impl Fn([u8; I]) -> [u8; O],
+    ) {
+        for (o, s) in out.chunks_exact_mut(O).zip(src.chunks_exact(I)) {
+            let mut a = [0u8; I];
+            a.copy_from_slice(s);
+            o.copy_from_slice(&f(a));
         }
-    };
-    let fw = from.width();
-    match to {
-        Dtype::F32 => {
-            for (o, s) in out.chunks_exact_mut(4).zip(src.chunks_exact(fw)) {
-                o.copy_from_slice(&to32(s).to_le_bytes());
-            }
-        }
-        _ => {
-            for (o, s) in out.chunks_exact_mut(8).zip(src.chunks_exact(fw)) {
-                o.copy_from_slice(&f32_to_f64(to32(s)).to_le_bytes());
-            }
-        }
+    }
+    let h = |a: [u8; 2]| u16::from_le_bytes(a);
+    match (from, to) {
+        (Dtype::BF16, Dtype::F32) => each(src, out, |a| bf16_to_f32(h(a)).to_le_bytes()),
+        (Dtype::F16, Dtype::F32) => each(src, out, |a| f16_to_f32(h(a)).to_le_bytes()),
+        (Dtype::BF16, _) => each(src, out, |a| f32_to_f64(bf16_to_f32(h(a))).to_le_bytes()),
+        (Dtype::F16, _) => each(src, out, |a| f32_to_f64(f16_to_f32(h(a))).to_le_bytes()),
+        _ => each(src, out, |a| {
+            f32_to_f64(u32::from_le_bytes(a)).to_le_bytes()
+        }),
     }
 }
 
