@@ -543,6 +543,9 @@ impl<D: AsRef<[u8]> + Sync> GpuArchive<D> {
         }
         let mut dev = Vec::new();
         let mut in_place = Vec::new();
+        // Narrower (widened) bases are read into new buffers, never updated
+        // in place; they are kept until the load is done.
+        let mut keep = Vec::new();
         for t in 0..n {
             let Some(b) = plan::base_name(&self.archive, t) else {
                 continue;
@@ -551,7 +554,15 @@ impl<D: AsRef<[u8]> + Sync> GpuArchive<D> {
                 continue;
             };
             *left -= 1;
-            if *left > 0 {
+            let widened = plan::base_dtype(&self.archive, t)
+                != Some(self.archive.record(Table::Target, t).dtype);
+            if widened {
+                let ptr = bases.get(b).map_or(0, |dt| dt.device_ptr());
+                dev.push((t, DeviceBaseUse::Borrow(ptr)));
+                if *left == 0 {
+                    keep.extend(bases.remove(b));
+                }
+            } else if *left > 0 {
                 let ptr = bases.get(b).map_or(0, |dt| dt.device_ptr());
                 dev.push((t, DeviceBaseUse::Borrow(ptr)));
             } else if let Some(dt) = bases.remove(b) {
@@ -563,7 +574,9 @@ impl<D: AsRef<[u8]> + Sync> GpuArchive<D> {
         }
         drop(bases);
         let all: Vec<usize> = (0..n).collect();
-        self.load_targets_inner(&all, &NoBase, dev, &mut in_place)
+        let out = self.load_targets_inner(&all, &NoBase, dev, &mut in_place);
+        drop(keep);
+        out
     }
 
     fn check_device_base(&self, t: usize, base: &DeviceTensor) -> Result<()> {
@@ -572,13 +585,18 @@ impl<D: AsRef<[u8]> + Sync> GpuArchive<D> {
             tensor: rec.name.clone(),
             reason,
         };
-        if base.dtype != rec.dtype || base.shape != rec.shape {
+        // A widened base is handed in at its own (narrower) dtype.
+        let want = plan::base_dtype(&self.archive, t).unwrap_or(rec.dtype);
+        if base.dtype != want || base.shape != rec.shape {
             return Err(bad(format!(
-                "is {} {:?}, the target is {} {:?}",
-                base.dtype, base.shape, rec.dtype, rec.shape
+                "is {} {:?}, the archive's base is {} {:?}",
+                base.dtype, base.shape, want, rec.shape
             )));
         }
-        if Some(base.byte_len() as u64) != rec.byte_len() {
+        let bytes = rec
+            .elem_count()
+            .and_then(|n| n.checked_mul(want.width() as u64));
+        if Some(base.byte_len() as u64) != bytes {
             return Err(bad(format!("buffer holds {} bytes", base.byte_len())));
         }
         if base.buffer.context().cu_device() != self.ctx.cu_device() {
@@ -608,6 +626,8 @@ impl<D: AsRef<[u8]> + Sync> GpuArchive<D> {
         cuda("cuCtxSetCurrent", self.ctx.bind_to_thread())?;
         let mut outs: Vec<DeviceTensor> = Vec::with_capacity(targets.len());
         let mut plans: Vec<plan::Target<'_>> = Vec::with_capacity(targets.len());
+        // Device scratch for narrow bases, freed once the load is done.
+        let mut scratch: Vec<DeviceBuffer> = Vec::new();
         for &t in targets {
             let rec = self.archive.record(Table::Target, t);
             let len = rec.byte_len().unwrap_or(0) as usize; // validated at open
@@ -623,12 +643,29 @@ impl<D: AsRef<[u8]> + Sync> GpuArchive<D> {
                     (dt.buffer, BasePlan::InPlace)
                 }
                 Some(&DeviceBaseUse::Borrow(ptr)) => {
-                    (DeviceBuffer::alloc(&self.ctx, len)?, BasePlan::Device(ptr))
+                    let base = match plan::base_dtype(&self.archive, t) {
+                        Some(from) if from != rec.dtype => BasePlan::Widened {
+                            src: plan::WidenSrc::Device(ptr),
+                            from,
+                        },
+                        _ => BasePlan::Device(ptr),
+                    };
+                    (DeviceBuffer::alloc(&self.ctx, len)?, base)
                 }
-                None => (
-                    DeviceBuffer::alloc(&self.ctx, len)?,
-                    plan::host_base_plan(&self.archive, t, host)?,
-                ),
+                None => {
+                    let base = plan::host_base_plan(&self.archive, t, host)?;
+                    // A narrow inline base decodes into device scratch first.
+                    let base = match plan::needs_scratch(&self.archive, &base) {
+                        Some(n) => {
+                            let sb = DeviceBuffer::alloc(&self.ctx, n as usize)?;
+                            let b = plan::with_scratch(base, sb.device_ptr());
+                            scratch.push(sb);
+                            b
+                        }
+                        None => base,
+                    };
+                    (DeviceBuffer::alloc(&self.ctx, len)?, base)
+                }
             };
             if len > 0 {
                 plans.push(plan::Target {

@@ -4,7 +4,8 @@
 //! Two kernels, each driven by a table of 64-byte job descriptors
 //! ([`crate::plan::Desc`]); block `b` finds its job by binary search on
 //! `tile_start`, so one launch covers every job of a batch whatever its size:
-//! - `tpde_phase1`: fills (`dst = base` or zeros) and dense chunks
+//! - `tpde_phase1`: fills (`dst = base` or zeros), exact widening of a
+//!   narrower float base (spec §6.2), and dense chunks
 //!   (`dst[i] = op(base[i], value[i])`, values re-interleaved from byte
 //!   planes, 16-byte loads and stores on the aligned path);
 //! - `tpde_sparse`: sparse chunks, `dst[p] = op(dst[p], value[j])` at
@@ -122,6 +123,50 @@ __device__ __forceinline__ void fill(const Job& j, u64 tile) {
     }
 }
 
+// Exact widening on bit patterns (spec 6.2, tpde_format::codec::widen):
+// subnormals normalized, NaN payloads shifted, never quieted.
+__device__ __forceinline__ u32 f16_to_f32(u32 h) {
+    u32 sign = (h >> 15) << 31, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
+    if (exp == 0) {
+        if (man == 0) return sign;
+        u32 shift = __clz(man) - 21;
+        man = (man << shift) & 0x3ff;
+        return sign | ((127 - 15 + 1 - shift) << 23) | (man << 13);
+    }
+    if (exp == 0x1f) return sign | 0x7f800000u | (man << 13);
+    return sign | ((exp + 127 - 15) << 23) | (man << 13);
+}
+
+__device__ __forceinline__ u64 f32_to_f64(u32 f) {
+    u64 sign = (u64)(f >> 31) << 63, exp = (f >> 23) & 0xff, man = f & 0x7fffff;
+    if (exp == 0) {
+        if (man == 0) return sign;
+        u64 shift = (u64)__clzll(man) - 40;
+        man = (man << shift) & 0x7fffff;
+        return sign | ((1023 - 127 + 1 - shift) << 52) | (man << 29);
+    }
+    if (exp == 0xff) return sign | 0x7ff0000000000000ull | (man << 29);
+    return sign | ((exp + 1023 - 127) << 52) | (man << 29);
+}
+
+// Widen: op is the conversion (0 bf16->f32, 1 f16->f32, 2 bf16->f64,
+// 3 f16->f64, 4 f32->f64); narrow elements at j.vals, 4 per thread.
+__device__ __forceinline__ void widen(const Job& j, u64 tile) {
+    #pragma unroll
+    for (int r = 0; r < 4; r++) {
+        u64 i = tile * 1024ull + (u64)r * 256 + threadIdx.x;
+        if (i >= j.n) continue;
+        if (j.op == 4) {
+            ((u64*)j.dst)[i] = f32_to_f64(((const u32*)j.vals)[i]);
+            continue;
+        }
+        u32 h = ((const u16*)j.vals)[i];
+        u32 f = (j.op == 0 || j.op == 2) ? (h << 16) : f16_to_f32(h);
+        if (j.op <= 1) ((u32*)j.dst)[i] = f;
+        else ((u64*)j.dst)[i] = f32_to_f64(f);
+    }
+}
+
 extern "C" __global__ void __launch_bounds__(256) tpde_phase1(const Job* jobs, u32 njobs) {
     __shared__ Job sj;
     if (threadIdx.x == 0) sj = *find_job(jobs, njobs, blockIdx.x);
@@ -129,6 +174,7 @@ extern "C" __global__ void __launch_bounds__(256) tpde_phase1(const Job* jobs, u
     const Job j = sj;
     const u64 tile = blockIdx.x - j.tile_start;
     if (j.kind == 0) { fill(j, tile); return; }
+    if (j.kind == 5) { widen(j, tile); return; }
     switch (j.width) {
         case 1: dense<u8, 16>(j, tile); break;
         case 2: dense<u16, 16>(j, tile); break;

@@ -8,8 +8,8 @@
 
 use std::ops::Range;
 
-use tpde_format::format::{BaseRef, Chunk, ChunkKind, Op, Payload};
-use tpde_format::read::{BaseView, Table};
+use tpde_format::format::{BaseRef, Chunk, ChunkKind, Dtype, Op, Payload};
+use tpde_format::read::{BaseView, Table, WidenSource};
 use tpde_format::{Archive, BaseProvider};
 
 use crate::error::{GpuError, Result};
@@ -25,6 +25,8 @@ pub const REGION_ALIGN: usize = 256;
 pub const MAX_JOBS_PER_BATCH: usize = 1024;
 /// Bytes one block of the fill phase copies or zeroes.
 pub const FILL_BYTES_PER_TILE: u64 = THREADS as u64 * 16;
+/// Elements one block of a widen job converts (4 per thread).
+pub const WIDEN_PER_TILE: u64 = THREADS as u64 * 4;
 /// Positions one block of the sparse phase applies (4 per thread).
 pub const SPARSE_PER_TILE: u64 = THREADS as u64 * 4;
 /// Bytes of a gap-encoded positions stream one block of the device varint
@@ -68,6 +70,32 @@ pub enum JobKind {
     /// halves the CPU work and the PCIe bytes of a sparse chunk. The device
     /// validates them as the CPU reader does and reports a bad stream.
     SparseVarint = 4,
+    /// `dst[i] = widen(src[i])`: a narrower float base widened exactly to
+    /// the target's dtype (spec §6.2), read from staging or device memory
+    /// (phase 1; the delta applies in a later batch).
+    Widen = 5,
+}
+
+/// The descriptor's `op` byte of a [`JobKind::Widen`] job, or `None` when
+/// the format does not define widening `from` → `to`.
+pub const fn widen_code(from: Dtype, to: Dtype) -> Option<u8> {
+    match (from, to) {
+        (Dtype::BF16, Dtype::F32) => Some(0),
+        (Dtype::F16, Dtype::F32) => Some(1),
+        (Dtype::BF16, Dtype::F64) => Some(2),
+        (Dtype::F16, Dtype::F64) => Some(3),
+        (Dtype::F32, Dtype::F64) => Some(4),
+        _ => None,
+    }
+}
+
+/// Source element width of widen code `code`.
+pub const fn widen_from_width(code: u8) -> usize {
+    if code == 4 {
+        4
+    } else {
+        2
+    }
 }
 
 /// How chunks are planned.
@@ -149,6 +177,30 @@ pub enum BasePlan<'a> {
     Device(u64),
     /// The output buffer already holds the base: apply the delta in place.
     InPlace,
+    /// A narrower float base, widened exactly into the output first.
+    Widened {
+        /// Where the narrow elements are.
+        src: WidenSrc<'a>,
+        /// Their dtype.
+        from: Dtype,
+    },
+}
+
+/// Where a widened base's narrow elements are.
+#[derive(Debug, Clone, Copy)]
+pub enum WidenSrc<'a> {
+    /// Host bytes (a plain inline base or a checked external base), staged.
+    HostBytes(&'a [u8]),
+    /// A chunked inline base, decoded on the device into `scratch` (device
+    /// memory of the narrow tensor's size that the caller keeps alive).
+    InlineChunked {
+        /// Index in the base table.
+        bi: usize,
+        /// Device address of the scratch buffer.
+        scratch: u64,
+    },
+    /// Narrow elements already in device memory, left unchanged.
+    Device(u64),
 }
 
 /// One target tensor to plan: its output buffer and where its base lives.
@@ -188,36 +240,34 @@ pub fn targets_jobs<'a, D: AsRef<[u8]> + Sync>(
             bytes += rec.byte_len().unwrap_or(0);
             end += 1;
         }
-        let mut base_part = Vec::new();
-        let mut delta_part = Vec::new();
-        let mut cut = false;
+        let mut parts = Parts::default();
         for tg in &targets[at..end] {
-            let first = delta_part.len();
-            cut |= split_jobs(
-                archive,
-                tg.t,
-                tg.dst,
-                tg.base,
-                opts,
-                &mut base_part,
-                &mut delta_part,
-            )?;
+            let first = parts.delta.len();
+            split_jobs(archive, tg.t, tg.dst, tg.base, opts, &mut parts)?;
             if tg.cut {
-                if let Some(j) = delta_part.get_mut(first) {
+                if let Some(j) = parts.delta.get_mut(first) {
                     j.cut_before = true;
                 }
             }
         }
-        jobs.extend(base_part);
-        // Inline chunked bases were written by jobs that may include later
-        // phases (sparse); the window's first delta job starts a new batch
-        // so every base write is ordered before any delta reads it.
-        if cut {
-            if let Some(j) = delta_part.first_mut() {
+        // Each part reads what the one before wrote, possibly from later
+        // phases of a launch (sparse), so each starts a new batch when the
+        // part before it wrote on the device.
+        jobs.extend(parts.base);
+        let mut prev_wrote = parts.base_on_device;
+        if prev_wrote {
+            if let Some(j) = parts.widen.first_mut() {
                 j.cut_before = true;
             }
         }
-        jobs.extend(delta_part);
+        prev_wrote |= !parts.widen.is_empty();
+        jobs.extend(parts.widen);
+        if prev_wrote {
+            if let Some(j) = parts.delta.first_mut() {
+                j.cut_before = true;
+            }
+        }
+        jobs.extend(parts.delta);
         at = end;
     }
     Ok(())
@@ -241,45 +291,132 @@ pub fn tensor_jobs<'a, D: AsRef<[u8]> + Sync>(
     targets_jobs(archive, &[target], opts, jobs)
 }
 
-/// Appends the jobs that write target `t`'s base into its output to
-/// `base_jobs` and its delta jobs to `delta_jobs`; returns true when the
-/// delta must start a new batch (the base was decoded on the device).
+/// The jobs of one planning window, in the order they must run.
+#[derive(Default)]
+struct Parts<'a> {
+    /// Jobs writing bases (raw copies, inline bases decoded on the device,
+    /// narrow bases decoded into scratch).
+    base: Vec<Job<'a>>,
+    /// True when some base job runs a kernel (not only raw copies).
+    base_on_device: bool,
+    /// Widen jobs (narrow base → output).
+    widen: Vec<Job<'a>>,
+    /// Delta jobs.
+    delta: Vec<Job<'a>>,
+}
+
+/// Appends target `t`'s jobs to the window's parts.
 fn split_jobs<'a, D: AsRef<[u8]> + Sync>(
     archive: &'a Archive<D>,
     t: usize,
     dst: u64,
     base: BasePlan<'a>,
     opts: PlanOptions,
-    base_jobs: &mut Vec<Job<'a>>,
-    delta_jobs: &mut Vec<Job<'a>>,
-) -> Result<bool> {
+    parts: &mut Parts<'a>,
+) -> Result<()> {
     let rec = archive.record(Table::Target, t);
     let w = rec.dtype.width();
     match &rec.payload {
         Payload::Plain { .. } => {
             let bytes = archive.plain_bytes(Table::Target, t)?.unwrap_or_default();
-            raw_jobs(bytes, dst, w, delta_jobs);
-            Ok(false)
+            raw_jobs(bytes, dst, w, &mut parts.delta);
+            Ok(())
         }
         Payload::Chunked { chunks, .. } => {
             let resolved = match base {
                 BasePlan::Zero => Resolved::Zero,
                 BasePlan::HostBytes(b) => {
-                    raw_jobs(b, dst, w, base_jobs);
+                    raw_jobs(b, dst, w, &mut parts.base);
                     Resolved::InPlace
                 }
                 BasePlan::InlineChunked(bi) => {
-                    base_tensor_jobs(archive, bi, dst, opts, base_jobs)?;
+                    base_tensor_jobs(archive, bi, dst, opts, &mut parts.base)?;
+                    parts.base_on_device = true;
                     Resolved::InPlace
                 }
                 BasePlan::Device(addr) => Resolved::Separate(addr),
                 BasePlan::InPlace => Resolved::InPlace,
+                BasePlan::Widened { src, from } => {
+                    let n = rec.elem_count().unwrap_or(0);
+                    let Some(code) = widen_code(from, rec.dtype) else {
+                        return Err(GpuError::Usage(format!(
+                            "tensor {:?}: cannot widen {from} to {}",
+                            rec.name, rec.dtype
+                        )));
+                    };
+                    match src {
+                        WidenSrc::HostBytes(b) => {
+                            widen_jobs(b, None, n, code, w, dst, &mut parts.widen)
+                        }
+                        WidenSrc::InlineChunked { bi, scratch } => {
+                            base_tensor_jobs(archive, bi, scratch, opts, &mut parts.base)?;
+                            parts.base_on_device = true;
+                            widen_jobs(&[], Some(scratch), n, code, w, dst, &mut parts.widen);
+                        }
+                        WidenSrc::Device(addr) => {
+                            widen_jobs(&[], Some(addr), n, code, w, dst, &mut parts.widen)
+                        }
+                    }
+                    Resolved::InPlace
+                }
             };
             for (i, c) in chunks.iter().enumerate() {
-                chunk_jobs(Table::Target, t, i, c, w, dst, resolved, opts, delta_jobs);
+                chunk_jobs(
+                    Table::Target,
+                    t,
+                    i,
+                    c,
+                    w,
+                    dst,
+                    resolved,
+                    opts,
+                    &mut parts.delta,
+                );
             }
-            Ok(matches!(base, BasePlan::InlineChunked(_)))
+            Ok(())
         }
+    }
+}
+
+/// Widen jobs over `n` elements: from staged host bytes `bytes`, or from
+/// device memory at `device` (narrow elements), into `dst` (width `w`).
+/// Host bytes are cut into pieces so several threads stage them at once.
+fn widen_jobs<'a>(
+    bytes: &'a [u8],
+    device: Option<u64>,
+    n: u64,
+    code: u8,
+    w: usize,
+    dst: u64,
+    jobs: &mut Vec<Job<'a>>,
+) {
+    let fw = widen_from_width(code);
+    let piece_elems = (RAW_PIECE / fw) as u64;
+    let mut start = 0u64;
+    while start < n {
+        let count = piece_elems.min(n - start);
+        let (input, base, staged) = match device {
+            Some(a) => (Input::None, a + start * fw as u64, 0),
+            None => {
+                let r = (start as usize * fw)..((start + count) as usize * fw);
+                (Input::Bytes(&bytes[r]), 0, count as usize * fw)
+            }
+        };
+        jobs.push(Job {
+            kind: JobKind::Widen,
+            input,
+            op: Op::Replace,
+            width: w,
+            n: count,
+            m: u64::from(code),
+            dst: dst + start * w as u64,
+            base,
+            staged,
+            values_at: 0,
+            pos_bytes: 0,
+            cut_before: false,
+        });
+        start += count;
     }
 }
 
@@ -320,16 +457,58 @@ pub fn host_base_plan<'a, D: AsRef<[u8]> + Sync>(
         BaseView::Zero => BasePlan::Zero,
         BaseView::Bytes(b) => BasePlan::HostBytes(b),
         BaseView::Inline(bi) => BasePlan::InlineChunked(bi),
-        // Widening (format v1.1) has no device kernel yet: say so rather
-        // than combine with the wrong predictor.
-        BaseView::Widened(_, from) => {
-            return Err(GpuError::Usage(format!(
-                "tensor {:?}: a base widened from {from} is not supported on the GPU path yet; \
-                 use the CPU reader (tpde-format) for this archive",
-                archive.record(Table::Target, t).name
-            )))
-        }
+        BaseView::Widened(WidenSource::Bytes(b), from) => BasePlan::Widened {
+            src: WidenSrc::HostBytes(b),
+            from,
+        },
+        // The caller swaps in its scratch buffer (see `needs_scratch`).
+        BaseView::Widened(WidenSource::Inline(bi), from) => BasePlan::Widened {
+            src: WidenSrc::InlineChunked { bi, scratch: 0 },
+            from,
+        },
     })
+}
+
+/// For a base plan that decodes a narrow inline base on the device: the
+/// scratch bytes it needs. The caller allocates them and sets the address
+/// with [`with_scratch`].
+pub fn needs_scratch<D: AsRef<[u8]> + Sync>(
+    archive: &Archive<D>,
+    base: &BasePlan<'_>,
+) -> Option<u64> {
+    match base {
+        BasePlan::Widened {
+            src: WidenSrc::InlineChunked { bi, .. },
+            ..
+        } => archive.record(Table::Base, *bi).byte_len(),
+        _ => None,
+    }
+}
+
+/// `base` with its scratch buffer at `scratch`.
+pub fn with_scratch(base: BasePlan<'_>, scratch: u64) -> BasePlan<'_> {
+    match base {
+        BasePlan::Widened {
+            src: WidenSrc::InlineChunked { bi, .. },
+            from,
+        } => BasePlan::Widened {
+            src: WidenSrc::InlineChunked { bi, scratch },
+            from,
+        },
+        other => other,
+    }
+}
+
+/// The dtype of target `t`'s base as stored (narrower than the target's for
+/// a widened base), if it has one.
+pub fn base_dtype<D: AsRef<[u8]> + Sync>(archive: &Archive<D>, t: usize) -> Option<Dtype> {
+    let rec = archive.record(Table::Target, t);
+    match &rec.base {
+        BaseRef::None => None,
+        BaseRef::InlineWidened { index } => Some(archive.index().bases[*index as usize].dtype),
+        BaseRef::ExternalWidened { dtype, .. } => Some(*dtype),
+        _ => Some(rec.dtype),
+    }
 }
 
 /// The name of the base tensor target `t` combines with, if any.
@@ -467,6 +646,7 @@ pub fn tiles(j: &Job<'_>) -> u64 {
         JobKind::Dense => j.n.div_ceil(dense_elems_per_tile(j.width)),
         JobKind::Sparse => j.m.div_ceil(SPARSE_PER_TILE),
         JobKind::SparseVarint => (j.pos_bytes as u64).div_ceil(VARINT_SEGMENT).max(1),
+        JobKind::Widen => j.n.div_ceil(WIDEN_PER_TILE),
         JobKind::Raw => 0,
     }
 }
@@ -526,7 +706,7 @@ pub fn min_slot_bytes(jobs: &[Job<'_>]) -> usize {
 /// Which launch a job belongs to.
 fn phase(j: &Job<'_>) -> usize {
     match j.kind {
-        JobKind::Fill | JobKind::Dense => 1,
+        JobKind::Fill | JobKind::Dense | JobKind::Widen => 1,
         JobKind::Sparse => 2,
         JobKind::SparseVarint => 3,
         JobKind::Raw => 0,
@@ -674,12 +854,17 @@ impl Batch {
         let (vals, pos) = match j.kind {
             JobKind::Sparse | JobKind::SparseVarint => (region + j.values_at as u64, region),
             JobKind::Dense => (region, 0),
+            // Widen reads its narrow elements from staging or, when nothing
+            // was staged, from device memory at `base`.
+            JobKind::Widen if j.staged > 0 => (region, 0),
+            JobKind::Widen => (j.base, 0),
             JobKind::Fill | JobKind::Raw => (0, 0),
         };
         // Device-decoded positions: `base` carries the gap stream's length
         // (the base of a sparse job is always `dst`).
         let base = match j.kind {
             JobKind::SparseVarint => j.pos_bytes as u64,
+            JobKind::Widen => 0,
             _ => j.base,
         };
         let n_tiles = tiles(j) as u32;
@@ -694,7 +879,11 @@ impl Batch {
             tiles: n_tiles,
             width: j.width as u8,
             kind: j.kind as u8,
-            op: op_code(j.op),
+            op: if j.kind == JobKind::Widen {
+                j.m as u8
+            } else {
+                op_code(j.op)
+            },
             flags: vector_flags(j),
         };
         desc.write(d);
@@ -739,7 +928,7 @@ fn vector_flags(j: &Job<'_>) -> u8 {
     let ok = match j.kind {
         JobKind::Dense => j.n % dense_elems_per_thread(j.width) == 0 && a16(j.dst) && a16(j.base),
         JobKind::Fill => (j.n * j.width as u64) % 16 == 0 && a16(j.dst) && a16(j.base),
-        JobKind::Sparse | JobKind::SparseVarint | JobKind::Raw => false,
+        JobKind::Sparse | JobKind::SparseVarint | JobKind::Widen | JobKind::Raw => false,
     };
     u8::from(ok)
 }

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 
-use tpde_format::format::Op;
+use tpde_format::format::{Dtype, Op};
 use tpde_format::read::Table;
 use tpde_format::{Archive, BaseProvider};
 
@@ -123,20 +123,37 @@ pub fn reconstruct<D: AsRef<[u8]> + Sync>(
         let rec = archive.record(Table::Target, t);
         let len = rec.byte_len().unwrap_or(0);
         let dev_base = plan::base_name(archive, t).and_then(|name| device_bases.get(name));
-        let (dst, base) = match (mode, dev_base) {
-            (BaseMode::DeviceBorrowed, Some(b)) => {
+        let narrow = plan::base_dtype(archive, t).filter(|&d| d != rec.dtype);
+        let (dst, base) = match (mode, dev_base, narrow) {
+            // A narrower base on the device is widened into a new buffer in
+            // both device modes (it cannot be reconstructed in place).
+            (BaseMode::DeviceBorrowed | BaseMode::DeviceInPlace, Some(b), Some(from)) => {
+                let n = rec.elem_count().unwrap_or(0);
+                check_len(rec.name.as_str(), b.len() as u64, n * from.width() as u64)?;
+                let a = mem.upload(b);
+                let base = BasePlan::Widened {
+                    src: plan::WidenSrc::Device(a),
+                    from,
+                };
+                (mem.alloc(len as usize, 0xA5), base)
+            }
+            (BaseMode::DeviceBorrowed, Some(b), None) => {
                 check_len(rec.name.as_str(), b.len() as u64, len)?;
                 let a = mem.upload(b);
                 (mem.alloc(len as usize, 0xA5), BasePlan::Device(a))
             }
-            (BaseMode::DeviceInPlace, Some(b)) => {
+            (BaseMode::DeviceInPlace, Some(b), None) => {
                 check_len(rec.name.as_str(), b.len() as u64, len)?;
                 (mem.upload(b), BasePlan::InPlace)
             }
-            _ => (
-                mem.alloc(len as usize, 0xA5),
-                plan::host_base_plan(archive, t, host)?,
-            ),
+            _ => {
+                let base = plan::host_base_plan(archive, t, host)?;
+                let base = match plan::needs_scratch(archive, &base) {
+                    Some(n) => plan::with_scratch(base, mem.alloc(n as usize, 0xA5)),
+                    None => base,
+                };
+                (mem.alloc(len as usize, 0xA5), base)
+            }
         };
         if len > 0 {
             plans.push(plan::Target {
@@ -269,6 +286,12 @@ fn check_hazards(jobs: &[Job<'_>], b: &Batch, touched: &mut Vec<Span>) -> Result
                 let j = &jobs[ji];
                 let len = j.n * j.width as u64;
                 let w = (j.dst, j.dst + len);
+                if j.kind == JobKind::Widen {
+                    // Reads its narrow source from device memory unless staged.
+                    let fw = plan::widen_from_width(j.m as u8) as u64;
+                    let src = (j.staged == 0).then_some((j.base, j.base + j.n * fw));
+                    return (w, src);
+                }
                 let reads_base = j.base != 0
                     && j.base != j.dst
                     && matches!(j.kind, JobKind::Fill | JobKind::Dense)
@@ -304,6 +327,7 @@ fn check_tiles(d: &Desc, next: &mut u32) -> Result<()> {
     let (work, per_tile) = match d.kind {
         0 => (d.n * u64::from(d.width), plan::FILL_BYTES_PER_TILE),
         1 => (d.n, plan::dense_elems_per_tile(usize::from(d.width))),
+        5 => (d.n, plan::WIDEN_PER_TILE),
         2 => (d.m, plan::SPARSE_PER_TILE),
         _ => (d.base, plan::VARINT_SEGMENT),
     };
@@ -391,6 +415,22 @@ fn apply_phase1(d: &Desc, mem: &mut HostMemory) -> Result<()> {
                 let b = base.as_ref().map_or(0, |b| load(&b[i * w..(i + 1) * w]));
                 store(combine(op, w, b, v), o);
             }
+            Ok(())
+        }
+        5 => {
+            let (from, to) = match d.op {
+                0 => (Dtype::BF16, Dtype::F32),
+                1 => (Dtype::F16, Dtype::F32),
+                2 => (Dtype::BF16, Dtype::F64),
+                3 => (Dtype::F16, Dtype::F64),
+                _ => (Dtype::F32, Dtype::F64),
+            };
+            if to.width() != w {
+                return Err(plan_error("widen job width differs from its conversion"));
+            }
+            let src = mem.get(d.vals, d.n * from.width() as u64)?.to_vec();
+            let out = mem.get_mut(d.dst, bytes)?;
+            tpde_format::codec::widen::widen(from, to, &src, out);
             Ok(())
         }
         _ => Err(plan_error("phase-1 table holds a job of another kind")),

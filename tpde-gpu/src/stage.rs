@@ -88,7 +88,7 @@ pub fn fill_region<D: AsRef<[u8]> + Sync>(
                         .map_err(err)?;
                     decompress_into(&c.values, val_bytes, rest).map_err(err)
                 }
-                JobKind::Fill | JobKind::Raw => Ok(()),
+                JobKind::Fill | JobKind::Raw | JobKind::Widen => Ok(()),
             }
         }
     }

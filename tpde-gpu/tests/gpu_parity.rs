@@ -134,7 +134,8 @@ fn upload(gpu: &GpuArchive<&[u8]>, name: &str, t: usize, bytes: &[u8]) -> Device
     let rec = &gpu.archive().index().tensors[t];
     DeviceTensor {
         name: name.to_owned(),
-        dtype: rec.dtype,
+        // A widened base goes up at its own, narrower dtype.
+        dtype: tpde_gpu::plan::base_dtype(gpu.archive(), t).unwrap_or(rec.dtype),
         shape: rec.shape.clone(),
         buffer: DeviceBuffer::from_host(gpu.context(), bytes).unwrap(),
     }
@@ -194,7 +195,8 @@ fn device_bases_borrowed_and_in_place() {
                 rec.name
             );
             if let Some(bname) = base_name(rec) {
-                if dt.byte_len() > 0 {
+                let widened = tpde_gpu::plan::base_dtype(gpu.archive(), t) != Some(rec.dtype);
+                if dt.byte_len() > 0 && !widened {
                     assert_eq!(dt.device_ptr(), ptrs[&bname], "{}: not in place", rec.name);
                 }
             }
@@ -298,5 +300,92 @@ fn hostile_positions_are_refused_on_the_device() {
                 }
             }
         }
+    }
+}
+
+/// Every 16-bit pattern (bf16 and f16: subnormals, infinities, NaN payloads)
+/// and f32 edge patterns, widened on the device, must equal the format's
+/// bit rules; the delta then applies on top.
+#[test]
+fn widening_every_half_pattern() {
+    use common::{BaseKind, Rng, Spec};
+    use tpde_format::format::{Dtype, Op};
+    if !device_or_skip() {
+        return;
+    }
+    let mut rng = Rng::new(5);
+    let halves: Vec<u8> = (0..=u16::MAX).flat_map(|h| h.to_le_bytes()).collect();
+    let mut f32s: Vec<u8> = Vec::new();
+    for bits in [
+        0u32,
+        1,
+        2,
+        3,
+        0x7f_ffff,
+        0x40_0000,
+        0x80_0001,
+        0x7f80_0000,
+        0x7f80_0001,
+        0x7fc0_0000,
+        0xff80_0000,
+        0x0080_0000,
+        0x3f80_0000,
+    ] {
+        for sign in [0u32, 0x8000_0000] {
+            f32s.extend_from_slice(&(bits | sign).to_le_bytes());
+        }
+    }
+    f32s.extend(rng.bytes(4 * 4096));
+    let mut specs = Vec::new();
+    for (from, to, narrow) in [
+        (Dtype::BF16, Dtype::F32, &halves),
+        (Dtype::F16, Dtype::F32, &halves),
+        (Dtype::BF16, Dtype::F64, &halves),
+        (Dtype::F16, Dtype::F64, &halves),
+        (Dtype::F32, Dtype::F64, &f32s),
+    ] {
+        for kind in [BaseKind::Inline { plain: false }, BaseKind::External] {
+            let n = narrow.len() / from.width();
+            let mut wide = vec![0u8; n * to.width()];
+            tpde_format::codec::widen::widen(from, to, narrow, &mut wide);
+            let target = common::perturb(&mut rng, &wide, to.width(), 4096.min(n / 5));
+            specs.push(Spec {
+                name: format!("{from}->{to} {kind:?}"),
+                dtype: to,
+                shape: vec![n as u64],
+                base: Some(narrow.clone()),
+                target,
+                kind,
+                op: Op::Xor,
+                chunk_elems: 4096,
+                tamper: None,
+                narrow: Some(from),
+            });
+        }
+    }
+    let built = common::build(&specs);
+    let a = Archive::from_bytes(built.bytes.as_slice(), ReadLimits::default()).unwrap();
+    let gpu = GpuArchive::new(a, 0, GpuOptions::default()).unwrap();
+    let got = gpu.load_all_with(&built.external).unwrap();
+    for (t, dt) in got.iter().enumerate() {
+        let cpu = gpu
+            .archive()
+            .decode_tensor(&dt.name, &built.external)
+            .unwrap();
+        assert_eq!(dt.copy_to_host().unwrap(), cpu, "{}", dt.name);
+        assert_eq!(sha(&cpu), gpu.archive().index().tensors[t].sha256);
+    }
+    // The narrow base handed in on the device (borrowed; widened into a new
+    // buffer).
+    for (t, rec) in gpu.archive().index().tensors.iter().enumerate() {
+        let bname = base_name(rec).unwrap();
+        let base = upload(&gpu, &bname, t, &built.bases[&bname]);
+        let out = gpu.load_onto(&rec.name, &base).unwrap();
+        assert_eq!(
+            sha(&out.copy_to_host().unwrap()),
+            rec.sha256,
+            "{} onto",
+            rec.name
+        );
     }
 }

@@ -39,6 +39,24 @@ fn matrix_covers_every_kind_and_op() {
         }
     }
     assert!(seen.contains(&(ChunkKind::Zero, Op::Xor)));
+    // Widened bases (v1.1): inline chunked, inline plain and external.
+    let idx = a.index();
+    let widened_inline: Vec<_> = idx
+        .tensors
+        .iter()
+        .filter_map(|t| match t.base {
+            tpde_format::format::BaseRef::InlineWidened { index } => Some(matches!(
+                idx.bases[index as usize].payload,
+                tpde_format::format::Payload::Plain { .. }
+            )),
+            _ => None,
+        })
+        .collect();
+    assert!(widened_inline.contains(&true) && widened_inline.contains(&false));
+    assert!(idx
+        .tensors
+        .iter()
+        .any(|t| matches!(t.base, tpde_format::format::BaseRef::ExternalWidened { .. })));
 }
 
 /// Every slot size from "one job per batch" to "everything in one batch".

@@ -41,6 +41,9 @@ pub struct Spec {
     /// Replace the positions stream of the first sparse chunk with a hostile
     /// one (see [`hostile_positions`]); CRCs stay valid.
     pub tamper: Option<Tamper>,
+    /// A base of this narrower float dtype (format v1.1), widened to
+    /// `dtype` by the reader; `base` then holds the narrow bytes.
+    pub narrow: Option<Dtype>,
 }
 
 /// Ways to break a positions stream the CRC cannot catch.
@@ -137,6 +140,28 @@ pub fn pair(rng: &mut Rng, width: usize, ce: usize, has_base: bool) -> (Vec<u8>,
         *b = rng.next() as u8;
     }
     (base, target, n as u64)
+}
+
+/// `base` changed chunk by chunk like [`pair`]'s target: identical, a few
+/// elements, every element, half the elements, then random.
+pub fn perturb(rng: &mut Rng, base: &[u8], width: usize, ce: usize) -> Vec<u8> {
+    let mut target = base.to_vec();
+    for k in [1usize, ce / 2, ce - 2] {
+        let at = (ce + k) * width;
+        target[at] = target[at].wrapping_add(1 + (rng.next() % 3) as u8);
+    }
+    for i in 2 * ce..3 * ce {
+        target[i * width] = target[i * width].wrapping_add(1 + (rng.next() % 5) as u8);
+    }
+    for i in 3 * ce..4 * ce {
+        if rng.next() % 2 == 0 {
+            target[i * width + (rng.next() as usize % width)] ^= 1 + (rng.next() % 200) as u8;
+        }
+    }
+    for b in &mut target[4 * ce * width..] {
+        *b = rng.next() as u8;
+    }
+    target
 }
 
 /// The archive's bytes and the external base tensors it needs.
@@ -244,6 +269,68 @@ pub fn build(specs: &[Spec]) -> Built {
     let mut file_size = 8 + 2u64;
     for s in specs {
         let base_name = format!("{}.base", s.name);
+        if let (Some(from), Some(b)) = (s.narrow, &s.base) {
+            // A narrower base, widened by the reader (spec §6.2).
+            let n = b.len() / from.width();
+            let mut wide = vec![0u8; n * s.dtype.width()];
+            tpde_format::codec::widen::widen(from, s.dtype, b, &mut wide);
+            let base_ref = match s.kind {
+                BaseKind::Inline { plain: p } => {
+                    let payload = if p {
+                        plain(&mut out, b)
+                    } else {
+                        chunked(&mut out, from, b, None, Op::Replace, s.chunk_elems, None)
+                    };
+                    index.bases.push(TensorRecord {
+                        name: base_name.clone(),
+                        dtype: from,
+                        shape: s.shape.clone(),
+                        sha256: sha(b),
+                        base: BaseRef::None,
+                        payload,
+                    });
+                    BaseRef::InlineWidened {
+                        index: (index.bases.len() - 1) as u32,
+                    }
+                }
+                _ => {
+                    if index.base_files.is_empty() {
+                        index.base_files.push(BaseFile {
+                            name: "base.safetensors".into(),
+                            size: 0,
+                            sha256: [0; 32],
+                        });
+                    }
+                    external.insert(base_name.clone(), (from, s.shape.clone(), b.clone()));
+                    BaseRef::ExternalWidened {
+                        file: 0,
+                        name: base_name.clone(),
+                        sha256: sha(b),
+                        dtype: from,
+                    }
+                }
+            };
+            bases.insert(base_name.clone(), b.clone());
+            let payload = chunked(
+                &mut out,
+                s.dtype,
+                &s.target,
+                Some(&wide),
+                s.op,
+                s.chunk_elems,
+                s.tamper,
+            );
+            index.tensors.push(TensorRecord {
+                name: s.name.clone(),
+                dtype: s.dtype,
+                shape: s.shape.clone(),
+                sha256: sha(&s.target),
+                base: base_ref,
+                payload,
+            });
+            file_size += s.target.len() as u64;
+            continue;
+        }
         let base_ref = match (s.kind, &s.base) {
             (BaseKind::None { .. }, _) | (_, None) => BaseRef::None,
             (BaseKind::Inline { plain: p }, Some(b)) => {
@@ -374,8 +461,45 @@ pub fn matrix(seed: u64) -> Vec<Spec> {
                         op,
                         chunk_elems: ce as u64,
                         tamper: None,
+                        narrow: None,
                     });
                 }
+            }
+        }
+    }
+    // Widened bases (v1.1): every defined pair, from random narrow bit
+    // patterns (subnormals, infinities and NaN payloads included).
+    for (from, to) in [
+        (Dtype::BF16, Dtype::F32),
+        (Dtype::F16, Dtype::F32),
+        (Dtype::BF16, Dtype::F64),
+        (Dtype::F16, Dtype::F64),
+        (Dtype::F32, Dtype::F64),
+    ] {
+        for kind in [
+            BaseKind::Inline { plain: false },
+            BaseKind::Inline { plain: true },
+            BaseKind::External,
+        ] {
+            for op in [Op::Xor, Op::AddZigzag] {
+                let ce = 256usize;
+                let n = ce * 4 + ce / 3 + 1;
+                let narrow = rng.bytes(n * from.width());
+                let mut wide = vec![0u8; n * to.width()];
+                tpde_format::codec::widen::widen(from, to, &narrow, &mut wide);
+                let target = perturb(&mut rng, &wide, to.width(), ce);
+                specs.push(Spec {
+                    name: format!("widen.{from}.{to}.{kind:?}.{op:?}"),
+                    dtype: to,
+                    shape: vec![n as u64],
+                    base: Some(narrow),
+                    target,
+                    kind,
+                    op,
+                    chunk_elems: ce as u64,
+                    tamper: None,
+                    narrow: Some(from),
+                });
             }
         }
     }
@@ -389,6 +513,7 @@ pub fn matrix(seed: u64) -> Vec<Spec> {
         op: Op::Xor,
         chunk_elems: 256,
         tamper: None,
+        narrow: None,
     });
     let b = rng.bytes(2);
     let mut t = b.clone();
@@ -403,6 +528,7 @@ pub fn matrix(seed: u64) -> Vec<Spec> {
         op: Op::Add,
         chunk_elems: 256,
         tamper: None,
+        narrow: None,
     });
     specs
 }
@@ -424,6 +550,7 @@ pub fn tampered(t: Tamper, dtype: Dtype) -> Vec<u8> {
             op: Op::Xor,
             chunk_elems: 2048,
             tamper,
+            narrow: None,
         });
     }
     build(&specs).bytes
