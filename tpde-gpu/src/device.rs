@@ -109,6 +109,9 @@ fn open_context(ordinal: usize) -> Result<Arc<CudaContext>> {
         Err(e) if e.0 == CUresult::CUDA_ERROR_NO_DEVICE => {
             Err(GpuError::NoDevice { ordinal, count: 0 })
         }
+        // The toolkit's stub libcuda (found before the real driver, or on a
+        // machine with the toolkit and no driver) answers every call so.
+        Err(e) if e.0 == CUresult::CUDA_ERROR_STUB_LIBRARY => Err(GpuError::NoDriver),
         Err(source) => Err(GpuError::Cuda {
             call: "cuInit",
             source,

@@ -12,9 +12,10 @@ pub type Result<T, E = GpuError> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum GpuError {
-    /// The CUDA driver library (`libcuda.so`) could not be loaded: this
-    /// machine has no NVIDIA driver.
-    #[error("no CUDA driver: libcuda could not be loaded")]
+    /// The CUDA driver library (`libcuda.so`) could not be loaded, or only
+    /// the CUDA toolkit's stub of it was found: this process has no NVIDIA
+    /// driver to talk to.
+    #[error("no CUDA driver: libcuda could not be loaded (or only the CUDA toolkit's stub was found; put the driver's libcuda.so.1 first on the library path)")]
     NoDriver,
     /// The driver loaded but has no device with this ordinal.
     #[error("no CUDA device {ordinal} (the driver reports {count})")]

@@ -4,9 +4,12 @@
 //! reconstructing each target on the device: CPU threads decompress chunk
 //! streams into pinned staging buffers, asynchronous copies move them to the
 //! device on several streams, and CUDA kernels re-interleave byte planes and
-//! apply dense and sparse deltas (XOR, ADD, REPLACE) over the base. For a
-//! delta chunk only its decoded values (and positions) cross PCIe; a base
-//! already on the device never does.
+//! apply dense and sparse deltas (XOR, ADD, REPLACE, zigzag ADD) over the
+//! base, widening a narrower float base first where the archive says so.
+//! Sparse chunks' gap-encoded positions are decoded on the device by prefix
+//! sums. For a delta chunk only its decoded values and raw gap bytes cross
+//! PCIe; a base already on the device never does. Performance and what
+//! bounds it: `tpde-gpu/BENCHMARKS-gpu.md`.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), tpde_gpu::GpuError> {

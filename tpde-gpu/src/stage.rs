@@ -25,7 +25,6 @@ use crate::plan::{Input, Job, JobKind};
 
 thread_local! {
     static SCRATCH: RefCell<(Vec<u8>, Vec<u32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
-    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
 }
 
 /// Fills `region` (at least `job.staged` bytes) with the staged form of `job`.
