@@ -7,6 +7,9 @@
 #   # optional: the real corpus pair as one archive (inline base), ~40 MB:
 #   .gpu-carry/tpde-gpu-bench pack --base ../shared/corpus/ft/ftA.full.step0.bf16.safetensors \
 #       --target ../shared/corpus/ft/ftA.full.step700.bf16.safetensors --out .gpu-carry/ft.tpde
+#   # optional: the GPU parity tests, run first on the GPU machine:
+#   cargo test --release -p tpde-gpu --test gpu_parity --no-run   # prints the binary's path
+#   cp target/release/deps/gpu_parity-<hash> .gpu-carry/gpu_parity && strip .gpu-carry/gpu_parity
 #   tpde-gpu/bench/run.sh            # on the GPU machine, from the repository root
 #
 # Environment: BIN (the bench binary), CORPUS (corpus archive, optional),
