@@ -337,7 +337,29 @@ pub fn pack_bytes(target: &Path, base: Option<&Path>, mode: BaseMode, chunk_elem
     pack_minor(target, base, mode, chunk_elems, 0)
 }
 
+/// Packs `target` against `base` with the given writer options.
+pub fn pack_bytes_with(
+    target: &Path,
+    base: Option<&Path>,
+    mode: BaseMode,
+    write: WriteOptions,
+) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("a.tpde");
+    let t = Checkpoint::open(target).unwrap();
+    let b = base.map(|b| Checkpoint::open(b).unwrap());
+    let opts = PackOptions {
+        write,
+        base_mode: mode,
+    };
+    pack(&t, b.as_ref(), &out, &opts, &mut |_| {}).unwrap();
+    std::fs::read(&out).unwrap()
+}
+
 /// Packs like [`pack_bytes`], allowing features up to format minor `max_minor`.
+/// Byte planes use zstd (the attacks edit zstd planes; rANS planes are
+/// checked by `tpde_format::codec::entropy`'s own hostile-input tests and by
+/// `rans_plane_*` tests).
 pub fn pack_minor(
     target: &Path,
     base: Option<&Path>,
@@ -352,7 +374,8 @@ pub fn pack_minor(
     let opts = PackOptions {
         write: WriteOptions::default()
             .with_chunk_elems(chunk_elems)
-            .with_max_minor(max_minor),
+            .with_max_minor(max_minor)
+            .with_plane_coder(tpde_format::codec::stream::PlaneCoder::Zstd),
         base_mode: mode,
     };
     pack(&t, b.as_ref(), &out, &opts, &mut |_| {}).unwrap();

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::error::hex;
-use crate::format::{BaseRef, Payload, TensorRecord};
+use crate::format::{BaseRef, Codec, Payload, TensorRecord};
 use crate::read::Archive;
 
 /// One target tensor's line.
@@ -122,8 +122,17 @@ fn summarize(t: &TensorRecord) -> TensorSummary {
                     *ops.entry(c.op.name().into()).or_default() += 1;
                 }
                 for s in [&c.positions, &c.values] {
-                    if s.stored_len > 0 {
-                        *codecs.entry(s.codec.name().into()).or_default() += 1;
+                    match &s.codec {
+                        // Per-plane streams count each plane's codec.
+                        Codec::PerPlane(planes) => {
+                            for p in planes {
+                                *codecs.entry(p.codec.name().into()).or_default() += 1;
+                            }
+                        }
+                        codec if s.stored_len > 0 => {
+                            *codecs.entry(codec.name().into()).or_default() += 1;
+                        }
+                        _ => {}
                     }
                 }
                 changed += c.changed;

@@ -80,7 +80,7 @@ pub fn pack(
         }
     }
     let renamed = match base {
-        Some(b) => find_renamed(target, b)?,
+        Some(b) => find_renamed(target, b, opts.write.max_minor() >= 1)?,
         None => HashMap::new(),
     };
     let mut inline_ids: HashMap<String, u32> = HashMap::new();
@@ -194,6 +194,7 @@ fn match_base<'b>(
 fn find_renamed(
     target: &Checkpoint,
     base: &Checkpoint,
+    widen_ok: bool,
 ) -> Result<HashMap<(String, String), (usize, usize)>> {
     // (dtype, shape) -> (file, tensor) indices of base tensors.
     type ByShape<'a> = HashMap<(Dtype, &'a [u64]), Vec<(usize, usize)>>;
@@ -212,7 +213,8 @@ fn find_renamed(
     for f in &target.files {
         for t in &f.tensors {
             let has_same_name = base.tensor(&t.name).is_some_and(|(_, bt)| {
-                bt.shape == t.shape && (bt.dtype == t.dtype || can_widen(bt.dtype, t.dtype))
+                bt.shape == t.shape
+                    && (bt.dtype == t.dtype || (widen_ok && can_widen(bt.dtype, t.dtype)))
             });
             if has_same_name || t.len == 0 {
                 continue;

@@ -35,12 +35,14 @@ pub struct Compression {
     /// are stored per plane ([`crate::format::Codec::PerPlane`]) and
     /// [`Op::AddZigzag`] is tried.
     pub max_minor: u16,
+    /// Coder for byte planes that are not noise (v1.1 per-plane streams).
+    pub coder: stream::PlaneCoder,
 }
 
 impl Compression {
     fn values(self, planes: &[u8], width: usize, out: &mut Vec<u8>) -> Stream {
         if self.max_minor >= 1 {
-            stream::compress_planes(planes, width, self.level, out)
+            stream::compress_planes(planes, width, self.level, self.coder, out)
         } else {
             stream::compress(planes, self.level, out)
         }
@@ -208,6 +210,7 @@ mod tests {
     const TEST_COMP: Compression = Compression {
         level: 1,
         max_minor: 1,
+        coder: stream::PlaneCoder::Rans,
     };
 
     fn chunk_of(e: &EncodedChunk, n: u64) -> Chunk {

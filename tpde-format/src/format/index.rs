@@ -240,6 +240,9 @@ pub enum PlaneCodec {
     Raw,
     /// One zstd frame.
     Zstd,
+    /// A static context-modelled rANS stream (spec §5.6): plane `k > 0` is
+    /// coded with plane `k - 1` of the same stream as its context.
+    Rans,
 }
 
 impl ChunkKind {
@@ -282,6 +285,7 @@ impl PlaneCodec {
         match self {
             PlaneCodec::Raw => "raw",
             PlaneCodec::Zstd => "zstd",
+            PlaneCodec::Rans => "rans",
         }
     }
 }

@@ -379,6 +379,7 @@ fn check_stream(s: &Stream, values_width: Option<u64>) -> std::result::Result<()
                         return Err("raw plane length differs from the plane size")
                     }
                     PlaneCodec::Zstd if p.stored_len == 0 => return Err("empty zstd plane"),
+                    PlaneCodec::Rans if p.stored_len == 0 => return Err("empty rans plane"),
                     _ => {}
                 }
                 sum = sum

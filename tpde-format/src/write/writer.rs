@@ -12,6 +12,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::source::ByteSource;
 use crate::codec::chunk::{self, EncodeScratch, EncodedChunk};
+use crate::codec::stream::PlaneCoder;
 use crate::codec::widen;
 use crate::error::{Error, Result};
 use crate::format::{
@@ -30,6 +31,7 @@ pub struct WriteOptions {
     plain_bases: bool,
     overwrite: bool,
     max_minor: u16,
+    plane_coder: PlaneCoder,
 }
 
 impl Default for WriteOptions {
@@ -40,6 +42,7 @@ impl Default for WriteOptions {
             plain_bases: false,
             overwrite: false,
             max_minor: VERSION_MINOR,
+            plane_coder: PlaneCoder::default(),
         }
     }
 }
@@ -75,6 +78,13 @@ impl WriteOptions {
     #[must_use]
     pub fn with_max_minor(mut self, minor: u16) -> Self {
         self.max_minor = minor.min(VERSION_MINOR);
+        self
+    }
+    /// Coder for byte planes (v1.1): rANS (default, smallest) or zstd
+    /// (faster to decode).
+    #[must_use]
+    pub fn with_plane_coder(mut self, coder: PlaneCoder) -> Self {
+        self.plane_coder = coder;
         self
     }
     /// Newest format minor the archive may use.
@@ -319,6 +329,7 @@ impl ArchiveWriter {
         let comp = chunk::Compression {
             level: self.opts.level,
             max_minor: self.opts.max_minor,
+            coder: self.opts.plane_coder,
         };
         let base_src: Option<(&dyn ByteSource, Dtype)> = match base {
             BaseInput::None => None,

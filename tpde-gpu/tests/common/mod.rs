@@ -207,6 +207,7 @@ fn chunked(
         let comp = tpde_format::codec::chunk::Compression {
             level: 3,
             max_minor: 1,
+            coder: tpde_format::codec::stream::PlaneCoder::Rans,
         };
         let mut e = encode(w, &target[r.clone()], base.map(|b| &b[r]), op, comp, &mut s);
         if e.kind == ChunkKind::Sparse {

@@ -1,0 +1,120 @@
+//! rANS-coded byte planes (format v1.1, spec §5.6) under attack: every
+//! damaged plane ends in a typed error — never a panic, never a tensor
+//! returned as good. The coder's own stream-level fuzzing lives in
+//! `tpde_format::codec::entropy`'s unit tests; these go through the archive.
+
+use std::sync::OnceLock;
+
+use tpde_format::format::{Codec, PlaneCodec};
+use tpde_format::pack::BaseMode;
+use tpde_format::{Archive, Error, NoBase, ReadLimits};
+use tpde_tests::example;
+use tpde_tests::hostile::{pack_bytes_with, Parts, Table};
+
+/// The shipped pair, inline base, 4096-element chunks, default writer (rANS planes).
+fn archive() -> &'static [u8] {
+    static A: OnceLock<Vec<u8>> = OnceLock::new();
+    A.get_or_init(|| {
+        pack_bytes_with(
+            &example("v6.2-16k.safetensors"),
+            Some(&example("v6.2.safetensors")),
+            BaseMode::Inline,
+            tpde_format::WriteOptions::default().with_chunk_elems(4096),
+        )
+    })
+}
+
+fn decode_all(bytes: &[u8]) -> Result<(), Error> {
+    let a = Archive::from_bytes(bytes, ReadLimits::default())?;
+    for t in &a.index().tensors {
+        a.decode_tensor(&t.name, &NoBase)?;
+    }
+    Ok(())
+}
+
+/// (tensor, chunk, plane index, byte offset of the plane in the chunk, plane length).
+fn rans_planes(p: &Parts) -> Vec<(usize, usize, usize, usize, usize)> {
+    let mut out = Vec::new();
+    for t in 0..p.table(Table::Target).len() {
+        for (c, ch) in p.chunks(Table::Target, t).iter().enumerate() {
+            let Codec::PerPlane(planes) = &ch.values.codec else {
+                continue;
+            };
+            let mut at = ch.positions.stored_len as usize;
+            for (k, pl) in planes.iter().enumerate() {
+                if pl.codec == PlaneCodec::Rans {
+                    out.push((t, c, k, at, pl.stored_len as usize));
+                }
+                at += pl.stored_len as usize;
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_default_writer_codes_planes_with_rans_and_decodes_them() {
+    let p = Parts::parse(archive());
+    assert!(
+        rans_planes(&p).len() >= 10,
+        "the example should have many rANS planes"
+    );
+    decode_all(archive()).unwrap();
+}
+
+#[test]
+fn bit_flips_in_rans_planes_are_errors_even_with_the_crc_fixed() {
+    let p0 = Parts::parse(archive());
+    let planes = rans_planes(&p0);
+    let mut cases = 0;
+    for (i, &(t, c, _, at, len)) in planes.iter().enumerate().step_by(3) {
+        for probe in [0, 1, len / 2, len - 1] {
+            let bit = (i + probe) % 8;
+            let mut p = Parts::parse(archive());
+            p.edit_chunk(Table::Target, t, c, |_, bytes| {
+                bytes[at + probe] ^= 1 << bit
+            });
+            match decode_all(&p.to_bytes()) {
+                Err(Error::ChunkDecode { .. } | Error::TensorDigest { .. }) => {}
+                Err(e) => panic!("unexpected error kind: {e:?}"),
+                Ok(()) => panic!("flipped plane byte {probe} of chunk {c} decoded as good"),
+            }
+            cases += 1;
+        }
+    }
+    assert!(cases >= 20, "{cases} cases");
+}
+
+#[test]
+fn a_truncated_rans_plane_is_a_decode_error() {
+    let mut p = Parts::parse(archive());
+    let (t, c, k, at, len) = rans_planes(&p)[0];
+    p.edit_chunk(Table::Target, t, c, |ch, bytes| {
+        bytes.remove(at + len - 1);
+        if let Codec::PerPlane(planes) = &mut ch.values.codec {
+            planes[k].stored_len -= 1;
+        }
+        ch.values.stored_len -= 1;
+    });
+    assert!(matches!(
+        decode_all(&p.to_bytes()),
+        Err(Error::ChunkDecode { .. })
+    ));
+}
+
+#[test]
+fn an_empty_rans_plane_is_an_invalid_index() {
+    let mut p = Parts::parse(archive());
+    let (t, c, k, at, len) = rans_planes(&p)[0];
+    p.edit_chunk(Table::Target, t, c, |ch, bytes| {
+        bytes.drain(at..at + len);
+        if let Codec::PerPlane(planes) = &mut ch.values.codec {
+            planes[k].stored_len = 0;
+        }
+        ch.values.stored_len -= len as u64;
+    });
+    assert!(matches!(
+        Archive::from_bytes(&p.to_bytes()[..], ReadLimits::default()),
+        Err(Error::InvalidIndex { reason, .. }) if reason.contains("empty rans plane")
+    ));
+}
