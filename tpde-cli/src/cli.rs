@@ -81,6 +81,14 @@ pub struct PackArgs {
     #[arg(long, value_name = "N", default_value_t = WriteOptions::default().level(),
           value_parser = clap::value_parser!(i32).range(1..=22))]
     pub level: i32,
+    /// Coder for the byte planes of multi-byte values: `rans` (smallest) or
+    /// `zstd` (about twice as fast to decode, 5-30% larger on fine-tunes).
+    #[arg(long, value_name = "CODER", value_enum, default_value_t = Planes::Rans)]
+    pub planes: Planes,
+    /// Write format 1.0 (no per-plane streams, widened bases or zigzag adds),
+    /// for readers that predate format 1.1.
+    #[arg(long)]
+    pub format_1_0: bool,
     /// Elements per chunk: the unit of parallel work and random access.
     #[arg(long, value_name = "N", default_value_t = WriteOptions::default().chunk_elems())]
     pub chunk_elems: u64,
@@ -147,4 +155,13 @@ pub struct UnpackArgs {
     pub force: bool,
     #[command(flatten)]
     pub common: Common,
+}
+
+/// `--planes`: the byte-plane coder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Planes {
+    /// Context-modelled rANS: smallest archives.
+    Rans,
+    /// zstd at --level: fastest to decode.
+    Zstd,
 }

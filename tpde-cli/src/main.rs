@@ -18,6 +18,8 @@ use std::time::Instant;
 
 use clap::Parser as _;
 use indicatif::HumanBytes;
+use tpde_format::codec::stream::PlaneCoder;
+use tpde_format::format::VERSION_MINOR;
 use tpde_format::pack::{pack, BaseMode, PackOptions};
 use tpde_format::safetensors::Checkpoint;
 use tpde_format::unpack::{unpack, verify, UnpackOptions};
@@ -173,6 +175,11 @@ fn cmd_pack(a: PackArgs) -> Result<String> {
         write: WriteOptions::default()
             .with_level(a.level)
             .with_chunk_elems(a.chunk_elems)
+            .with_plane_coder(match a.planes {
+                cli::Planes::Rans => PlaneCoder::Rans,
+                cli::Planes::Zstd => PlaneCoder::Zstd,
+            })
+            .with_max_minor(if a.format_1_0 { 0 } else { VERSION_MINOR })
             .with_overwrite(a.force),
         base_mode,
     };

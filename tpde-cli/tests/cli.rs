@@ -834,3 +834,62 @@ fn closed_stdout_is_not_a_panic() {
     check_no_panic(&o);
     expect_code(&o, 0);
 }
+
+/// `--planes` picks the byte-plane coder and `--format-1-0` writes archives
+/// for 1.0 readers; every choice unpacks byte-identically.
+#[test]
+fn plane_coder_and_format_1_0_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = |archive: &Path| -> serde_json::Value {
+        let o = tpde(["inspect", p(archive), "--json"]);
+        expect_code(&o, 0);
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let codecs = |v: &serde_json::Value| -> Vec<String> {
+        let mut all: Vec<String> = v["tensors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|t| t["codecs"].as_object().unwrap().keys().cloned())
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    };
+    let rans = pack_example(dir.path(), "rans.tpde", &["--external-base"]);
+    let zstd = pack_example(
+        dir.path(),
+        "zstd.tpde",
+        &["--external-base", "--planes", "zstd"],
+    );
+    let v10 = pack_example(dir.path(), "v10.tpde", &["--external-base", "--format-1-0"]);
+    let (r, z, o) = (json(&rans), json(&zstd), json(&v10));
+    assert!(codecs(&r).contains(&"rans".to_string()), "{:?}", codecs(&r));
+    assert!(
+        !codecs(&z).contains(&"rans".to_string()),
+        "{:?}",
+        codecs(&z)
+    );
+    assert_eq!(r["format_version"], "1.1");
+    assert_eq!(o["format_version"], "1.0");
+    assert!(r["archive_bytes"].as_u64() < z["archive_bytes"].as_u64());
+    for a in [&rans, &zstd, &v10] {
+        let back = dir
+            .path()
+            .join(format!("{}.out", a.file_name().unwrap().to_str().unwrap()));
+        let o = tpde(["unpack", p(a), "--base", BASE, "-o", p(&back)]);
+        expect_code(&o, 0);
+        let o = tpde(["verify", p(a), "--base", BASE, "--against", TARGET]);
+        expect_code(&o, 0);
+    }
+    let o = tpde([
+        "pack",
+        "--target",
+        TARGET,
+        "-o",
+        p(&dir.path().join("x.tpde")),
+        "--planes",
+        "lz4",
+    ]);
+    expect_code(&o, 2);
+}
