@@ -60,8 +60,8 @@ pub const ALL: [Method; 10] = [
 pub struct Ctx {
     /// This harness' own executable (for `child` runs).
     pub self_exe: PathBuf,
-    /// The zstd CLI.
-    pub zstd: PathBuf,
+    /// The zstd CLI, when present.
+    pub zstd: Option<PathBuf>,
     /// The `tpde` CLI, when present and working.
     pub tpde_cli: Option<PathBuf>,
     /// Python with zipnn, and the child script path, when usable.
@@ -91,6 +91,9 @@ impl Method {
                 Some("needs a base")
             }
             Method::TpdeCli if ctx.tpde_cli.is_none() => Some("tpde CLI not available"),
+            Method::Zstd3 | Method::Zstd19 | Method::Zstd19Patch if ctx.zstd.is_none() => {
+                Some("zstd CLI not available")
+            }
             Method::Zipnn if ctx.zipnn.is_none() => Some("ZipNN not available"),
             _ => None,
         }
@@ -167,7 +170,7 @@ impl Method {
                 c
             }
             Method::Zstd3 | Method::Zstd19 | Method::Zstd19Patch => {
-                let mut c = Command::new(&ctx.zstd);
+                let mut c = Command::new(ctx.zstd.as_ref().context("no zstd")?);
                 c.arg("-q").arg("-f").arg(format!("-T{threads}"));
                 match self {
                     Method::Zstd3 => c.arg("-3"),
@@ -249,7 +252,7 @@ impl Method {
                 c
             }
             Method::Zstd3 | Method::Zstd19 | Method::Zstd19Patch => {
-                let mut c = Command::new(&ctx.zstd);
+                let mut c = Command::new(ctx.zstd.as_ref().context("no zstd")?);
                 c.arg("-q").arg("-f").arg("-d").arg(format!("-T{threads}"));
                 if self == Method::Zstd19Patch {
                     let b = base.context("patch-from needs a base")?;
@@ -296,6 +299,10 @@ pub struct Timed {
     pub secs: f64,
     /// Target MB (10^6 bytes) per second.
     pub mb_s: f64,
+    /// Target MB per CPU-second (user + system) of the best run: per-thread
+    /// speed that does not depend on how busy the machine was.
+    #[serde(default)]
+    pub mb_cpu_s: f64,
     /// Best wall time of the child process, seconds.
     pub wall_s: f64,
     /// Highest peak RSS over the repetitions, KiB.
@@ -499,6 +506,7 @@ fn timed(
         threads,
         secs,
         mb_s: target_bytes as f64 / 1e6 / secs.max(1e-9),
+        mb_cpu_s: target_bytes as f64 / 1e6 / (st.user_s + st.sys_s).max(1e-9),
         wall_s: st.wall_s,
         maxrss_kib: maxrss,
         cpu_s: st.user_s + st.sys_s,

@@ -5,10 +5,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What kind of pair this is; decides which targets of issue 5 apply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Kind {
     /// Two related checkpoints (dense delta).
     Related,
@@ -25,7 +25,7 @@ pub enum Kind {
 }
 
 /// One pair to measure.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Pair {
     /// Short name used in tables and `--only`.
     pub name: String,
