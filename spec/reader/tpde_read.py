@@ -9,8 +9,8 @@ Rust implementation.
 It checks the header (§2), the header+index CRC, the minor version (§8.2),
 decodes the bincode index by hand (§4.0), applies every validation rule of
 §3-§5.1, §8.2 and the limits of §7, reconstructs every target tensor (§5, §6,
-§9; per-plane streams §5.3 and widened bases §6.2 included) checking chunk
-CRCs and tensor SHA-256s, reconstructs every target file and checks its SHA-256 (§10), and
+§9; per-plane streams §5.3, rANS planes §5.6 and widened bases §6.2
+included) checking chunk CRCs and tensor SHA-256s, reconstructs every target file and checks its SHA-256 (§10), and
 with --out writes the files (and extra files) into DIR. Exit status 0 when
 everything checked, 1 when the archive (or the given base) is bad, 2 on usage
 errors.
@@ -56,7 +56,7 @@ DTYPES = [
 KINDS = ["zero", "dense", "sparse"]  # §5.2
 OPS = ["xor", "add", "replace", "add-zigzag"]  # §6.1 ("add-zigzag" = AddZigzag, v1.1)
 CODECS = ["raw", "zstd", "planes"]  # §5.3 ("planes" = PerPlane, v1.1)
-PLANE_CODECS = ["raw", "zstd"]  # §5.3 (v1.1)
+PLANE_CODECS = ["raw", "zstd", "rans"]  # §5.3 (v1.1; "rans": §5.6)
 BASE_KINDS = ["none", "inline", "external", "inline_widened", "external_widened"]  # §4.5
 
 # §7: the reference defaults.
@@ -268,6 +268,8 @@ def check_stream(s: dict, where: str, values_width: int | None) -> None:
                 raise FormatError(f"{where}: raw plane {k} is not {m} bytes")
             if p["codec"] == "zstd" and p["stored_len"] == 0:
                 raise FormatError(f"{where}: empty zstd plane {k}")
+            if p["codec"] == "rans" and p["stored_len"] == 0:
+                raise FormatError(f"{where}: empty rans plane {k}")
         if sum(p["stored_len"] for p in planes) != s["stored_len"]:
             raise FormatError(f"{where}: plane lengths do not add up to the stream's stored length")
 
@@ -457,11 +459,13 @@ def decode_stream(s: dict, stored: bytes) -> bytes:
         return bytes(stored)
     if s["codec"] == "zstd":
         return decode_zstd(stored, raw_len)
-    # §5.3 (v1.1): planes stored one after another, each raw or one frame.
+    # §5.3 (v1.1): planes stored one after another, each raw, one zstd
+    # frame, or a rANS plane (§5.6) whose context is the decoded plane k-1.
     planes = s["planes"]
     m = raw_len // len(planes)
     out = bytearray()
     at = 0
+    prev = None
     for k, p in enumerate(planes):
         piece = stored[at:at + p["stored_len"]]
         at += p["stored_len"]
@@ -470,12 +474,17 @@ def decode_stream(s: dict, stored: bytes) -> bytes:
         if p["codec"] == "raw":
             if len(piece) != m:
                 raise FormatError(f"raw plane {k} is not {m} bytes")
-            out += piece
+            plane = bytes(piece)
         else:
             try:
-                out += decode_zstd(piece, m)
+                if p["codec"] == "zstd":
+                    plane = decode_zstd(piece, m)
+                else:
+                    plane = decode_rans_plane(piece, m, prev)
             except FormatError as e:
                 raise FormatError(f"plane {k}: {e}") from None
+        out += plane
+        prev = plane
     if at != len(stored):
         raise FormatError("bytes left after the last plane")
     return bytes(out)
@@ -509,6 +518,220 @@ def decode_zstd(stored: bytes, raw_len: int) -> bytes:
         raise FormatError("zstd frame is truncated")
     if len(out) != raw_len:
         raise FormatError("zstd frame is shorter than declared")
+    return bytes(out)
+
+
+# ---- §5.6 (v1.1): rANS planes -------------------------------------------------
+
+RANS_L = 1 << 16  # §5.6.5: the state interval's lower bound, and the final state
+# What the rANS planes decoded so far used (reported under "rans" with --json,
+# so the tests can see which paths of §5.6 this reader took).
+RANS_STATS = {"planes": 0, "modes": {"0": 0, "1": 0, "2": 0}, "with_context": 0, "scales": [], "max_buckets": 0}
+
+
+def decode_rans_plane(S: bytes, m: int, C: bytes | None) -> bytes:
+    """§5.6: a coded plane `S` decoded to exactly `m` bytes; `C` is the
+    context plane (the decoded plane k-1 of the same stream), None for plane 0."""
+    if len(S) == 0:  # §5.6.1 (the index already refuses stored_len 0)
+        raise FormatError("empty rans plane")
+    mode = S[0]
+    if mode <= 2:
+        RANS_STATS["planes"] += 1
+        RANS_STATS["modes"][str(mode)] += 1
+    if mode == 0:  # raw
+        if len(S) - 1 != m:
+            raise FormatError(f"raw-mode rans plane holds {len(S) - 1} bytes, not {m}")
+        return bytes(S[1:])
+    if mode == 1:  # constant
+        if len(S) != 2:
+            raise FormatError("constant-mode rans plane is not exactly one byte")
+        return bytes(S[1:2]) * m
+    if mode != 2:
+        raise FormatError(f"rans plane mode {mode} unknown")
+    pos = 1
+
+    def byte() -> int:
+        nonlocal pos
+        if pos >= len(S):
+            raise FormatError("rans plane ends inside its header or tables")
+        v = S[pos]
+        pos += 1
+        return v
+
+    # §5.6.2 header.
+    scale = byte()
+    if not 8 <= scale <= 15:
+        raise FormatError(f"rans scale {scale} not in 8..=15")
+    M = 1 << scale
+    B = byte()
+    if not 1 <= B <= 16:
+        raise FormatError(f"rans bucket count {B} not in 1..=16")
+    cuts = [0]
+    for _ in range(B - 1):
+        c = byte()
+        if c <= cuts[-1]:
+            raise FormatError("rans bucket cuts not strictly increasing")
+        cuts.append(c)
+    if B > 1 and (C is None or len(C) != m):
+        raise FormatError("rans plane with context buckets but no context plane")
+    if scale not in RANS_STATS["scales"]:
+        RANS_STATS["scales"] = sorted(RANS_STATS["scales"] + [scale])
+    RANS_STATS["max_buckets"] = max(RANS_STATS["max_buckets"], B)
+    RANS_STATS["with_context"] += B > 1
+    # Context byte -> bucket: the number of cuts <= the byte.
+    bucket_of = [0] * 256
+    for t, c in enumerate(cuts[1:], start=1):
+        for v in range(c, 256):
+            bucket_of[v] = t
+    # §5.6.3: one table per bucket, laid end to end so that bucket t's
+    # slot -> symbol map starts at t << scale and its symbol -> (f, start)
+    # entries at t << 8.
+    sym_all = bytearray()
+    freq_all: list[int] = []
+    start_all: list[int] = []
+    for _ in range(B):
+        R = byte()
+        if not 1 <= R <= 128:
+            raise FormatError(f"rans table run count {R} not in 1..=128")
+        present: list[int] = []
+        p = 0
+        for r in range(R):
+            gap = byte()
+            len1 = byte()
+            if r > 0 and gap == 0:
+                raise FormatError("rans table runs not separated by an absent symbol")
+            p += gap
+            if p + len1 + 1 > 256:
+                raise FormatError("rans table run past symbol 255")
+            present.extend(range(p, p + len1 + 1))
+            p += len1 + 1
+        f = [0] * 256
+        if len(present) == 1:
+            f[present[0]] = M
+        else:
+            k = byte()
+            if k > 14:
+                raise FormatError(f"rans exp-Golomb order {k} > 14")
+            acc = 0  # §5.6.3.3: bits, least significant first
+            nbits = 0
+
+            def bits(w: int) -> int:
+                nonlocal acc, nbits
+                while nbits < w:
+                    acc |= byte() << nbits
+                    nbits += 8
+                v = acc & ((1 << w) - 1)
+                acc >>= w
+                nbits -= w
+                return v
+
+            total = 0
+            for s in present[:-1]:
+                q = 0
+                while bits(1) == 1:
+                    q += 1
+                    if q > scale:
+                        raise FormatError("rans frequency code too long")
+                u = (1 << q) + bits(q)
+                v = ((u - 1) << k) + bits(k)
+                total += v + 1
+                if total >= M:
+                    raise FormatError("rans frequencies reach the table total before the last symbol")
+                f[s] = v + 1
+            if acc != 0:
+                raise FormatError("rans table padding bits not zero")
+            f[present[-1]] = M - total
+        start = [0] * 256
+        acc_f = 0
+        for s in range(256):
+            start[s] = acc_f
+            acc_f += f[s]
+        sym_all += b"".join(bytes((s,)) * f[s] for s in present)
+        freq_all += f
+        start_all += start
+    # §5.6.4 states and words.
+    if pos + 16 > len(S):
+        raise FormatError("rans plane ends inside its states")
+    x0, x1, x2, x3 = struct.unpack_from("<4I", S, pos)
+    pos += 16
+    if min(x0, x1, x2, x3) < RANS_L:
+        raise FormatError("rans state below 2^16")
+    if (len(S) - pos) % 2:
+        raise FormatError("rans plane has an odd number of word bytes")
+    nw = (len(S) - pos) // 2
+    words = struct.unpack_from(f"<{nw}H", S, pos)
+    # §5.6.5 decoding, four interleaved lanes. Each step is
+    #   slot = x & mask; s = symbol of slot; x = f[s] * (x >> scale) + slot - start[s]
+    #   and, if x < L, x = (x << 16) | next word.
+    mask = M - 1
+    L = RANS_L
+    out = bytearray(m)
+    wp = 0
+    if B > 1:
+        soff = [bucket_of[c] << scale for c in range(256)]
+        ioff = [bucket_of[c] << 8 for c in range(256)]
+    else:
+        soff = ioff = [0] * 256
+        C = bytes(m)
+    sym, fr, st = sym_all, freq_all, start_all
+    try:
+        full = m - m % 4
+        for i in range(0, full, 4):
+            c = C[i]
+            slot = x0 & mask
+            s = sym[soff[c] | slot]
+            e = ioff[c] | s
+            out[i] = s
+            x0 = fr[e] * (x0 >> scale) + slot - st[e]
+            if x0 < L:
+                x0 = (x0 << 16) | words[wp]
+                wp += 1
+            c = C[i + 1]
+            slot = x1 & mask
+            s = sym[soff[c] | slot]
+            e = ioff[c] | s
+            out[i + 1] = s
+            x1 = fr[e] * (x1 >> scale) + slot - st[e]
+            if x1 < L:
+                x1 = (x1 << 16) | words[wp]
+                wp += 1
+            c = C[i + 2]
+            slot = x2 & mask
+            s = sym[soff[c] | slot]
+            e = ioff[c] | s
+            out[i + 2] = s
+            x2 = fr[e] * (x2 >> scale) + slot - st[e]
+            if x2 < L:
+                x2 = (x2 << 16) | words[wp]
+                wp += 1
+            c = C[i + 3]
+            slot = x3 & mask
+            s = sym[soff[c] | slot]
+            e = ioff[c] | s
+            out[i + 3] = s
+            x3 = fr[e] * (x3 >> scale) + slot - st[e]
+            if x3 < L:
+                x3 = (x3 << 16) | words[wp]
+                wp += 1
+        xs = [x0, x1, x2, x3]
+        for i in range(full, m):
+            j = i % 4
+            c = C[i]
+            slot = xs[j] & mask
+            s = sym[soff[c] | slot]
+            e = ioff[c] | s
+            out[i] = s
+            x = fr[e] * (xs[j] >> scale) + slot - st[e]
+            if x < L:
+                x = (x << 16) | words[wp]
+                wp += 1
+            xs[j] = x
+    except IndexError:  # words[wp] past the last word
+        raise FormatError("rans plane runs out of words") from None
+    if wp != nw:
+        raise FormatError(f"rans plane has {nw - wp} unread words after the last symbol")
+    if xs != [L, L, L, L]:
+        raise FormatError("rans final states are not 2^16")
     return bytes(out)
 
 
@@ -886,6 +1109,7 @@ def main(argv=None) -> int:
             "tensors": [describe_tensor(t) for t in r.index["tensors"]],
         },
         "written": written,
+        "rans": RANS_STATS,
     }
     if args.json:
         json.dump(report, sys.stdout, indent=1, sort_keys=True)

@@ -1,4 +1,4 @@
-//! Static, context-modelled rANS coder for one byte plane (spec `entropy.md`).
+//! Static, context-modelled rANS coder for one byte plane (spec §5.6).
 //!
 //! Why: the byte planes of weight deltas are very skewed but not repetitive —
 //! an ADD delta of a bf16 fine-tune has an upper plane of mostly `00`/`FF`
@@ -10,7 +10,7 @@
 //! structure (bf16 fine-tune ADD deltas: 6.1× against zstd-1's 4.2× and
 //! zstd-19's 4.7×).
 //!
-//! Design (the bitstream is specified byte by byte in `spec/entropy.md`):
+//! Design (the bitstream is specified byte by byte in `spec/FORMAT.md` §5.6):
 //! - one mode byte: raw (incompressible or tiny planes), constant, or rANS;
 //! - static frequency tables normalized to `2^scale` (the encoder tries 12
 //!   to 14 per plane: 14 is up to 5% smaller on skewed planes, where rare
@@ -45,7 +45,7 @@
 const MODE_RAW: u8 = 0;
 /// Mode byte: every symbol equals the one byte that follows.
 const MODE_CONST: u8 = 1;
-/// Mode byte: rANS-coded (spec `entropy.md`).
+/// Mode byte: rANS-coded (spec §5.6.2).
 const MODE_RANS: u8 = 2;
 
 /// Lower bound of the normalized state interval `[RANS_L, 2^32)`.
@@ -578,7 +578,7 @@ fn best_golomb(values: &[u64]) -> (u32, u64) {
         .unwrap_or((0, 0))
 }
 
-/// LSB-first bit writer (spec §E.3.3).
+/// LSB-first bit writer (spec §5.6.3.3).
 struct BitWriter<'a> {
     out: &'a mut Vec<u8>,
     acc: u64,
@@ -604,7 +604,7 @@ impl BitWriter<'_> {
     }
 }
 
-/// Appends a frequency table (spec `entropy.md` §E.3): present-symbol runs,
+/// Appends a frequency table (spec §5.6.3): present-symbol runs,
 /// then, unless one symbol has everything, the exp-Golomb order and the
 /// codes of `f - 1` for every present symbol but the last.
 fn write_table(f: &[u32; 256], out: &mut Vec<u8>) {
@@ -824,7 +824,7 @@ impl Cursor<'_> {
     }
 }
 
-/// LSB-first bit reader over a cursor's bytes (spec §E.3.3).
+/// LSB-first bit reader over a cursor's bytes (spec §5.6.3.3).
 struct BitReader<'c, 'a> {
     c: &'c mut Cursor<'a>,
     acc: u64,
@@ -997,7 +997,7 @@ fn decode_body(
     Ok(())
 }
 
-/// Parses bucket `b`'s table (spec §E.3) into `t`.
+/// Parses bucket `b`'s table (spec §5.6.3) into `t`.
 fn read_table(
     c: &mut Cursor<'_>,
     scale: u32,
