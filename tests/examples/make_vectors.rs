@@ -17,9 +17,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Map, Value};
+use tpde_format::codec::entropy::{encode_plane_tuned, Tuning};
+use tpde_format::codec::stream::PlaneCoder;
+use tpde_format::format::{Codec, PlaneCodec};
 use tpde_format::pack::{pack, BaseMode, PackOptions};
 use tpde_format::safetensors::Checkpoint;
 use tpde_format::{Dtype, WriteOptions};
+use tpde_tests::hostile::{Parts, Table};
 use tpde_tests::{safetensors_bytes, sha256_hex, vectors_v1, Rng, TensorData};
 
 /// The shared external base file of the v1.0 vectors, shipped beside the archives.
@@ -53,7 +57,17 @@ struct Vector {
     /// The header minor the archive must have (recorded in the manifest as
     /// `format_version`: the tests check the header against it).
     expect_minor: u16,
+    /// `WriteOptions::with_plane_coder`: zstd for the vectors written before
+    /// rANS planes existed (what made them), rANS for the later ones.
+    plane_coder: PlaneCoder,
+    /// Edits applied to the writer's archive before it is stored (for planes
+    /// the reference writer never emits but readers must accept); `None`
+    /// for a vector that is the writer's output as it is.
+    craft: Option<Craft>,
 }
+
+/// Edits a packed archive into the vector's bytes.
+type Craft = fn(Vec<u8>) -> Result<Vec<u8>, String>;
 
 fn mask(w: usize) -> u64 {
     if w == 8 {
@@ -268,6 +282,8 @@ const V10: Vector = Vector {
     base_file: BASE_FILE,
     max_minor: 0,
     expect_minor: 0,
+    plane_coder: PlaneCoder::Zstd,
+    craft: None,
 };
 
 // ---- v1.1: widened bases, per-plane streams, renamed tensors ---------------
@@ -501,6 +517,8 @@ fn v11_vectors() -> Vec<Vector> {
         base_file: BASE_FILE_V11,
         max_minor: 1,
         expect_minor: 1,
+        plane_coder: PlaneCoder::Zstd,
+        craft: None,
     };
     vec![
         v11(
@@ -561,6 +579,280 @@ fn v11_vectors() -> Vec<Vector> {
                 Some((small_b, BaseMode::External)),
             )
         },
+    ]
+}
+
+// ---- v1.1: rANS planes (spec §5.6) -------------------------------------------
+
+/// A skewed small number: 0 with probability 1/2, 1 with 1/4, 2 and 3 with 1/8.
+fn skewed(rng: &mut Rng) -> u64 {
+    match rng.below(8) {
+        0..=3 => 0,
+        4 | 5 => 1,
+        6 => 2,
+        _ => 3,
+    }
+}
+
+/// A float near ±[2^-7, 1) as an F32 bit pattern: its top byte (sign and
+/// high exponent bits) takes few values, the rest is noise.
+fn plausible_f32(rng: &mut Rng) -> u64 {
+    let sign = rng.below(2) << 31;
+    let exp = 120 + skewed(rng) + rng.below(4);
+    sign | (exp << 23) | (rng.next_u64() & 0x7f_ffff)
+}
+
+/// Targets and bases of the rANS vectors, `ce`-element chunks. Each tensor
+/// is shaped so that the default writer takes one path of §5.6.
+fn rans_set(ce: usize) -> (Vec<TensorData>, Vec<TensorData>) {
+    let mut rng = Rng(0x7d3e_2024_11a5);
+    let (mut target, mut base) = (Vec::new(), Vec::new());
+    // Plane 1 is a function of plane 0 plus 3 bits of noise: coded with
+    // context buckets (B > 1); plane 0 (skewed) without context. No base
+    // counterpart: stored standalone, the values are the target. The last
+    // chunk's planes are 103 bytes: a rANS plane ending in a partial round
+    // of the four lanes.
+    {
+        let n = 2 * ce + 103;
+        let mut t = vec![0u8; n * 2];
+        for i in 0..n {
+            let hi = skewed(&mut rng);
+            put(&mut t, i, 2, hi << 8 | (hi * 64 + rng.below(8)));
+        }
+        target.push(td("ctx.u16", Dtype::U16, &[n as u64], t));
+    }
+    // Plane 0 uniform (a `Raw` plane), plane 1 its high nibble plus 2 bits
+    // of noise: a `Rans` plane whose context is a raw-stored plane, with
+    // many informative buckets.
+    {
+        let n = 2 * ce;
+        let mut t = vec![0u8; n * 2];
+        for i in 0..n {
+            let hi = rng.below(256);
+            put(&mut t, i, 2, hi << 8 | ((hi >> 4) * 16 + rng.below(4)));
+        }
+        target.push(td("ctx_after_raw.u16", Dtype::U16, &[n as u64], t));
+    }
+    // target = base ± 1..3 in the low byte: AddZigzag values have a zero
+    // high plane (a constant rANS plane, mode 1) and a low plane of a few
+    // symbols coded without context (its context is constant). The inline
+    // base's high plane (sign and exponent) is a rANS plane too.
+    {
+        let n = 2 * ce + 7;
+        let mut b = vec![0u8; n * 2];
+        for i in 0..n {
+            put(&mut b, i, 2, plausible_f32(&mut rng) >> 16);
+        }
+        let mut t = b.clone();
+        for i in 0..n {
+            let x = get(&b, i, 2) as u16;
+            let d = rng.below(4) as u16;
+            let y = if rng.below(2) == 0 {
+                x.wrapping_add(d)
+            } else {
+                x.wrapping_sub(d)
+            };
+            put(&mut t, i, 2, u64::from(y));
+        }
+        base.push(td("zigzag.bf16", Dtype::BF16, &[n as u64], b));
+        target.push(td("zigzag.bf16", Dtype::BF16, &[n as u64], t));
+    }
+    // Every 8th element changed by an XOR whose bytes are skewed and
+    // related (plane 1 follows plane 0): sparse chunks (the regular
+    // positions cost less than the zero runs of a dense chunk) whose value
+    // planes are rANS-coded, with and without context.
+    {
+        let n = 3 * ce;
+        let mut b = vec![0u8; n * 4];
+        for i in 0..n {
+            put(&mut b, i, 4, plausible_f32(&mut rng));
+        }
+        let mut t = b.clone();
+        for i in (3..n).step_by(8) {
+            let v0 = 1 + skewed(&mut rng);
+            let v1 = v0 * 32 + rng.below(2);
+            let v2 = skewed(&mut rng) * 7;
+            let v3 = rng.below(256);
+            let v = v0 << 24 | v1 << 16 | v2 << 8 | v3;
+            put(&mut t, i, 4, get(&b, i, 4) ^ v);
+        }
+        base.push(td("sparse.f32", Dtype::F32, &[n as u64], b));
+        target.push(td("sparse.f32", Dtype::F32, &[n as u64], t));
+    }
+    (target, base)
+}
+
+/// Byte range of plane `k` of chunk `c`'s values within the chunk's stored
+/// bytes, and the plane size `m`.
+fn plane_range(p: &Parts, table: Table, t: usize, c: usize, k: usize) -> (usize, usize, usize) {
+    let ch = &p.chunks(table, t)[c];
+    let Codec::PerPlane(planes) = &ch.values.codec else {
+        return (0, 0, 0);
+    };
+    let at = ch.positions.stored_len as usize
+        + planes[..k]
+            .iter()
+            .map(|x| x.stored_len as usize)
+            .sum::<usize>();
+    let m = (ch.values.raw_len / planes.len() as u64) as usize;
+    (at, at + planes[k].stored_len as usize, m)
+}
+
+/// Replaces plane `k` of chunk `c` of `table[t]` with `codec` and the bytes
+/// `f` makes from the decoded plane and its context (the decoded plane
+/// `k - 1`, if any); the stream's and chunk's lengths, offsets and CRCs are
+/// kept consistent.
+fn recode_plane(
+    p: &mut Parts,
+    (table, t, c, k): (Table, usize, usize, usize),
+    codec: PlaneCodec,
+    f: impl Fn(&[u8], Option<&[u8]>) -> Vec<u8>,
+) -> Result<Vec<u8>, String> {
+    let ch = p.chunks(table, t)[c].clone();
+    let stored = p.blob_bytes(tpde_tests::hostile::Blob::Chunk(table, t, c));
+    let pos = ch.positions.stored_len as usize;
+    let mut raw = vec![0u8; ch.values.raw_len as usize];
+    tpde_format::codec::stream::decompress_into(&ch.values, &stored[pos..], &mut raw)
+        .map_err(|e| format!("decoding the plane to recode: {e}"))?;
+    let (lo, hi, m) = plane_range(p, table, t, c, k);
+    if m == 0 {
+        return Err("not a per-plane chunk".into());
+    }
+    let plane = &raw[k * m..(k + 1) * m];
+    let context = k.checked_sub(1).map(|j| &raw[j * m..(j + 1) * m]);
+    let new = f(plane, context);
+    let out = new.clone();
+    p.edit_chunk(table, t, c, |ch, bytes| {
+        bytes.splice(lo..hi, new.iter().copied());
+        if let Codec::PerPlane(planes) = &mut ch.values.codec {
+            planes[k].stored_len = new.len() as u64;
+            planes[k].codec = codec;
+            ch.values.stored_len = planes.iter().map(|x| x.stored_len).sum();
+        }
+    });
+    Ok(out)
+}
+
+/// The chunk of `table` (tensor `name`) and plane satisfying `pred` on
+/// (chunk, plane index, plane codec, plane bytes): (table, tensor, chunk, plane).
+fn find_plane(
+    p: &Parts,
+    table: Table,
+    name: &str,
+    pred: impl Fn(usize, usize, PlaneCodec, &[u8]) -> bool,
+) -> Result<(Table, usize, usize, usize), String> {
+    let t = p
+        .table(table)
+        .iter()
+        .position(|r| r.name == name)
+        .ok_or_else(|| format!("no tensor {name}"))?;
+    for (c, ch) in p.chunks(table, t).iter().enumerate() {
+        let Codec::PerPlane(planes) = &ch.values.codec else {
+            continue;
+        };
+        let stored = p.blob_bytes(tpde_tests::hostile::Blob::Chunk(table, t, c));
+        for (k, pl) in planes.iter().enumerate() {
+            let (lo, hi, _) = plane_range(p, table, t, c, k);
+            if pred(c, k, pl.codec, &stored[lo..hi]) {
+                return Ok((table, t, c, k));
+            }
+        }
+    }
+    Err(format!("{name}: no such plane"))
+}
+
+/// `v11_rans_crafted`: the writer's `v11_rans` archive with planes recoded
+/// into forms the reference writer never stores but readers must accept
+/// (spec §5.6): a raw-mode plane (mode 0, one byte longer than a `Raw`
+/// plane), rANS planes at the extreme precisions (scale 8 and 15), and a
+/// context plane split into 16 buckets (the most §5.6.2 allows).
+fn craft_rans(bytes: Vec<u8>) -> Result<Vec<u8>, String> {
+    let mut p = Parts::parse(&bytes);
+    let rans = |b: &[u8]| b.first() == Some(&2);
+    // Mode 0 in place of a `Raw` plane of the inline base.
+    let at = find_plane(&p, Table::Base, "zigzag.bf16", |_, _, c, _| {
+        c == PlaneCodec::Raw
+    })?;
+    recode_plane(&mut p, at, PlaneCodec::Rans, |plane, _| {
+        [&[0u8][..], plane].concat()
+    })?;
+    // Scale 8 and scale 15, without and with a context.
+    for (name, k, scale) in [("ctx.u16", 0, 8), ("ctx.u16", 1, 15)] {
+        let at = find_plane(&p, Table::Target, name, |c, kk, codec, b| {
+            c == 0 && kk == k && codec == PlaneCodec::Rans && rans(b)
+        })?;
+        let tuning = Tuning {
+            scale_bits: scale,
+            ..Tuning::default()
+        };
+        let new = recode_plane(&mut p, at, PlaneCodec::Rans, |plane, ctx| {
+            let mut out = Vec::new();
+            encode_plane_tuned(plane, ctx, &tuning, &mut out);
+            out
+        })?;
+        if new.get(..2) != Some(&[2, scale as u8][..]) || (k == 1 && new.get(2) < Some(&2)) {
+            return Err(format!(
+                "{name} plane {k}: not recoded at scale {scale}: {:?}",
+                &new[..3]
+            ));
+        }
+    }
+    // 16 buckets: the merge started from every context value, no minimum gain.
+    let at = find_plane(&p, Table::Target, "ctx_after_raw.u16", |c, k, codec, b| {
+        c == 0 && k == 1 && codec == PlaneCodec::Rans && rans(b)
+    })?;
+    let tuning = Tuning {
+        max_buckets: 16,
+        every_value: true,
+        ctx_min_gain_permille: 0,
+        ..Tuning::default()
+    };
+    let new = recode_plane(&mut p, at, PlaneCodec::Rans, |plane, ctx| {
+        let mut out = Vec::new();
+        encode_plane_tuned(plane, ctx, &tuning, &mut out);
+        out
+    })?;
+    if new.first() != Some(&2) || new.get(2) != Some(&16) {
+        return Err(format!(
+            "ctx_after_raw.u16: not 16 buckets: {:?}",
+            &new[..3]
+        ));
+    }
+    Ok(p.to_bytes())
+}
+
+fn rans_vectors() -> Vec<Vector> {
+    let (t, b) = rans_set(512);
+    let v = |name, description, craft| Vector {
+        name,
+        description,
+        chunk_elems: 512,
+        target: Target::Single("rans.safetensors", t.clone(), None),
+        base: Some((b.clone(), BaseMode::Inline)),
+        base_file: BASE_FILE_V11,
+        max_minor: 1,
+        expect_minor: 1,
+        plane_coder: PlaneCoder::Rans,
+        craft,
+    };
+    vec![
+        v(
+            "v11_rans",
+            "v1.1, the default plane coder (rANS, spec §5.6), inline compressed base: \
+             rANS planes with context buckets (plane 1 conditioned on plane 0, also on a \
+             raw-stored plane 0) and without (plane 0; a plane whose context is \
+             constant), constant rANS planes (mode 1) from AddZigzag values, rANS value \
+             planes in sparse chunks, rANS planes in inline base chunks",
+            None,
+        ),
+        v(
+            "v11_rans_crafted",
+            "v11_rans with planes recoded by the reference encoder into forms the writer \
+             never stores but readers must accept: a raw-mode rANS plane (mode 0) in an \
+             inline base chunk, rANS planes at scale 8 (no context) and 15 (with \
+             context), a context plane split into 16 buckets",
+            Some(craft_rans as Craft),
+        ),
     ]
 }
 
@@ -663,6 +955,7 @@ fn vectors() -> Vec<Vector> {
     ]
     .into_iter()
     .chain(v11_vectors())
+    .chain(rans_vectors())
     .collect()
 }
 
@@ -743,17 +1036,27 @@ fn make(v: &Vector, dir: &Path) -> Result<Value, String> {
     };
     let target = Checkpoint::open(&target_path).map_err(|e| e.to_string())?;
     let archive = dir.join(format!("{}.tpde", v.name));
+    // A crafted vector is packed beside the inputs, edited, then stored.
+    let packed = match v.craft {
+        Some(_) => tmp.path().join("packed.tpde"),
+        None => archive.clone(),
+    };
     let opts = PackOptions {
         // Refuses to overwrite: `with_overwrite` is left off.
         write: WriteOptions::default()
             .with_chunk_elems(v.chunk_elems)
             .with_level(3)
-            .with_max_minor(v.max_minor),
+            .with_max_minor(v.max_minor)
+            .with_plane_coder(v.plane_coder),
         base_mode: mode.unwrap_or_default(),
     };
-    pack(&target, base_ckpt.as_ref(), &archive, &opts, &mut |_| {})
+    pack(&target, base_ckpt.as_ref(), &packed, &opts, &mut |_| {})
         .map_err(|e| format!("{}: {e}", v.name))?;
-    let archive_bytes = std::fs::read(&archive).map_err(|e| e.to_string())?;
+    let mut archive_bytes = std::fs::read(&packed).map_err(|e| e.to_string())?;
+    if let Some(craft) = v.craft {
+        archive_bytes = craft(archive_bytes).map_err(|e| format!("{}: {e}", v.name))?;
+        write_new(&archive, &archive_bytes)?;
+    }
     let minor = u16::from_le_bytes([archive_bytes[10], archive_bytes[11]]);
     if minor != v.expect_minor {
         return Err(format!(
@@ -776,8 +1079,18 @@ fn make(v: &Vector, dir: &Path) -> Result<Value, String> {
     }))
 }
 
+/// `make_vectors [--out DIR] [NAME ...]`: into DIR instead of
+/// `tests/vectors/v1/` (to preview new vectors), only the vectors named.
 fn main() -> Result<(), String> {
-    let dir: PathBuf = vectors_v1();
+    let mut args = std::env::args().skip(1);
+    let mut dir: PathBuf = vectors_v1();
+    let mut only = Vec::new();
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--out" => dir = args.next().ok_or("--out needs a directory")?.into(),
+            _ => only.push(a),
+        }
+    }
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let manifest_path = dir.join("manifest.json");
     let mut manifest: Map<String, Value> = match std::fs::read(&manifest_path) {
@@ -800,6 +1113,9 @@ fn main() -> Result<(), String> {
     };
     let mut added = 0;
     for v in vectors() {
+        if !only.is_empty() && !only.iter().any(|n| n == v.name) {
+            continue;
+        }
         let archive = dir.join(format!("{}.tpde", v.name));
         match (archive.exists(), entries.contains_key(v.name)) {
             (true, true) => {

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 use tpde_format::codec::chunk::{decode_into, DecodeScratch};
 use tpde_format::codec::{stream, widen};
-use tpde_format::format::{BaseRef, ChunkKind, Codec, Payload, TensorRecord};
+use tpde_format::format::{BaseRef, Chunk, ChunkKind, Codec, Payload, PlaneCodec, TensorRecord};
 use tpde_format::read::Table;
 use tpde_format::safetensors::Checkpoint;
 use tpde_format::unpack::{unpack, verify, UnpackOptions};
@@ -49,8 +49,8 @@ fn base_for(entry: &Value) -> Option<Checkpoint> {
 fn manifest_lists_every_archive_and_nothing_else() {
     let m = manifest();
     assert!(
-        m.len() >= 12,
-        "expected at least 12 vectors, found {}",
+        m.len() >= 14,
+        "expected at least 14 vectors, found {}",
         m.len()
     );
     let on_disk: BTreeSet<String> = std::fs::read_dir(vectors_v1())
@@ -179,6 +179,51 @@ struct Coverage {
     /// Two targets share one inline base.
     shared_inline_base: bool,
     minors: BTreeSet<u16>,
+    // rANS planes (spec §5.6), read from their first bytes.
+    /// Mode bytes of `Rans` planes (§5.6.1).
+    rans_modes: BTreeSet<u8>,
+    /// (table, chunk kind) of chunks holding a `Rans` plane.
+    rans_in: BTreeSet<(&'static str, &'static str)>,
+    /// How mode-2 planes use their context (§5.3, §5.6.2).
+    rans_context: BTreeSet<&'static str>,
+    /// `scale` of mode-2 planes.
+    rans_scales: BTreeSet<u8>,
+    /// Most context buckets `B` of a mode-2 plane.
+    rans_max_buckets: u8,
+    /// A mode-2 plane whose size is not a multiple of the 4 lanes (§5.6.5).
+    rans_partial_lanes: bool,
+}
+
+/// Records what the `Rans` planes of chunk `ch` (stored bytes `stored`, in
+/// `table`) exercise.
+fn cover_rans(c: &mut Coverage, table: &'static str, ch: &Chunk, stored: &[u8]) {
+    let Codec::PerPlane(planes) = &ch.values.codec else {
+        return;
+    };
+    let m = (ch.values.raw_len / planes.len() as u64) as usize;
+    let mut at = ch.positions.stored_len as usize;
+    let mut prev: Option<PlaneCodec> = None;
+    for p in planes {
+        let bytes = &stored[at..at + p.stored_len as usize];
+        at += p.stored_len as usize;
+        if p.codec == PlaneCodec::Rans {
+            c.rans_in.insert((table, ch.kind.name()));
+            c.rans_modes.insert(bytes[0]);
+            if bytes[0] == 2 {
+                let (scale, buckets) = (bytes[1], bytes[2]);
+                c.rans_scales.insert(scale);
+                c.rans_max_buckets = c.rans_max_buckets.max(buckets);
+                c.rans_partial_lanes |= !m.is_multiple_of(4);
+                c.rans_context.insert(match (prev, buckets > 1) {
+                    (None, _) => "plane 0, no context",
+                    (Some(_), false) => "plane k > 0 without context buckets",
+                    (Some(PlaneCodec::Raw), true) => "context buckets over a Raw plane",
+                    (Some(_), true) => "context buckets over a Rans plane",
+                });
+            }
+        }
+        prev = Some(p.codec);
+    }
 }
 
 /// The class of a narrow float's bit pattern, for coverage of §6.2.
@@ -262,6 +307,14 @@ fn cover(a: &Archive<Vec<u8>>, base_file: Option<&Checkpoint>, c: &mut Coverage)
             }
         }
     }
+    for (bi, b) in idx.bases.iter().enumerate() {
+        if let Payload::Chunked { chunks, .. } = &b.payload {
+            for (ci, ch) in chunks.iter().enumerate() {
+                let stored = a.chunk_bytes(Table::Base, bi, ci, ch).unwrap();
+                cover_rans(c, "base", ch, stored);
+            }
+        }
+    }
     let mut inline_users: BTreeMap<u32, usize> = BTreeMap::new();
     let has_base = !idx.bases.is_empty() || !idx.base_files.is_empty();
     for (ti, t) in idx.tensors.iter().enumerate() {
@@ -338,6 +391,8 @@ fn cover(a: &Archive<Vec<u8>>, base_file: Option<&Checkpoint>, c: &mut Coverage)
             if let Codec::PerPlane(planes) = &ch.values.codec {
                 c.per_plane_in.insert(("target", ch.kind.name()));
                 c.plane_codecs.extend(planes.iter().map(|p| p.codec.name()));
+                let stored = a.chunk_bytes(Table::Target, ti, ci, ch).unwrap();
+                cover_rans(c, "target", ch, stored);
             }
             c.one_byte_values_in_v11 |= minor >= 1 && t.dtype.width() == 1 && ch.values.raw_len > 0;
             if ch.kind == ChunkKind::Zero {
@@ -423,7 +478,11 @@ fn vectors_cover_every_dtype_kind_op_and_codec() {
 
     // v1.1 (spec §5.3, §6.2, §8.2, §11).
     assert_eq!(c.minors, [0, 1].into(), "header minors");
-    assert_eq!(c.plane_codecs, ["raw", "zstd"].into(), "plane codecs");
+    assert_eq!(
+        c.plane_codecs,
+        ["rans", "raw", "zstd"].into(),
+        "plane codecs"
+    );
     assert_eq!(
         c.per_plane_in,
         [("base", "dense"), ("target", "dense"), ("target", "sparse")].into(),
@@ -473,6 +532,42 @@ fn vectors_cover_every_dtype_kind_op_and_codec() {
         "renamed tensors matched by content, each base mode"
     );
     assert!(c.shared_inline_base, "two targets sharing one inline base");
+
+    // rANS planes (spec §5.6).
+    assert_eq!(
+        c.rans_modes,
+        [0, 1, 2].into(),
+        "rANS modes raw, constant, rANS"
+    );
+    assert_eq!(
+        c.rans_in,
+        [("base", "dense"), ("target", "dense"), ("target", "sparse")].into(),
+        "rANS planes in base and target chunks of each kind"
+    );
+    assert_eq!(
+        c.rans_context,
+        [
+            "context buckets over a Raw plane",
+            "context buckets over a Rans plane",
+            "plane 0, no context",
+            "plane k > 0 without context buckets",
+        ]
+        .into(),
+        "rANS planes with and without a context"
+    );
+    assert!(
+        c.rans_scales.contains(&8) && c.rans_scales.contains(&15),
+        "rANS scales at both ends of 8..=15: {:?}",
+        c.rans_scales
+    );
+    assert_eq!(
+        c.rans_max_buckets, 16,
+        "a rANS plane with 16 context buckets"
+    );
+    assert!(
+        c.rans_partial_lanes,
+        "a rANS plane whose size is not a multiple of 4"
+    );
 }
 
 /// The `with_max_minor(0)` vector holds the same tensors as a v1.1 vector

@@ -1,5 +1,5 @@
 //! Hostile input against the v1.1 additions (spec §4.5, §5.1.2 rule 3, §5.3,
-//! §6.2, §8.2): one named test per attack, each asserting the exact error
+//! §5.6, §6.2, §8.2): one named test per attack, each asserting the exact error
 //! variant (and where it points) the reader must give.
 //!
 //! The inputs are the v1.1 golden vectors (`tests/vectors/v1/v11_*.tpde`),
@@ -680,4 +680,467 @@ fn minor_1_file_using_no_v11_variant_is_read() {
     set_u16(&mut a, 10, 1);
     refix_crc(&mut a);
     decode_all_with(&a, &external_base()).unwrap();
+}
+
+// ---- rANS planes: the coded plane itself (spec §5.3, §5.6) -------------------
+//
+// Container-level attacks on rANS planes (bit flips, truncation, an empty
+// plane) are in `rans_planes.rs`. These build coded planes by hand, with a
+// small encoder written from spec §5.6 (not the reference encoder), put them
+// into a chunk of `v11_rans.tpde` in place of a plane, and break one rule
+// of §5.6 at a time.
+
+/// The rANS golden vector: planes coded by the default writer.
+fn rans() -> Vec<u8> {
+    vector("v11_rans.tpde")
+}
+
+/// A static model: precision, bucket cuts (`cut[1..B)`) and one frequency
+/// table per bucket.
+struct Model {
+    scale: u8,
+    cuts: Vec<u8>,
+    tables: Vec<[u32; 256]>,
+}
+
+impl Model {
+    fn bucket(&self, v: u8) -> usize {
+        self.cuts.iter().filter(|&&c| c <= v).count()
+    }
+
+    /// A model fitted to `plane` (each bucket's counts, every count scaled
+    /// to `2^scale` and at least 1, the rounding put on the most frequent
+    /// symbol).
+    fn fit(plane: &[u8], context: Option<&[u8]>, scale: u8, cuts: Vec<u8>) -> Model {
+        let mut m = Model {
+            scale,
+            cuts,
+            tables: Vec::new(),
+        };
+        let mut counts = vec![[0u64; 256]; m.cuts.len() + 1];
+        for (i, &s) in plane.iter().enumerate() {
+            let t = context.map_or(0, |c| m.bucket(c[i]));
+            counts[t][usize::from(s)] += 1;
+        }
+        let total = 1u64 << scale;
+        for c in counts {
+            let n: u64 = c.iter().sum::<u64>().max(1);
+            let mut f = [0u32; 256];
+            for s in 0..256 {
+                if c[s] > 0 {
+                    f[s] = (c[s] * total / n).max(1) as u32;
+                }
+            }
+            if f.iter().all(|&x| x == 0) {
+                f[0] = 1; // an empty bucket still needs a table
+            }
+            let top = (0..256).max_by_key(|&s| f[s]).unwrap();
+            let sum: u64 = f.iter().map(|&x| u64::from(x)).sum();
+            f[top] = (i64::from(f[top]) + total as i64 - sum as i64) as u32;
+            m.tables.push(f);
+        }
+        m
+    }
+}
+
+/// LSB-first bits (spec §5.6.3.3).
+#[derive(Default)]
+struct Bits {
+    bytes: Vec<u8>,
+    n: usize,
+}
+
+impl Bits {
+    fn put(&mut self, v: u64, w: u32) {
+        for i in 0..w {
+            if self.n.is_multiple_of(8) {
+                self.bytes.push(0);
+            }
+            if v >> i & 1 == 1 {
+                *self.bytes.last_mut().unwrap() |= 1 << (self.n % 8);
+            }
+            self.n += 1;
+        }
+    }
+
+    /// An exp-Golomb code of order `k` (spec §5.6.3.3).
+    fn golomb(&mut self, v: u64, k: u32) {
+        let u = (v >> k) + 1;
+        let q = 63 - u.leading_zeros();
+        self.put((1 << q) - 1, q);
+        self.put(0, 1);
+        self.put(u - (1 << q), q);
+        self.put(v & ((1 << k) - 1), k);
+    }
+}
+
+/// A frequency table (spec §5.6.3) with exp-Golomb order `k`.
+fn table_bytes(f: &[u32; 256], k: u32) -> Vec<u8> {
+    let present: Vec<usize> = (0..256).filter(|&s| f[s] > 0).collect();
+    let mut runs: Vec<(usize, usize)> = Vec::new(); // (first, last)
+    for &s in &present {
+        match runs.last_mut() {
+            Some((_, last)) if *last + 1 == s => *last = s,
+            _ => runs.push((s, s)),
+        }
+    }
+    let mut out = vec![runs.len() as u8];
+    let mut pos = 0;
+    for (first, last) in runs {
+        out.extend([(first - pos) as u8, (last - first) as u8]);
+        pos = last + 1;
+    }
+    if present.len() > 1 {
+        out.push(k as u8);
+        let mut bits = Bits::default();
+        for &s in &present[..present.len() - 1] {
+            bits.golomb(u64::from(f[s]) - 1, k);
+        }
+        out.extend(bits.bytes);
+    }
+    out
+}
+
+/// Header and tables of a mode-2 coded plane (spec §5.6.2, §5.6.3).
+fn rans_head(model: &Model, k: u32) -> Vec<u8> {
+    let mut out = vec![2, model.scale, model.cuts.len() as u8 + 1];
+    out.extend(&model.cuts);
+    for f in &model.tables {
+        out.extend(table_bytes(f, k));
+    }
+    out
+}
+
+/// A coded plane of `plane` under `model` (the coding steps of spec §5.6.6):
+/// (the bytes, where the states start).
+fn rans_encode(model: &Model, plane: &[u8], context: Option<&[u8]>, k: u32) -> (Vec<u8>, usize) {
+    const L: u64 = 1 << 16;
+    let scale = u32::from(model.scale);
+    let starts: Vec<[u64; 256]> = model
+        .tables
+        .iter()
+        .map(|f| {
+            let mut st = [0u64; 256];
+            for s in 1..256 {
+                st[s] = st[s - 1] + u64::from(f[s - 1]);
+            }
+            st
+        })
+        .collect();
+    let mut x = [L; 4];
+    let mut words: Vec<u16> = Vec::new();
+    for i in (0..plane.len()).rev() {
+        let j = i % 4;
+        let t = context.map_or(0, |c| model.bucket(c[i]));
+        let s = usize::from(plane[i]);
+        let f = u64::from(model.tables[t][s]);
+        assert!(f > 0, "symbol {s} absent from table {t}");
+        if x[j] >= f << (32 - scale) {
+            words.push(x[j] as u16);
+            x[j] >>= 16;
+        }
+        x[j] = ((x[j] / f) << scale) + x[j] % f + starts[t][s];
+    }
+    let mut out = rans_head(model, k);
+    let states_at = out.len();
+    for xs in x {
+        out.extend((xs as u32).to_le_bytes());
+    }
+    for w in words.iter().rev() {
+        out.extend(w.to_le_bytes());
+    }
+    (out, states_at)
+}
+
+/// `ctx.u16`'s first chunk (dense, planes Rans, Rans with context) and its
+/// two decoded planes.
+fn ctx_chunk(p: &Parts) -> ((usize, usize), Vec<u8>, Vec<u8>) {
+    let at = chunk_of(p, "ctx.u16", |c| c.kind == ChunkKind::Dense);
+    let ch = &p.chunks(Table::Target, at.0)[at.1];
+    let stored = p.blob_bytes(Blob::Chunk(Table::Target, at.0, at.1));
+    let mut raw = vec![0u8; ch.values.raw_len as usize];
+    tpde_format::codec::stream::decompress_into(&ch.values, &stored, &mut raw).unwrap();
+    let m = raw.len() / 2;
+    (at, raw[..m].to_vec(), raw[m..].to_vec())
+}
+
+/// `v11_rans.tpde` with plane `k` of `ctx.u16`'s first chunk replaced by the
+/// coded plane `bytes`.
+fn with_ctx_plane(k: usize, bytes: Vec<u8>) -> (Vec<u8>, (usize, usize)) {
+    let mut p = Parts::parse(&rans());
+    let (at, _, _) = ctx_chunk(&p);
+    replace_plane(
+        &mut p,
+        at,
+        k,
+        Some((plane(bytes.len(), PlaneCodec::Rans), bytes)),
+    );
+    (p.to_bytes(), at)
+}
+
+/// Plane `k` of `ctx.u16` replaced by `bytes` must fail to decode, naming
+/// the chunk, with a reason containing `needle`.
+fn assert_rans_refused(k: usize, bytes: Vec<u8>, needle: &str) {
+    let (a, at) = with_ctx_plane(k, bytes);
+    assert_err!(
+        decode_all(&a),
+        Error::ChunkDecode { location, reason }
+            if is_chunk(&location, at) && reason.contains(needle)
+    );
+}
+
+/// Plane 0 of `ctx.u16` coded by the hand encoder (scale 10, one bucket):
+/// (coded plane, where its states start).
+fn hand_plane0() -> (Vec<u8>, usize) {
+    let (_, p0, _) = ctx_chunk(&Parts::parse(&rans()));
+    rans_encode(&Model::fit(&p0, None, 10, Vec::new()), &p0, None, 2)
+}
+
+#[test]
+fn hand_coded_rans_planes_decode_in_the_container() {
+    // The controls: planes coded from the spec by a second encoder decode
+    // to the right tensor, plane 1 with plane 0 as its context (§5.3).
+    let (_, p0, p1) = ctx_chunk(&Parts::parse(&rans()));
+    let (a, _) = with_ctx_plane(0, hand_plane0().0);
+    decode_all(&a).unwrap();
+    for (scale, cuts, k) in [(12, vec![1, 2], 0), (15, vec![1], 5), (8, vec![3], 14)] {
+        let model = Model::fit(&p1, Some(&p0), scale, cuts);
+        let (bytes, _) = rans_encode(&model, &p1, Some(&p0), k);
+        let (a, _) = with_ctx_plane(1, bytes);
+        decode_all(&a).unwrap_or_else(|e| panic!("scale {scale}: {e}"));
+    }
+    // A one-symbol table at mode 2 (the writer would use mode 1): the state
+    // never changes and no word is read.
+    let mut p = Parts::parse(&rans());
+    let at = chunk_of(&p, "zigzag.bf16", |c| c.kind == ChunkKind::Dense);
+    let mut one = vec![2, 8, 1, 1, 0, 0];
+    for _ in 0..4 {
+        one.extend((1u32 << 16).to_le_bytes());
+    }
+    replace_plane(
+        &mut p,
+        at,
+        0,
+        Some((plane(one.len(), PlaneCodec::Rans), one)),
+    );
+    decode_all(&p.to_bytes()).unwrap();
+}
+
+#[test]
+fn rans_plane_0_with_context_buckets() {
+    // Plane 0 has no context (spec §5.3): a stream declaring buckets there
+    // is refused, though the same stream decodes as plane 1.
+    let (_, p0, _) = ctx_chunk(&Parts::parse(&rans()));
+    let model = Model::fit(&p0, Some(&p0), 12, vec![1]);
+    let (bytes, _) = rans_encode(&model, &p0, Some(&p0), 0);
+    assert_rans_refused(0, bytes, "needs a context plane");
+}
+
+#[test]
+fn rans_plane_with_a_bad_mode_or_size() {
+    let m = ctx_chunk(&Parts::parse(&rans())).1.len();
+    assert_rans_refused(0, vec![3, 0], "unknown mode");
+    assert_rans_refused(0, vec![0xff; 40], "unknown mode");
+    // Mode 0 (raw) one byte short and one byte long.
+    assert_rans_refused(0, [vec![0], vec![1; m - 1]].concat(), "raw plane length");
+    assert_rans_refused(0, [vec![0], vec![1; m + 1]].concat(), "raw plane length");
+    // Mode 1 (constant) with no byte and with two.
+    assert_rans_refused(0, vec![1], "constant plane");
+    assert_rans_refused(0, vec![1, 0, 0], "constant plane");
+    // Mode 2 cut inside its header, its tables, its states.
+    let (good, states_at) = hand_plane0();
+    assert_rans_refused(0, vec![2, 12], "truncated header");
+    assert_rans_refused(0, good[..5].to_vec(), "truncated");
+    assert_rans_refused(0, good[..states_at + 15].to_vec(), "truncated states");
+    // Ending inside a table's code region (spec §5.6.3.3): f[0] = 128 takes
+    // two bytes of codes, the plane stops after the first.
+    let t = table_of(&[(0, 1)], &[128]);
+    assert_rans_refused(
+        0,
+        [vec![2, 8, 1], t[..t.len() - 1].to_vec()].concat(),
+        "truncated",
+    );
+}
+
+#[test]
+fn rans_plane_with_scale_out_of_range() {
+    for scale in [0u8, 7, 16, 255] {
+        let mut b = hand_plane0().0;
+        b[1] = scale;
+        assert_rans_refused(0, b, "scale out of range");
+    }
+}
+
+#[test]
+fn rans_plane_with_more_context_buckets_than_allowed() {
+    // B must be 1..=16 (spec §5.6.2): 0 and 17 are refused before any cut
+    // or table is read, with or without a context.
+    for k in [0, 1] {
+        for b in [0u8, 17, 255] {
+            let mut s = hand_plane0().0;
+            s[2] = b;
+            assert_rans_refused(k, s, "bucket count out of range");
+        }
+    }
+}
+
+#[test]
+fn rans_plane_with_cuts_not_increasing() {
+    let (_, p0, p1) = ctx_chunk(&Parts::parse(&rans()));
+    for cuts in [vec![0, 1], vec![2, 2], vec![3, 1], vec![1, 2, 2]] {
+        // The cuts are written as given (bucketing only matters for coding).
+        let model = Model::fit(&p1, Some(&p0), 12, vec![1, 2, 3][..cuts.len()].to_vec());
+        let (mut s, _) = rans_encode(&model, &p1, Some(&p0), 0);
+        s[3..3 + cuts.len()].copy_from_slice(&cuts);
+        assert_rans_refused(1, s, "strictly increasing");
+    }
+}
+
+/// A mode-2 plane at `scale` with one bucket whose table is `table`, then
+/// four states of 2^16 (never reached: the table is refused first).
+fn with_table(scale: u8, table: Vec<u8>) -> Vec<u8> {
+    let mut s = [vec![2, scale, 1], table].concat();
+    for _ in 0..4 {
+        s.extend((1u32 << 16).to_le_bytes());
+    }
+    s
+}
+
+/// A one-bucket table: `runs` of present symbols, exp-Golomb order 0, the
+/// codes of `freqs` (the explicit frequencies, all but the last symbol's).
+fn table_of(runs: &[(u8, u8)], freqs: &[u64]) -> Vec<u8> {
+    let mut t = vec![runs.len() as u8];
+    for (gap, len1) in runs {
+        t.extend([*gap, *len1]);
+    }
+    t.push(0);
+    let mut bits = Bits::default();
+    for &f in freqs {
+        bits.golomb(f - 1, 0);
+    }
+    t.extend(bits.bytes);
+    t
+}
+
+#[test]
+fn rans_frequency_table_over_its_total() {
+    // Frequencies sum to exactly 2^scale, the last one implied: an explicit
+    // frequency, or running sum, reaching 2^scale leaves nothing for the
+    // last symbol and is refused (spec §5.6.3.2).
+    for (scale, runs, freqs) in [
+        (8u8, vec![(0u8, 1u8)], vec![256u64]),      // f[0] = M
+        (8, vec![(0, 1)], vec![300]),               // f[0] > M
+        (12, vec![(10, 2)], vec![2048, 2048]),      // 2048 + 2048 = M
+        (12, vec![(0, 0), (5, 1)], vec![4000, 96]), // 4096 at the second
+    ] {
+        assert_rans_refused(
+            0,
+            with_table(scale, table_of(&runs, &freqs)),
+            "exceed the table total",
+        );
+    }
+    // All 256 symbols at scale 8: 255 explicit 1s leave 1 for the last
+    // symbol (a valid table: the plane fails later, at its states) ...
+    let ones = vec![1u64; 255];
+    let (a, at) = with_ctx_plane(0, with_table(8, table_of(&[(0, 255)], &ones)));
+    assert_err!(
+        decode_all(&a),
+        Error::ChunkDecode { location, reason }
+            if is_chunk(&location, at) && !reason.contains("table")
+    );
+    // ... and a 2 in the last explicit place reaches 256 and is refused.
+    let mut over = ones;
+    over[254] = 2;
+    assert_rans_refused(
+        0,
+        with_table(8, table_of(&[(0, 255)], &over)),
+        "exceed the table total",
+    );
+}
+
+#[test]
+fn rans_table_with_bad_runs() {
+    // R = 0 and R = 129 (spec §5.6.3.1).
+    assert_rans_refused(0, with_table(8, vec![0]), "run count out of range");
+    assert_rans_refused(
+        0,
+        with_table(8, [vec![129], vec![1; 2 * 129]].concat()),
+        "run count out of range",
+    );
+    // A second run with gap 0: two runs that should have been one.
+    assert_rans_refused(0, with_table(8, vec![2, 0, 0, 0, 0, 0, 0]), "not separated");
+    // A run past symbol 255: 250 + 7 symbols, and after an earlier run.
+    assert_rans_refused(0, with_table(8, vec![1, 250, 6]), "past symbol 255");
+    assert_rans_refused(0, with_table(8, vec![2, 0, 100, 1, 155]), "past symbol 255");
+}
+
+#[test]
+fn rans_table_with_bad_codes() {
+    // Exp-Golomb order above 14 (spec §5.6.3.2).
+    assert_rans_refused(
+        0,
+        with_table(12, vec![1, 0, 1, 15, 0, 0]),
+        "exp-Golomb order out of range",
+    );
+    // A code with more leading 1s than `scale` (spec §5.6.3.3): 9 at scale 8.
+    let mut b = Bits::default();
+    b.put(0x1ff, 9);
+    b.put(0, 1);
+    let mut t = vec![1, 0, 1, 0];
+    t.extend(&b.bytes);
+    t.extend([0, 0]);
+    assert_rans_refused(0, with_table(8, t), "frequency code too long");
+    // A padding bit set after the last code: f[0] = 128 takes 15 bits.
+    let mut b = Bits::default();
+    b.golomb(127, 0);
+    assert_eq!(b.n, 15);
+    b.bytes[1] |= 0x80;
+    let mut t = vec![1, 0, 1, 0];
+    t.extend(&b.bytes);
+    assert_rans_refused(0, with_table(8, t), "nonzero table padding");
+    // The control: the same table without the padding bit is read, and the
+    // plane then fails only at its states (4 × 2^16 is not this plane).
+    let mut b = Bits::default();
+    b.golomb(127, 0);
+    let mut t = vec![1, 0, 1, 0];
+    t.extend(&b.bytes);
+    let (a, at) = with_ctx_plane(0, with_table(8, t));
+    assert_err!(
+        decode_all(&a),
+        Error::ChunkDecode { location, reason }
+            if is_chunk(&location, at) && !reason.contains("table")
+    );
+}
+
+#[test]
+fn rans_plane_with_bad_states_or_words() {
+    let (good, states_at) = hand_plane0();
+    // A state below 2^16 (spec §5.6.4).
+    let mut s = good.clone();
+    s[states_at + 4..states_at + 8].copy_from_slice(&0xffffu32.to_le_bytes());
+    assert_rans_refused(0, s, "state below 2^16");
+    // An odd number of word bytes.
+    assert_rans_refused(0, [good.clone(), vec![0]].concat(), "odd number");
+    // A word too many, and a word too few (spec §5.6.5).
+    assert_rans_refused(0, [good.clone(), vec![0, 0]].concat(), "trailing bytes");
+    assert_rans_refused(0, good[..good.len() - 2].to_vec(), "truncated stream");
+    // Final states other than 2^16: a one-symbol table leaves the states
+    // unchanged, so a state of 2^16 + 1 is still 2^16 + 1 at the end.
+    let mut p = Parts::parse(&rans());
+    let at = chunk_of(&p, "zigzag.bf16", |c| c.kind == ChunkKind::Dense);
+    let mut one = vec![2, 8, 1, 1, 0, 0];
+    for x in [1u32 << 16, (1 << 16) + 1, 1 << 16, 1 << 16] {
+        one.extend(x.to_le_bytes());
+    }
+    replace_plane(
+        &mut p,
+        at,
+        0,
+        Some((plane(one.len(), PlaneCodec::Rans), one)),
+    );
+    assert_err!(
+        decode_all(&p.to_bytes()),
+        Error::ChunkDecode { location, reason }
+            if is_chunk(&location, at) && reason.contains("final state")
+    );
 }
