@@ -13,7 +13,7 @@ use std::process::{Command, Output};
 
 use serde_json::{json, Value};
 use tpde_format::codec::widen;
-use tpde_format::format::{BaseRef, Chunk, Codec, Payload, Stream, TensorRecord};
+use tpde_format::format::{BaseRef, Chunk, Codec, Payload, PlaneCodec, Stream, TensorRecord};
 use tpde_format::pack::{pack, BaseMode, PackOptions};
 use tpde_format::safetensors::Checkpoint;
 use tpde_format::{Archive, Dtype, WriteOptions};
@@ -181,6 +181,49 @@ fn assert_same_index(name: &str, archive: &Path, report: &Value) {
     assert_eq!(report["base_files"], json!(base_files), "{name}");
 }
 
+/// What the `Rans` planes of an archive hold (spec §5.6), read from their
+/// first bytes, in the shape of the spec reader's `rans` report: plane
+/// count, count per mode, mode-2 planes with context buckets, the scales and
+/// the most buckets of the mode-2 planes.
+fn rans_stats(archive: &Path) -> Value {
+    let a = Archive::open(archive).unwrap();
+    let (mut planes, mut modes, mut with_context) = (0u64, [0u64; 3], 0u64);
+    let (mut scales, mut max_buckets) = (std::collections::BTreeSet::new(), 0u8);
+    for (table, list) in [
+        (tpde_format::read::Table::Base, &a.index().bases),
+        (tpde_format::read::Table::Target, &a.index().tensors),
+    ] {
+        for (t, rec) in list.iter().enumerate() {
+            let Payload::Chunked { chunks, .. } = &rec.payload else {
+                continue;
+            };
+            for (ci, ch) in chunks.iter().enumerate() {
+                let Codec::PerPlane(pl) = &ch.values.codec else {
+                    continue;
+                };
+                let stored = a.chunk_bytes(table, t, ci, ch).unwrap();
+                let mut at = ch.positions.stored_len as usize;
+                for p in pl {
+                    let bytes = &stored[at..at + p.stored_len as usize];
+                    at += p.stored_len as usize;
+                    if p.codec != PlaneCodec::Rans {
+                        continue;
+                    }
+                    planes += 1;
+                    modes[usize::from(bytes[0])] += 1;
+                    if bytes[0] == 2 {
+                        scales.insert(bytes[1]);
+                        max_buckets = max_buckets.max(bytes[2]);
+                        with_context += u64::from(bytes[2] > 1);
+                    }
+                }
+            }
+        }
+    }
+    json!({"planes": planes, "modes": {"0": modes[0], "1": modes[1], "2": modes[2]},
+           "with_context": with_context, "scales": scales, "max_buckets": max_buckets})
+}
+
 fn manifest() -> BTreeMap<String, Value> {
     let text = std::fs::read(vectors_v1().join("manifest.json")).unwrap();
     let v: Value = serde_json::from_slice(&text).unwrap();
@@ -221,6 +264,7 @@ fn spec_reader_decodes_every_golden_vector_like_the_manifest_and_the_rust_reader
         let written = files_in(&out);
         assert_eq!(json!(written), entry["files"], "{name}: files written");
         assert_same_index(&name, &archive, &report);
+        assert_eq!(report["rans"], rans_stats(&archive), "{name}: rANS planes");
     }
 }
 
@@ -233,6 +277,7 @@ fn spec_reader_reads_what_the_current_writer_writes() {
     let target = Checkpoint::open(&target_path).unwrap();
     let base = Checkpoint::open(&base_path).unwrap();
     let want = sha256_file(&target_path);
+    let mut with_context = 0;
     for mode in [
         None,
         Some(BaseMode::Inline),
@@ -253,7 +298,16 @@ fn spec_reader_reads_what_the_current_writer_writes() {
         assert_eq!(got.len(), 1, "{mode:?}");
         assert_eq!(got.values().next().unwrap(), &want, "{mode:?}");
         assert_same_index(&format!("{mode:?}"), &archive, &report);
+        // The default writer's rANS planes were what the spec reader decoded.
+        let rans = rans_stats(&archive);
+        assert_eq!(report["rans"], rans, "{mode:?}: rANS planes");
+        assert!(
+            rans["modes"]["2"].as_u64() > Some(10),
+            "{mode:?}: the writer should code planes with rANS: {rans}"
+        );
+        with_context += rans["with_context"].as_u64().unwrap();
     }
+    assert!(with_context > 0, "no rANS plane coded with a context");
 }
 
 /// Every BF16 and F16 bit pattern widened to F32 and to F64 (and random F32
@@ -337,6 +391,7 @@ fn spec_reader_widens_every_half_precision_pattern_like_the_rust_writer() {
         let report = run_ok(&archive, ext, Some(&out));
         assert_eq!(files_in(&out).get("t.safetensors"), Some(&want), "{what}");
         assert_same_index(&what, &archive, &report);
+        assert_eq!(report["rans"], rans_stats(&archive), "{what}: rANS planes");
     }
 }
 
@@ -493,4 +548,207 @@ fn spec_reader_refuses_v11_violations() {
         *dtype = Dtype::F64;
     }
     assert!(failing(&p.to_bytes(), Some(&base)).contains("cannot be widened"));
+}
+
+/// A coded plane for appendix C: (stored bytes, plane size, context plane).
+type CodedPlane = (Vec<u8>, usize, Option<Vec<u8>>);
+
+/// Every `Rans` plane of the golden vectors: (stored bytes, plane size,
+/// context plane, the plane as the reference decoder decodes it).
+type RansCase = (Vec<u8>, usize, Option<Vec<u8>>, Vec<u8>);
+
+/// Makes a plane's new bytes from chunk 0's two planes.
+type PlaneEdit<'a> = &'a dyn Fn(&[u8], &[u8]) -> Vec<u8>;
+
+fn golden_rans_planes() -> Vec<RansCase> {
+    let mut out = Vec::new();
+    for (_, entry) in manifest() {
+        let a = Archive::open(vectors_v1().join(entry["archive"].as_str().unwrap())).unwrap();
+        for (table, list) in [
+            (tpde_format::read::Table::Base, &a.index().bases),
+            (tpde_format::read::Table::Target, &a.index().tensors),
+        ] {
+            for (t, rec) in list.iter().enumerate() {
+                let Payload::Chunked { chunks, .. } = &rec.payload else {
+                    continue;
+                };
+                for (ci, ch) in chunks.iter().enumerate() {
+                    let Codec::PerPlane(planes) = &ch.values.codec else {
+                        continue;
+                    };
+                    let stored = a.chunk_bytes(table, t, ci, ch).unwrap();
+                    let values = &stored[ch.positions.stored_len as usize..];
+                    let mut raw = vec![0u8; ch.values.raw_len as usize];
+                    tpde_format::codec::stream::decompress_into(&ch.values, values, &mut raw)
+                        .unwrap();
+                    let m = raw.len() / planes.len();
+                    let mut at = 0;
+                    for (k, p) in planes.iter().enumerate() {
+                        let bytes = values[at..at + p.stored_len as usize].to_vec();
+                        at += p.stored_len as usize;
+                        if p.codec == PlaneCodec::Rans {
+                            let ctx = k.checked_sub(1).map(|j| raw[j * m..(j + 1) * m].to_vec());
+                            out.push((bytes, m, ctx, raw[k * m..(k + 1) * m].to_vec()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Runs spec appendix C's code block on `cases` (coded plane, size,
+/// context): the decoded planes in hex, or "reject: why".
+fn appendix_c_decode(cases: &[CodedPlane]) -> Vec<String> {
+    require_python();
+    let spec = std::fs::read_to_string(repo_root().join("spec/FORMAT.md")).unwrap();
+    let marker = "<!-- python: rans plane decoder -->";
+    let at = spec
+        .find(marker)
+        .unwrap_or_else(|| panic!("spec/FORMAT.md lacks {marker}"));
+    let block = &spec[at + marker.len()..];
+    let block = &block[block.find("```python\n").expect("a python block") + 10..];
+    let code = &block[..block.find("```").unwrap()];
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("cases.json");
+    let list: Vec<Value> = cases
+        .iter()
+        .map(|(s, m, c)| json!([hex(s), m, c.as_ref().map(|c| hex(c))]))
+        .collect();
+    std::fs::write(&input, serde_json::to_vec(&list).unwrap()).unwrap();
+    let driver = format!(
+        "{code}\nimport json, sys\nout = []\nfor s, m, c in json.load(open(sys.argv[1])):\n    \
+         try:\n        out.append(decode_plane(bytes.fromhex(s), m, \
+         None if c is None else bytes.fromhex(c)).hex())\n    except Reject as e:\n        \
+         out.append('reject: ' + str(e))\njson.dump(out, sys.stdout)\n"
+    );
+    let o = Command::new("python3")
+        .args(["-c", &driver])
+        .arg(&input)
+        .output()
+        .expect("run python3");
+    assert!(
+        o.status.success(),
+        "appendix C: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// Spec appendix C, run exactly as printed, decodes every `Rans` plane of
+/// the golden vectors to the reference decoder's bytes, and refuses what
+/// §5.6 says to refuse.
+#[test]
+fn spec_appendix_c_decoder_agrees_with_the_reference_decoder() {
+    let planes = golden_rans_planes();
+    assert!(planes.len() >= 40, "only {} rANS planes", planes.len());
+    let cases: Vec<_> = planes
+        .iter()
+        .map(|(s, m, c, _)| (s.clone(), *m, c.clone()))
+        .collect();
+    let got = appendix_c_decode(&cases);
+    assert_eq!(got.len(), planes.len());
+    for (i, (g, (s, _, c, want))) in got.iter().zip(&planes).enumerate() {
+        assert_eq!(
+            g,
+            &hex(want),
+            "plane {i} (mode {}, context {})",
+            s[0],
+            c.is_some()
+        );
+    }
+    // Refusals: a context-bucket plane given no context, a word too many, a
+    // scale of 16, and (the control) the same plane unchanged.
+    let (s, m, c, want) = planes
+        .iter()
+        .find(|(s, _, _, _)| s[0] == 2 && s[2] > 1)
+        .expect("a plane with context buckets")
+        .clone();
+    let mut scale16 = s.clone();
+    scale16[1] = 16;
+    let got = appendix_c_decode(&[
+        (s.clone(), m, None),
+        ([s.clone(), vec![0, 0]].concat(), m, c.clone()),
+        (scale16, m, c.clone()),
+        (s, m, c),
+    ]);
+    assert_eq!(got[0], "reject: context");
+    assert_eq!(got[1], "reject: trailing words");
+    assert_eq!(got[2], "reject: scale");
+    assert_eq!(got[3], hex(&want));
+}
+
+/// The spec reader refuses hostile rANS planes (the Rust side of each is in
+/// `hostile_v11.rs` and `rans_planes.rs`), naming the chunk and plane.
+#[test]
+fn spec_reader_refuses_bad_rans_planes() {
+    use tpde_tests::hostile::{Parts, Table};
+    let good = std::fs::read(vectors_v1().join("v11_rans.tpde")).unwrap();
+    let p0 = Parts::parse(&good);
+    let t = p0.target("ctx.u16");
+    // Plane `k` of ctx.u16's chunk 0 (planes: Rans, Rans with context).
+    let edit = |k: usize, f: PlaneEdit| {
+        let mut p = p0.clone();
+        p.edit_chunk(Table::Target, t, 0, |ch, bytes| {
+            let Codec::PerPlane(planes) = &mut ch.values.codec else {
+                panic!("not per-plane")
+            };
+            let l0 = planes[0].stored_len as usize;
+            let (a, b) = (bytes[..l0].to_vec(), bytes[l0..].to_vec());
+            let new = f(&a, &b);
+            let range = if k == 0 { 0..l0 } else { l0..bytes.len() };
+            bytes.splice(range, new.iter().copied());
+            planes[k].stored_len = new.len() as u64;
+            ch.values.stored_len = planes.iter().map(|x| x.stored_len).sum();
+        });
+        p.to_bytes()
+    };
+    // The control: the planes put back as they were.
+    let same = edit(1, &|_, b| b.to_vec());
+    assert_eq!(same, good);
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        // An empty rans plane is an invalid index (§5.1.2 rule 3).
+        (edit(1, &|_, _| Vec::new()), "empty rans plane 1"),
+        // Plane 1's stream (context buckets) as plane 0: no context (§5.3).
+        (
+            edit(0, &|_, b| b.to_vec()),
+            "plane 0: rans plane with context buckets",
+        ),
+        // 17 buckets (§5.6.2).
+        (
+            edit(1, &|_, b| [&b[..2], &[17], &b[3..]].concat()),
+            "plane 1: rans bucket count 17",
+        ),
+        // A word missing, a word too many (§5.6.5).
+        (
+            edit(1, &|_, b| b[..b.len() - 2].to_vec()),
+            "plane 1: rans plane runs out of words",
+        ),
+        (
+            edit(1, &|_, b| [b, &[0, 0]].concat()),
+            "plane 1: rans plane has 1 unread words",
+        ),
+        // Mode 3 (§5.6.1).
+        (
+            edit(0, &|a, _| [&[3], &a[1..]].concat()),
+            "plane 0: rans plane mode 3 unknown",
+        ),
+    ];
+    for (bytes, needle) in cases {
+        let err = failing(&bytes, None);
+        assert!(err.contains(needle), "{needle}: {err}");
+        if !needle.starts_with("empty") {
+            assert!(err.contains("'ctx.u16' chunk 0:"), "{err}");
+        }
+    }
+    // A flipped bit in the words of plane 1, CRC fixed: refused (by §5.6 or
+    // by the tensor digest).
+    let bad = edit(1, &|_, b| {
+        let mut b = b.to_vec();
+        let i = b.len() - 7;
+        b[i] ^= 0x08;
+        b
+    });
+    failing(&bad, None);
 }
