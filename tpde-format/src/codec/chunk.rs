@@ -87,24 +87,24 @@ pub fn encode(
 
     // Dense: every element's value.
     with_word!(width, W => combine::dense_delta_planes::<W>(op, base, target, &mut s.planes));
-    let mut dense_bytes = Vec::new();
-    let dense_values = comp.values(&s.planes, width, &mut dense_bytes);
-    let dense = EncodedChunk {
-        kind: ChunkKind::Dense,
-        op,
-        changed,
-        positions: Stream::EMPTY,
-        values: dense_values,
-        bytes: dense_bytes,
+    let dense = |s: &mut EncodeScratch| {
+        let mut bytes = Vec::new();
+        let values = comp.values(&s.planes, width, &mut bytes);
+        EncodedChunk {
+            kind: ChunkKind::Dense,
+            op,
+            changed,
+            positions: Stream::EMPTY,
+            values,
+            bytes,
+        }
     };
     // Sparse only has a chance when at most half the elements changed.
     if changed as usize * 2 > n {
-        return dense;
+        return dense(s);
     }
     s.varints.clear();
     positions::encode(&s.positions, &mut s.varints);
-    let mut sparse_bytes = Vec::new();
-    let pos_stream = stream::compress(&s.varints, comp.level, &mut sparse_bytes);
     // Values at the changed positions only, plane by plane from the dense planes.
     let m = s.positions.len();
     s.natural.clear();
@@ -114,23 +114,37 @@ pub fn encode(
             *d = dense[p as usize];
         }
     }
-    let val_stream = comp.values(&s.natural, width, &mut sparse_bytes);
-    if sparse_bytes.len() < dense.bytes.len() {
-        EncodedChunk {
-            kind: ChunkKind::Sparse,
-            op,
-            changed,
-            positions: pos_stream,
-            values: val_stream,
-            bytes: sparse_bytes,
-        }
-    } else {
-        dense
+    // Compress only the form estimated smaller (entropy estimates: this
+    // decision runs for every chunk); when the estimates are within 10% of
+    // each other, compress both and keep the smaller.
+    let sparse_est =
+        stream::estimate_planes(&s.varints, 1) + stream::estimate_planes(&s.natural, width);
+    let dense_est = stream::estimate_planes(&s.planes, width);
+    if sparse_est >= dense_est * 1.1 {
+        return dense(s);
     }
+    let mut bytes = Vec::new();
+    let positions = stream::compress(&s.varints, comp.level, &mut bytes);
+    let values = comp.values(&s.natural, width, &mut bytes);
+    let sparse = EncodedChunk {
+        kind: ChunkKind::Sparse,
+        op,
+        changed,
+        positions,
+        values,
+        bytes,
+    };
+    if sparse_est * 1.1 > dense_est {
+        let d = dense(s);
+        if d.bytes.len() <= sparse.bytes.len() {
+            return d;
+        }
+    }
+    sparse
 }
 
-/// Tries each combine op on a sample range (dense, zstd `level`) and returns
-/// the one that stores fewest bytes. With no base the answer is `Replace`.
+/// Tries each combine op on a sample range (dense) and returns the one whose
+/// byte planes are estimated to store fewest bytes. With no base the answer is `Replace`.
 pub fn choose_op(width: usize, target: &[u8], base: Option<&[u8]>, comp: Compression) -> Op {
     if base.is_none() {
         return Op::Replace;
@@ -142,10 +156,10 @@ pub fn choose_op(width: usize, target: &[u8], base: Option<&[u8]>, comp: Compres
             continue; // a v1.1 op: not in archives limited to v1.0
         }
         with_word!(width, W => combine::dense_delta_planes::<W>(op, base, target, &mut s.planes));
-        let mut sink = Vec::new();
-        let st = comp.values(&s.planes, width, &mut sink);
-        if st.stored_len < best.0 {
-            best = (st.stored_len, op);
+        // An entropy estimate, not a trial compression: 4 candidates per tensor.
+        let est = stream::estimate_planes(&s.planes, width) as u64;
+        if est < best.0 {
+            best = (est, op);
         }
     }
     best.1

@@ -21,6 +21,75 @@ fn zstd_compress(raw: &[u8], level: i32) -> Option<Vec<u8>> {
     })
 }
 
+/// Estimated stored bytes of byte planes (`width` planes over `planes.len() /
+/// width` elements), for the writer's choices between ops and between sparse
+/// and dense chunks without compressing every candidate. Each plane costs the
+/// smaller of its order-0 entropy and its entropy conditioned on 16 buckets
+/// of the previous plane's byte (what the rANS coder can exploit), plus a
+/// rough table cost, capped at raw. Sampled on large planes.
+pub fn estimate_planes(planes: &[u8], width: usize) -> f64 {
+    if planes.is_empty() {
+        return 0.0;
+    }
+    let n = planes.len() / width;
+    let step = if n > 1 << 16 { 4 } else { 1 };
+    let scale = step as f64 / 8.0; // bits per sampled symbol -> bytes
+    let h = |counts: &[u32]| -> (f64, usize) {
+        let total: u32 = counts.iter().sum();
+        if total == 0 {
+            return (0.0, 0);
+        }
+        let t = f64::from(total);
+        let mut bits = 0.0;
+        let mut used = 0;
+        for &c in counts.iter().filter(|&&c| c > 0) {
+            bits -= f64::from(c) * (f64::from(c) / t).log2();
+            used += 1;
+        }
+        (bits, used)
+    };
+    // Signed-log2 buckets of the context byte: 0, 1, 2-3, ..., 64-127 | 128-191, ..., 254, 255.
+    let bucket = |b: u8| -> usize {
+        if b < 128 {
+            (8 - b.leading_zeros() as usize).min(7)
+        } else {
+            8 + (8 - (!b).leading_zeros() as usize).min(7)
+        }
+    };
+    let mut total = 0.0;
+    let mut prev: Option<&[u8]> = None;
+    for plane in planes.chunks_exact(n) {
+        let mut h0 = [0u32; 256];
+        let mut h1 = vec![[0u32; 256]; if prev.is_some() { 16 } else { 0 }];
+        match prev {
+            Some(ctx) => {
+                for (&x, &c) in plane.iter().zip(ctx).step_by(step) {
+                    h0[x as usize] += 1;
+                    h1[bucket(c)][x as usize] += 1;
+                }
+            }
+            None => plane
+                .iter()
+                .step_by(step)
+                .for_each(|&x| h0[x as usize] += 1),
+        }
+        let (b0, u0) = h(&h0);
+        let mut best = b0 * scale + u0 as f64 * 1.5;
+        if !h1.is_empty() {
+            let (mut b1, mut u1) = (0.0, 0);
+            for t in &h1 {
+                let (b, u) = h(t);
+                b1 += b;
+                u1 += u;
+            }
+            best = best.min(b1 * scale + u1 as f64 * 1.5);
+        }
+        total += best.min(n as f64);
+        prev = Some(plane);
+    }
+    total
+}
+
 /// Order-0 entropy estimate of `bytes` in bits per byte (sampled on large inputs).
 fn entropy_bits(bytes: &[u8]) -> f64 {
     let step = if bytes.len() > 1 << 16 { 4 } else { 1 };
