@@ -69,9 +69,11 @@ pub struct PackArgs {
     #[arg(long, short = 't', value_name = "T")]
     pub target: PathBuf,
     /// A related checkpoint (file or sharded directory) to store the target
-    /// as a delta against. Tensors are matched by name, dtype and shape; the
-    /// others are stored standalone. Without --base the archive is a
-    /// standalone compressed copy of the target.
+    /// as a delta against. A target tensor uses the base tensor of the same
+    /// name and shape, in the same dtype or a narrower float that widens
+    /// exactly (bf16/f16 -> f32/f64, f32 -> f64); failing that, a base tensor
+    /// with identical bytes under another name. The others are stored
+    /// standalone. Without --base the archive is a standalone compressed copy.
     #[arg(long, short = 'b', value_name = "B")]
     pub base: Option<PathBuf>,
     /// The archive to write.
