@@ -4,12 +4,15 @@
 //! weights. An archive reconstructs a target checkpoint bit-exactly from a
 //! base (inline, external, or none) plus chunked deltas. The byte layout is
 //! specified in `spec/FORMAT.md`; section numbers in these docs refer to it.
+//! This crate reads formats 1.0 and 1.1 and writes the lowest of them that
+//! the archive's features need ([`WriteOptions::with_max_minor`]).
 //!
 //! Layers, from the bytes up:
 //! - [`format`]: on-disk structures as plain data;
 //! - [`codec`]: pure functions over bytes (byte planes, gap-encoded
-//!   positions, combine ops, zstd streams, chunk encode/decode) — the
-//!   low-level layer another runtime can drive chunk by chunk;
+//!   positions, combine ops on bit patterns, exact float widening, zstd and
+//!   context-modelled rANS streams, chunk encode/decode) — the low-level
+//!   layer another runtime can drive chunk by chunk;
 //! - [`read`] / [`write`]: the validated archive view and streaming writer;
 //! - [`safetensors`]: the input/output adapter;
 //! - [`pack`], [`unpack`], [`inspect`]: whole-checkpoint operations.
