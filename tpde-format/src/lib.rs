@@ -8,12 +8,12 @@
 //! the archive's features need ([`WriteOptions::with_max_minor`]).
 //!
 //! Layers, from the bytes up:
-//! - [`format`]: on-disk structures as plain data;
+//! - [`format`](mod@format): on-disk structures as plain data;
 //! - [`codec`]: pure functions over bytes (byte planes, gap-encoded
 //!   positions, combine ops on bit patterns, exact float widening, zstd and
 //!   context-modelled rANS streams, chunk encode/decode) — the low-level
 //!   layer another runtime can drive chunk by chunk;
-//! - [`read`] / [`write`]: the validated archive view and streaming writer;
+//! - [`read`] / [`write`](mod@write): the validated archive view and streaming writer;
 //! - [`safetensors`]: the input/output adapter;
 //! - [`pack`], [`unpack`], [`inspect`]: whole-checkpoint operations.
 
