@@ -11,12 +11,19 @@
 #   cargo test --release -p tpde-gpu --test gpu_parity --no-run   # prints the binary's path
 #   cp target/release/deps/gpu_parity-<hash> .gpu-carry/gpu_parity && strip .gpu-carry/gpu_parity
 #   tpde-gpu/bench/run.sh            # on the GPU machine, from the repository root
+#   # e.g. both plane coders in one call, well under 10 minutes:
+#   LAYERS=8 REPS=5 CONFIGS=default,wide OUT=$OUT tpde-gpu/bench/run.sh
 #
-# Environment: BIN (the bench binary), CORPUS (corpus archive, optional),
-# DATA (scratch directory for generated inputs, ~17 GB), LAYERS (synthetic
-# decoder layers, 8 = 3.5 GB of bf16 per checkpoint), REPS (timed runs per
-# case, median reported), TESTS (a carried gpu_parity test binary to run
-# first, optional), OUT (where logs go; defaults to the data directory).
+# Environment: BIN (the bench binary), CORPUS (corpus archive with its base
+# inline, optional; its tensors are repacked with every coder), DATA
+# (scratch directory for generated inputs, ~21 GB with both coders and both
+# base modes), LAYERS (synthetic decoder layers, 8 = 3.5 GB of bf16 per
+# checkpoint), REPS (timed runs per case, median reported), PLANES (plane
+# coders to pack and compare, comma-separated: rans,zstd; the bench's own
+# default is the library's, rans), MODES (inline base modes to pack:
+# inline,plain), CONFIGS (pipeline configurations: default,wide,cpupos),
+# TESTS (a carried gpu_parity test binary to run first, optional; TESTS=
+# skips it), OUT (where logs go; defaults to the data directory).
 set -uo pipefail
 
 BIN=${BIN:-.gpu-carry/tpde-gpu-bench}
@@ -24,6 +31,9 @@ CORPUS=${CORPUS:-.gpu-carry/ft.tpde}
 DATA=${DATA:-/tmp/tpde-gpu-bench}
 LAYERS=${LAYERS:-8}
 REPS=${REPS:-7}
+PLANES=${PLANES:-rans,zstd}
+MODES=${MODES:-inline,plain}
+CONFIGS=${CONFIGS:-default,wide,cpupos}
 TESTS=${TESTS:-.gpu-carry/gpu_parity}
 LOG=${OUT:-$DATA}
 mkdir -p "$DATA" "$LOG"
@@ -66,17 +76,18 @@ fi
 export LD_LIBRARY_PATH="${libdirs#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
 
-if [ -x "$TESTS" ]; then
+if [ -n "$TESTS" ] && [ -x "$TESTS" ]; then
   echo "== GPU parity tests"
   "$TESTS" --test-threads=1 2>&1 | tee "$LOG/gpu_parity.log" | grep -E "^test |test result|skipped|panicked|device:" | head -40
 fi
 
 echo "== inputs"
 t0=$(date +%s)
-gen_args=(gen --dir "$DATA" --layers "$LAYERS")
+rm -f "$DATA"/synth/*.tpde "$DATA"/corpus/*.tpde
+gen_args=(gen --dir "$DATA" --layers "$LAYERS" --planes "$PLANES" --modes "$MODES")
 [ -f "$CORPUS" ] && gen_args+=(--corpus "$CORPUS")
 "$BIN" "${gen_args[@]}" 2>&1 | tee "$LOG/gen.log" || exit 1
 echo "inputs ready in $(( $(date +%s) - t0 )) s"
 
 echo "== bench"
-"$BIN" run --dir "$DATA" --reps "$REPS" 2>&1 | tee "$LOG/bench.log"
+"$BIN" run --dir "$DATA" --reps "$REPS" --configs "$CONFIGS" 2>&1 | tee "$LOG/bench.log"

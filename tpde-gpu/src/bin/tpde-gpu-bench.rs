@@ -3,14 +3,21 @@
 //!
 //! ```text
 //! tpde-gpu-bench gen  --dir D [--layers 8] [--small] [--corpus ARCHIVE]
-//! tpde-gpu-bench run  --dir D [--reps 7] [--device 0]
-//! tpde-gpu-bench pack --base B --target T --out A     (packs a pair, inline base)
+//!                     [--planes rans|zstd|rans,zstd] [--modes inline,plain]
+//! tpde-gpu-bench run  --dir D [--reps 7] [--device 0] [--configs default,wide,cpupos]
+//! tpde-gpu-bench pack --base B --target T --out A [--planes rans|zstd]
+//!                     (packs a pair, inline base)
 //! ```
 //!
 //! `gen` writes a synthetic bf16 model slice with Llama-3-8B projection
-//! shapes (base and fine-tuned target safetensors, and their archives with a
-//! compressed and a plain inline base) and, given a corpus archive, unpacks
-//! its target safetensors. `run` prints one table:
+//! shapes (base and fine-tuned target safetensors) and packs them once per
+//! plane coder and base mode: `inline-<coder>.tpde` (inline compressed base)
+//! and `plain-<coder>.tpde` (inline plain base). Given a corpus archive (a
+//! pair with its base inline) it writes that archive's target and base as
+//! safetensors and repacks them the same way, so every coder is measured on
+//! the same tensors. `--planes` defaults to the library's default coder
+//! (rANS); `--modes` to both base modes. `run` benches every `*.tpde` in
+//! `D/synth` and `D/corpus` and prints one table:
 //! - A: read the target safetensors (page cache, mmap) and copy each tensor
 //!   to its own device buffer with a pageable `cuMemcpyHtoD`;
 //! - B: the same through pinned staging (parallel memcpy into a ring of
@@ -34,7 +41,8 @@ use std::time::Instant;
 use cudarc::driver::{result as cu, CudaContext, CudaStream};
 use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
-use tpde_format::format::{ChunkKind, Dtype, Op, Payload};
+use tpde_format::codec::stream::PlaneCoder;
+use tpde_format::format::{ChunkKind, Codec, Dtype, Op, Payload, PlaneCodec};
 use tpde_format::pack::{pack, BaseMode, PackOptions};
 use tpde_format::read::Table;
 use tpde_format::safetensors::{make_header, Checkpoint, SourceFile};
@@ -60,6 +68,62 @@ fn arg<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
         .map(|s| s.as_str())
 }
 
+/// The file-name tag of a plane coder.
+fn coder_name(c: PlaneCoder) -> &'static str {
+    match c {
+        PlaneCoder::Rans => "rans",
+        PlaneCoder::Zstd => "zstd",
+    }
+}
+
+/// `--planes`: a comma-separated list of plane coders; absent means the
+/// library's default coder.
+fn parse_coders(s: Option<&str>) -> Res<Vec<PlaneCoder>> {
+    let Some(s) = s else {
+        return Ok(vec![PlaneCoder::default()]);
+    };
+    let mut v = Vec::new();
+    for name in s.split(',').filter(|n| !n.is_empty()) {
+        let c = match name {
+            "rans" => PlaneCoder::Rans,
+            "zstd" => PlaneCoder::Zstd,
+            "both" => {
+                v.extend([PlaneCoder::Rans, PlaneCoder::Zstd]);
+                continue;
+            }
+            other => return Err(format!("--planes: unknown coder {other:?} (rans|zstd)").into()),
+        };
+        if !v.contains(&c) {
+            v.push(c);
+        }
+    }
+    if v.is_empty() {
+        return Err("--planes: no coder named".into());
+    }
+    Ok(v)
+}
+
+/// `--modes`: which inline base modes `gen` packs (inline = compressed
+/// base, plain = base stored raw).
+fn parse_modes(s: Option<&str>) -> Res<Vec<(BaseMode, &'static str)>> {
+    let mut v = Vec::new();
+    for name in s
+        .unwrap_or("inline,plain")
+        .split(',')
+        .filter(|n| !n.is_empty())
+    {
+        v.push(match name {
+            "inline" => (BaseMode::Inline, "inline"),
+            "plain" => (BaseMode::InlinePlain, "plain"),
+            other => return Err(format!("--modes: unknown mode {other:?} (inline|plain)").into()),
+        });
+    }
+    if v.is_empty() {
+        return Err("--modes: no mode named".into());
+    }
+    Ok(v)
+}
+
 fn real_main() -> Res<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let dir = PathBuf::from(arg(&args, "--dir").unwrap_or("bench-data"));
@@ -67,16 +131,19 @@ fn real_main() -> Res<()> {
         Some("gen") => {
             let layers: usize = arg(&args, "--layers").unwrap_or("8").parse()?;
             let small = args.iter().any(|a| a == "--small");
-            gen_synth(&dir.join("synth"), layers, small)?;
+            let coders = parse_coders(arg(&args, "--planes"))?;
+            let modes = parse_modes(arg(&args, "--modes"))?;
+            gen_synth(&dir.join("synth"), layers, small, &coders, &modes)?;
             if let Some(c) = arg(&args, "--corpus") {
-                gen_corpus(&dir.join("corpus"), Path::new(c))?;
+                gen_corpus(&dir.join("corpus"), Path::new(c), &coders)?;
             }
             Ok(())
         }
         Some("run") => {
             let reps: usize = arg(&args, "--reps").unwrap_or("7").parse()?;
             let device: usize = arg(&args, "--device").unwrap_or("0").parse()?;
-            run(&dir, reps.max(1), device)
+            let configs = arg(&args, "--configs").unwrap_or("default,wide,cpupos");
+            run(&dir, reps.max(1), device, configs)
         }
         Some("cpu") => {
             // The CPU half alone, for machines without a GPU.
@@ -84,11 +151,12 @@ fn real_main() -> Res<()> {
             let a = Archive::open(path)?;
             let st = stats(&a);
             println!(
-                "{path}: {:.3} GB archive, {:.3} GB targets, {:.3} GB staged for delta chunks; {}",
+                "{path}: {:.3} GB archive, {:.3} GB targets, {:.3} GB staged for delta chunks; {}; streams {}",
                 st.bytes as f64 / 1e9,
                 st.target_bytes as f64 / 1e9,
                 st.staged as f64 / 1e9,
-                st.kinds
+                st.kinds,
+                st.codecs
             );
             let rings = Rings::new();
             for (onto, dev) in [(false, true), (true, true), (true, false)] {
@@ -119,8 +187,18 @@ fn real_main() -> Res<()> {
             ) else {
                 return Err("pack needs --base --target --out".into());
             };
-            let r = pack_pair(Path::new(b), Path::new(t), Path::new(o), BaseMode::Inline)?;
-            println!("{o}: {r} bytes");
+            let coders = parse_coders(arg(&args, "--planes"))?;
+            let [coder] = coders[..] else {
+                return Err("pack takes one coder in --planes".into());
+            };
+            let r = pack_pair(
+                Path::new(b),
+                Path::new(t),
+                Path::new(o),
+                BaseMode::Inline,
+                coder,
+            )?;
+            println!("{o}: {r} bytes, {} planes", coder_name(coder));
             Ok(())
         }
         _ => Err("usage: tpde-gpu-bench gen|run|pack [options] (see the source header)".into()),
@@ -177,7 +255,13 @@ fn gen_tensor(seed: u64, n: usize, base: &mut [u8], target: &mut [u8]) {
     let _ = n;
 }
 
-fn gen_synth(dir: &Path, layers: usize, small: bool) -> Res<()> {
+fn gen_synth(
+    dir: &Path,
+    layers: usize,
+    small: bool,
+    coders: &[PlaneCoder],
+    modes: &[(BaseMode, &'static str)],
+) -> Res<()> {
     std::fs::create_dir_all(dir)?;
     let (h, kv, ff) = if small {
         (256u64, 64u64, 896u64)
@@ -229,43 +313,130 @@ fn gen_synth(dir: &Path, layers: usize, small: bool) -> Res<()> {
         total as f64 / 1e9,
         t0.elapsed().as_secs_f64()
     );
-    for (mode, name) in [
-        (BaseMode::Inline, "inline.tpde"),
-        (BaseMode::InlinePlain, "plain.tpde"),
-    ] {
-        let t0 = Instant::now();
-        let out = dir.join(name);
-        let bytes = pack_pair(&base_path, &target_path, &out, mode)?;
-        println!(
-            "synth: packed {name} ({:.2} GB) in {:.1} s",
-            bytes as f64 / 1e9,
-            t0.elapsed().as_secs_f64()
-        );
+    pack_all(dir, "synth", &base_path, &target_path, coders, modes)
+}
+
+/// Packs `base`/`target` into `dir/<mode>-<coder>.tpde` for every pair.
+fn pack_all(
+    dir: &Path,
+    label: &str,
+    base: &Path,
+    target: &Path,
+    coders: &[PlaneCoder],
+    modes: &[(BaseMode, &'static str)],
+) -> Res<()> {
+    for &(mode, mode_name) in modes {
+        for &coder in coders {
+            let name = format!("{mode_name}-{}.tpde", coder_name(coder));
+            let t0 = Instant::now();
+            let bytes = pack_pair(base, target, &dir.join(&name), mode, coder)?;
+            println!(
+                "{label}: packed {name} ({:.4} GB) in {:.1} s on {} threads",
+                bytes as f64 / 1e9,
+                t0.elapsed().as_secs_f64(),
+                rayon::current_num_threads()
+            );
+        }
     }
     Ok(())
 }
 
-fn pack_pair(base: &Path, target: &Path, out: &Path, mode: BaseMode) -> Res<u64> {
+fn pack_pair(
+    base: &Path,
+    target: &Path,
+    out: &Path,
+    mode: BaseMode,
+    coder: PlaneCoder,
+) -> Res<u64> {
     let t = Checkpoint::open(target)?;
     let b = Checkpoint::open(base)?;
     let opts = PackOptions {
-        write: tpde_format::WriteOptions::default().with_overwrite(true),
+        write: tpde_format::WriteOptions::default()
+            .with_overwrite(true)
+            .with_plane_coder(coder),
         base_mode: mode,
     };
     Ok(pack(&t, Some(&b), out, &opts, &mut |_| {})?.archive_bytes)
 }
 
-fn gen_corpus(dir: &Path, archive: &Path) -> Res<()> {
+/// Writes the corpus archive's target and its inline base tables as
+/// safetensors, then repacks them with every coder (inline compressed
+/// base), so the coders are compared on the same real pair.
+fn gen_corpus(dir: &Path, archive: &Path, coders: &[PlaneCoder]) -> Res<()> {
     std::fs::create_dir_all(dir)?;
     let a = Archive::open(archive)?;
-    let out = dir.join("target.safetensors");
+    let target = dir.join("target.safetensors");
     let opts = tpde_format::unpack::UnpackOptions {
         overwrite: true,
         tensors: Vec::new(),
     };
-    tpde_format::unpack::unpack(&a, &NoBase, &out, &opts, &mut |_| {})?;
-    std::fs::copy(archive, dir.join("inline.tpde"))?;
-    println!("corpus: unpacked {}", out.display());
+    tpde_format::unpack::unpack(&a, &NoBase, &target, &opts, &mut |_| {})?;
+    let base = dir.join("base.safetensors");
+    write_inline_bases(&a, &base)?;
+    println!(
+        "corpus: wrote {} and {} ({} base tensors) from {}",
+        target.display(),
+        base.display(),
+        a.index().bases.len(),
+        archive.display()
+    );
+    pack_all(
+        dir,
+        "corpus",
+        &base,
+        &target,
+        coders,
+        &[(BaseMode::Inline, "inline")],
+    )
+}
+
+/// The archive's inline base table as one safetensors file (CPU decode,
+/// CRC-checked, digests compared with the archive's).
+fn write_inline_bases<D: AsRef<[u8]> + Sync>(a: &Archive<D>, out: &Path) -> Res<()> {
+    let bases = &a.index().bases;
+    if bases.is_empty() {
+        return Err("corpus archive has no inline base".into());
+    }
+    let list: Vec<(&str, Dtype, &[u64])> = bases
+        .iter()
+        .map(|r| (r.name.as_str(), r.dtype, r.shape.as_slice()))
+        .collect();
+    let header = make_header(&list);
+    let mut f = std::io::BufWriter::new(std::fs::File::create(out)?);
+    f.write_all(&(header.len() as u64).to_le_bytes())?;
+    f.write_all(&header)?;
+    let mut scratch = tpde_format::codec::chunk::DecodeScratch::default();
+    for (i, r) in bases.iter().enumerate() {
+        let len = r.byte_len().ok_or("base tensor size overflows")? as usize;
+        let w = r.dtype.width();
+        let mut buf = vec![0u8; len];
+        match a.plain_bytes(Table::Base, i)? {
+            Some(b) => buf.copy_from_slice(b),
+            None => {
+                if let Payload::Chunked { chunks, .. } = &r.payload {
+                    for (ci, c) in chunks.iter().enumerate() {
+                        let stored = a.chunk_bytes(Table::Base, i, ci, c)?;
+                        let lo = c.elem_start as usize * w;
+                        let hi = lo + c.elem_count as usize * w;
+                        tpde_format::codec::chunk::decode_into(
+                            c,
+                            w,
+                            stored,
+                            &mut buf[lo..hi],
+                            &mut scratch,
+                        )
+                        .map_err(|e| format!("base {}: chunk {ci}: {e}", r.name))?;
+                    }
+                }
+            }
+        }
+        let digest: [u8; 32] = Sha256::digest(&buf).into();
+        if digest != r.sha256 {
+            return Err(format!("base {}: digest differs from the archive's", r.name).into());
+        }
+        f.write_all(&buf)?;
+    }
+    f.flush()?;
     Ok(())
 }
 
@@ -514,6 +685,8 @@ struct ArchiveStats {
     delta_stored: u64,
     staged: u64,
     kinds: String,
+    /// Streams / planes per codec, over every chunk (bases too).
+    codecs: String,
 }
 
 fn stats<D: AsRef<[u8]> + Sync>(a: &Archive<D>) -> ArchiveStats {
@@ -523,8 +696,43 @@ fn stats<D: AsRef<[u8]> + Sync>(a: &Archive<D>) -> ArchiveStats {
         delta_stored: 0,
         staged: 0,
         kinds: String::new(),
+        codecs: String::new(),
     };
     let mut count: HashMap<(ChunkKind, Op), usize> = HashMap::new();
+    let mut codecs: HashMap<&'static str, (usize, u64)> = HashMap::new();
+    for r in a.index().tensors.iter().chain(&a.index().bases) {
+        let Payload::Chunked { chunks, .. } = &r.payload else {
+            continue;
+        };
+        for st in chunks.iter().flat_map(|c| [&c.positions, &c.values]) {
+            let mut add = |k: &'static str, n: u64| {
+                let e = codecs.entry(k).or_default();
+                e.0 += 1;
+                e.1 += n;
+            };
+            match &st.codec {
+                Codec::Raw if st.raw_len == 0 => {}
+                Codec::Raw => add("raw", st.stored_len),
+                Codec::Zstd => add("zstd", st.stored_len),
+                Codec::PerPlane(planes) => {
+                    for p in planes {
+                        match p.codec {
+                            PlaneCodec::Raw => add("plane raw", p.stored_len),
+                            PlaneCodec::Zstd => add("plane zstd", p.stored_len),
+                            PlaneCodec::Rans => add("plane rans", p.stored_len),
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut cv: Vec<_> = codecs.into_iter().collect();
+    cv.sort();
+    s.codecs = cv
+        .iter()
+        .map(|(k, (n, b))| format!("{k}:{n} ({:.3} GB)", *b as f64 / 1e9))
+        .collect::<Vec<_>>()
+        .join(" ");
     for t in &a.index().tensors {
         s.target_bytes += t.byte_len().unwrap_or(0);
         s.delta_stored += t.stored_bytes();
@@ -581,15 +789,22 @@ fn dataset(
     rows: &mut Vec<Row>,
     name: &str,
     dir: &Path,
-    archives: &[&str],
     reps: usize,
     device: usize,
+    configs_wanted: &str,
 ) -> Res<()> {
     let target = dir.join("target.safetensors");
     if !target.exists() {
         println!("{name}: {} missing, skipped", target.display());
         return Ok(());
     }
+    // Every archive `gen` wrote, sorted: inline-rans, inline-zstd, plain-...
+    let mut archives: Vec<String> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tpde"))
+        .collect();
+    archives.sort();
     let tensors = st_tensors(&target)?;
     let target_bytes: u64 = tensors.iter().map(|t| t.1 as u64).sum();
     let file = std::fs::File::open(&target)?;
@@ -599,7 +814,7 @@ fn dataset(
     let ctx = CudaContext::new(device)?;
 
     // Warm the page cache for every input.
-    for f in std::iter::once("target.safetensors").chain(archives.iter().copied()) {
+    for f in std::iter::once("target.safetensors").chain(archives.iter().map(|s| s.as_str())) {
         let _ = std::fs::read(dir.join(f))?;
     }
 
@@ -625,9 +840,14 @@ fn dataset(
     });
     let vs = |ms: f64| format!("{:.2}x vs A, {:.2}x vs B", a_ms / ms, b_ms / ms);
 
-    let configs = [
-        ("default 8x32 MiB, 2 streams", GpuOptions::default()),
+    let configs: Vec<_> = [
         (
+            "default",
+            "default 8x32 MiB, 2 streams",
+            GpuOptions::default(),
+        ),
+        (
+            "wide",
             "16x16 MiB, 4 streams",
             GpuOptions::default()
                 .with_slots(16)
@@ -635,22 +855,28 @@ fn dataset(
                 .with_streams(4),
         ),
         (
+            "cpupos",
             "default, positions decoded on the CPU",
             GpuOptions::default().with_positions_on_device(false),
         ),
-    ];
-    for file in archives {
+    ]
+    .into_iter()
+    .filter(|(key, _, _)| configs_wanted.split(',').any(|w| w == *key))
+    .map(|(_, label, opts)| (label, opts))
+    .collect();
+    for file in &archives {
         let path = dir.join(file);
         let t_open = Instant::now();
         let a = Archive::open(&path)?;
         let open_ms = t_open.elapsed().as_secs_f64() * 1e3;
         let st = stats(&a);
         println!(
-            "{name}/{file}: {:.3} GB archive, {:.3} GB stored for targets, {:.3} GB staged (cross PCIe) for delta chunks, open+validate {open_ms:.1} ms; chunks {}",
+            "{name}/{file}: {:.4} GB archive, {:.4} GB stored for targets, {:.3} GB staged (cross PCIe) for delta chunks, open+validate {open_ms:.1} ms; chunks {}; streams {}",
             st.bytes as f64 / 1e9,
             st.delta_stored as f64 / 1e9,
             st.staged as f64 / 1e9,
-            st.kinds
+            st.kinds,
+            st.codecs
         );
         for (label, opts) in &configs {
             let a = Archive::open(&path)?;
@@ -674,7 +900,7 @@ fn dataset(
                 note: format!("{}; {}", vs(ms), pipe(&gpu.last_load_stats())),
             });
         }
-        if *file == "inline.tpde" && !a.index().bases.is_empty() {
+        if file.starts_with("inline") && !a.index().bases.is_empty() {
             for (label, opts) in &configs {
                 let a = Archive::open(&path)?;
                 let gpu = GpuArchive::new(a, device, opts.clone())?;
@@ -1158,25 +1384,12 @@ fn run_descs(
 
 // ---------------------------------------------------------------- report
 
-fn run(dir: &Path, reps: usize, device: usize) -> Res<()> {
+fn run(dir: &Path, reps: usize, device: usize, configs: &str) -> Res<()> {
     let mut rows = Vec::new();
     kernel_rows(&mut rows, reps, device)?;
-    dataset(
-        &mut rows,
-        "synth",
-        &dir.join("synth"),
-        &["inline.tpde", "plain.tpde"],
-        reps,
-        device,
-    )?;
-    dataset(
-        &mut rows,
-        "corpus",
-        &dir.join("corpus"),
-        &["inline.tpde"],
-        reps,
-        device,
-    )?;
+    for name in ["synth", "corpus"] {
+        dataset(&mut rows, name, &dir.join(name), reps, device, configs)?;
+    }
     println!();
     println!("| case | median ms | min ms | GB/s | note |");
     println!("|---|---:|---:|---:|---|");
