@@ -20,10 +20,10 @@ cd "$(dirname "$0")"
 secs="${1:-60}"
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 cargo +nightly fuzz build
-for t in open_decode roundtrip equivalence; do
+for t in open_decode roundtrip equivalence rans_plane; do
     mkdir -p "corpus/$t"
     set -- "corpus/$t" "seeds/$t"
-    if [ "$t" != roundtrip ] && [ -d ../tests/vectors/v1 ]; then
+    if { [ "$t" = open_decode ] || [ "$t" = equivalence ]; } && [ -d ../tests/vectors/v1 ]; then
         set -- "$@" ../tests/vectors/v1
     fi
     echo "== fuzz target $t: $secs s"

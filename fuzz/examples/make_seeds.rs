@@ -176,6 +176,22 @@ fn main() {
     write_st(&tp11, &t11);
     write_st(&bp11, &b11);
 
+    // A fine-tune-like bf16 pair: small signed steps on most elements, so
+    // the delta's planes are skewed and coded with context-modelled rANS.
+    let fb = noise(4096 * 2, 7);
+    let ft: Vec<u8> = fb
+        .chunks_exact(2)
+        .enumerate()
+        .flat_map(|(i, h)| {
+            let v = u16::from_le_bytes([h[0], h[1]]);
+            let step = [0u16, 1, 0, 0xffff, 2, 0, 0xfffe, 0][i % 8];
+            v.wrapping_add(step).to_le_bytes()
+        })
+        .collect();
+    let (tft, bft) = (dir.join("tft.safetensors"), dir.join("bft.safetensors"));
+    write_st(&tft, &[("ft".into(), Dtype::BF16, vec![64, 64], ft)]);
+    write_st(&bft, &[("ft".into(), Dtype::BF16, vec![64, 64], fb)]);
+
     // A sharded checkpoint: two shards and the index naming them.
     let sh = dir.join("sharded");
     std::fs::create_dir(&sh).expect("mkdir");
@@ -231,6 +247,13 @@ fn main() {
             4096,
         ),
         (
+            "rans_finetune",
+            tft.clone(),
+            Some(bft.clone()),
+            BaseMode::Inline,
+            1024,
+        ),
+        (
             "v11_inline",
             tp11.clone(),
             Some(bp11.clone()),
@@ -264,6 +287,40 @@ fn main() {
                 .expect("write seed");
         }
         println!("{name}.tpde: {} bytes", bytes.len());
+    }
+
+    // rANS planes: [len u16][flags][coded plane], as the rans_plane target
+    // reads them (its context plane is derived from len and flags).
+    let rp = root.join("rans_plane");
+    std::fs::create_dir_all(&rp).expect("mkdir seeds");
+    let skewed = |i: usize| -> u8 {
+        match (i * 2654435761) % 97 {
+            0..=60 => 0,
+            61..=90 => 0xff,
+            k => k as u8,
+        }
+    };
+    let planes: [(&str, usize, u8, Vec<u8>); 5] = [
+        ("skewed_ctx", 3000, 1, bytes(3000, skewed)),
+        ("skewed", 1000, 0, bytes(1000, skewed)),
+        ("constant", 500, 0, vec![7; 500]),
+        ("noise", 256, 0, noise(256, 42)),
+        (
+            "two_symbols_ctx",
+            4096,
+            1,
+            bytes(4096, |i| (i % 3 == 0) as u8),
+        ),
+    ];
+    for (name, n, flags, plane) in planes {
+        let context: Vec<u8> = (0..n)
+            .map(|i| (i as u8).wrapping_mul(37) ^ flags.rotate_left(3))
+            .collect();
+        let ctx = (flags & 1 == 1).then_some(&context[..]);
+        let mut seed = (n as u16).to_le_bytes().to_vec();
+        seed.push(flags);
+        tpde_format::codec::entropy::encode_plane(&plane, ctx, &mut seed);
+        std::fs::write(rp.join(name), seed).expect("write seed");
     }
 
     // Round trip: arbitrary-decoded bytes; a few shapes of input.

@@ -67,3 +67,8 @@ fn equivalence_replays() {
 fn roundtrip_replays() {
     replay("roundtrip", &[], 4, fuzz::roundtrip_bytes);
 }
+
+#[test]
+fn rans_plane_replays() {
+    replay("rans_plane", &[], 4, fuzz::rans_plane);
+}
