@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""An independent reader for `.tpde` v1.0 and v1.1 archives, written only
+"""An independent reader for `.tpde` v1.0, v1.1 and v1.2 archives, written only
 from spec/FORMAT.md (section numbers below refer to it). Python 3.11, standard
 library plus `zstandard` (pip install zstandard). Nothing here comes from the
 Rust implementation.
@@ -9,8 +9,8 @@ Rust implementation.
 It checks the header (§2), the header+index CRC, the minor version (§8.2),
 decodes the bincode index by hand (§4.0), applies every validation rule of
 §3-§5.1, §8.2 and the limits of §7, reconstructs every target tensor (§5, §6,
-§9; per-plane streams §5.3, rANS planes §5.6 and widened bases §6.2
-included) checking chunk CRCs and tensor SHA-256s, reconstructs every target file and checks its SHA-256 (§10), and
+§9; per-plane streams §5.3, rANS planes §5.6, widened bases §6.2 and
+row-mapped bases §6.3 included) checking chunk CRCs and tensor SHA-256s, reconstructs every target file and checks its SHA-256 (§10), and
 with --out writes the files (and extra files) into DIR. Exit status 0 when
 everything checked, 1 when the archive (or the given base) is bad, 2 on usage
 errors.
@@ -44,7 +44,7 @@ HEADER_LEN = 64
 ALIGN = 64
 REQUIRED_FLAGS = 0x0000FFFF
 KNOWN_REQUIRED_FLAGS = 0
-KNOWN_MINOR = 1  # §8.2: the newest minor this reader implements
+KNOWN_MINOR = 2  # §8.2: the newest minor this reader implements
 
 # §4.1: code -> (safetensors name, width)
 DTYPES = [
@@ -57,7 +57,8 @@ KINDS = ["zero", "dense", "sparse"]  # §5.2
 OPS = ["xor", "add", "replace", "add-zigzag"]  # §6.1 ("add-zigzag" = AddZigzag, v1.1)
 CODECS = ["raw", "zstd", "planes"]  # §5.3 ("planes" = PerPlane, v1.1)
 PLANE_CODECS = ["raw", "zstd", "rans"]  # §5.3 (v1.1; "rans": §5.6)
-BASE_KINDS = ["none", "inline", "external", "inline_widened", "external_widened"]  # §4.5
+BASE_KINDS = ["none", "inline", "external", "inline_widened", "external_widened",
+              "inline_rows", "external_rows"]  # §4.5 (5, 6: v1.2)
 
 # §7: the reference defaults.
 LIMITS = {
@@ -183,6 +184,10 @@ def read_chunk(c: Cursor) -> dict:
     }
 
 
+def read_rows(c: Cursor) -> list:  # §4.0.5 (v1.2): RowRun, 24 bytes
+    return c.vec(lambda: [c.u64(), c.u64(), c.u64()], 24)
+
+
 def read_tensor(c: Cursor) -> dict:
     name = c.string()
     code = c.variant(DTYPES, "dtype")
@@ -195,9 +200,14 @@ def read_tensor(c: Cursor) -> dict:
         base = {"kind": b, "index": c.u32()}
     elif b == "external":
         base = {"kind": b, "file": c.u32(), "name": c.string(), "sha256": c.digest()}
-    else:
+    elif b == "external_widened":
         base = {"kind": b, "file": c.u32(), "name": c.string(), "sha256": c.digest(),
                 "dtype": DTYPES[c.variant(DTYPES, "base dtype")][0]}
+    elif b == "inline_rows":  # §4.0.5 (v1.2)
+        base = {"kind": b, "index": c.u32(), "rows": read_rows(c)}
+    else:
+        base = {"kind": b, "file": c.u32(), "name": c.string(), "sha256": c.digest(),
+                "shape": c.vec(c.u64, 8), "rows": read_rows(c)}
     p = c.variant(["plain", "chunked"], "payload")
     if p == 0:
         payload = {"kind": "plain", "offset": c.u64(), "len": c.u64(), "crc32": c.u32()}
@@ -376,6 +386,27 @@ def validate(data: bytes, header: dict, idx: dict) -> None:
             if (bt["payload"]["kind"] == "chunked" and t["payload"]["kind"] == "chunked"
                     and bt["payload"]["chunk_elems"] > t["payload"]["chunk_elems"]):
                 raise FormatError(f"{where}: inline base has larger chunks than the tensor")
+        elif b["kind"] == "inline_rows":  # §4.5, §6.3 (v1.2)
+            if b["index"] >= len(bases):
+                raise FormatError(f"{where}: inline base index out of range")
+            bt = bases[b["index"]]
+            if bt["dtype"] != t["dtype"]:
+                raise FormatError(f"{where}: row-mapped inline base dtype differs")
+            check_row_map(t["shape"], bt["shape"], b["rows"], where)
+            if (bt["payload"]["kind"] == "chunked" and t["payload"]["kind"] == "chunked"
+                    and bt["payload"]["chunk_elems"] > t["payload"]["chunk_elems"]):
+                raise FormatError(f"{where}: inline base has larger chunks than the tensor")
+        elif b["kind"] == "external_rows":
+            if b["file"] >= len(idx["base_files"]):
+                raise FormatError(f"{where}: external base file index out of range")
+            n = 1
+            for d in b["shape"]:
+                n *= d
+            if n * t["width"] > U64_MAX:
+                raise FormatError(f"{where}: base element count overflows")
+            if n * t["width"] > LIMITS["max_tensor_bytes"]:
+                raise FormatError(f"{where}: limit max_tensor_bytes exceeded by the base")
+            check_row_map(t["shape"], b["shape"], b["rows"], where)
         elif b["kind"] in ("external", "external_widened"):
             if b["file"] >= len(idx["base_files"]):
                 raise FormatError(f"{where}: external base file index out of range")
@@ -403,8 +434,28 @@ def validate(data: bytes, header: dict, idx: dict) -> None:
     check_layout(data, header, idx)
 
 
+def check_row_map(tshape: list, bshape: list, rows: list, where: str) -> None:  # §6.3.1
+    if not tshape or len(tshape) != len(bshape) or tshape[1:] != bshape[1:]:
+        raise FormatError(f"{where}: row-mapped base shape {bshape} does not fit {tshape}")
+    t_next = b_next = 0
+    for start, base_start, count in rows:
+        if count < 1:
+            raise FormatError(f"{where}: empty row run")
+        if start + count > U64_MAX or base_start + count > U64_MAX:
+            raise FormatError(f"{where}: row run overflows")
+        if start < t_next or base_start < b_next:
+            raise FormatError(f"{where}: row runs overlap or are out of order")
+        if start + count > tshape[0] or base_start + count > bshape[0]:
+            raise FormatError(f"{where}: row run past the last row")
+        t_next, b_next = start + count, base_start + count
+
+
 def check_minor_features(header: dict, idx: dict) -> None:
     """§8.2: a file uses only variants that its `minor` defines."""
+    if header["minor"] < 2:
+        for t in idx["tensors"]:
+            if t["base"]["kind"] in ("inline_rows", "external_rows"):
+                raise FormatError(f"{tname(t, False)}: a row-mapped base (v1.2) in a minor {header['minor']} file")
     if header["minor"] >= 1:
         return
     for table, is_base in ((idx["bases"], True), (idx["tensors"], False)):
@@ -963,6 +1014,14 @@ class Reader:
             return widen(self.inline_base(b["index"]), bt["dtype"], t["dtype"])
         if b["kind"] == "external":
             return self.external_base(t, b, t["dtype"], nbytes)
+        if b["kind"] == "inline_rows":  # §6.3.2 (v1.2)
+            return row_predictor(t, self.inline_base(b["index"]), b["rows"])
+        if b["kind"] == "external_rows":
+            bn = 1
+            for d in b["shape"]:
+                bn *= d
+            data = self.external_base(t, b, t["dtype"], bn * t["width"], b["shape"])
+            return row_predictor(t, data, b["rows"])
         narrow = self.external_base(t, b, b["dtype"], n * DTYPES_BY_NAME[b["dtype"]])
         return widen(narrow, b["dtype"], t["dtype"])
 
@@ -977,7 +1036,7 @@ class Reader:
             self.inline_cache[i] = data
         return self.inline_cache[i]
 
-    def external_base(self, t: dict, b: dict, dtype: str, nbytes: int) -> bytes:
+    def external_base(self, t: dict, b: dict, dtype: str, nbytes: int, shape=None) -> bytes:
         """The supplied base tensor, checked against the record (§4.5): its
         dtype (the recorded narrow dtype for a widened base), shape, byte
         length and SHA-256."""
@@ -987,8 +1046,9 @@ class Reader:
             raise FormatError(
                 f"tensor {t['name']!r} needs base tensor {b['name']!r} of base file {bf['name']!r} "
                 f"(sha256 {bf['sha256'].hex()}): pass it with --base")
-        got_dtype, shape, data = got
-        if got_dtype != dtype or shape != t["shape"] or len(data) != nbytes \
+        got_dtype, got_shape, data = got
+        want_shape = t["shape"] if shape is None else shape
+        if got_dtype != dtype or got_shape != want_shape or len(data) != nbytes \
                 or hashlib.sha256(data).digest() != b["sha256"]:
             raise FormatError(
                 f"base tensor {b['name']!r} is not the one the archive was packed against "
@@ -1028,6 +1088,17 @@ class Reader:
             yield x["name"], x["contents"]
 
 
+def row_predictor(t: dict, base: bytes, rows: list) -> bytes:  # §6.3.2 (v1.2)
+    """The target-sized predictor: mapped rows copied from the base, the rest zero."""
+    rb = t["width"]
+    for d in t["shape"][1:]:
+        rb *= d
+    out = bytearray(elem_count(t) * t["width"])
+    for start, base_start, count in rows:
+        out[start * rb:(start + count) * rb] = base[base_start * rb:(base_start + count) * rb]
+    return bytes(out)
+
+
 def describe_stream(s: dict) -> list:
     d = [s["stored_len"], s["raw_len"], s["codec"]]
     if s["codec"] == "planes":
@@ -1054,7 +1125,7 @@ def describe_tensor(t: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="Independent .tpde v1.0/v1.1 reader (spec/FORMAT.md).")
+    ap = argparse.ArgumentParser(description="Independent .tpde v1.0-v1.2 reader (spec/FORMAT.md).")
     ap.add_argument("archive")
     ap.add_argument("--base", action="append", default=[],
                     help="external base: a .safetensors file or a directory of them (repeatable)")

@@ -1,4 +1,4 @@
-//! Writes the golden vectors of format major 1 (v1.0 and v1.1) into
+//! Writes the golden vectors of format major 1 (v1.0, v1.1 and v1.2) into
 //! `tests/vectors/v1/`.
 //!
 //! Run: `cargo run -p tpde-tests --example make_vectors`.
@@ -31,6 +31,8 @@ const BASE_FILE: &str = "base.safetensors";
 /// The external base file of the v1.1 vectors (a new file: the v1.0 one is
 /// never rewritten).
 const BASE_FILE_V11: &str = "base_v11.safetensors";
+/// The external base file of the v1.2 (row-mapped base) vectors.
+const BASE_FILE_V12: &str = "base_v12.safetensors";
 
 enum Target {
     /// One safetensors file: name, tensors, `__metadata__`.
@@ -856,6 +858,125 @@ fn rans_vectors() -> Vec<Vector> {
     ]
 }
 
+// ---- v1.2: row-mapped bases (spec §6.3) -------------------------------------
+
+/// `rows` rows of `cols` random elements of dtype `d`.
+fn random_rows(rng: &mut Rng, d: Dtype, rows: usize, cols: usize) -> Vec<Vec<u8>> {
+    (0..rows)
+        .map(|_| {
+            let mut r = vec![0u8; cols * d.width()];
+            for i in 0..cols {
+                put(&mut r, i, d.width(), random_word(rng, d));
+            }
+            r
+        })
+        .collect()
+}
+
+/// Tensors whose base has another row count. Rows of 12 elements against
+/// 128-element chunks, so rows and runs straddle chunk boundaries.
+fn v12_set() -> (Vec<TensorData>, Vec<TensorData>) {
+    let mut rng = Rng(0x12_0a5e_2026_1126);
+    let (mut target, mut base) = (Vec::new(), Vec::new());
+    let flat = |rows: &[Vec<u8>]| rows.concat();
+    // A pruned vocabulary: every third base row dropped (runs of 2 rows),
+    // the rest verbatim (zero chunks).
+    let b = random_rows(&mut rng, Dtype::F32, 60, 12);
+    let t: Vec<Vec<u8>> = b
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 3 != 1)
+        .map(|(_, r)| r.clone())
+        .collect();
+    base.push(td("vocab.pruned", Dtype::F32, &[60, 12], flat(&b)));
+    target.push(td("vocab.pruned", Dtype::F32, &[40, 12], flat(&t)));
+    // An extended vocabulary, trained: the 40 base rows with a few edited
+    // elements in some rows (aligned gaps between verbatim rows), then 10
+    // new rows (predicted by zero).
+    let b = random_rows(&mut rng, Dtype::BF16, 40, 12);
+    let mut t = b.clone();
+    for (i, row) in t.iter_mut().enumerate() {
+        if i % 4 == 3 {
+            let k = rng.below(12) as usize;
+            let x = get(row, k, 2);
+            put(row, k, 2, x ^ 1);
+        }
+    }
+    t.extend(random_rows(&mut rng, Dtype::BF16, 10, 12));
+    base.push(td("vocab.extended", Dtype::BF16, &[40, 12], flat(&b)));
+    target.push(td("vocab.extended", Dtype::BF16, &[50, 12], flat(&t)));
+    // Rows of a base tensor of another name, with two new rows inserted in
+    // the middle and the first base row dropped (a decoy of the same
+    // trailing shape comes first).
+    base.push(td(
+        "decoy.i16",
+        Dtype::I16,
+        &[30, 12],
+        flat(&random_rows(&mut rng, Dtype::I16, 30, 12)),
+    ));
+    let b = random_rows(&mut rng, Dtype::I16, 30, 12);
+    let mut t: Vec<Vec<u8>> = b[1..15].to_vec();
+    t.extend(random_rows(&mut rng, Dtype::I16, 2, 12));
+    t.extend(b[15..].iter().cloned());
+    base.push(td("embed.old", Dtype::I16, &[30, 12], flat(&b)));
+    target.push(td("embed.new", Dtype::I16, &[31, 12], flat(&t)));
+    // Same name, every row trained, fewer rows: no verbatim row, so row i
+    // predicts row i (one prefix run) and the delta holds the training.
+    let b = random_rows(&mut rng, Dtype::F16, 24, 12);
+    let mut t: Vec<Vec<u8>> = b[..20].to_vec();
+    for row in &mut t {
+        let x = get(row, 5, 2);
+        put(row, 5, 2, x ^ 3);
+    }
+    base.push(td("vocab.cut_trained", Dtype::F16, &[24, 12], flat(&b)));
+    target.push(td("vocab.cut_trained", Dtype::F16, &[20, 12], flat(&t)));
+    // A 3-d tensor (rows are [4, 3] slices) grown by one row.
+    let b = random_rows(&mut rng, Dtype::U8, 16, 12);
+    let mut t = b.clone();
+    t.insert(7, random_rows(&mut rng, Dtype::U8, 1, 12).remove(0));
+    base.push(td("cube.u8", Dtype::U8, &[16, 4, 3], flat(&b)));
+    target.push(td("cube.u8", Dtype::U8, &[17, 4, 3], flat(&t)));
+    (target, base)
+}
+
+fn v12_vectors() -> Vec<Vector> {
+    let (t, b) = v12_set();
+    let v = |name, description, mode| Vector {
+        name,
+        description,
+        chunk_elems: 128,
+        target: Target::Single("target.safetensors", t.clone(), None),
+        base: Some((b.clone(), mode)),
+        base_file: BASE_FILE_V12,
+        max_minor: 2,
+        expect_minor: 2,
+        plane_coder: PlaneCoder::Rans,
+        craft: None,
+    };
+    vec![
+        v(
+            "v12_rows_inline",
+            "v1.2 row-mapped bases (InlineRows), inline compressed base: a pruned \
+             vocabulary (runs of 2 rows), an extended and trained one (aligned gaps \
+             filled, new rows predicted by zero), rows of a renamed base with rows \
+             inserted and dropped, a cut and trained vocabulary (one prefix run), a 3-d \
+             tensor grown by a row; rows straddle 128-element chunks",
+            BaseMode::Inline,
+        ),
+        v(
+            "v12_rows_inline_plain",
+            "v1.2: the inputs of v12_rows_inline with plain inline bases",
+            BaseMode::InlinePlain,
+        ),
+        v(
+            "v12_rows_external",
+            "v1.2: the inputs of v12_rows_inline against the external base \
+             base_v12.safetensors (ExternalRows: the base tensor's digest and shape)",
+            BaseMode::External,
+        ),
+    ]
+}
+
 fn vectors() -> Vec<Vector> {
     let (dt, db) = delta_set();
     let half = dt.len() / 2;
@@ -956,6 +1077,7 @@ fn vectors() -> Vec<Vector> {
     .into_iter()
     .chain(v11_vectors())
     .chain(rans_vectors())
+    .chain(v12_vectors())
     .collect()
 }
 

@@ -178,6 +178,11 @@ struct Coverage {
     renamed: BTreeSet<&'static str>,
     /// Two targets share one inline base.
     shared_inline_base: bool,
+    // v1.2
+    /// Base modes of row-mapped bases.
+    row_modes: BTreeSet<&'static str>,
+    /// What the row maps exercise.
+    row_features: BTreeSet<&'static str>,
     minors: BTreeSet<u16>,
     // rANS planes (spec §5.6), read from their first bytes.
     /// Mode bytes of `Rans` planes (§5.6.1).
@@ -325,11 +330,15 @@ fn cover(a: &Archive<Vec<u8>>, base_file: Option<&Checkpoint>, c: &mut Coverage)
             BaseRef::External { .. } => "external",
             BaseRef::InlineWidened { .. } => "inline-widened",
             BaseRef::ExternalWidened { .. } => "external-widened",
+            BaseRef::InlineRows { .. } => "inline-rows",
+            BaseRef::ExternalRows { .. } => "external-rows",
         });
         c.standalone_in_delta |= has_base && t.base == BaseRef::None;
         // v1.1: which bases, under which names, widened from what.
         let (base_name, mode) = match &t.base {
-            BaseRef::Inline { index } | BaseRef::InlineWidened { index } => {
+            BaseRef::Inline { index }
+            | BaseRef::InlineWidened { index }
+            | BaseRef::InlineRows { index, .. } => {
                 *inline_users.entry(*index).or_default() += 1;
                 let b = &idx.bases[*index as usize];
                 let mode = match b.payload {
@@ -338,12 +347,47 @@ fn cover(a: &Archive<Vec<u8>>, base_file: Option<&Checkpoint>, c: &mut Coverage)
                 };
                 (Some(b.name.as_str()), mode)
             }
-            BaseRef::External { name, .. } | BaseRef::ExternalWidened { name, .. } => {
-                (Some(name.as_str()), "external")
-            }
+            BaseRef::External { name, .. }
+            | BaseRef::ExternalWidened { name, .. }
+            | BaseRef::ExternalRows { name, .. } => (Some(name.as_str()), "external"),
             BaseRef::None => (None, "none"),
         };
-        if base_name.is_some_and(|n| n != t.name) {
+        if let Some(map) = t.base.rows() {
+            // v1.2 (spec §6.3).
+            c.row_modes.insert(mode);
+            let row_elems: u64 = t.shape[1..].iter().product();
+            let ce = match &t.payload {
+                Payload::Chunked { chunk_elems, .. } => *chunk_elems,
+                Payload::Plain { .. } => u64::MAX,
+            };
+            let covered: u64 = map.iter().map(|r| r.count).sum();
+            for (has, what) in [
+                (covered < t.shape[0], "rows predicted by zero"),
+                (
+                    base_name != Some(t.name.as_str()),
+                    "rows of a base of another name",
+                ),
+                (map.len() > 1, "several runs"),
+                (
+                    map.len() == 1 && map[0].start == 0 && map[0].base_start == 0,
+                    "one prefix run",
+                ),
+                (t.shape.len() > 2, "a tensor of rank 3"),
+                (
+                    map.iter()
+                        .any(|r| !(r.start * row_elems).is_multiple_of(ce)),
+                    "a run starting mid-chunk",
+                ),
+                (
+                    map.iter().any(|r| r.start != r.base_start),
+                    "runs shifted against the base",
+                ),
+            ] {
+                if has {
+                    c.row_features.insert(what);
+                }
+            }
+        } else if base_name.is_some_and(|n| n != t.name) {
             c.renamed.insert(mode);
         }
         let widened_from = match &t.base {
@@ -449,8 +493,10 @@ fn vectors_cover_every_dtype_kind_op_and_codec() {
         c.target_bases,
         [
             "external",
+            "external-rows",
             "external-widened",
             "inline",
+            "inline-rows",
             "inline-widened",
             "none"
         ]
@@ -477,7 +523,7 @@ fn vectors_cover_every_dtype_kind_op_and_codec() {
     );
 
     // v1.1 (spec §5.3, §6.2, §8.2, §11).
-    assert_eq!(c.minors, [0, 1].into(), "header minors");
+    assert_eq!(c.minors, [0, 1, 2].into(), "header minors");
     assert_eq!(
         c.plane_codecs,
         ["rans", "raw", "zstd"].into(),
@@ -532,6 +578,27 @@ fn vectors_cover_every_dtype_kind_op_and_codec() {
         "renamed tensors matched by content, each base mode"
     );
     assert!(c.shared_inline_base, "two targets sharing one inline base");
+
+    // v1.2 row-mapped bases (spec §6.3).
+    assert_eq!(
+        c.row_modes,
+        ["external", "inline", "inline_plain"].into(),
+        "row-mapped bases in each base mode"
+    );
+    assert_eq!(
+        c.row_features,
+        [
+            "a run starting mid-chunk",
+            "a tensor of rank 3",
+            "one prefix run",
+            "rows of a base of another name",
+            "rows predicted by zero",
+            "runs shifted against the base",
+            "several runs",
+        ]
+        .into(),
+        "row maps"
+    );
 
     // rANS planes (spec §5.6).
     assert_eq!(

@@ -95,6 +95,12 @@ fn chunk_json(c: &Chunk) -> Value {
     ])
 }
 
+fn rows_json(rows: &[tpde_format::format::RowRun]) -> Value {
+    rows.iter()
+        .map(|r| json!([r.start, r.base_start, r.count]))
+        .collect()
+}
+
 /// A Rust tensor record in the shape the spec reader reports it.
 fn tensor_json(t: &TensorRecord) -> Value {
     let base = match &t.base {
@@ -111,6 +117,17 @@ fn tensor_json(t: &TensorRecord) -> Value {
             dtype,
         } => json!({"kind": "external_widened", "file": file, "name": name,
                     "sha256": hex(sha256), "dtype": dtype.name()}),
+        BaseRef::InlineRows { index, rows } => {
+            json!({"kind": "inline_rows", "index": index, "rows": rows_json(rows)})
+        }
+        BaseRef::ExternalRows {
+            file,
+            name,
+            sha256,
+            shape,
+            rows,
+        } => json!({"kind": "external_rows", "file": file, "name": name,
+                    "sha256": hex(sha256), "shape": shape, "rows": rows_json(rows)}),
     };
     let mut v = json!({
         "name": t.name,
@@ -486,8 +503,9 @@ fn spec_reader_refuses_v11_violations() {
         b
     };
     // A newer minor, checked after the CRC.
-    assert!(failing(&set_minor(2, false), None).contains("header/index CRC"));
-    assert!(failing(&set_minor(2, true), None).contains("newer reader"));
+    let newer = tpde_format::format::VERSION_MINOR + 1;
+    assert!(failing(&set_minor(newer, false), None).contains("header/index CRC"));
+    assert!(failing(&set_minor(newer, true), None).contains("newer reader"));
     // A minor-0 header over v1.1 variants.
     assert!(failing(&set_minor(0, true), None).contains("minor 0"));
     let low = std::fs::read(vectors_v1().join("v11_max_minor0.tpde")).unwrap();
@@ -751,4 +769,55 @@ fn spec_reader_refuses_bad_rans_planes() {
         b
     });
     failing(&bad, None);
+}
+
+/// The v1.2 rules of §6.3.1 and §8.2.3, each broken in a copy of a
+/// row-mapped vector: the spec reader refuses every one.
+#[test]
+fn spec_reader_refuses_v12_violations() {
+    use tpde_format::format::RowRun;
+    use tpde_tests::hostile::{refix_crc, Parts};
+    let good = std::fs::read(vectors_v1().join("v12_rows_inline.tpde")).unwrap();
+    let pruned = |p: &Parts| {
+        p.index
+            .tensors
+            .iter()
+            .position(|t| t.name == "vocab.pruned")
+            .unwrap()
+    };
+    let edit = |f: &dyn Fn(&mut Vec<RowRun>, &mut Vec<u64>)| {
+        let mut p = Parts::parse(&good);
+        let t = pruned(&p);
+        let rec = &mut p.index.tensors[t];
+        let mut shape = rec.shape.clone();
+        let BaseRef::InlineRows { rows, .. } = &mut rec.base else {
+            panic!("vocab.pruned is row-mapped")
+        };
+        f(rows, &mut shape);
+        rec.shape = shape;
+        p.to_bytes()
+    };
+    // A minor-1 header over a row-mapped base.
+    let mut b = good.clone();
+    b[10..12].copy_from_slice(&1u16.to_le_bytes());
+    refix_crc(&mut b);
+    assert!(failing(&b, None).contains("row-mapped base (v1.2) in a minor 1 file"));
+    // Runs out of order, empty, past the last row of either tensor.
+    let err = failing(&edit(&|r, _| r.swap(0, 1)), None);
+    assert!(err.contains("out of order"), "{err}");
+    let err = failing(&edit(&|r, _| r[0].count = 0), None);
+    assert!(err.contains("empty row run"), "{err}");
+    let err = failing(&edit(&|r, _| r.last_mut().unwrap().count += 1), None);
+    assert!(err.contains("past the last row"), "{err}");
+    let err = failing(&edit(&|r, _| r[0].base_start = 59), None);
+    assert!(
+        err.contains("out of order") || err.contains("past the last row"),
+        "{err}"
+    );
+    // Runs overlapping in base rows only.
+    let err = failing(&edit(&|r, _| r[1].base_start = r[0].base_start), None);
+    assert!(err.contains("out of order"), "{err}");
+    // Other trailing dimensions than the base's (same element count).
+    let err = failing(&edit(&|_, s| *s = vec![80, 6]), None);
+    assert!(err.contains("does not fit"), "{err}");
 }

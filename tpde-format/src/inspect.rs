@@ -34,10 +34,14 @@ pub struct TensorSummary {
     pub ops: BTreeMap<String, u64>,
     /// Stream count by codec.
     pub codecs: BTreeMap<String, u64>,
-    /// `none`, `inline` or `external`.
+    /// `none`, `inline`, `external`, `inline-widened`, `external-widened`,
+    /// `inline-rows` or `external-rows`.
     pub base: String,
     /// The base tensor's name, when there is one.
     pub base_tensor: Option<String>,
+    /// For a row-mapped base (`inline-rows`, `external-rows`): target rows
+    /// predicted by base rows (the others are predicted by zero).
+    pub mapped_rows: Option<u64>,
     /// sha256 of the reconstructed tensor (hex).
     pub sha256: String,
 }
@@ -102,7 +106,7 @@ fn ratio(a: u64, b: u64) -> Option<f64> {
     (b > 0).then(|| a as f64 / b as f64)
 }
 
-fn summarize(t: &TensorRecord) -> TensorSummary {
+fn summarize(t: &TensorRecord, bases: &[TensorRecord]) -> TensorSummary {
     let raw = t.byte_len().unwrap_or(0);
     let n = t.elem_count().unwrap_or(0);
     let mut encodings = BTreeMap::new();
@@ -139,13 +143,17 @@ fn summarize(t: &TensorRecord) -> TensorSummary {
             }
         }
     }
+    let inline_name = |i: &u32| bases.get(*i as usize).map(|b| b.name.clone());
     let (base, base_tensor) = match &t.base {
         BaseRef::None => ("none", None),
-        BaseRef::Inline { .. } => ("inline", Some(t.name.clone())),
+        BaseRef::Inline { index } => ("inline", inline_name(index)),
         BaseRef::External { name, .. } => ("external", Some(name.clone())),
-        BaseRef::InlineWidened { .. } => ("inline-widened", Some(t.name.clone())),
+        BaseRef::InlineWidened { index } => ("inline-widened", inline_name(index)),
         BaseRef::ExternalWidened { name, .. } => ("external-widened", Some(name.clone())),
+        BaseRef::InlineRows { index, .. } => ("inline-rows", inline_name(index)),
+        BaseRef::ExternalRows { name, .. } => ("external-rows", Some(name.clone())),
     };
+    let mapped_rows = t.base.rows().map(|r| r.iter().map(|r| r.count).sum());
     let stored = t.stored_bytes();
     TensorSummary {
         name: t.name.clone(),
@@ -161,6 +169,7 @@ fn summarize(t: &TensorRecord) -> TensorSummary {
         codecs,
         base: base.into(),
         base_tensor,
+        mapped_rows,
         sha256: hex(&t.sha256),
     }
 }
@@ -169,7 +178,11 @@ fn summarize(t: &TensorRecord) -> TensorSummary {
 pub fn summarize_archive<D: AsRef<[u8]> + Sync>(a: &Archive<D>) -> ArchiveSummary {
     let idx = a.index();
     let h = a.header();
-    let tensors: Vec<TensorSummary> = idx.tensors.iter().map(summarize).collect();
+    let tensors: Vec<TensorSummary> = idx
+        .tensors
+        .iter()
+        .map(|t| summarize(t, &idx.bases))
+        .collect();
     let raw: u64 = tensors.iter().map(|t| t.raw_bytes).sum();
     let stored: u64 = tensors.iter().map(|t| t.stored_bytes).sum();
     let elems: u64 = idx

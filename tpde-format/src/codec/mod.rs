@@ -5,5 +5,6 @@ pub mod combine;
 pub mod entropy;
 pub mod planes;
 pub mod positions;
+pub mod rows;
 pub mod stream;
 pub mod widen;

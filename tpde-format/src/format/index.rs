@@ -116,6 +116,52 @@ pub enum BaseRef {
         /// The base tensor's dtype.
         dtype: Dtype,
     },
+    /// (v1.2) Rows of an inline base of the same dtype whose shape differs
+    /// only in its first dimension (a vocabulary pruned or extended): target
+    /// rows covered by `rows` are predicted by base rows, the others by zero
+    /// bits (spec §6.3).
+    InlineRows {
+        /// Index into [`Index::bases`].
+        index: u32,
+        /// The row map: ordered, non-overlapping runs, increasing in both tensors.
+        rows: Vec<RowRun>,
+    },
+    /// (v1.2) Rows of an external base tensor of the same dtype whose shape
+    /// differs only in its first dimension (spec §6.3).
+    ExternalRows {
+        /// Index into [`Index::base_files`].
+        file: u32,
+        /// Name of the tensor in the base checkpoint.
+        name: String,
+        /// SHA-256 of the base tensor's bytes; readers MUST check it.
+        sha256: Digest,
+        /// The base tensor's shape (its dtype is the target's).
+        shape: Vec<u64>,
+        /// The row map, as in [`BaseRef::InlineRows`].
+        rows: Vec<RowRun>,
+    },
+}
+
+/// (v1.2) A run of target rows predicted by as many consecutive base rows
+/// (spec §6.3). A row is a slice along the first dimension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RowRun {
+    /// First target row of the run.
+    pub start: u64,
+    /// The base row that predicts target row `start`.
+    pub base_start: u64,
+    /// Rows in the run (at least 1).
+    pub count: u64,
+}
+
+impl BaseRef {
+    /// The row map of a row-mapped base (v1.2), if this is one.
+    pub fn rows(&self) -> Option<&[RowRun]> {
+        match self {
+            BaseRef::InlineRows { rows, .. } | BaseRef::ExternalRows { rows, .. } => Some(rows),
+            _ => None,
+        }
+    }
 }
 
 /// How a tensor's bytes are stored (spec §4.6).
@@ -292,8 +338,12 @@ impl PlaneCodec {
 
 impl Index {
     /// The lowest format minor version that can express this index (spec §8):
-    /// 1 when it uses per-plane streams, widened bases or zigzag adds, else 0.
+    /// 2 when it uses row-mapped bases; 1 when it uses per-plane streams,
+    /// widened bases or zigzag adds; else 0.
     pub fn min_minor(&self) -> u16 {
+        if self.tensors.iter().any(|t| t.base.rows().is_some()) {
+            return 2;
+        }
         let widened = self.tensors.iter().any(|t| {
             matches!(
                 t.base,

@@ -13,10 +13,11 @@ use sha2::{Digest as _, Sha256};
 use super::base::BaseProvider;
 use super::validate;
 use crate::codec::chunk::{self, DecodeScratch};
-use crate::codec::widen;
+use crate::codec::{rows, widen};
 use crate::error::{hex, Error, Location, Result};
 use crate::format::{
-    bincode_options, BaseRef, Chunk, Dtype, Header, Index, Payload, TensorRecord, HEADER_LEN,
+    bincode_options, BaseRef, Chunk, Dtype, Header, Index, Payload, RowRun, TensorRecord,
+    HEADER_LEN,
 };
 use crate::limits::ReadLimits;
 
@@ -62,15 +63,27 @@ pub enum BaseView<'a> {
     /// (v1.1) A narrower float base, widened exactly to the target's dtype
     /// (spec §6.2): its source and its dtype.
     Widened(WidenSource<'a>, Dtype),
+    /// (v1.2) Rows of a base of the same dtype (spec §6.3): the base's bytes,
+    /// the row map, and the bytes per row.
+    Rows(WidenSource<'a>, &'a [RowRun], u64),
 }
 
-/// Where a widened base's narrow elements come from.
+/// Where a widened or row-mapped base's elements come from.
 #[derive(Debug, Clone, Copy)]
 pub enum WidenSource<'a> {
     /// Bytes in memory.
     Bytes(&'a [u8]),
     /// A chunked inline base.
     Inline(usize),
+}
+
+impl<'a> From<WidenSource<'a>> for BaseView<'a> {
+    fn from(src: WidenSource<'a>) -> Self {
+        match src {
+            WidenSource::Bytes(b) => BaseView::Bytes(b),
+            WidenSource::Inline(i) => BaseView::Inline(i),
+        }
+    }
 }
 
 impl Archive<memmap2::Mmap> {
@@ -249,54 +262,67 @@ impl<D: AsRef<[u8]> + Sync> Archive<D> {
                 None => WidenSource::Inline(i),
             })
         };
-        let external = |file: u32, name: &String, sha256: &[u8; 32], dtype: Dtype| {
-            let bf = &self.index.base_files[file as usize];
-            let missing = || Error::MissingBase {
-                tensor: rec.name.clone(),
-                file: bf.name.clone(),
-                file_sha256: hex(&bf.sha256),
+        let external =
+            |file: u32, name: &String, sha256: &[u8; 32], dtype: Dtype, shape: &[u64]| {
+                let bf = &self.index.base_files[file as usize];
+                let missing = || Error::MissingBase {
+                    tensor: rec.name.clone(),
+                    file: bf.name.clone(),
+                    file_sha256: hex(&bf.sha256),
+                };
+                let bt = base.base_tensor(name).ok_or_else(missing)?;
+                let actual: [u8; 32] = Sha256::digest(bt.data).into();
+                // The length too: a provider handing out fewer bytes than
+                // the shape needs must not reach the slicing below, even if
+                // a hostile archive recorded the digest of those bytes.
+                let want = shape
+                    .iter()
+                    .try_fold(dtype.width() as u64, |a, &d| a.checked_mul(d));
+                if bt.dtype != dtype
+                    || bt.shape != shape
+                    || want != Some(bt.data.len() as u64)
+                    || &actual != sha256
+                {
+                    return Err(Error::BaseMismatch {
+                        tensor: name.clone(),
+                        expected: hex(sha256),
+                        actual: hex(&actual),
+                    });
+                }
+                Ok(bt.data)
             };
-            let bt = base.base_tensor(name).ok_or_else(missing)?;
-            let actual: [u8; 32] = Sha256::digest(bt.data).into();
-            // The length too: a provider handing out fewer bytes than
-            // the shape needs must not reach the slicing below, even if
-            // a hostile archive recorded the digest of those bytes.
-            let want = rec
-                .elem_count()
-                .and_then(|n| n.checked_mul(dtype.width() as u64));
-            if bt.dtype != dtype
-                || bt.shape != rec.shape.as_slice()
-                || want != Some(bt.data.len() as u64)
-                || &actual != sha256
-            {
-                return Err(Error::BaseMismatch {
-                    tensor: name.clone(),
-                    expected: hex(sha256),
-                    actual: hex(&actual),
-                });
-            }
-            Ok(bt.data)
-        };
+        // Validated at open: the row map fits both shapes, so a 0-d tensor
+        // or an overflowing row size (possible only with zero rows) has no runs.
+        let row_bytes = rows::row_bytes(&rec.shape, rec.dtype.width()).unwrap_or(0);
         Ok(match &rec.base {
             BaseRef::None => BaseView::Zero,
-            BaseRef::Inline { index } => match inline(*index)? {
-                WidenSource::Bytes(b) => BaseView::Bytes(b),
-                WidenSource::Inline(i) => BaseView::Inline(i),
-            },
+            BaseRef::Inline { index } => inline(*index)?.into(),
             BaseRef::InlineWidened { index } => {
                 let from = self.index.bases[*index as usize].dtype;
                 BaseView::Widened(inline(*index)?, from)
             }
             BaseRef::External { file, name, sha256 } => {
-                BaseView::Bytes(external(*file, name, sha256, rec.dtype)?)
+                BaseView::Bytes(external(*file, name, sha256, rec.dtype, &rec.shape)?)
             }
+            BaseRef::InlineRows { index, rows } => BaseView::Rows(inline(*index)?, rows, row_bytes),
+            BaseRef::ExternalRows {
+                file,
+                name,
+                sha256,
+                shape,
+                rows,
+            } => BaseView::Rows(
+                WidenSource::Bytes(external(*file, name, sha256, rec.dtype, shape)?),
+                rows,
+                row_bytes,
+            ),
             BaseRef::ExternalWidened {
                 file,
                 name,
                 sha256,
                 dtype,
             } => BaseView::Widened(
-                WidenSource::Bytes(external(*file, name, sha256, *dtype)?),
+                WidenSource::Bytes(external(*file, name, sha256, *dtype, &rec.shape)?),
                 *dtype,
             ),
         })
@@ -341,6 +367,57 @@ impl<D: AsRef<[u8]> + Sync> Archive<D> {
                 dst.copy_from_slice(
                     &tmp[((lo - c.elem_start) * w) as usize..((hi - c.elem_start) * w) as usize],
                 );
+            }
+        }
+        Ok(())
+    }
+
+    /// Fills `out` with the predictor of a row-mapped base (spec §6.3) for
+    /// the target bytes starting at `start`. A chunked inline base is
+    /// decoded chunk by chunk as the (increasing) segments walk it, one
+    /// chunk held at a time.
+    fn predict_rows(
+        &self,
+        src: WidenSource<'_>,
+        map: &[RowRun],
+        row_bytes: u64,
+        start: u64,
+        out: &mut [u8],
+    ) -> Result<()> {
+        let range = start..start + out.len() as u64;
+        let bi = match src {
+            WidenSource::Bytes(b) => {
+                rows::predict(map, row_bytes, b, range, out);
+                return Ok(());
+            }
+            WidenSource::Inline(bi) => bi,
+        };
+        out.fill(0);
+        let rec = self.record(Table::Base, bi);
+        let w = rec.dtype.width() as u64;
+        let Payload::Chunked { chunks, .. } = &rec.payload else {
+            return Ok(()); // a plain base resolves to `WidenSource::Bytes`
+        };
+        let mut held: Option<(usize, Vec<u8>)> = None;
+        for s in rows::segments(map, row_bytes, range) {
+            let mut dst = (s.target - start) as usize;
+            let (mut e, end) = (s.base / w, (s.base + s.len) / w);
+            while e < end {
+                // Chunks tile the tensor in order (validated at open).
+                let ci = chunks.partition_point(|c| c.elem_start + c.elem_count <= e);
+                let c = &chunks[ci];
+                if held.as_ref().map(|h| h.0) != Some(ci) {
+                    let mut buf = vec![0u8; (c.elem_count * w) as usize];
+                    self.decode_chunk(Table::Base, bi, ci, &mut buf)?;
+                    held = Some((ci, buf));
+                }
+                let Some((_, buf)) = &held else { break };
+                let hi = end.min(c.elem_start + c.elem_count);
+                let n = ((hi - e) * w) as usize;
+                let from = ((e - c.elem_start) * w) as usize;
+                out[dst..dst + n].copy_from_slice(&buf[from..from + n]);
+                dst += n;
+                e = hi;
             }
         }
         Ok(())
@@ -408,6 +485,9 @@ impl<D: AsRef<[u8]> + Sync> Archive<D> {
                             ),
                             BaseView::Inline(bi) => {
                                 self.read_baseless(Table::Base, bi, range, o)?
+                            }
+                            BaseView::Rows(src, map, row_bytes) => {
+                                self.predict_rows(src, map, row_bytes, range.start * w, o)?
                             }
                             BaseView::Widened(src, from) => {
                                 let fw = from.width() as u64;

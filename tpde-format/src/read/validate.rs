@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 
+use crate::codec::rows;
 use crate::codec::widen::can_widen;
 use crate::error::{Error, Location, Result};
 use crate::format::{
@@ -132,6 +133,67 @@ pub fn validate(data: &[u8], header: &Header, index: &Index, limits: &ReadLimits
                     }
                 }
             }
+            BaseRef::InlineRows { index: i, rows } => {
+                let Some(b) = index.bases.get(*i as usize) else {
+                    return Err(bad(tensor_loc(t, false), "inline base index out of range"));
+                };
+                if b.dtype != t.dtype {
+                    return Err(bad(
+                        tensor_loc(t, false),
+                        "row-mapped base dtype differs from the tensor's (spec §6.3)",
+                    ));
+                }
+                check_rows(t, &b.shape, rows)?;
+                // Row runs increase in base rows too, so the base ranges of
+                // successive target chunks do not overlap: decoding the base
+                // chunks under them costs at most the base once plus two
+                // boundary chunks per target chunk. Base chunks no larger
+                // than the target's keep those boundary chunks bounded, as
+                // for `Inline`.
+                if let (
+                    Payload::Chunked {
+                        chunk_elems: base_ce,
+                        ..
+                    },
+                    Payload::Chunked {
+                        chunk_elems: ce, ..
+                    },
+                ) = (&b.payload, &t.payload)
+                {
+                    if base_ce > ce {
+                        return Err(bad(
+                            tensor_loc(t, false),
+                            "inline base has larger chunks than the tensor",
+                        ));
+                    }
+                }
+            }
+            BaseRef::ExternalRows {
+                file, shape, rows, ..
+            } => {
+                if *file as usize >= index.base_files.len() {
+                    return Err(bad(
+                        tensor_loc(t, false),
+                        "external base file index out of range",
+                    ));
+                }
+                let base_bytes = shape
+                    .iter()
+                    .try_fold(1u64, |a, &d| a.checked_mul(d))
+                    .and_then(|n| n.checked_mul(t.dtype.width() as u64));
+                match base_bytes {
+                    None => return Err(bad(tensor_loc(t, false), "base element count overflows")),
+                    Some(b) if b > limits.max_tensor_bytes => {
+                        return Err(Error::LimitExceeded {
+                            what: "max_tensor_bytes",
+                            value: b,
+                            limit: limits.max_tensor_bytes,
+                        })
+                    }
+                    Some(_) => {}
+                }
+                check_rows(t, shape, rows)?;
+            }
             BaseRef::External { file, .. } | BaseRef::ExternalWidened { file, .. } => {
                 if *file as usize >= index.base_files.len() {
                     return Err(bad(
@@ -199,11 +261,24 @@ pub fn validate(data: &[u8], header: &Header, index: &Index, limits: &ReadLimits
     check_layout(data, header, index)
 }
 
+/// The row map of a row-mapped base (spec §6.3), see [`rows::check`].
+fn check_rows(t: &TensorRecord, base_shape: &[u64], map: &[crate::format::RowRun]) -> Result<()> {
+    rows::check(&t.shape, base_shape, map).map_err(|reason| bad(tensor_loc(t, false), reason))
+}
+
 /// A file uses only variants its minor defines (spec §8.2): a v1.0 reader
 /// refuses a minor-0 file holding a v1.1 variant, so a newer reader refuses
 /// it too, and whether a file is valid never depends on the reader's version
 /// (it also catches writers that record too low a minor).
 fn check_minor_features(header: &Header, index: &Index) -> Result<()> {
+    if header.minor < 2 {
+        if let Some(t) = index.tensors.iter().find(|t| t.base.rows().is_some()) {
+            return Err(bad(
+                tensor_loc(t, false),
+                "row-mapped base (v1.2) in a file whose header says minor 0 or 1 (spec §8.2)",
+            ));
+        }
+    }
     if header.minor >= 1 {
         return Ok(());
     }

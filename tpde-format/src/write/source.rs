@@ -5,6 +5,9 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use crate::codec::rows;
+use crate::format::RowRun;
+
 /// Random-access bytes of one tensor.
 pub trait ByteSource: Sync {
     /// Fills `buf` with the bytes at `offset` (relative to the tensor start).
@@ -50,5 +53,42 @@ impl ByteSource for FileRange<'_> {
     }
     fn path(&self) -> &Path {
         self.path
+    }
+}
+
+/// (v1.2) The predictor of a row-mapped base (spec §6.3) as a byte source:
+/// target bytes read from the base rows that predict them, zero elsewhere.
+pub struct RowMapped<'a> {
+    /// The base tensor's bytes.
+    pub base: &'a dyn ByteSource,
+    /// The row map (checked with [`crate::codec::rows::check`]).
+    pub rows: &'a [RowRun],
+    /// Bytes per row.
+    pub row_bytes: u64,
+}
+
+impl std::fmt::Debug for RowMapped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RowMapped")
+            .field("base", &self.base.path())
+            .field("runs", &self.rows.len())
+            .field("row_bytes", &self.row_bytes)
+            .finish()
+    }
+}
+
+impl ByteSource for RowMapped<'_> {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        buf.fill(0);
+        let range = offset..offset + buf.len() as u64;
+        for s in rows::segments(self.rows, self.row_bytes, range) {
+            let at = (s.target - offset) as usize;
+            self.base
+                .read_at(s.base, &mut buf[at..at + s.len as usize])?;
+        }
+        Ok(())
+    }
+    fn path(&self) -> &Path {
+        self.base.path()
     }
 }

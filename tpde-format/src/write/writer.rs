@@ -10,14 +10,16 @@ use bincode::Options;
 use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
 
-use super::source::ByteSource;
+use super::source::{ByteSource, RowMapped};
 use crate::codec::chunk::{self, EncodeScratch, EncodedChunk};
+use crate::codec::rows as row_map;
 use crate::codec::stream::PlaneCoder;
 use crate::codec::widen;
 use crate::error::{Error, Result};
 use crate::format::{
     align_up, bincode_options, BaseFile, BaseRef, Chunk, Digest, Dtype, ExtraFile, FileRecord,
-    Header, Index, Op, Payload, TensorRecord, ALIGN, HEADER_LEN, VERSION_MAJOR, VERSION_MINOR,
+    Header, Index, Op, Payload, RowRun, TensorRecord, ALIGN, HEADER_LEN, VERSION_MAJOR,
+    VERSION_MINOR,
 };
 use crate::read::validate::MAX_CHUNK_ELEMS;
 
@@ -128,6 +130,16 @@ pub enum BaseInput<'a> {
         /// Its bytes.
         source: &'a dyn ByteSource,
     },
+    /// (v1.2) Rows of an inline or external base of the target's dtype
+    /// whose shape differs only in the first dimension (spec §6.3).
+    Rows {
+        /// The base tensor, as [`BaseInput::Inline`] or [`BaseInput::External`].
+        base: &'a BaseInput<'a>,
+        /// Its shape.
+        base_shape: &'a [u64],
+        /// Target rows predicted by base rows; the other rows by zero bits.
+        rows: &'a [RowRun],
+    },
 }
 
 impl std::fmt::Debug for BaseInput<'_> {
@@ -136,6 +148,7 @@ impl std::fmt::Debug for BaseInput<'_> {
             BaseInput::None => f.write_str("None"),
             BaseInput::Inline { index, .. } => write!(f, "Inline({index})"),
             BaseInput::External { name, .. } => write!(f, "External({name:?})"),
+            BaseInput::Rows { base, rows, .. } => write!(f, "Rows({base:?}, {} runs)", rows.len()),
         }
     }
 }
@@ -331,10 +344,41 @@ impl ArchiveWriter {
             max_minor: self.opts.max_minor,
             coder: self.opts.plane_coder,
         };
+        let mapped;
         let base_src: Option<(&dyn ByteSource, Dtype)> = match base {
             BaseInput::None => None,
             BaseInput::Inline { source, dtype, .. } | BaseInput::External { source, dtype, .. } => {
                 Some((source, dtype))
+            }
+            BaseInput::Rows {
+                base: inner,
+                base_shape,
+                rows,
+            } => {
+                let (BaseInput::Inline {
+                    source, dtype: bd, ..
+                }
+                | BaseInput::External {
+                    source, dtype: bd, ..
+                }) = *inner
+                else {
+                    return Err(Error::Usage(format!(
+                        "tensor {name:?}: a row-mapped base must be an inline or external base"
+                    )));
+                };
+                if self.opts.max_minor < 2 || bd != dtype {
+                    return Err(Error::Usage(format!(
+                        "tensor {name:?}: a row-mapped {bd} base needs format 1.2 and the target's dtype ({dtype})"
+                    )));
+                }
+                row_map::check(shape, base_shape, rows)
+                    .map_err(|why| Error::Usage(format!("tensor {name:?}: {why}")))?;
+                mapped = RowMapped {
+                    base: source,
+                    rows,
+                    row_bytes: row_map::row_bytes(shape, dtype.width()).unwrap_or(0),
+                };
+                Some((&mapped as &dyn ByteSource, dtype))
             }
         };
         if let Some((_, bd)) = base_src {
@@ -424,6 +468,29 @@ impl ArchiveWriter {
         }
         let base_ref = match base {
             BaseInput::None => BaseRef::None,
+            BaseInput::Rows {
+                base: BaseInput::Inline { index, .. },
+                rows,
+                ..
+            } => BaseRef::InlineRows {
+                index: *index,
+                rows: rows.to_vec(),
+            },
+            BaseInput::Rows {
+                base:
+                    BaseInput::External {
+                        file, name, sha256, ..
+                    },
+                base_shape,
+                rows,
+            } => BaseRef::ExternalRows {
+                file: *file,
+                name: (*name).to_owned(),
+                sha256: *sha256,
+                shape: base_shape.to_vec(),
+                rows: rows.to_vec(),
+            },
+            BaseInput::Rows { .. } => unreachable!("checked above"),
             BaseInput::Inline {
                 index, dtype: bd, ..
             } if bd == dtype => BaseRef::Inline { index },

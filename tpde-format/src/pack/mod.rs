@@ -14,6 +14,8 @@ use crate::format::Dtype;
 use crate::safetensors::{Checkpoint, SourceFile, SourceTensor};
 use crate::write::{ArchiveWriter, BaseInput, ByteSource, WriteOptions};
 
+mod row_match;
+
 /// How the base is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BaseMode {
@@ -46,6 +48,9 @@ pub struct PackReport {
     pub tensors: usize,
     /// Target tensors stored as a delta against a base tensor.
     pub delta_tensors: usize,
+    /// Of those, tensors stored against rows of a base tensor of another
+    /// row count (spec §6.3).
+    pub row_mapped_tensors: usize,
 }
 
 /// Packs `target` against `base` into `out`. `progress` is called with the
@@ -83,6 +88,19 @@ pub fn pack(
         Some(b) => find_renamed(target, b, opts.write.max_minor() >= 1)?,
         None => HashMap::new(),
     };
+    let row_maps = match base {
+        Some(b) if opts.write.max_minor() >= 2 => {
+            let widen_ok = opts.write.max_minor() >= 1;
+            let unmatched: Vec<_> = target
+                .files
+                .iter()
+                .flat_map(|f| f.tensors.iter().map(move |t| (f, t)))
+                .filter(|&(f, t)| match_base(b, f, t, &renamed, widen_ok).is_none())
+                .collect();
+            row_match::find_row_maps(b, &unmatched)?
+        }
+        _ => HashMap::new(),
+    };
     let mut inline_ids: HashMap<String, u32> = HashMap::new();
     for f in &target.files {
         let mut file_sha = Sha256::new();
@@ -92,8 +110,16 @@ pub fn pack(
         for t in &f.tensors {
             let src = f.source(t);
             let widen_ok = opts.write.max_minor() >= 1;
+            // A whole-tensor match first; else a row map (which exists only
+            // for tensors with no whole-tensor match).
+            let mut row_map = None;
             let matched = base.and_then(|b| {
-                let (bf, bt) = match_base(b, f, t, &renamed, widen_ok)?;
+                let (bf, bt) = match_base(b, f, t, &renamed, widen_ok).or_else(|| {
+                    let m = row_maps.get(&(f.name.clone(), t.name.clone()))?;
+                    row_map = Some(m);
+                    let bf = b.files.get(m.file)?;
+                    Some((bf, bf.tensors.get(m.tensor)?))
+                })?;
                 Some((b, bf, bt))
             });
             let mut on_bytes = |bytes: &[u8]| {
@@ -144,7 +170,20 @@ pub fn pack(
                             }
                         }
                     };
-                    w.add_tensor(&t.name, t.dtype, &t.shape, &src, input, &mut on_bytes)?
+                    match row_map {
+                        Some(m) => {
+                            report.row_mapped_tensors += 1;
+                            let rows = BaseInput::Rows {
+                                base: &input,
+                                base_shape: &bt.shape,
+                                rows: &m.rows,
+                            };
+                            w.add_tensor(&t.name, t.dtype, &t.shape, &src, rows, &mut on_bytes)?
+                        }
+                        None => {
+                            w.add_tensor(&t.name, t.dtype, &t.shape, &src, input, &mut on_bytes)?
+                        }
+                    }
                 }
             };
             ids.push(id);
