@@ -8,7 +8,7 @@
 //! the check it targets.
 
 use sha2::Digest as _;
-use tpde_format::format::{BaseRef, Payload, RowRun};
+use tpde_format::format::{BaseRef, RowRun};
 use tpde_format::safetensors::Checkpoint;
 use tpde_format::{Archive, BaseProvider, Error, Location, NoBase, ReadLimits};
 use tpde_tests::hostile::*;
