@@ -506,7 +506,9 @@ impl<D: AsRef<[u8]> + Sync> GpuArchive<D> {
 
     /// Loads target `name` against a base tensor already in device memory,
     /// which is left unchanged; only the delta crosses PCIe. The base must
-    /// have the target's dtype, shape and byte length. Its contents are
+    /// have the dtype, shape and byte length the archive records for it:
+    /// the target's, except a widened base's narrower dtype and a
+    /// row-mapped base's own row count (format v1.2). Its contents are
     /// trusted: they are not hashed on the device.
     pub fn load_onto(&self, name: &str, base: &DeviceTensor) -> Result<DeviceTensor> {
         let t = self.archive.tensor_index(name)?;
@@ -546,8 +548,9 @@ impl<D: AsRef<[u8]> + Sync> GpuArchive<D> {
         }
         let mut dev = Vec::new();
         let mut in_place = Vec::new();
-        // Narrower (widened) bases are read into new buffers, never updated
-        // in place; they are kept until the load is done.
+        // Narrower (widened) and row-mapped bases are read into new
+        // buffers, never updated in place; they are kept until the load is
+        // done.
         let mut keep = Vec::new();
         for t in 0..n {
             let Some(b) = plan::base_name(&self.archive, t) else {
@@ -557,9 +560,10 @@ impl<D: AsRef<[u8]> + Sync> GpuArchive<D> {
                 continue;
             };
             *left -= 1;
-            let widened = plan::base_dtype(&self.archive, t)
-                != Some(self.archive.record(Table::Target, t).dtype);
-            if widened {
+            // Narrower (widened) and row-mapped bases differ from the
+            // target in dtype or shape: read into a new buffer, never
+            // updated in place.
+            if !plan::base_fits_in_place(&self.archive, t) {
                 let ptr = bases.get(b).map_or(0, |dt| dt.device_ptr());
                 dev.push((t, DeviceBaseUse::Borrow(ptr)));
                 if *left == 0 {
@@ -588,17 +592,19 @@ impl<D: AsRef<[u8]> + Sync> GpuArchive<D> {
             tensor: rec.name.clone(),
             reason,
         };
-        // A widened base is handed in at its own (narrower) dtype.
+        // A widened base is handed in at its own (narrower) dtype, a
+        // row-mapped one at its own row count.
         let want = plan::base_dtype(&self.archive, t).unwrap_or(rec.dtype);
-        if base.dtype != want || base.shape != rec.shape {
+        let shape = plan::base_shape(&self.archive, t).unwrap_or(&rec.shape);
+        if base.dtype != want || base.shape != shape {
             return Err(bad(format!(
                 "is {} {:?}, the archive's base is {} {:?}",
-                base.dtype, base.shape, want, rec.shape
+                base.dtype, base.shape, want, shape
             )));
         }
-        let bytes = rec
-            .elem_count()
-            .and_then(|n| n.checked_mul(want.width() as u64));
+        let bytes = shape
+            .iter()
+            .try_fold(want.width() as u64, |a, &d| a.checked_mul(d));
         if Some(base.byte_len() as u64) != bytes {
             return Err(bad(format!("buffer holds {} bytes", base.byte_len())));
         }
@@ -645,19 +651,14 @@ impl<D: AsRef<[u8]> + Sync> GpuArchive<D> {
                     cut = c;
                     (dt.buffer, BasePlan::InPlace)
                 }
-                Some(&DeviceBaseUse::Borrow(ptr)) => {
-                    let base = match plan::base_dtype(&self.archive, t) {
-                        Some(from) if from != rec.dtype => BasePlan::Widened {
-                            src: plan::WidenSrc::Device(ptr),
-                            from,
-                        },
-                        _ => BasePlan::Device(ptr),
-                    };
-                    (DeviceBuffer::alloc(&self.ctx, len)?, base)
-                }
+                Some(&DeviceBaseUse::Borrow(ptr)) => (
+                    DeviceBuffer::alloc(&self.ctx, len)?,
+                    plan::device_base_plan(&self.archive, t, ptr),
+                ),
                 None => {
                     let base = plan::host_base_plan(&self.archive, t, host)?;
-                    // A narrow inline base decodes into device scratch first.
+                    // A chunked inline base that is widened or row-mapped
+                    // decodes into device scratch first.
                     let base = match plan::needs_scratch(&self.archive, &base) {
                         Some(n) => {
                             let sb = DeviceBuffer::alloc(&self.ctx, n as usize)?;

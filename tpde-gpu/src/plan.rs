@@ -8,7 +8,8 @@
 
 use std::ops::Range;
 
-use tpde_format::format::{BaseRef, Chunk, ChunkKind, Dtype, Op, Payload};
+use tpde_format::codec::rows;
+use tpde_format::format::{BaseRef, Chunk, ChunkKind, Dtype, Op, Payload, RowRun};
 use tpde_format::read::{BaseView, Table, WidenSource};
 use tpde_format::{Archive, BaseProvider};
 
@@ -130,6 +131,21 @@ pub enum Input<'a> {
     },
     /// Bytes staged as they are.
     Bytes(&'a [u8]),
+    /// The predictor of a row-mapped base (spec §6.3) for target bytes
+    /// `at..at + staged`, built on the host from the whole base: base rows
+    /// where a run covers, zeros elsewhere. One staged piece then replaces
+    /// a copy per run, which matters when a pruned vocabulary leaves
+    /// thousands of one-row runs.
+    Rows {
+        /// The whole base tensor's bytes.
+        base: &'a [u8],
+        /// The row map.
+        rows: &'a [RowRun],
+        /// Bytes per row.
+        row_bytes: u64,
+        /// Target byte offset of the piece's first byte.
+        at: u64,
+    },
 }
 
 /// One unit of work: a chunk, a fill, or a raw piece.
@@ -184,9 +200,21 @@ pub enum BasePlan<'a> {
         /// Their dtype.
         from: Dtype,
     },
+    /// (v1.2) A row-mapped base of the target's dtype and another row count
+    /// (spec §6.3): its rows are copied into the output first, uncovered
+    /// rows zeroed, then the delta applies in place.
+    Rows {
+        /// Where the base tensor's bytes are.
+        src: WidenSrc<'a>,
+        /// The row map (validated at open against both shapes).
+        rows: &'a [RowRun],
+        /// Bytes per row.
+        row_bytes: u64,
+    },
 }
 
-/// Where a widened base's narrow elements are.
+/// Where a widened base's narrow elements, or a row-mapped base's bytes,
+/// are.
 #[derive(Debug, Clone, Copy)]
 pub enum WidenSrc<'a> {
     /// Host bytes (a plain inline base or a checked external base), staged.
@@ -299,7 +327,9 @@ struct Parts<'a> {
     base: Vec<Job<'a>>,
     /// True when some base job runs a kernel (not only raw copies).
     base_on_device: bool,
-    /// Widen jobs (narrow base → output).
+    /// Jobs building a predictor in the output from bases written by the
+    /// base part or handed in on the device: widening (narrow base →
+    /// output) and row copies of row-mapped bases.
     widen: Vec<Job<'a>>,
     /// Delta jobs.
     delta: Vec<Job<'a>>,
@@ -355,6 +385,35 @@ fn split_jobs<'a, D: AsRef<[u8]> + Sync>(
                         }
                         WidenSrc::Device(addr) => {
                             widen_jobs(&[], Some(addr), n, code, w, dst, &mut parts.widen)
+                        }
+                    }
+                    Resolved::InPlace
+                }
+                BasePlan::Rows {
+                    src,
+                    rows,
+                    row_bytes,
+                } => {
+                    let len = rec.byte_len().unwrap_or(0); // validated at open
+                    match src {
+                        WidenSrc::HostBytes(b) => {
+                            rows_host_jobs(b, rows, row_bytes, len, dst, w, &mut parts.base)
+                        }
+                        WidenSrc::InlineChunked { bi, scratch } => {
+                            base_tensor_jobs(archive, bi, scratch, opts, &mut parts.base)?;
+                            parts.base_on_device = true;
+                            rows_device_jobs(
+                                scratch,
+                                rows,
+                                row_bytes,
+                                len,
+                                dst,
+                                w,
+                                &mut parts.widen,
+                            )
+                        }
+                        WidenSrc::Device(addr) => {
+                            rows_device_jobs(addr, rows, row_bytes, len, dst, w, &mut parts.widen)
                         }
                     }
                     Resolved::InPlace
@@ -420,6 +479,92 @@ fn widen_jobs<'a>(
     }
 }
 
+/// The predictor of a row-mapped base held on the host, for a target of
+/// `len` bytes at `dst`: raw pieces built on the host by
+/// [`rows::predict`] (base rows and zeros), cut like any raw payload so
+/// several threads stage them at once. No kernel runs, so the delta needs
+/// no batch boundary after them.
+fn rows_host_jobs<'a>(
+    base: &'a [u8],
+    rows: &'a [RowRun],
+    row_bytes: u64,
+    len: u64,
+    dst: u64,
+    w: usize,
+    jobs: &mut Vec<Job<'a>>,
+) {
+    let mut at = 0u64;
+    while at < len {
+        let n = (RAW_PIECE as u64).min(len - at);
+        jobs.push(Job {
+            kind: JobKind::Raw,
+            input: Input::Rows {
+                base,
+                rows,
+                row_bytes,
+                at,
+            },
+            op: Op::Replace,
+            width: w,
+            n: n / w.max(1) as u64,
+            m: 0,
+            dst: dst + at,
+            base: 0,
+            staged: n as usize,
+            values_at: 0,
+            pos_bytes: 0,
+            cut_before: false,
+        });
+        at += n;
+    }
+}
+
+/// The predictor of a row-mapped base held in device memory at `src` (a
+/// caller's buffer, or scratch an inline base decoded into), for a target
+/// of `len` bytes at `dst`: one device-to-device fill per run and one
+/// zero fill per gap, in target order. Runs are never merged (the map is
+/// used as stored); jobs past [`MAX_JOBS_PER_BATCH`] spill into further
+/// batches, which may run in any order relative to each other since every
+/// job writes its own target bytes and only reads the base.
+fn rows_device_jobs<'a>(
+    src: u64,
+    rows: &[RowRun],
+    row_bytes: u64,
+    len: u64,
+    dst: u64,
+    w: usize,
+    jobs: &mut Vec<Job<'a>>,
+) {
+    let wb = w.max(1) as u64;
+    let fill = |target: u64, base: u64, bytes: u64, jobs: &mut Vec<Job<'a>>| {
+        jobs.push(Job {
+            kind: JobKind::Fill,
+            input: Input::None,
+            op: Op::Replace,
+            width: w,
+            n: bytes / wb,
+            m: 0,
+            dst: dst + target,
+            base,
+            staged: 0,
+            values_at: 0,
+            pos_bytes: 0,
+            cut_before: false,
+        })
+    };
+    let mut at = 0u64;
+    for s in rows::segments(rows, row_bytes, 0..len) {
+        if s.target > at {
+            fill(at, 0, s.target - at, jobs);
+        }
+        fill(s.target, src + s.base, s.len, jobs);
+        at = s.target + s.len;
+    }
+    if len > at {
+        fill(at, 0, len - at, jobs);
+    }
+}
+
 /// The jobs that decode inline base tensor `bi` (which has no base of its
 /// own) into the device buffer at `dst`.
 pub fn base_tensor_jobs<'a, D: AsRef<[u8]> + Sync>(
@@ -466,11 +611,46 @@ pub fn host_base_plan<'a, D: AsRef<[u8]> + Sync>(
             src: WidenSrc::InlineChunked { bi, scratch: 0 },
             from,
         },
+        BaseView::Rows(src, rows, row_bytes) => BasePlan::Rows {
+            src: match src {
+                WidenSource::Bytes(b) => WidenSrc::HostBytes(b),
+                WidenSource::Inline(bi) => WidenSrc::InlineChunked { bi, scratch: 0 },
+            },
+            rows,
+            row_bytes,
+        },
     })
 }
 
-/// For a base plan that decodes a narrow inline base on the device: the
-/// scratch bytes it needs. The caller allocates them and sets the address
+/// The base plan for target `t` when its base tensor (as stored: narrower
+/// for a widened base, another row count for a row-mapped one) is already
+/// in device memory at `addr` and must stay unchanged.
+pub fn device_base_plan<D: AsRef<[u8]> + Sync>(
+    archive: &Archive<D>,
+    t: usize,
+    addr: u64,
+) -> BasePlan<'_> {
+    let rec = archive.record(Table::Target, t);
+    if let Some(rows) = rec.base.rows() {
+        return BasePlan::Rows {
+            src: WidenSrc::Device(addr),
+            rows,
+            // Validated at open: the map fits the shape.
+            row_bytes: rows::row_bytes(&rec.shape, rec.dtype.width()).unwrap_or(0),
+        };
+    }
+    match base_dtype(archive, t) {
+        Some(from) if from != rec.dtype => BasePlan::Widened {
+            src: WidenSrc::Device(addr),
+            from,
+        },
+        _ => BasePlan::Device(addr),
+    }
+}
+
+/// For a base plan that decodes a chunked inline base on the device before
+/// reading it (a narrow base to widen, or a row-mapped base whose rows are
+/// copied): the scratch bytes it needs. The caller allocates them and sets the address
 /// with [`with_scratch`].
 pub fn needs_scratch<D: AsRef<[u8]> + Sync>(
     archive: &Archive<D>,
@@ -478,6 +658,10 @@ pub fn needs_scratch<D: AsRef<[u8]> + Sync>(
 ) -> Option<u64> {
     match base {
         BasePlan::Widened {
+            src: WidenSrc::InlineChunked { bi, .. },
+            ..
+        }
+        | BasePlan::Rows {
             src: WidenSrc::InlineChunked { bi, .. },
             ..
         } => archive.record(Table::Base, *bi).byte_len(),
@@ -495,6 +679,15 @@ pub fn with_scratch(base: BasePlan<'_>, scratch: u64) -> BasePlan<'_> {
             src: WidenSrc::InlineChunked { bi, scratch },
             from,
         },
+        BasePlan::Rows {
+            src: WidenSrc::InlineChunked { bi, .. },
+            rows,
+            row_bytes,
+        } => BasePlan::Rows {
+            src: WidenSrc::InlineChunked { bi, scratch },
+            rows,
+            row_bytes,
+        },
         other => other,
     }
 }
@@ -511,13 +704,35 @@ pub fn base_dtype<D: AsRef<[u8]> + Sync>(archive: &Archive<D>, t: usize) -> Opti
     }
 }
 
+/// The shape of target `t`'s base as stored (another row count for a
+/// row-mapped base, v1.2), if it has one.
+pub fn base_shape<D: AsRef<[u8]> + Sync>(archive: &Archive<D>, t: usize) -> Option<&[u64]> {
+    let rec = archive.record(Table::Target, t);
+    match &rec.base {
+        BaseRef::None => None,
+        BaseRef::InlineRows { index, .. } => Some(&archive.index().bases[*index as usize].shape),
+        BaseRef::ExternalRows { shape, .. } => Some(shape),
+        _ => Some(&rec.shape),
+    }
+}
+
+/// Whether target `t` can be reconstructed in place over its base tensor:
+/// the base has the target's dtype and shape (not widened, not row-mapped).
+pub fn base_fits_in_place<D: AsRef<[u8]> + Sync>(archive: &Archive<D>, t: usize) -> bool {
+    let rec = archive.record(Table::Target, t);
+    base_dtype(archive, t) == Some(rec.dtype) && rec.base.rows().is_none()
+}
+
 /// The name of the base tensor target `t` combines with, if any.
 pub fn base_name<D: AsRef<[u8]> + Sync>(archive: &Archive<D>, t: usize) -> Option<&str> {
     match &archive.record(Table::Target, t).base {
         BaseRef::None => None,
         BaseRef::Inline { index } => Some(&archive.index().bases[*index as usize].name),
         BaseRef::External { name, .. } | BaseRef::ExternalWidened { name, .. } => Some(name),
-        BaseRef::InlineWidened { index } => Some(&archive.index().bases[*index as usize].name),
+        BaseRef::InlineWidened { index } | BaseRef::InlineRows { index, .. } => {
+            Some(&archive.index().bases[*index as usize].name)
+        }
+        BaseRef::ExternalRows { name, .. } => Some(name),
     }
 }
 

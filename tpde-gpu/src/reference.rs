@@ -123,26 +123,31 @@ pub fn reconstruct<D: AsRef<[u8]> + Sync>(
         let rec = archive.record(Table::Target, t);
         let len = rec.byte_len().unwrap_or(0);
         let dev_base = plan::base_name(archive, t).and_then(|name| device_bases.get(name));
-        let narrow = plan::base_dtype(archive, t).filter(|&d| d != rec.dtype);
-        let (dst, base) = match (mode, dev_base, narrow) {
-            // A narrower base on the device is widened into a new buffer in
-            // both device modes (it cannot be reconstructed in place).
-            (BaseMode::DeviceBorrowed | BaseMode::DeviceInPlace, Some(b), Some(from)) => {
-                let n = rec.elem_count().unwrap_or(0);
-                check_len(rec.name.as_str(), b.len() as u64, n * from.width() as u64)?;
+        let in_place_ok = plan::base_fits_in_place(archive, t);
+        let (dst, base) = match (mode, dev_base, in_place_ok) {
+            // A narrower or row-mapped base on the device is read into a
+            // new buffer in both device modes (it cannot be reconstructed
+            // in place).
+            (BaseMode::DeviceBorrowed | BaseMode::DeviceInPlace, Some(b), false) => {
+                let from = plan::base_dtype(archive, t).unwrap_or(rec.dtype);
+                let want = plan::base_shape(archive, t)
+                    .unwrap_or(&rec.shape)
+                    .iter()
+                    .try_fold(from.width() as u64, |a, &d| a.checked_mul(d))
+                    .unwrap_or(u64::MAX);
+                check_len(rec.name.as_str(), b.len() as u64, want)?;
                 let a = mem.upload(b);
-                let base = BasePlan::Widened {
-                    src: plan::WidenSrc::Device(a),
-                    from,
-                };
-                (mem.alloc(len as usize, 0xA5), base)
+                (
+                    mem.alloc(len as usize, 0xA5),
+                    plan::device_base_plan(archive, t, a),
+                )
             }
-            (BaseMode::DeviceBorrowed, Some(b), None) => {
+            (BaseMode::DeviceBorrowed, Some(b), true) => {
                 check_len(rec.name.as_str(), b.len() as u64, len)?;
                 let a = mem.upload(b);
                 (mem.alloc(len as usize, 0xA5), BasePlan::Device(a))
             }
-            (BaseMode::DeviceInPlace, Some(b), None) => {
+            (BaseMode::DeviceInPlace, Some(b), true) => {
                 check_len(rec.name.as_str(), b.len() as u64, len)?;
                 (mem.upload(b), BasePlan::InPlace)
             }

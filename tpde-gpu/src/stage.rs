@@ -8,7 +8,9 @@
 //!   bytes (decoded and validated on the device: the default, about half the
 //!   CPU work and PCIe bytes) or decoded here to little-endian `u32`; then
 //!   the values planes;
-//! - raw piece: the bytes as they are.
+//! - raw piece: the bytes as they are;
+//! - row-mapped predictor piece: base rows and zeros, built from the whole
+//!   (SHA-256-checked) base held on the host.
 //!
 //! Every chunk's stored bytes pass their CRC ([`Archive::chunk_bytes`]) and
 //! every stream must decode to exactly its declared length, as in the CPU
@@ -16,7 +18,7 @@
 
 use std::cell::RefCell;
 
-use tpde_format::codec::{positions, stream};
+use tpde_format::codec::{positions, rows, stream};
 use tpde_format::format::{Payload, Stream};
 use tpde_format::read::Table;
 use tpde_format::{Archive, Error as FormatError, Location};
@@ -38,6 +40,15 @@ pub fn fill_region<D: AsRef<[u8]> + Sync>(
         Input::None => Ok(()),
         Input::Bytes(b) => {
             region.copy_from_slice(b);
+            Ok(())
+        }
+        Input::Rows {
+            base,
+            rows: map,
+            row_bytes,
+            at,
+        } => {
+            rows::predict(map, row_bytes, base, at..at + region.len() as u64, region);
             Ok(())
         }
         Input::Chunk {

@@ -134,9 +134,12 @@ fn upload(gpu: &GpuArchive<&[u8]>, name: &str, t: usize, bytes: &[u8]) -> Device
     let rec = &gpu.archive().index().tensors[t];
     DeviceTensor {
         name: name.to_owned(),
-        // A widened base goes up at its own, narrower dtype.
+        // A widened base goes up at its own, narrower dtype, a row-mapped
+        // one at its own row count.
         dtype: tpde_gpu::plan::base_dtype(gpu.archive(), t).unwrap_or(rec.dtype),
-        shape: rec.shape.clone(),
+        shape: tpde_gpu::plan::base_shape(gpu.archive(), t)
+            .unwrap_or(&rec.shape)
+            .to_vec(),
         buffer: DeviceBuffer::from_host(gpu.context(), bytes).unwrap(),
     }
 }
@@ -195,8 +198,8 @@ fn device_bases_borrowed_and_in_place() {
                 rec.name
             );
             if let Some(bname) = base_name(rec) {
-                let widened = tpde_gpu::plan::base_dtype(gpu.archive(), t) != Some(rec.dtype);
-                if dt.byte_len() > 0 && !widened {
+                let in_place = tpde_gpu::plan::base_fits_in_place(gpu.archive(), t);
+                if dt.byte_len() > 0 && in_place {
                     assert_eq!(dt.device_ptr(), ptrs[&bname], "{}: not in place", rec.name);
                 }
             }
@@ -235,7 +238,9 @@ fn base_name(rec: &tpde_format::format::TensorRecord) -> Option<String> {
         tpde_format::format::BaseRef::Inline { .. } => Some(format!("{}.base", rec.name)),
         tpde_format::format::BaseRef::External { name, .. }
         | tpde_format::format::BaseRef::ExternalWidened { name, .. } => Some(name.clone()),
-        tpde_format::format::BaseRef::InlineWidened { .. } => Some(format!("{}.base", rec.name)),
+        tpde_format::format::BaseRef::InlineWidened { .. }
+        | tpde_format::format::BaseRef::InlineRows { .. } => Some(format!("{}.base", rec.name)),
+        tpde_format::format::BaseRef::ExternalRows { name, .. } => Some(name.clone()),
     }
 }
 
@@ -360,6 +365,7 @@ fn widening_every_half_pattern() {
                 chunk_elems: 4096,
                 tamper: None,
                 narrow: Some(from),
+                rows: None,
             });
         }
     }
@@ -388,4 +394,82 @@ fn widening_every_half_pattern() {
             rec.name
         );
     }
+}
+
+/// Row-mapped bases (format v1.2) from every source, through every load
+/// API, bit-exact against the CPU reader: inline chunked (decoded into
+/// device scratch, then copied run by run), inline plain and external
+/// (predictor built on the host), and a base handed in on the device
+/// (borrowed by `load_onto`, read by `load_all_onto`); includes gaps, runs
+/// that start and end mid-chunk, and more one-row runs than a batch holds.
+/// A device base of the wrong row count is the typed error.
+#[test]
+fn row_mapped_bases_on_the_device() {
+    if !device_or_skip() {
+        return;
+    }
+    for (seed, opts) in option_sets().into_iter().enumerate() {
+        let built = common::build(&common::row_specs(&mut common::Rng::new(seed as u64 + 61)));
+        let a = Archive::from_bytes(built.bytes.as_slice(), ReadLimits::default()).unwrap();
+        let gpu = GpuArchive::new(a, 0, opts.clone()).unwrap();
+        let cpu: Vec<Vec<u8>> = gpu
+            .archive()
+            .index()
+            .tensors
+            .iter()
+            .map(|t| {
+                gpu.archive()
+                    .decode_tensor(&t.name, &built.external)
+                    .unwrap()
+            })
+            .collect();
+        let got = gpu.load_all_with(&built.external).unwrap();
+        for (t, dt) in got.iter().enumerate() {
+            assert_eq!(dt.copy_to_host().unwrap(), cpu[t], "{} {opts:?}", dt.name);
+            assert_eq!(sha(&cpu[t]), gpu.archive().index().tensors[t].sha256);
+        }
+        let n = gpu.archive().index().tensors.len();
+        let mut bases = HashMap::new();
+        for (t, want) in cpu.iter().enumerate() {
+            let rec = gpu.archive().index().tensors[t].clone();
+            let bname = base_name(&rec).unwrap();
+            let base = upload(&gpu, &bname, t, &built.bases[&bname]);
+            let out = gpu.load_onto(&rec.name, &base).unwrap();
+            assert_eq!(&out.copy_to_host().unwrap(), want, "{} onto", rec.name);
+            assert_eq!(
+                base.copy_to_host().unwrap(),
+                built.bases[&bname],
+                "{}: base changed",
+                rec.name
+            );
+            bases.insert(bname, base);
+        }
+        let got = gpu.load_all_onto(bases).unwrap();
+        assert_eq!(got.len(), n);
+        for (t, dt) in got.iter().enumerate() {
+            assert_eq!(dt.copy_to_host().unwrap(), cpu[t], "{} all onto", dt.name);
+        }
+    }
+    // The target's shape instead of the base's (other row count).
+    let built = common::build(&common::row_specs(&mut common::Rng::new(71)));
+    let a = Archive::from_bytes(built.bytes.as_slice(), ReadLimits::default()).unwrap();
+    let gpu = GpuArchive::new(a, 0, GpuOptions::default()).unwrap();
+    let (t, rec) = gpu
+        .archive()
+        .index()
+        .tensors
+        .iter()
+        .enumerate()
+        .find(|(_, r)| r.name.starts_with("rows.pruned"))
+        .unwrap();
+    let bname = base_name(rec).unwrap();
+    let wrong = vec![0u8; rec.byte_len().unwrap() as usize];
+    let mut base = upload(&gpu, &bname, t, &wrong);
+    base.shape = rec.shape.clone();
+    let err = gpu.load_onto(&rec.name, &base).unwrap_err();
+    assert!(matches!(err, GpuError::DeviceBase { .. }), "{err}");
+    let err = gpu
+        .load_all_onto(HashMap::from([(bname.clone(), base)]))
+        .unwrap_err();
+    assert!(matches!(err, GpuError::DeviceBase { .. }), "{err}");
 }

@@ -246,3 +246,127 @@ fn hostile_positions_are_refused_in_both_modes() {
         }
     }
 }
+
+fn row_archive(seed: u64) -> common::Built {
+    common::build(&common::row_specs(&mut common::Rng::new(seed)))
+}
+
+/// The row-mapped fixtures (format v1.2) hold what the tests below claim to
+/// cover: every base source, gaps, runs that start or end mid-chunk, and
+/// more one-row runs than a batch holds jobs.
+#[test]
+fn row_mapped_fixtures_cover_every_source_and_shape() {
+    use tpde_format::format::{BaseRef, Payload};
+    let built = row_archive(1);
+    let a = open(&built.bytes);
+    let idx = a.index();
+    let mut sources = (false, false, false);
+    let (mut gaps, mut mid_chunk, mut many) = (false, false, false);
+    for t in &idx.tensors {
+        let Some(runs) = t.base.rows() else {
+            continue;
+        };
+        match &t.base {
+            BaseRef::InlineRows { index, .. } => match idx.bases[*index as usize].payload {
+                Payload::Plain { .. } => sources.0 = true,
+                Payload::Chunked { .. } => sources.1 = true,
+            },
+            BaseRef::ExternalRows { .. } => sources.2 = true,
+            _ => {}
+        }
+        let rows = t.shape[0];
+        let row_elems: u64 = t.shape[1..].iter().product();
+        gaps |= runs.iter().map(|r| r.count).sum::<u64>() < rows;
+        if let Payload::Chunked { chunk_elems, .. } = t.payload {
+            mid_chunk |= runs.iter().any(|r| {
+                (r.start * row_elems) % chunk_elems != 0
+                    && ((r.start + r.count) * row_elems) % chunk_elems != 0
+            });
+        }
+        many |= runs.len() > tpde_gpu::plan::MAX_JOBS_PER_BATCH;
+    }
+    assert_eq!(sources, (true, true, true));
+    assert!(gaps && mid_chunk && many);
+    // The whole matrix carries them too (every other test sees them).
+    let m = common::build(&common::matrix(1));
+    assert!(open(&m.bytes)
+        .index()
+        .tensors
+        .iter()
+        .any(|t| t.base.rows().is_some()));
+}
+
+/// Row-mapped bases from every source (inline chunked: decoded into device
+/// scratch, then copied row run by row run; inline plain and external:
+/// predictor built on the host; on the device: copied from the caller's
+/// buffer, borrowed or handed over) against the CPU reader.
+#[test]
+fn row_mapped_bases_match_the_cpu_reader_in_every_mode() {
+    let built = row_archive(2);
+    let a = open(&built.bytes);
+    for mode in [
+        BaseMode::Host(&built.external),
+        BaseMode::DeviceBorrowed,
+        BaseMode::DeviceInPlace,
+    ] {
+        for (slot, plan) in SLOTS.into_iter().flat_map(|s| PLANS.map(|p| (s, p))) {
+            let got = reconstruct(&a, mode, &built.bases, slot, plan).unwrap();
+            for (t, bytes) in got.iter().enumerate() {
+                let rec = &a.index().tensors[t];
+                let want = a.decode_tensor(&rec.name, &built.external).unwrap();
+                assert_eq!(bytes, &want, "{} {mode:?} slot {slot} {plan:?}", rec.name);
+                let d: [u8; 32] = Sha256::digest(bytes).into();
+                assert_eq!(d, rec.sha256, "{}", rec.name);
+            }
+        }
+    }
+}
+
+/// Many one-row runs give more row-copy jobs than one batch holds; they
+/// spill into several batches, each a plain launch of independent copies.
+#[test]
+fn many_one_row_runs_span_several_batches() {
+    use tpde_gpu::plan::{self, JobKind, MAX_JOBS_PER_BATCH};
+    let built = row_archive(3);
+    let a = open(&built.bytes);
+    let t = a
+        .tensor_index("rows.one-row-runs.Inline { plain: false }")
+        .unwrap();
+    let base = plan::device_base_plan(&a, t, 1 << 40);
+    let mut jobs = Vec::new();
+    plan::tensor_jobs(&a, t, 2 << 40, base, PLANS[0], &mut jobs).unwrap();
+    let fills = jobs.iter().filter(|j| j.kind == JobKind::Fill).count();
+    assert!(fills > MAX_JOBS_PER_BATCH, "{fills} fills");
+    let batches = plan::make_batches(&jobs, 64 << 20).unwrap();
+    let with_fills = batches
+        .iter()
+        .filter(|b| b.phase1.iter().any(|&j| jobs[j].kind == JobKind::Fill))
+        .count();
+    assert!(with_fills >= 2, "{with_fills} batches");
+    assert!(batches.iter().all(|b| b.phase1.len() <= MAX_JOBS_PER_BATCH));
+}
+
+/// A device base for a row-mapped tensor must have the base's row count;
+/// one of the target's size is the typed error, in both device modes.
+#[test]
+fn a_wrong_shape_row_mapped_device_base_is_a_typed_error() {
+    let built = row_archive(4);
+    let a = open(&built.bytes);
+    let rec = a
+        .index()
+        .tensors
+        .iter()
+        .find(|t| t.name.starts_with("rows.pruned"))
+        .unwrap();
+    let bname = format!("{}.base", rec.name);
+    let mut bases = built.bases.clone();
+    // Target-sized (40 rows) instead of the base's 60.
+    bases.insert(bname, vec![0u8; rec.byte_len().unwrap() as usize]);
+    for mode in [BaseMode::DeviceBorrowed, BaseMode::DeviceInPlace] {
+        let err = reconstruct(&a, mode, &bases, 0, PLANS[0]).unwrap_err();
+        match &err {
+            GpuError::DeviceBase { tensor, .. } => assert_eq!(tensor, &rec.name),
+            e => panic!("{mode:?}: expected a device base error, got {e}"),
+        }
+    }
+}

@@ -11,9 +11,10 @@ use std::collections::HashMap;
 use bincode::Options;
 use sha2::{Digest as _, Sha256};
 use tpde_format::codec::chunk::{encode, EncodeScratch};
+use tpde_format::codec::rows;
 use tpde_format::format::{
     align_up, bincode_options, BaseFile, BaseRef, Chunk, ChunkKind, Dtype, FileRecord, Header,
-    Index, Op, Payload, TensorRecord, ALIGN, HEADER_LEN,
+    Index, Op, Payload, RowRun, TensorRecord, ALIGN, HEADER_LEN,
 };
 
 /// Where a test tensor's base comes from.
@@ -44,6 +45,16 @@ pub struct Spec {
     /// A base of this narrower float dtype (format v1.1), widened to
     /// `dtype` by the reader; `base` then holds the narrow bytes.
     pub narrow: Option<Dtype>,
+    /// A row-mapped base (format v1.2) of another row count; `base` then
+    /// holds the base tensor's bytes (shape `RowMap::base_shape`).
+    pub rows: Option<RowMap>,
+}
+
+/// A row-mapped base's shape and row map (spec §6.3).
+#[derive(Debug, Clone)]
+pub struct RowMap {
+    pub base_shape: Vec<u64>,
+    pub runs: Vec<RowRun>,
 }
 
 /// Ways to break a positions stream the CRC cannot catch.
@@ -270,6 +281,74 @@ pub fn build(specs: &[Spec]) -> Built {
     let mut file_size = 8 + 2u64;
     for s in specs {
         let base_name = format!("{}.base", s.name);
+        if let (Some(r), Some(b)) = (&s.rows, &s.base) {
+            // A row-mapped base (spec §6.3): the target is encoded against
+            // the predictor the reader builds from the base's rows.
+            let rb = rows::row_bytes(&s.shape, s.dtype.width()).unwrap();
+            let mut pred = vec![0u8; s.target.len()];
+            rows::predict(&r.runs, rb, b, 0..s.target.len() as u64, &mut pred);
+            let base_ref = match s.kind {
+                BaseKind::Inline { plain: p } => {
+                    let payload = if p {
+                        plain(&mut out, b)
+                    } else {
+                        chunked(&mut out, s.dtype, b, None, Op::Replace, s.chunk_elems, None)
+                    };
+                    index.bases.push(TensorRecord {
+                        name: base_name.clone(),
+                        dtype: s.dtype,
+                        shape: r.base_shape.clone(),
+                        sha256: sha(b),
+                        base: BaseRef::None,
+                        payload,
+                    });
+                    BaseRef::InlineRows {
+                        index: (index.bases.len() - 1) as u32,
+                        rows: r.runs.clone(),
+                    }
+                }
+                _ => {
+                    if index.base_files.is_empty() {
+                        index.base_files.push(BaseFile {
+                            name: "base.safetensors".into(),
+                            size: 0,
+                            sha256: [0; 32],
+                        });
+                    }
+                    external.insert(
+                        base_name.clone(),
+                        (s.dtype, r.base_shape.clone(), b.clone()),
+                    );
+                    BaseRef::ExternalRows {
+                        file: 0,
+                        name: base_name.clone(),
+                        sha256: sha(b),
+                        shape: r.base_shape.clone(),
+                        rows: r.runs.clone(),
+                    }
+                }
+            };
+            bases.insert(base_name.clone(), b.clone());
+            let payload = chunked(
+                &mut out,
+                s.dtype,
+                &s.target,
+                Some(&pred),
+                s.op,
+                s.chunk_elems,
+                s.tamper,
+            );
+            index.tensors.push(TensorRecord {
+                name: s.name.clone(),
+                dtype: s.dtype,
+                shape: s.shape.clone(),
+                sha256: sha(&s.target),
+                base: base_ref,
+                payload,
+            });
+            file_size += s.target.len() as u64;
+            continue;
+        }
         if let (Some(from), Some(b)) = (s.narrow, &s.base) {
             // A narrower base, widened by the reader (spec §6.2).
             let n = b.len() / from.width();
@@ -463,6 +542,7 @@ pub fn matrix(seed: u64) -> Vec<Spec> {
                         chunk_elems: ce as u64,
                         tamper: None,
                         narrow: None,
+                        rows: None,
                     });
                 }
             }
@@ -500,10 +580,12 @@ pub fn matrix(seed: u64) -> Vec<Spec> {
                     chunk_elems: ce as u64,
                     tamper: None,
                     narrow: Some(from),
+                    rows: None,
                 });
             }
         }
     }
+    specs.extend(row_specs(&mut rng));
     specs.push(Spec {
         name: "empty".into(),
         dtype: Dtype::F32,
@@ -515,6 +597,7 @@ pub fn matrix(seed: u64) -> Vec<Spec> {
         chunk_elems: 256,
         tamper: None,
         narrow: None,
+        rows: None,
     });
     let b = rng.bytes(2);
     let mut t = b.clone();
@@ -530,6 +613,7 @@ pub fn matrix(seed: u64) -> Vec<Spec> {
         chunk_elems: 256,
         tamper: None,
         narrow: None,
+        rows: None,
     });
     specs
 }
@@ -552,6 +636,7 @@ pub fn tampered(t: Tamper, dtype: Dtype) -> Vec<u8> {
             chunk_elems: 2048,
             tamper,
             narrow: None,
+            rows: None,
         });
     }
     build(&specs).bytes
@@ -578,4 +663,139 @@ pub fn coverage(index: &Index) -> Vec<(ChunkKind, Op)> {
         }
     }
     seen
+}
+
+fn run(start: u64, base_start: u64, count: u64) -> RowRun {
+    RowRun {
+        start,
+        base_start,
+        count,
+    }
+}
+
+/// Target rows predicted by base row `2 i` one row at a time (never
+/// mergeable), every ninth row a gap: more device jobs than one batch holds.
+pub fn one_row_runs(target_rows: u64) -> Vec<RowRun> {
+    (0..target_rows)
+        .filter(|i| i % 9 != 4)
+        .map(|i| run(i, 2 * i, 1))
+        .collect()
+}
+
+/// Row-mapped tensors (format v1.2) for every base source (inline chunked,
+/// inline plain, external): a pruned map, one with gaps (zero-predicted
+/// rows) inside and at both ends, a rank-1 tensor (one-byte rows), runs
+/// starting and ending mid-chunk, an empty map, a base of zero rows, and
+/// many one-row runs.
+pub fn row_specs(rng: &mut Rng) -> Vec<Spec> {
+    // (name, dtype, trailing dims, base rows, target rows, runs, chunk elems)
+    type Case = (&'static str, Dtype, Vec<u64>, u64, u64, Vec<RowRun>, u64);
+    let cases: Vec<Case> = vec![
+        (
+            "pruned",
+            Dtype::BF16,
+            vec![24],
+            60,
+            40,
+            vec![
+                run(0, 0, 10),
+                run(10, 12, 7),
+                run(17, 30, 13),
+                run(30, 50, 10),
+            ],
+            100,
+        ),
+        (
+            "gaps",
+            Dtype::F32,
+            vec![3, 5],
+            30,
+            45,
+            vec![run(2, 0, 10), run(15, 10, 12), run(30, 22, 8)],
+            64,
+        ),
+        (
+            "vector",
+            Dtype::U8,
+            vec![],
+            900,
+            1000,
+            vec![run(0, 0, 300), run(310, 305, 400), run(720, 710, 190)],
+            100,
+        ),
+        (
+            "one-row-runs",
+            Dtype::BF16,
+            vec![8],
+            3000,
+            1400,
+            one_row_runs(1400),
+            256,
+        ),
+        ("no-runs", Dtype::I64, vec![4], 10, 12, vec![], 16),
+        ("zero-row-base", Dtype::F32, vec![2], 0, 5, vec![], 4),
+    ];
+    let kinds = [
+        BaseKind::Inline { plain: false },
+        BaseKind::Inline { plain: true },
+        BaseKind::External,
+    ];
+    let ops = [Op::Xor, Op::Add, Op::AddZigzag, Op::Replace];
+    let mut specs = Vec::new();
+    for (ci, (name, dtype, trailing, base_rows, target_rows, runs, ce)) in
+        cases.into_iter().enumerate()
+    {
+        let w = dtype.width();
+        let row_elems: u64 = trailing.iter().product();
+        let rb = row_elems * w as u64;
+        let shape: Vec<u64> = std::iter::once(target_rows)
+            .chain(trailing.clone())
+            .collect();
+        let base_shape: Vec<u64> = std::iter::once(base_rows).chain(trailing).collect();
+        for (ki, kind) in kinds.into_iter().enumerate() {
+            let base = rng.bytes((base_rows * rb) as usize);
+            let mut target = vec![0u8; (target_rows * rb) as usize];
+            rows::predict(&runs, rb, &base, 0..target.len() as u64, &mut target);
+            let covered: Vec<bool> = (0..target_rows)
+                .map(|r| {
+                    runs.iter()
+                        .any(|x| (x.start..x.start + x.count).contains(&r))
+                })
+                .collect();
+            // Chunk by chunk as in `pair`: unchanged, a few elements, every
+            // element (small steps), half; new (gap) rows are random.
+            let n = (target_rows * row_elems) as usize;
+            for i in 0..n {
+                let at = i * w;
+                match (i as u64 / ce) % 4 {
+                    1 if i as u64 % ce == ce / 2 => target[at] ^= 0x11,
+                    2 => target[at] = target[at].wrapping_add(1 + (rng.next() % 5) as u8),
+                    3 if rng.next() % 2 == 0 => target[at + w - 1] ^= 1 + (rng.next() % 200) as u8,
+                    _ => {}
+                }
+                if !covered[i / row_elems as usize] {
+                    for b in &mut target[at..at + w] {
+                        *b = rng.next() as u8;
+                    }
+                }
+            }
+            specs.push(Spec {
+                name: format!("rows.{name}.{kind:?}"),
+                dtype,
+                shape: shape.clone(),
+                base: Some(base),
+                target,
+                kind,
+                op: ops[(ci + ki) % ops.len()],
+                chunk_elems: ce,
+                tamper: None,
+                narrow: None,
+                rows: Some(RowMap {
+                    base_shape: base_shape.clone(),
+                    runs: runs.clone(),
+                }),
+            });
+        }
+    }
+    specs
 }
