@@ -273,6 +273,19 @@ pub enum BaseSpec {
     },
     /// The same bytes under another name (a content-matched rename).
     Renamed,
+    /// (v1.2) Another row count (a row-mapped base, spec §6.3): the base
+    /// keeps the target rows not dropped, in order, with new rows inserted
+    /// between them; rows are slices along the first dimension.
+    Rows {
+        /// Target row `r` is left out of the base when `drop[r % len]`.
+        drop: Vec<bool>,
+        /// A new base row follows target row `r` when `insert[r % len]` is odd.
+        insert: Vec<u8>,
+        /// Byte pattern of the inserted rows.
+        fill: Vec<u8>,
+        /// Under another name (matched by row content) instead of the target's.
+        renamed: bool,
+    },
 }
 
 /// Bytes from a pattern: `fill` cycled, varied per cycle so long tensors
@@ -357,6 +370,40 @@ fn build(input: &RoundtripInput) -> Pair {
                 };
                 narrow.map(|d| (d, pattern(fill, n * d.width())))
             }
+            BaseSpec::Rows {
+                drop,
+                insert,
+                fill,
+                renamed,
+            } if !shape.is_empty() => {
+                let rows = shape[0] as usize;
+                let row_bytes = if rows == 0 { 0 } else { n * w / rows };
+                let mut b = Vec::new();
+                let mut base_rows = 0u64;
+                for r in 0..rows {
+                    if !drop.get(r % drop.len().max(1)).copied().unwrap_or(false) {
+                        b.extend_from_slice(&bytes[r * row_bytes..(r + 1) * row_bytes]);
+                        base_rows += 1;
+                    }
+                    if insert.get(r % insert.len().max(1)).is_some_and(|x| x % 2 == 1) {
+                        b.extend(pattern(fill, row_bytes + r).into_iter().skip(r));
+                        base_rows += 1;
+                    }
+                }
+                let mut bshape = shape.clone();
+                if let Some(d0) = bshape.first_mut() {
+                    *d0 = base_rows;
+                }
+                let bname = if *renamed {
+                    format!("{name}.rows")
+                } else {
+                    name.clone()
+                };
+                base.push((bname, dtype, bshape, b));
+                None
+            }
+            // A 0-d tensor has no rows.
+            BaseSpec::Rows { .. } => None,
             BaseSpec::Renamed => {
                 base.push((
                     format!("{name}.renamed"),
@@ -372,6 +419,10 @@ fn build(input: &RoundtripInput) -> Pair {
         }
         target.push((name, dtype, shape, bytes));
     }
+    // Derived base names (`x.renamed`, `x.rows`) may repeat a name: keep the
+    // first, since a safetensors file holds each name once.
+    let mut names = std::collections::HashSet::new();
+    base.retain(|(n, ..)| names.insert(n.clone()));
     (target, base)
 }
 
