@@ -14,6 +14,7 @@
 
 mod bench;
 mod child;
+mod derive;
 mod measure;
 mod pairs;
 mod refcodec;
@@ -325,7 +326,13 @@ fn run(a: RunArgs) -> Result<()> {
     notes.push("Results of target-only methods (zstd -3, zstd -19, byte planes) are measured once per target file and reused by later pairs with the same target (noted in the row).".into());
 
     let mut pairs = if a.pairs.is_empty() {
-        pairs::builtin(&root, &shared, &corpus)
+        let mut list = pairs::builtin(&root, &shared, &corpus);
+        let derived = derive::vocab_pairs(&shared, &out_dir)?;
+        if !derived.is_empty() {
+            notes.push("Derived pairs (no such pair ships in ../shared): tpde-bench/src/derive.rs writes them from the real fine-tunes into OUT_DIR/derived/ — step0 with a fixed pseudo-random 40% of its word-embedding rows removed, and full.step700 with 1,000 appended rows (bf16 means of two existing rows).".into());
+        }
+        list.extend(derived);
+        list
     } else {
         a.pairs
             .iter()

@@ -179,7 +179,11 @@ fn cmd_pack(a: PackArgs) -> Result<String> {
                 cli::Planes::Rans => PlaneCoder::Rans,
                 cli::Planes::Zstd => PlaneCoder::Zstd,
             })
-            .with_max_minor(if a.format_1_0 { 0 } else { VERSION_MINOR })
+            .with_max_minor(if a.format_1_0 {
+                0
+            } else {
+                a.format.minor().min(VERSION_MINOR)
+            })
             .with_overwrite(a.force),
         base_mode,
     };
@@ -198,8 +202,12 @@ fn cmd_pack(a: PackArgs) -> Result<String> {
                 BaseMode::InlinePlain => "base embedded uncompressed",
                 BaseMode::Inline => "base embedded",
             };
+            let rows = match r.row_mapped_tensors {
+                0 => String::new(),
+                n => format!(" ({n} row-mapped: base of another row count)"),
+            };
             format!(
-                "{} as deltas against {} ({kept}), {standalone} standalone",
+                "{} as deltas against {}{rows} ({kept}), {standalone} standalone",
                 r.delta_tensors,
                 b.display()
             )

@@ -69,10 +69,19 @@ fn shape(s: &[u64]) -> String {
 }
 
 fn base(t: &TensorSummary) -> String {
+    let mut s = printable(&t.base);
+    let mut notes = Vec::new();
     match &t.base_tensor {
-        Some(b) if b != &t.name => format!("{} ({})", printable(&t.base), printable(b)),
-        _ => printable(&t.base),
+        Some(b) if b != &t.name => notes.push(printable(b)),
+        _ => {}
     }
+    if let (Some(m), Some(&rows)) = (t.mapped_rows, t.shape.first()) {
+        notes.push(format!("{m}/{rows} rows"));
+    }
+    if !notes.is_empty() {
+        s = format!("{s} ({})", notes.join(", "));
+    }
+    s
 }
 
 fn row(t: &TensorSummary) -> [String; 10] {

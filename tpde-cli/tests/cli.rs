@@ -893,3 +893,103 @@ fn plane_coder_and_format_1_0_flags() {
     ]);
     expect_code(&o, 2);
 }
+
+/// A vocabulary pruned and extended (format 1.2 row-mapped bases): `pack`
+/// says how many tensors are row-mapped, `inspect` shows the mapped rows,
+/// `--format 1.1` gives them up (a 1.1 archive, larger), and every archive
+/// unpacks byte-identically in every base mode.
+#[test]
+fn row_mapped_bases_for_a_resized_vocabulary() {
+    let dir = tempfile::tempdir().unwrap();
+    // 200 rows of 64 F32 elements, distinct (an xorshift stream).
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut rows: Vec<Vec<u8>> = Vec::new();
+    for _ in 0..200 {
+        let mut r = Vec::with_capacity(256);
+        for _ in 0..64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            r.extend_from_slice(&(x as u32).to_le_bytes());
+        }
+        rows.push(r);
+    }
+    let other = vec![7u8; 64];
+    let base = dir.path().join("base.safetensors");
+    let all = rows.concat();
+    write_safetensors(
+        &base,
+        &[
+            ("embed", Dtype::F32, &[200, 64], &all),
+            ("bias", Dtype::U8, &[64], &other),
+        ],
+    );
+    // Every third row dropped, then 10 new rows appended.
+    let mut kept: Vec<u8> = rows
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 3 != 0)
+        .flat_map(|(_, r)| r.clone())
+        .collect();
+    kept.extend(std::iter::repeat_n(3u8, 10 * 256));
+    let n_rows = (kept.len() / 256) as u64;
+    let target = dir.path().join("target.safetensors");
+    write_safetensors(
+        &target,
+        &[
+            ("embed", Dtype::F32, &[n_rows, 64], &kept),
+            ("bias", Dtype::U8, &[64], &other),
+        ],
+    );
+    let t = p(&target).to_owned();
+    let b = p(&base).to_owned();
+    let size = |a: &Path| fs::metadata(a).unwrap().len();
+    let mut sizes = Vec::new();
+    for (name, extra) in [
+        ("inline.tpde", vec![]),
+        ("external.tpde", vec!["--external-base"]),
+        ("v11.tpde", vec!["--external-base", "--format", "1.1"]),
+    ] {
+        let archive = dir.path().join(name);
+        let mut args = vec!["pack", "--target", &t, "--base", &b, "-o", p(&archive)];
+        args.extend(extra.iter().copied());
+        let o = tpde(&args);
+        expect_code(&o, 0);
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        let o = tpde(["inspect", p(&archive), "--json"]);
+        expect_code(&o, 0);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let embed = v["tensors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == "embed")
+            .unwrap()
+            .clone();
+        if name == "v11.tpde" {
+            assert!(!out.contains("row-mapped"), "{out}");
+            assert_eq!(v["format_version"], "1.1");
+            assert_eq!(embed["base"], "none");
+        } else {
+            assert!(out.contains("(1 row-mapped"), "{out}");
+            assert_eq!(v["format_version"], "1.2");
+            assert!(embed["base"].as_str().unwrap().ends_with("-rows"));
+            // 133 kept rows predicted by their base rows; 10 new ones by zero.
+            assert_eq!(embed["mapped_rows"], 133);
+            let table =
+                String::from_utf8_lossy(&tpde(["inspect", p(&archive)]).stdout).into_owned();
+            assert!(table.contains("133/143 rows"), "{table}");
+        }
+        let back = dir.path().join(format!("{name}.out"));
+        let o = tpde(["unpack", p(&archive), "--base", &b, "-o", p(&back)]);
+        expect_code(&o, 0);
+        assert_eq!(
+            fs::read(&back).unwrap(),
+            fs::read(&target).unwrap(),
+            "{name}"
+        );
+        sizes.push(size(&archive));
+    }
+    // The row map stores nothing for the kept rows; 1.1 stores them all.
+    assert!(sizes[1] * 3 < sizes[2], "{sizes:?}");
+}
