@@ -286,6 +286,19 @@ pub enum BaseSpec {
         /// Under another name (matched by row content) instead of the target's.
         renamed: bool,
     },
+    /// (v1.2) For an F32 target: codes `NAME.q` (I8, or U8 when `unsigned`)
+    /// and F32 scales `NAME.scale` (a quantized base, spec §6.4); other
+    /// dtypes get no base.
+    Quantized {
+        /// Byte pattern of the codes.
+        codes: Vec<u8>,
+        /// Byte pattern of the scales (any bits: NaNs, infinities, subnormals).
+        scales: Vec<u8>,
+        /// U8 codes instead of I8.
+        unsigned: bool,
+        /// 0: one scale; 1: per row (`[rows, 1]`); 2: per column (`[cols]`).
+        axis: u8,
+    },
 }
 
 /// Bytes from a pattern: `fill` cycled, varied per cycle so long tensors
@@ -377,7 +390,7 @@ fn build(input: &RoundtripInput) -> Pair {
                 renamed,
             } if !shape.is_empty() => {
                 let rows = shape[0] as usize;
-                let row_bytes = if rows == 0 { 0 } else { n * w / rows };
+                let row_bytes = (n * w).checked_div(rows).unwrap_or(0);
                 let mut b = Vec::new();
                 let mut base_rows = 0u64;
                 for r in 0..rows {
@@ -385,7 +398,10 @@ fn build(input: &RoundtripInput) -> Pair {
                         b.extend_from_slice(&bytes[r * row_bytes..(r + 1) * row_bytes]);
                         base_rows += 1;
                     }
-                    if insert.get(r % insert.len().max(1)).is_some_and(|x| x % 2 == 1) {
+                    if insert
+                        .get(r % insert.len().max(1))
+                        .is_some_and(|x| x % 2 == 1)
+                    {
                         b.extend(pattern(fill, row_bytes + r).into_iter().skip(r));
                         base_rows += 1;
                     }
@@ -404,6 +420,30 @@ fn build(input: &RoundtripInput) -> Pair {
             }
             // A 0-d tensor has no rows.
             BaseSpec::Rows { .. } => None,
+            BaseSpec::Quantized {
+                codes,
+                scales,
+                unsigned,
+                axis,
+            } if dtype == Dtype::F32 => {
+                let rest: Vec<u64> = shape.get(1..).unwrap_or_default().to_vec();
+                let scale_shape = match (axis % 3, shape.first()) {
+                    (1, Some(&rows)) => vec![rows, 1],
+                    (2, Some(_)) => rest,
+                    _ => vec![1],
+                };
+                let count: u64 = scale_shape.iter().product();
+                let q = if *unsigned { Dtype::U8 } else { Dtype::I8 };
+                base.push((format!("{name}.q"), q, shape.clone(), pattern(codes, n)));
+                base.push((
+                    format!("{name}.scale"),
+                    Dtype::F32,
+                    scale_shape,
+                    pattern(scales, count as usize * 4),
+                ));
+                None
+            }
+            BaseSpec::Quantized { .. } => None,
             BaseSpec::Renamed => {
                 base.push((
                     format!("{name}.renamed"),

@@ -58,7 +58,9 @@ OPS = ["xor", "add", "replace", "add-zigzag"]  # §6.1 ("add-zigzag" = AddZigzag
 CODECS = ["raw", "zstd", "planes"]  # §5.3 ("planes" = PerPlane, v1.1)
 PLANE_CODECS = ["raw", "zstd", "rans"]  # §5.3 (v1.1; "rans": §5.6)
 BASE_KINDS = ["none", "inline", "external", "inline_widened", "external_widened",
-              "inline_rows", "external_rows"]  # §4.5 (5, 6: v1.2)
+              "inline_rows", "external_rows",
+              "inline_dequant", "external_dequant"]  # §4.5 (5-8: v1.2)
+SCALE_AXES = ["tensor", "rows", "columns"]  # §6.4 (v1.2)
 
 # §7: the reference defaults.
 LIMITS = {
@@ -205,6 +207,15 @@ def read_tensor(c: Cursor) -> dict:
                 "dtype": DTYPES[c.variant(DTYPES, "base dtype")][0]}
     elif b == "inline_rows":  # §4.0.5 (v1.2)
         base = {"kind": b, "index": c.u32(), "rows": read_rows(c)}
+    elif b == "inline_dequant":
+        base = {"kind": b, "q": c.u32(), "scale": c.u32(),
+                "axis": SCALE_AXES[c.variant(SCALE_AXES, "scale axis")]}
+    elif b == "external_dequant":
+        base = {"kind": b, "file": c.u32(), "q_name": c.string(), "q_sha256": c.digest(),
+                "q_dtype": DTYPES[c.variant(DTYPES, "codes dtype")][0],
+                "scale_name": c.string(), "scale_sha256": c.digest(),
+                "scale_shape": c.vec(c.u64, 8),
+                "axis": SCALE_AXES[c.variant(SCALE_AXES, "scale axis")]}
     else:
         base = {"kind": b, "file": c.u32(), "name": c.string(), "sha256": c.digest(),
                 "shape": c.vec(c.u64, 8), "rows": read_rows(c)}
@@ -396,6 +407,24 @@ def validate(data: bytes, header: dict, idx: dict) -> None:
             if (bt["payload"]["kind"] == "chunked" and t["payload"]["kind"] == "chunked"
                     and bt["payload"]["chunk_elems"] > t["payload"]["chunk_elems"]):
                 raise FormatError(f"{where}: inline base has larger chunks than the tensor")
+        elif b["kind"] == "inline_dequant":  # §4.5, §6.4 (v1.2)
+            if b["q"] >= len(bases) or b["scale"] >= len(bases):
+                raise FormatError(f"{where}: inline base index out of range")
+            qt, st = bases[b["q"]], bases[b["scale"]]
+            check_dequant(t, qt["dtype"], qt["shape"], st["dtype"], st["shape"], b["axis"], where)
+            for bt in (qt, st):
+                if (bt["payload"]["kind"] == "chunked" and t["payload"]["kind"] == "chunked"
+                        and bt["payload"]["chunk_elems"] > t["payload"]["chunk_elems"]):
+                    raise FormatError(f"{where}: inline base has larger chunks than the tensor")
+        elif b["kind"] == "external_dequant":
+            if b["file"] >= len(idx["base_files"]):
+                raise FormatError(f"{where}: external base file index out of range")
+            n = 4
+            for d in b["scale_shape"]:
+                n *= d
+            if n > U64_MAX or n > LIMITS["max_tensor_bytes"]:
+                raise FormatError(f"{where}: limit max_tensor_bytes exceeded by the scales")
+            check_dequant(t, b["q_dtype"], t["shape"], "F32", b["scale_shape"], b["axis"], where)
         elif b["kind"] == "external_rows":
             if b["file"] >= len(idx["base_files"]):
                 raise FormatError(f"{where}: external base file index out of range")
@@ -450,12 +479,70 @@ def check_row_map(tshape: list, bshape: list, rows: list, where: str) -> None:  
         t_next, b_next = start + count, base_start + count
 
 
+def row_elems(shape: list) -> int:
+    r = 1
+    for d in shape[1:]:
+        r *= d
+    return r
+
+
+def check_dequant(t: dict, q_dtype: str, q_shape: list, s_dtype: str, s_shape: list,
+                  axis: str, where: str) -> None:  # §6.4.1
+    if t["dtype"] != "F32":
+        raise FormatError(f"{where}: a quantized base predicts only an F32 tensor")
+    if q_dtype not in ("I8", "U8"):
+        raise FormatError(f"{where}: quantized codes must be I8 or U8, not {q_dtype}")
+    if q_shape != t["shape"]:
+        raise FormatError(f"{where}: quantized codes have shape {q_shape}, not the tensor's")
+    if s_dtype != "F32":
+        raise FormatError(f"{where}: quantization scales must be F32, not {s_dtype}")
+    count = 1
+    for d in s_shape:
+        count *= d
+    if axis == "tensor":
+        want = 1
+    elif not t["shape"]:
+        raise FormatError(f"{where}: scale axis {axis} needs a tensor with a dimension")
+    else:
+        want = t["shape"][0] if axis == "rows" else row_elems(t["shape"])
+    if count != want:
+        raise FormatError(f"{where}: {count} scales, axis {axis} needs {want}")
+
+
+FLT_ROUNDS_TO_INF = (2.0 - 2.0 ** -24) * 2.0 ** 127  # §6.4.2: |x| from here rounds to ±inf
+
+
+def f32_bits_of(x: float) -> int:
+    """The binary32 pattern of the double `x`, rounded to nearest even."""
+    if x != x:
+        return 0x7FC00000  # §6.4.2: every NaN product is canonical
+    if abs(x) >= FLT_ROUNDS_TO_INF:
+        return 0xFF800000 if x < 0 else 0x7F800000
+    return struct.unpack("<I", struct.pack("<f", x))[0]
+
+
+def dequantize(t: dict, q: bytes, q_dtype: str, scales: bytes, axis: str) -> bytes:  # §6.4.2
+    """The F32 predictor. float(q) × s is exact in a double (8 × 24 bits);
+    rounding that double to binary32 is then the one binary32 multiply."""
+    r = row_elems(t["shape"])
+    s = struct.unpack(f"<{len(scales) // 4}f", scales)
+    out = bytearray(len(q) * 4)
+    for e, code in enumerate(q):
+        if q_dtype == "I8" and code >= 128:
+            code -= 256
+        k = 0 if axis == "tensor" else (e // r if axis == "rows" else e % r)
+        struct.pack_into("<I", out, 4 * e, f32_bits_of(float(code) * s[k]))
+    return bytes(out)
+
+
 def check_minor_features(header: dict, idx: dict) -> None:
     """§8.2: a file uses only variants that its `minor` defines."""
     if header["minor"] < 2:
         for t in idx["tensors"]:
-            if t["base"]["kind"] in ("inline_rows", "external_rows"):
-                raise FormatError(f"{tname(t, False)}: a row-mapped base (v1.2) in a minor {header['minor']} file")
+            if t["base"]["kind"] in ("inline_rows", "external_rows",
+                                     "inline_dequant", "external_dequant"):
+                raise FormatError(f"{tname(t, False)}: a row-mapped or quantized base (v1.2) "
+                                  f"in a minor {header['minor']} file")
     if header["minor"] >= 1:
         return
     for table, is_base in ((idx["bases"], True), (idx["tensors"], False)):
@@ -1016,6 +1103,19 @@ class Reader:
             return self.external_base(t, b, t["dtype"], nbytes)
         if b["kind"] == "inline_rows":  # §6.3.2 (v1.2)
             return row_predictor(t, self.inline_base(b["index"]), b["rows"])
+        if b["kind"] == "inline_dequant":  # §6.4.2 (v1.2)
+            qt = self.index["bases"][b["q"]]
+            return dequantize(t, self.inline_base(b["q"]), qt["dtype"],
+                              self.inline_base(b["scale"]), b["axis"])
+        if b["kind"] == "external_dequant":
+            count = 1
+            for d in b["scale_shape"]:
+                count *= d
+            q = self.external_base(t, {"file": b["file"], "name": b["q_name"], "sha256": b["q_sha256"]},
+                                   b["q_dtype"], n)
+            s = self.external_base(t, {"file": b["file"], "name": b["scale_name"], "sha256": b["scale_sha256"]},
+                                   "F32", 4 * count, b["scale_shape"])
+            return dequantize(t, q, b["q_dtype"], s, b["axis"])
         if b["kind"] == "external_rows":
             bn = 1
             for d in b["shape"]:

@@ -33,6 +33,8 @@ const BASE_FILE: &str = "base.safetensors";
 const BASE_FILE_V11: &str = "base_v11.safetensors";
 /// The external base file of the v1.2 (row-mapped base) vectors.
 const BASE_FILE_V12: &str = "base_v12.safetensors";
+/// The external base file of the v1.2 quantized-base vectors.
+const BASE_FILE_V12_DEQUANT: &str = "base_v12_dequant.safetensors";
 
 enum Target {
     /// One safetensors file: name, tensors, `__metadata__`.
@@ -939,7 +941,185 @@ fn v12_set() -> (Vec<TensorData>, Vec<TensorData>) {
     (target, base)
 }
 
+/// F32 scales covering every case of spec §6.4.2: signed zeros,
+/// subnormals, infinities, quiet and signalling NaNs with payloads, the
+/// largest normal, and ordinary values.
+const SPECIAL_SCALES: [u32; 12] = [
+    0x0000_0000,
+    0x8000_0000,
+    0x0000_0005,
+    0x8000_0001,
+    0x7f80_0000,
+    0xff80_0000,
+    0x7fa0_0001,
+    0xffc0_0123,
+    0x7f7f_ffff,
+    0x3c23_d70a, // 0.01
+    0xbf00_0000, // -0.5
+    0x3f80_0001, // 1 + 2^-23: ties in the rounding
+];
+
+#[allow(clippy::too_many_arguments)]
+/// A quantized pair: codes and scales (base), and an F32 target that is the
+/// predictor plus residuals: none over the first `ce` elements (a zero
+/// chunk), a few over the next `ce` (sparse), everywhere after (dense).
+fn quantized(
+    rng: &mut Rng,
+    name: &str,
+    shape: &[u64],
+    signed: bool,
+    scale_shape: &[u64],
+    axis: tpde_format::format::ScaleAxis,
+    suffix: (&str, &str),
+    ce: usize,
+) -> (TensorData, Vec<TensorData>) {
+    use tpde_format::codec::dequant;
+    let n: u64 = shape.iter().product();
+    let scale_n: u64 = scale_shape.iter().product();
+    let mut q = rng.bytes(n as usize);
+    q[0] = 0x80;
+    if n > 2 {
+        q[1] = 0;
+        q[2] = 0x7f;
+    }
+    let row_elems: u64 = shape.get(1..).map_or(1, |r| r.iter().product());
+    // The first element using scale 4 (+inf) and 5 (-inf) has code 0 (a NaN
+    // product), the first using scale 8 (largest normal) code 127 (+inf).
+    for (k, code) in [(4u64, 0u8), (5, 0), (8, 0x7f)] {
+        let e = match axis {
+            tpde_format::format::ScaleAxis::Rows => k * row_elems,
+            tpde_format::format::ScaleAxis::Columns => k,
+            tpde_format::format::ScaleAxis::Tensor => continue,
+        };
+        if k < scale_n && e < n {
+            q[e as usize] = code;
+        }
+    }
+    let scales: Vec<u8> = (0..scale_n)
+        .flat_map(|k| {
+            let bits = if (k as usize) < SPECIAL_SCALES.len() && scale_n > 1 {
+                SPECIAL_SCALES[k as usize]
+            } else {
+                (0.001 * (1 + rng.below(100)) as f32).to_bits()
+            };
+            bits.to_le_bytes()
+        })
+        .collect();
+    let sr = dequant::scale_range(axis, row_elems, 0..n);
+    let mut pred = vec![0u8; n as usize * 4];
+    dequant::predict(&q, signed, &scales, sr.start, axis, row_elems, 0, &mut pred);
+    let mut t = pred.clone();
+    for i in 0..n as usize {
+        let touch = match i / ce {
+            0 => false,
+            1 => i % 11 == 0,
+            _ => true,
+        };
+        if touch {
+            let x = get(&t, i, 4);
+            put(
+                &mut t,
+                i,
+                4,
+                x.wrapping_add(rng.below(64)).wrapping_sub(32) & 0xffff_ffff,
+            );
+        }
+    }
+    let qd = if signed { Dtype::I8 } else { Dtype::U8 };
+    (
+        td(name, Dtype::F32, shape, t),
+        vec![
+            td(format!("{name}{}", suffix.0), qd, shape, q),
+            td(
+                format!("{name}{}", suffix.1),
+                Dtype::F32,
+                scale_shape,
+                scales,
+            ),
+        ],
+    )
+}
+
+/// F32 tensors predicted by quantized codes and scales (spec §6.4).
+fn v12_dequant_set(ce: usize) -> (Vec<TensorData>, Vec<TensorData>) {
+    use tpde_format::format::ScaleAxis;
+    let mut rng = Rng(0xdec0_de12_2026_1126);
+    let (mut target, mut base) = (Vec::new(), Vec::new());
+    let dot = (".q", ".scale");
+    let under = ("_q", "_scale");
+    for (name, shape, signed, scale_shape, axis, suffix) in [
+        // Per-row scales [rows, 1]: 12 rows of 32, every special scale.
+        (
+            "w.rows",
+            vec![12u64, 32],
+            true,
+            vec![12u64, 1],
+            ScaleAxis::Rows,
+            dot,
+        ),
+        // Per-column scales [c] with U8 codes, rows shorter than a chunk.
+        (
+            "w.cols",
+            vec![10, 40],
+            false,
+            vec![40],
+            ScaleAxis::Columns,
+            under,
+        ),
+        // Per-column scales [1, c], rows longer than a chunk.
+        (
+            "w.cols_long",
+            vec![2, 300],
+            true,
+            vec![1, 300],
+            ScaleAxis::Columns,
+            dot,
+        ),
+        // One scale for the tensor, and a 0-d tensor with a 0-d scale.
+        (
+            "w.tensor",
+            vec![3, 100],
+            true,
+            vec![1],
+            ScaleAxis::Tensor,
+            dot,
+        ),
+        ("w.scalar", vec![], true, vec![], ScaleAxis::Tensor, dot),
+    ] {
+        let (t, b) = quantized(
+            &mut rng,
+            name,
+            &shape,
+            signed,
+            &scale_shape,
+            axis,
+            suffix,
+            ce,
+        );
+        target.push(t);
+        base.extend(b);
+    }
+    // A same-name F32 base too: an ordinary delta beside the quantized ones.
+    let (b, t) = delta_pair(&mut rng, Dtype::F32, 2 * ce, ce, Pattern::Xor);
+    base.push(td("plain.f32", Dtype::F32, &[2 * ce as u64], b));
+    target.push(td("plain.f32", Dtype::F32, &[2 * ce as u64], t));
+    (target, base)
+}
+
 fn v12_vectors() -> Vec<Vector> {
+    let (dt, db) = v12_dequant_set(128);
+    let dq = |name, description, mode| Vector {
+        name,
+        description,
+        chunk_elems: 128,
+        target: Target::Single("quantized.safetensors", dt.clone(), None),
+        base: Some((db.clone(), mode)),
+        base_file: BASE_FILE_V12_DEQUANT,
+        max_minor: 2,
+        expect_minor: 2,
+        plane_coder: PlaneCoder::Rans,
+        craft: None,
+    };
     let (t, b) = v12_set();
     let v = |name, description, mode| Vector {
         name,
@@ -972,6 +1152,29 @@ fn v12_vectors() -> Vec<Vector> {
             "v12_rows_external",
             "v1.2: the inputs of v12_rows_inline against the external base \
              base_v12.safetensors (ExternalRows: the base tensor's digest and shape)",
+            BaseMode::External,
+        ),
+        dq(
+            "v12_dequant_inline",
+            "v1.2 quantized bases (InlineDequant), inline compressed codes and scales: \
+             F32 targets predicted by f32(q) x scale with per-row, per-column (rows \
+             shorter and longer than a chunk) and per-tensor scales, I8 and U8 codes \
+             (.q/.scale and _q/_scale names), a 0-d tensor; scales holding signed \
+             zeros, subnormals, infinities, NaNs with payloads (canonical NaN \
+             predictors), the largest normal and rounding ties; zero, sparse and \
+             dense chunks over them; one ordinary same-name delta beside them",
+            BaseMode::Inline,
+        ),
+        dq(
+            "v12_dequant_inline_plain",
+            "v1.2: the inputs of v12_dequant_inline with plain inline codes and scales",
+            BaseMode::InlinePlain,
+        ),
+        dq(
+            "v12_dequant_external",
+            "v1.2: the inputs of v12_dequant_inline against the external base \
+             base_v12_dequant.safetensors (ExternalDequant: digests, codes dtype, \
+             scales shape)",
             BaseMode::External,
         ),
     ]

@@ -183,6 +183,14 @@ struct Coverage {
     row_modes: BTreeSet<&'static str>,
     /// What the row maps exercise.
     row_features: BTreeSet<&'static str>,
+    /// Base modes of quantized bases.
+    dequant_modes: BTreeSet<&'static str>,
+    /// (axis, codes dtype) of quantized bases.
+    dequant_axes: BTreeSet<(&'static str, &'static str)>,
+    /// Classes of the scales of quantized bases.
+    dequant_scales: BTreeSet<&'static str>,
+    /// A 0-d tensor with a quantized base.
+    dequant_scalar: bool,
     minors: BTreeSet<u16>,
     // rANS planes (spec §5.6), read from their first bytes.
     /// Mode bytes of `Rans` planes (§5.6.1).
@@ -332,13 +340,16 @@ fn cover(a: &Archive<Vec<u8>>, base_file: Option<&Checkpoint>, c: &mut Coverage)
             BaseRef::ExternalWidened { .. } => "external-widened",
             BaseRef::InlineRows { .. } => "inline-rows",
             BaseRef::ExternalRows { .. } => "external-rows",
+            BaseRef::InlineDequant { .. } => "inline-dequant",
+            BaseRef::ExternalDequant { .. } => "external-dequant",
         });
         c.standalone_in_delta |= has_base && t.base == BaseRef::None;
         // v1.1: which bases, under which names, widened from what.
         let (base_name, mode) = match &t.base {
             BaseRef::Inline { index }
             | BaseRef::InlineWidened { index }
-            | BaseRef::InlineRows { index, .. } => {
+            | BaseRef::InlineRows { index, .. }
+            | BaseRef::InlineDequant { q: index, .. } => {
                 *inline_users.entry(*index).or_default() += 1;
                 let b = &idx.bases[*index as usize];
                 let mode = match b.payload {
@@ -349,10 +360,49 @@ fn cover(a: &Archive<Vec<u8>>, base_file: Option<&Checkpoint>, c: &mut Coverage)
             }
             BaseRef::External { name, .. }
             | BaseRef::ExternalWidened { name, .. }
-            | BaseRef::ExternalRows { name, .. } => (Some(name.as_str()), "external"),
+            | BaseRef::ExternalRows { name, .. }
+            | BaseRef::ExternalDequant { q_name: name, .. } => (Some(name.as_str()), "external"),
             BaseRef::None => (None, "none"),
         };
-        if let Some(map) = t.base.rows() {
+        // v1.2 quantized bases (spec §6.4): modes, axes, code dtypes, and the
+        // classes of the scales.
+        let dequant = match &t.base {
+            BaseRef::InlineDequant { q, scale, axis } => Some((
+                *axis,
+                idx.bases[*q as usize].dtype,
+                inline_base_bytes(a, *scale as usize),
+            )),
+            BaseRef::ExternalDequant {
+                q_dtype,
+                scale_name,
+                axis,
+                ..
+            } => Some((
+                *axis,
+                *q_dtype,
+                base_file
+                    .expect("an external vector names its base file")
+                    .base_tensor(scale_name)
+                    .expect("the base file holds the scales")
+                    .data
+                    .to_vec(),
+            )),
+            _ => None,
+        };
+        let is_dequant = dequant.is_some();
+        if let Some((axis, q_dtype, scales)) = dequant {
+            c.dequant_modes.insert(mode);
+            c.dequant_axes.insert((axis.name(), q_dtype.name()));
+            for x in scales.chunks_exact(4) {
+                let bits = u32::from_le_bytes(x.try_into().unwrap());
+                c.dequant_scales
+                    .insert(float_class(Dtype::F32, u64::from(bits)));
+            }
+            c.dequant_scalar |= t.shape.is_empty();
+        }
+        if is_dequant {
+            // Codes under another name are not a rename.
+        } else if let Some(map) = t.base.rows() {
             // v1.2 (spec §6.3).
             c.row_modes.insert(mode);
             let row_elems: u64 = t.shape[1..].iter().product();
@@ -493,9 +543,11 @@ fn vectors_cover_every_dtype_kind_op_and_codec() {
         c.target_bases,
         [
             "external",
+            "external-dequant",
             "external-rows",
             "external-widened",
             "inline",
+            "inline-dequant",
             "inline-rows",
             "inline-widened",
             "none"
@@ -599,6 +651,35 @@ fn vectors_cover_every_dtype_kind_op_and_codec() {
         .into(),
         "row maps"
     );
+
+    // v1.2 quantized bases (spec §6.4).
+    assert_eq!(
+        c.dequant_modes,
+        ["external", "inline", "inline_plain"].into(),
+        "quantized bases in each base mode"
+    );
+    for axis in ["tensor", "rows", "columns"] {
+        assert!(
+            c.dequant_axes.iter().any(|(a, _)| *a == axis),
+            "scale axis {axis}: {:?}",
+            c.dequant_axes
+        );
+    }
+    for d in ["I8", "U8"] {
+        assert!(c.dequant_axes.iter().any(|(_, q)| *q == d), "{d} codes");
+    }
+    for class in [
+        "+0",
+        "-0",
+        "subnormal",
+        "normal",
+        "inf",
+        "quiet NaN",
+        "signalling NaN",
+    ] {
+        assert!(c.dequant_scales.contains(class), "a {class} scale");
+    }
+    assert!(c.dequant_scalar, "a 0-d tensor with a quantized base");
 
     // rANS planes (spec §5.6).
     assert_eq!(

@@ -1,14 +1,15 @@
-//! Hostile input against the v1.2 additions (spec §4.5, §6.3, §8.2): one
-//! named test per attack on a row-mapped base, each asserting the exact
-//! error variant (and where it points) the reader must give.
+//! Hostile input against the v1.2 additions (spec §4.5, §6.3, §6.4, §8.2):
+//! one named test per attack on a row-mapped or quantized base, each
+//! asserting the exact error variant (and where it points) the reader must
+//! give.
 //!
-//! The inputs are the v1.2 golden vectors (`tests/vectors/v1/v12_rows_*`),
+//! The inputs are the v1.2 golden vectors (`tests/vectors/v1/v12_*`),
 //! taken apart with `tpde_tests::hostile::Parts`, changed in exactly one way
 //! and put back together with lengths and CRCs fixed, so each attack reaches
 //! the check it targets.
 
 use sha2::Digest as _;
-use tpde_format::format::{BaseRef, RowRun};
+use tpde_format::format::{BaseRef, RowRun, ScaleAxis};
 use tpde_format::safetensors::Checkpoint;
 use tpde_format::{Archive, BaseProvider, Error, Location, NoBase, ReadLimits};
 use tpde_tests::hostile::*;
@@ -367,4 +368,198 @@ fn a_corrupt_inline_base_chunk_under_a_row_map() {
         Error::ChunkChecksum { location: Location::Chunk { tensor, base: true, chunk: 0 }, .. }
             if tensor == "vocab.pruned"
     );
+}
+
+// ---- quantized bases (spec §4.5, §6.4) ----------------------------------------
+
+fn base_v12_dequant() -> Checkpoint {
+    Checkpoint::open(vectors_v1().join("base_v12_dequant.safetensors")).unwrap()
+}
+
+/// The inline quantized vector with target `name`'s base edited by `f`
+/// (`q`, `scale`, `axis`), given the base table to look names up in.
+fn edit_dequant(
+    name: &str,
+    f: impl FnOnce(&mut u32, &mut u32, &mut ScaleAxis, &[tpde_format::format::TensorRecord]),
+) -> Vec<u8> {
+    let mut p = Parts::parse(&vector("v12_dequant_inline"));
+    let t = p.target(name);
+    let bases = p.index.bases.clone();
+    let BaseRef::InlineDequant { q, scale, axis } = &mut p.index.tensors[t].base else {
+        panic!("{name} has a quantized base")
+    };
+    f(q, scale, axis, &bases);
+    p.to_bytes()
+}
+
+fn base_index(bases: &[tpde_format::format::TensorRecord], name: &str) -> u32 {
+    bases.iter().position(|b| b.name == name).unwrap() as u32
+}
+
+#[test]
+fn a_quantized_base_in_a_minor_1_file() {
+    let mut a = vector("v12_dequant_inline");
+    a[10..12].copy_from_slice(&1u16.to_le_bytes());
+    refix_crc(&mut a);
+    let e = open_err(&a);
+    assert!(invalid_at(&e, "w.rows", "(v1.2)"), "{e:?}");
+}
+
+#[test]
+fn a_quantized_base_under_a_target_that_is_not_f32() {
+    // I32 has F32's width: only the dtype rule can object.
+    let mut p = Parts::parse(&vector("v12_dequant_inline"));
+    let t = p.target("w.rows");
+    p.index.tensors[t].dtype = tpde_format::Dtype::I32;
+    let e = open_err(&p.to_bytes());
+    assert!(invalid_at(&e, "w.rows", "only an F32 tensor"), "{e:?}");
+}
+
+#[test]
+fn quantized_codes_that_are_not_i8_or_u8() {
+    let e = open_err(&edit_dequant("w.rows", |q, s, _, _| *q = *s));
+    assert!(invalid_at(&e, "w.rows", "I8 or U8"), "{e:?}");
+}
+
+#[test]
+fn quantized_codes_of_another_shape() {
+    let e = open_err(&edit_dequant("w.rows", |q, _, _, b| {
+        *q = base_index(b, "w.cols_q")
+    }));
+    assert!(
+        invalid_at(&e, "w.rows", "differ from the tensor in shape"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn quantization_scales_that_are_not_f32() {
+    let e = open_err(&edit_dequant("w.rows", |q, s, _, _| *s = *q));
+    assert!(invalid_at(&e, "w.rows", "scales must be F32"), "{e:?}");
+}
+
+#[test]
+fn a_scale_count_that_does_not_fit_the_axis() {
+    // 12 per-row scales read as per-column (32 needed).
+    let e = open_err(&edit_dequant("w.rows", |_, _, a, _| {
+        *a = ScaleAxis::Columns
+    }));
+    assert!(invalid_at(&e, "w.rows", "scale count"), "{e:?}");
+}
+
+#[test]
+fn a_per_row_scale_on_a_0d_tensor() {
+    let e = open_err(&edit_dequant("w.scalar", |_, _, a, _| *a = ScaleAxis::Rows));
+    assert!(invalid_at(&e, "w.scalar", "scale count"), "{e:?}");
+}
+
+#[test]
+fn a_quantized_inline_base_index_out_of_range() {
+    let e = open_err(&edit_dequant("w.rows", |_, s, _, _| *s = 1000));
+    assert!(invalid_at(&e, "w.rows", "index out of range"), "{e:?}");
+}
+
+/// The external quantized vector with target `name`'s base edited by `f`.
+fn edit_external_dequant(name: &str, f: impl FnOnce(&mut BaseRef)) -> Vec<u8> {
+    let mut p = Parts::parse(&vector("v12_dequant_external"));
+    let t = p.target(name);
+    f(&mut p.index.tensors[t].base);
+    p.to_bytes()
+}
+
+#[test]
+fn an_external_quantized_base_file_index_out_of_range() {
+    let e = open_err(&edit_external_dequant("w.rows", |b| {
+        if let BaseRef::ExternalDequant { file, .. } = b {
+            *file = 3;
+        }
+    }));
+    assert!(invalid_at(&e, "w.rows", "file index out of range"), "{e:?}");
+}
+
+#[test]
+fn external_quantization_scales_past_the_tensor_limit() {
+    let bytes = edit_external_dequant("w.rows", |b| {
+        if let BaseRef::ExternalDequant { scale_shape, .. } = b {
+            *scale_shape = vec![u64::MAX / 2, 3];
+        }
+    });
+    assert_err!(
+        open(&bytes),
+        Error::LimitExceeded {
+            what: "max_tensor_bytes",
+            ..
+        }
+    );
+}
+
+#[test]
+fn external_quantized_codes_with_the_wrong_digest() {
+    let bytes = edit_external_dequant("w.cols", |b| {
+        if let BaseRef::ExternalDequant { q_sha256, .. } = b {
+            q_sha256[5] ^= 1;
+        }
+    });
+    assert_err!(
+        decode_all_with(&bytes, &base_v12_dequant()),
+        Error::BaseMismatch { tensor, .. } if tensor == "w.cols_q"
+    );
+}
+
+#[test]
+fn external_quantization_scales_with_the_wrong_digest() {
+    let bytes = edit_external_dequant("w.cols", |b| {
+        if let BaseRef::ExternalDequant { scale_sha256, .. } = b {
+            scale_sha256[0] ^= 0x80;
+        }
+    });
+    assert_err!(
+        decode_all_with(&bytes, &base_v12_dequant()),
+        Error::BaseMismatch { tensor, .. } if tensor == "w.cols_scale"
+    );
+}
+
+#[test]
+fn external_quantization_scales_recorded_with_another_shape() {
+    // [12, 1] supplied, [12] recorded: same count, so the index is valid;
+    // the supplied tensor's shape is then refused.
+    let bytes = edit_external_dequant("w.rows", |b| {
+        if let BaseRef::ExternalDequant { scale_shape, .. } = b {
+            *scale_shape = vec![12];
+        }
+    });
+    assert_err!(
+        decode_all_with(&bytes, &base_v12_dequant()),
+        Error::BaseMismatch { tensor, .. } if tensor == "w.rows.scale"
+    );
+}
+
+#[test]
+fn external_quantized_codes_recorded_as_the_other_signedness() {
+    // I8 codes recorded as U8 (the digest still matches the bytes): the
+    // supplied tensor's dtype is refused, never read with the wrong sign.
+    let bytes = edit_external_dequant("w.rows", |b| {
+        if let BaseRef::ExternalDequant { q_dtype, .. } = b {
+            *q_dtype = tpde_format::Dtype::U8;
+        }
+    });
+    assert_err!(
+        decode_all_with(&bytes, &base_v12_dequant()),
+        Error::BaseMismatch { tensor, .. } if tensor == "w.rows.q"
+    );
+}
+
+#[test]
+fn an_external_quantized_base_not_supplied() {
+    assert_err!(
+        decode_all_with(&vector("v12_dequant_external"), &NoBase),
+        Error::MissingBase { .. }
+    );
+}
+
+#[test]
+fn the_quantized_vectors_decode() {
+    decode_all_with(&vector("v12_dequant_inline"), &NoBase).unwrap();
+    decode_all_with(&vector("v12_dequant_inline_plain"), &NoBase).unwrap();
+    decode_all_with(&vector("v12_dequant_external"), &base_v12_dequant()).unwrap();
 }

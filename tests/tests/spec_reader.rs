@@ -128,6 +128,22 @@ fn tensor_json(t: &TensorRecord) -> Value {
             rows,
         } => json!({"kind": "external_rows", "file": file, "name": name,
                     "sha256": hex(sha256), "shape": shape, "rows": rows_json(rows)}),
+        BaseRef::InlineDequant { q, scale, axis } => {
+            json!({"kind": "inline_dequant", "q": q, "scale": scale, "axis": axis.name()})
+        }
+        BaseRef::ExternalDequant {
+            file,
+            q_name,
+            q_sha256,
+            q_dtype,
+            scale_name,
+            scale_sha256,
+            scale_shape,
+            axis,
+        } => json!({"kind": "external_dequant", "file": file, "q_name": q_name,
+                    "q_sha256": hex(q_sha256), "q_dtype": q_dtype.name(),
+                    "scale_name": scale_name, "scale_sha256": hex(scale_sha256),
+                    "scale_shape": scale_shape, "axis": axis.name()}),
     };
     let mut v = json!({
         "name": t.name,
@@ -801,7 +817,7 @@ fn spec_reader_refuses_v12_violations() {
     let mut b = good.clone();
     b[10..12].copy_from_slice(&1u16.to_le_bytes());
     refix_crc(&mut b);
-    assert!(failing(&b, None).contains("row-mapped base (v1.2) in a minor 1 file"));
+    assert!(failing(&b, None).contains("(v1.2) in a minor 1 file"));
     // Runs out of order, empty, past the last row of either tensor.
     let err = failing(&edit(&|r, _| r.swap(0, 1)), None);
     assert!(err.contains("out of order"), "{err}");

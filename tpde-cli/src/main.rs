@@ -202,9 +202,23 @@ fn cmd_pack(a: PackArgs) -> Result<String> {
                 BaseMode::InlinePlain => "base embedded uncompressed",
                 BaseMode::Inline => "base embedded",
             };
-            let rows = match r.row_mapped_tensors {
-                0 => String::new(),
-                n => format!(" ({n} row-mapped: base of another row count)"),
+            let mut kinds = Vec::new();
+            if r.row_mapped_tensors > 0 {
+                kinds.push(format!(
+                    "{} row-mapped: base of another row count",
+                    r.row_mapped_tensors
+                ));
+            }
+            if r.quantized_tensors > 0 {
+                kinds.push(format!(
+                    "{} against quantized codes x scales",
+                    r.quantized_tensors
+                ));
+            }
+            let rows = if kinds.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", kinds.join(", "))
             };
             format!(
                 "{} as deltas against {}{rows} ({kept}), {standalone} standalone",

@@ -993,3 +993,67 @@ fn row_mapped_bases_for_a_resized_vocabulary() {
     // The row map stores nothing for the kept rows; 1.1 stores them all.
     assert!(sizes[1] * 3 < sizes[2], "{sizes:?}");
 }
+
+/// An int8 release as the base of its F32 original (format 1.2 quantized
+/// bases): `pack` finds `NAME.q` and `NAME.scale`, an F32 target that is
+/// exactly `f32(q) × scale` costs nothing, and every archive unpacks
+/// byte-identically; `--format 1.1` stores the target without that base.
+#[test]
+fn quantized_base_for_a_dequantized_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rows, cols) = (64usize, 48usize);
+    let q: Vec<u8> = (0..rows * cols).map(|i| (i * 37 % 251) as u8).collect();
+    let scales: Vec<f32> = (0..rows).map(|r| 0.001 * (r + 1) as f32).collect();
+    let scale_bytes: Vec<u8> = scales.iter().flat_map(|s| s.to_le_bytes()).collect();
+    // The target: exactly the dequantized codes, computed here in f32.
+    let target_bytes: Vec<u8> = (0..rows * cols)
+        .flat_map(|i| (f32::from(q[i] as i8) * scales[i / cols]).to_le_bytes())
+        .collect();
+    let base = dir.path().join("int8.safetensors");
+    write_safetensors(
+        &base,
+        &[
+            ("w.q", Dtype::I8, &[rows as u64, cols as u64], &q),
+            ("w.scale", Dtype::F32, &[rows as u64, 1], &scale_bytes),
+        ],
+    );
+    let target = dir.path().join("f32.safetensors");
+    write_safetensors(
+        &target,
+        &[("w", Dtype::F32, &[rows as u64, cols as u64], &target_bytes)],
+    );
+    let (t, b) = (p(&target).to_owned(), p(&base).to_owned());
+    for (name, extra) in [
+        ("inline.tpde", vec![]),
+        ("external.tpde", vec!["--external-base"]),
+        ("v11.tpde", vec!["--format", "1.1"]),
+    ] {
+        let archive = dir.path().join(name);
+        let mut args = vec!["pack", "--target", &t, "--base", &b, "-o", p(&archive)];
+        args.extend(extra.iter().copied());
+        let o = tpde(&args);
+        expect_code(&o, 0);
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        let o = tpde(["inspect", p(&archive), "--json"]);
+        expect_code(&o, 0);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let w = &v["tensors"][0];
+        if name == "v11.tpde" {
+            assert_eq!(w["base"], "none", "{name}");
+            assert!(w["stored_bytes"].as_u64().unwrap() > 1000, "{name}");
+        } else {
+            assert!(out.contains("1 against quantized codes x scales"), "{out}");
+            assert!(w["base"].as_str().unwrap().ends_with("-dequant"), "{name}");
+            assert_eq!(w["base_tensor"], "w.q");
+            assert_eq!(w["stored_bytes"], 0, "{name}: the predictor is exact");
+        }
+        let back = dir.path().join(format!("{name}.out"));
+        let o = tpde(["unpack", p(&archive), "--base", &b, "-o", p(&back)]);
+        expect_code(&o, 0);
+        assert_eq!(
+            fs::read(&back).unwrap(),
+            fs::read(&target).unwrap(),
+            "{name}"
+        );
+    }
+}

@@ -35,7 +35,7 @@ pub struct TensorSummary {
     /// Stream count by codec.
     pub codecs: BTreeMap<String, u64>,
     /// `none`, `inline`, `external`, `inline-widened`, `external-widened`,
-    /// `inline-rows` or `external-rows`.
+    /// `inline-rows`, `external-rows`, `inline-dequant` or `external-dequant`.
     pub base: String,
     /// The base tensor's name, when there is one.
     pub base_tensor: Option<String>,
@@ -152,6 +152,8 @@ fn summarize(t: &TensorRecord, bases: &[TensorRecord]) -> TensorSummary {
         BaseRef::ExternalWidened { name, .. } => ("external-widened", Some(name.clone())),
         BaseRef::InlineRows { index, .. } => ("inline-rows", inline_name(index)),
         BaseRef::ExternalRows { name, .. } => ("external-rows", Some(name.clone())),
+        BaseRef::InlineDequant { q, .. } => ("inline-dequant", inline_name(q)),
+        BaseRef::ExternalDequant { q_name, .. } => ("external-dequant", Some(q_name.clone())),
     };
     let mapped_rows = t.base.rows().map(|r| r.iter().map(|r| r.count).sum());
     let stored = t.stored_bytes();

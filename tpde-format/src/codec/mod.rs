@@ -2,6 +2,7 @@
 
 pub mod chunk;
 pub mod combine;
+pub mod dequant;
 pub mod entropy;
 pub mod planes;
 pub mod positions;

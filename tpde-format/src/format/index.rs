@@ -140,6 +140,58 @@ pub enum BaseRef {
         /// The row map, as in [`BaseRef::InlineRows`].
         rows: Vec<RowRun>,
     },
+    /// (v1.2) A quantized inline base: integer codes `q` (I8 or U8, the
+    /// target's shape) and F32 scales, dequantized as `f32(q) × scale` in
+    /// IEEE binary32 to predict an F32 target (spec §6.4).
+    InlineDequant {
+        /// Index into [`Index::bases`] of the codes.
+        q: u32,
+        /// Index into [`Index::bases`] of the scales.
+        scale: u32,
+        /// Which elements share a scale.
+        axis: ScaleAxis,
+    },
+    /// (v1.2) A quantized external base: two tensors of a base file (spec §6.4).
+    ExternalDequant {
+        /// Index into [`Index::base_files`].
+        file: u32,
+        /// Name of the codes tensor (I8 or U8, the target's shape).
+        q_name: String,
+        /// SHA-256 of the codes' bytes; readers MUST check it.
+        q_sha256: Digest,
+        /// The codes' dtype: I8 or U8.
+        q_dtype: Dtype,
+        /// Name of the scales tensor (F32).
+        scale_name: String,
+        /// SHA-256 of the scales' bytes; readers MUST check it.
+        scale_sha256: Digest,
+        /// The scales' shape.
+        scale_shape: Vec<u64>,
+        /// Which elements share a scale.
+        axis: ScaleAxis,
+    },
+}
+
+/// (v1.2) Which target elements share one scale of a quantized base (spec §6.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ScaleAxis {
+    /// One scale for the whole tensor.
+    Tensor,
+    /// One scale per row (a slice along the first dimension).
+    Rows,
+    /// One scale per position within a row (per column of a matrix).
+    Columns,
+}
+
+impl ScaleAxis {
+    /// Lower-case name for tables and JSON.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ScaleAxis::Tensor => "tensor",
+            ScaleAxis::Rows => "rows",
+            ScaleAxis::Columns => "columns",
+        }
+    }
 }
 
 /// (v1.2) A run of target rows predicted by as many consecutive base rows
@@ -155,6 +207,17 @@ pub struct RowRun {
 }
 
 impl BaseRef {
+    /// True for the variants format 1.2 added (row-mapped and quantized bases).
+    pub fn is_v12(&self) -> bool {
+        matches!(
+            self,
+            BaseRef::InlineRows { .. }
+                | BaseRef::ExternalRows { .. }
+                | BaseRef::InlineDequant { .. }
+                | BaseRef::ExternalDequant { .. }
+        )
+    }
+
     /// The row map of a row-mapped base (v1.2), if this is one.
     pub fn rows(&self) -> Option<&[RowRun]> {
         match self {
@@ -338,10 +401,10 @@ impl PlaneCodec {
 
 impl Index {
     /// The lowest format minor version that can express this index (spec §8):
-    /// 2 when it uses row-mapped bases; 1 when it uses per-plane streams,
+    /// 2 when it uses row-mapped or quantized bases; 1 when it uses per-plane streams,
     /// widened bases or zigzag adds; else 0.
     pub fn min_minor(&self) -> u16 {
-        if self.tensors.iter().any(|t| t.base.rows().is_some()) {
+        if self.tensors.iter().any(|t| t.base.is_v12()) {
             return 2;
         }
         let widened = self.tensors.iter().any(|t| {

@@ -8,7 +8,7 @@ pub use dtype::Dtype;
 pub use header::{align_up, Header, ALIGN, HEADER_LEN, MAGIC, VERSION_MAJOR, VERSION_MINOR};
 pub use index::{
     BaseFile, BaseRef, Chunk, ChunkKind, Codec, Digest, ExtraFile, FileRecord, Index, Op, Payload,
-    Plane, PlaneCodec, RowRun, Stream, TensorRecord,
+    Plane, PlaneCodec, RowRun, ScaleAxis, Stream, TensorRecord,
 };
 
 use bincode::Options;

@@ -10,7 +10,7 @@ use crate::format::{BaseFile, Digest, FileRecord};
 use std::collections::HashMap;
 
 use crate::codec::widen::can_widen;
-use crate::format::Dtype;
+use crate::format::{Dtype, ScaleAxis};
 use crate::safetensors::{Checkpoint, SourceFile, SourceTensor};
 use crate::write::{ArchiveWriter, BaseInput, ByteSource, WriteOptions};
 
@@ -51,6 +51,9 @@ pub struct PackReport {
     /// Of those, tensors stored against rows of a base tensor of another
     /// row count (spec §6.3).
     pub row_mapped_tensors: usize,
+    /// Of those, F32 tensors stored against quantized codes and scales
+    /// (spec §6.4).
+    pub quantized_tensors: usize,
 }
 
 /// Packs `target` against `base` into `out`. `progress` is called with the
@@ -122,12 +125,62 @@ pub fn pack(
                 })?;
                 Some((b, bf, bt))
             });
+            // No whole-tensor or row match: quantized codes and scales (v1.2).
+            let quantized = match (base, &matched) {
+                (Some(b), None) if opts.write.max_minor() >= 2 => find_quantized(b, t),
+                _ => None,
+            };
             let mut on_bytes = |bytes: &[u8]| {
                 file_sha.update(bytes);
                 progress(bytes.len() as u64);
             };
-            let id = match matched {
-                None => w.add_tensor(
+            let id = match (matched, quantized) {
+                (None, Some((b, bf, qt, st, axis))) => {
+                    report.delta_tensors += 1;
+                    report.quantized_tensors += 1;
+                    let (qsrc, ssrc) = (bf.source(qt), bf.source(st));
+                    let (q, scale) = match opts.base_mode {
+                        BaseMode::External => {
+                            let file = base_file_id(b, bf, &base_file_ids);
+                            (
+                                BaseInput::External {
+                                    file,
+                                    name: &qt.name,
+                                    sha256: source_sha256(&qsrc, qt.len)?,
+                                    dtype: qt.dtype,
+                                    source: &qsrc,
+                                },
+                                BaseInput::External {
+                                    file,
+                                    name: &st.name,
+                                    sha256: source_sha256(&ssrc, st.len)?,
+                                    dtype: st.dtype,
+                                    source: &ssrc,
+                                },
+                            )
+                        }
+                        BaseMode::Inline | BaseMode::InlinePlain => (
+                            BaseInput::Inline {
+                                index: inline_index(&mut w, &mut inline_ids, qt, &qsrc)?,
+                                dtype: qt.dtype,
+                                source: &qsrc,
+                            },
+                            BaseInput::Inline {
+                                index: inline_index(&mut w, &mut inline_ids, st, &ssrc)?,
+                                dtype: st.dtype,
+                                source: &ssrc,
+                            },
+                        ),
+                    };
+                    let input = BaseInput::Dequant {
+                        q: &q,
+                        scale: &scale,
+                        scale_shape: &st.shape,
+                        axis,
+                    };
+                    w.add_tensor(&t.name, t.dtype, &t.shape, &src, input, &mut on_bytes)?
+                }
+                (None, None) => w.add_tensor(
                     &t.name,
                     t.dtype,
                     &t.shape,
@@ -135,40 +188,22 @@ pub fn pack(
                     BaseInput::None,
                     &mut on_bytes,
                 )?,
-                Some((b, bf, bt)) => {
+                (Some((b, bf, bt)), _) => {
                     report.delta_tensors += 1;
                     let bsrc = bf.source(bt);
                     let input = match opts.base_mode {
-                        BaseMode::External => {
-                            let fi = b
-                                .files
-                                .iter()
-                                .position(|x| std::ptr::eq(x, bf))
-                                .unwrap_or(0);
-                            BaseInput::External {
-                                file: base_file_ids.get(fi).copied().unwrap_or(0),
-                                name: &bt.name,
-                                sha256: source_sha256(&bsrc, bt.len)?,
-                                dtype: bt.dtype,
-                                source: &bsrc,
-                            }
-                        }
-                        BaseMode::Inline | BaseMode::InlinePlain => {
-                            // A base tensor two targets use (a renamed copy) is stored once.
-                            let index = match inline_ids.get(&bt.name) {
-                                Some(&i) => i,
-                                None => {
-                                    let i = w.add_base(&bt.name, bt.dtype, &bt.shape, &bsrc)?;
-                                    inline_ids.insert(bt.name.clone(), i);
-                                    i
-                                }
-                            };
-                            BaseInput::Inline {
-                                index,
-                                dtype: bt.dtype,
-                                source: &bsrc,
-                            }
-                        }
+                        BaseMode::External => BaseInput::External {
+                            file: base_file_id(b, bf, &base_file_ids),
+                            name: &bt.name,
+                            sha256: source_sha256(&bsrc, bt.len)?,
+                            dtype: bt.dtype,
+                            source: &bsrc,
+                        },
+                        BaseMode::Inline | BaseMode::InlinePlain => BaseInput::Inline {
+                            index: inline_index(&mut w, &mut inline_ids, bt, &bsrc)?,
+                            dtype: bt.dtype,
+                            source: &bsrc,
+                        },
                     };
                     match row_map {
                         Some(m) => {
@@ -203,6 +238,99 @@ pub fn pack(
     report.tensors = w.tensor_count();
     report.archive_bytes = w.finish()?;
     Ok(report)
+}
+
+/// The index of `bf` among the base checkpoint's files, as registered.
+fn base_file_id(b: &Checkpoint, bf: &SourceFile, ids: &[u32]) -> u32 {
+    let fi = b
+        .files
+        .iter()
+        .position(|x| std::ptr::eq(x, bf))
+        .unwrap_or(0);
+    ids.get(fi).copied().unwrap_or(0)
+}
+
+/// The inline base index of base tensor `bt`, adding it on first use: a
+/// base tensor several targets use (a renamed copy, shared scales) is
+/// stored once.
+fn inline_index(
+    w: &mut ArchiveWriter,
+    ids: &mut HashMap<String, u32>,
+    bt: &SourceTensor,
+    src: &dyn ByteSource,
+) -> Result<u32> {
+    if let Some(&i) = ids.get(&bt.name) {
+        return Ok(i);
+    }
+    let i = w.add_base(&bt.name, bt.dtype, &bt.shape, src)?;
+    ids.insert(bt.name.clone(), i);
+    Ok(i)
+}
+
+/// Quantized codes and scales for an F32 target `t` (spec §6.4): in one
+/// base file, codes `{name}.q` or `{name}_q` (I8 or U8, `t`'s shape) and
+/// scales `{name}.scale` or `{name}_scale` (F32). The axis follows the
+/// scales' shape as numpy broadcasting reads it: one element per tensor;
+/// `[rows, 1, …]` per row; the target's trailing dimensions (`[c]`,
+/// `[1, c]`) per column.
+type Quantized<'b> = (
+    &'b Checkpoint,
+    &'b SourceFile,
+    &'b SourceTensor,
+    &'b SourceTensor,
+    ScaleAxis,
+);
+
+fn find_quantized<'b>(b: &'b Checkpoint, t: &SourceTensor) -> Option<Quantized<'b>> {
+    if t.dtype != Dtype::F32 || t.len == 0 {
+        return None;
+    }
+    for (qs, ss) in [(".q", ".scale"), ("_q", "_scale")] {
+        let Some((bf, qt)) = b.tensor(&format!("{}{qs}", t.name)) else {
+            continue;
+        };
+        let Some(st) = bf
+            .tensors
+            .iter()
+            .find(|x| x.name == format!("{}{ss}", t.name))
+        else {
+            continue;
+        };
+        if !matches!(qt.dtype, Dtype::I8 | Dtype::U8)
+            || qt.shape != t.shape
+            || st.dtype != Dtype::F32
+        {
+            continue;
+        }
+        let count: u64 = st.shape.iter().product();
+        let rest = t.shape.get(1..).unwrap_or_default();
+        let ones = |s: &[u64]| s.iter().all(|&d| d == 1);
+        let axis = if count == 1 {
+            ScaleAxis::Tensor
+        } else if st.shape.len() == t.shape.len()
+            && st.shape.first() == t.shape.first()
+            && ones(&st.shape[1..])
+        {
+            ScaleAxis::Rows
+        } else if st.shape == rest
+            || (st.shape.len() == t.shape.len() && st.shape[0] == 1 && st.shape[1..] == *rest)
+        {
+            ScaleAxis::Columns
+        } else {
+            continue;
+        };
+        if crate::codec::dequant::check(
+            (t.dtype, &t.shape),
+            (qt.dtype, &qt.shape),
+            (st.dtype, &st.shape),
+            axis,
+        )
+        .is_ok()
+        {
+            return Some((b, bf, qt, st, axis));
+        }
+    }
+    None
 }
 
 /// The base tensor a target tensor is stored against (spec §4.5): the one of

@@ -13,11 +13,11 @@ use sha2::{Digest as _, Sha256};
 use super::base::BaseProvider;
 use super::validate;
 use crate::codec::chunk::{self, DecodeScratch};
-use crate::codec::{rows, widen};
+use crate::codec::{dequant, rows, widen};
 use crate::error::{hex, Error, Location, Result};
 use crate::format::{
-    bincode_options, BaseRef, Chunk, Dtype, Header, Index, Payload, RowRun, TensorRecord,
-    HEADER_LEN,
+    bincode_options, BaseRef, Chunk, Dtype, Header, Index, Payload, RowRun, ScaleAxis,
+    TensorRecord, HEADER_LEN,
 };
 use crate::limits::ReadLimits;
 
@@ -66,6 +66,23 @@ pub enum BaseView<'a> {
     /// (v1.2) Rows of a base of the same dtype (spec §6.3): the base's bytes,
     /// the row map, and the bytes per row.
     Rows(WidenSource<'a>, &'a [RowRun], u64),
+    /// (v1.2) A quantized base (spec §6.4).
+    Dequant(DequantView<'a>),
+}
+
+/// (v1.2) A quantized base, resolved: where its codes and scales come from.
+#[derive(Debug, Clone, Copy)]
+pub struct DequantView<'a> {
+    /// The codes (one byte per target element).
+    pub q: WidenSource<'a>,
+    /// True for I8 codes, false for U8.
+    pub signed: bool,
+    /// The F32 scales.
+    pub scale: WidenSource<'a>,
+    /// Which elements share a scale.
+    pub axis: ScaleAxis,
+    /// Elements per row of the target.
+    pub row_elems: u64,
 }
 
 /// Where a widened or row-mapped base's elements come from.
@@ -305,6 +322,35 @@ impl<D: AsRef<[u8]> + Sync> Archive<D> {
                 BaseView::Bytes(external(*file, name, sha256, rec.dtype, &rec.shape)?)
             }
             BaseRef::InlineRows { index, rows } => BaseView::Rows(inline(*index)?, rows, row_bytes),
+            BaseRef::InlineDequant { q, scale, axis } => BaseView::Dequant(DequantView {
+                q: inline(*q)?,
+                signed: self.index.bases[*q as usize].dtype == Dtype::I8,
+                scale: inline(*scale)?,
+                axis: *axis,
+                row_elems: row_bytes / 4,
+            }),
+            BaseRef::ExternalDequant {
+                file,
+                q_name,
+                q_sha256,
+                q_dtype,
+                scale_name,
+                scale_sha256,
+                scale_shape,
+                axis,
+            } => BaseView::Dequant(DequantView {
+                q: WidenSource::Bytes(external(*file, q_name, q_sha256, *q_dtype, &rec.shape)?),
+                signed: *q_dtype == Dtype::I8,
+                scale: WidenSource::Bytes(external(
+                    *file,
+                    scale_name,
+                    scale_sha256,
+                    Dtype::F32,
+                    scale_shape,
+                )?),
+                axis: *axis,
+                row_elems: row_bytes / 4,
+            }),
             BaseRef::ExternalRows {
                 file,
                 name,
@@ -423,6 +469,45 @@ impl<D: AsRef<[u8]> + Sync> Archive<D> {
         Ok(())
     }
 
+    /// Fills `out` with the predictor of a quantized base (spec §6.4) for
+    /// target elements `range`: the codes under the range, the scales its
+    /// elements use.
+    fn predict_dequant(&self, d: DequantView<'_>, range: Range<u64>, out: &mut [u8]) -> Result<()> {
+        let sr = dequant::scale_range(d.axis, d.row_elems, range.clone());
+        let mut scale_buf = Vec::new();
+        let scales: &[u8] = match d.scale {
+            WidenSource::Bytes(b) => &b[(sr.start * 4) as usize..(sr.end * 4) as usize],
+            WidenSource::Inline(si) => {
+                scale_buf.resize(((sr.end - sr.start) * 4) as usize, 0);
+                self.read_baseless(Table::Base, si, sr.clone(), &mut scale_buf)?;
+                &scale_buf
+            }
+        };
+        WIDEN_SCRATCH.with(|s| -> Result<()> {
+            let mut codes = s.borrow_mut();
+            let q: &[u8] = match d.q {
+                WidenSource::Bytes(b) => &b[range.start as usize..range.end as usize],
+                WidenSource::Inline(qi) => {
+                    codes.clear();
+                    codes.resize((range.end - range.start) as usize, 0);
+                    self.read_baseless(Table::Base, qi, range.clone(), &mut codes)?;
+                    &codes
+                }
+            };
+            dequant::predict(
+                q,
+                d.signed,
+                scales,
+                sr.start,
+                d.axis,
+                d.row_elems,
+                range.start,
+                out,
+            );
+            Ok(())
+        })
+    }
+
     /// Decodes chunk `i` of `table[t]` over `out`, which holds the base range.
     fn decode_chunk(&self, table: Table, t: usize, i: usize, out: &mut [u8]) -> Result<()> {
         let rec = self.record(table, t);
@@ -489,6 +574,7 @@ impl<D: AsRef<[u8]> + Sync> Archive<D> {
                             BaseView::Rows(src, map, row_bytes) => {
                                 self.predict_rows(src, map, row_bytes, range.start * w, o)?
                             }
+                            BaseView::Dequant(d) => self.predict_dequant(d, range, o)?,
                             BaseView::Widened(src, from) => {
                                 let fw = from.width() as u64;
                                 WIDEN_SCRATCH.with(|s| -> Result<()> {

@@ -4,5 +4,5 @@ mod archive;
 mod base;
 pub mod validate;
 
-pub use archive::{Archive, BaseView, Table, WidenSource};
+pub use archive::{Archive, BaseView, DequantView, Table, WidenSource};
 pub use base::{BaseProvider, BaseTensor, NoBase};

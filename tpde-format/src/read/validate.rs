@@ -3,11 +3,11 @@
 
 use std::collections::HashSet;
 
-use crate::codec::rows;
 use crate::codec::widen::can_widen;
+use crate::codec::{dequant, rows};
 use crate::error::{Error, Location, Result};
 use crate::format::{
-    align_up, BaseRef, ChunkKind, Codec, Header, Index, Op, Payload, PlaneCodec, Stream,
+    align_up, BaseRef, ChunkKind, Codec, Dtype, Header, Index, Op, Payload, PlaneCodec, Stream,
     TensorRecord, HEADER_LEN,
 };
 use crate::limits::ReadLimits;
@@ -109,29 +109,7 @@ pub fn validate(data: &[u8], header: &Header, index: &Index, limits: &ReadLimits
                         "inline base dtype or shape does not fit the tensor (spec §4.5)",
                     ));
                 }
-                // Each target chunk decodes the base chunks under its range.
-                // A base chunk larger than the target's would be decoded once
-                // per target chunk it overlaps: work unbounded by the output
-                // (a small file could spin the reader for hours). With base
-                // chunks no larger, each target chunk touches at most
-                // ceil(target/base) + 1 of them.
-                if let (
-                    Payload::Chunked {
-                        chunk_elems: base_ce,
-                        ..
-                    },
-                    Payload::Chunked {
-                        chunk_elems: ce, ..
-                    },
-                ) = (&b.payload, &t.payload)
-                {
-                    if base_ce > ce {
-                        return Err(bad(
-                            tensor_loc(t, false),
-                            "inline base has larger chunks than the tensor",
-                        ));
-                    }
-                }
+                check_base_chunks(t, b)?;
             }
             BaseRef::InlineRows { index: i, rows } => {
                 let Some(b) = index.bases.get(*i as usize) else {
@@ -147,26 +125,58 @@ pub fn validate(data: &[u8], header: &Header, index: &Index, limits: &ReadLimits
                 // Row runs increase in base rows too, so the base ranges of
                 // successive target chunks do not overlap: decoding the base
                 // chunks under them costs at most the base once plus two
-                // boundary chunks per target chunk. Base chunks no larger
-                // than the target's keep those boundary chunks bounded, as
-                // for `Inline`.
-                if let (
-                    Payload::Chunked {
-                        chunk_elems: base_ce,
-                        ..
-                    },
-                    Payload::Chunked {
-                        chunk_elems: ce, ..
-                    },
-                ) = (&b.payload, &t.payload)
-                {
-                    if base_ce > ce {
-                        return Err(bad(
-                            tensor_loc(t, false),
-                            "inline base has larger chunks than the tensor",
-                        ));
-                    }
+                // boundary chunks per target chunk.
+                check_base_chunks(t, b)?;
+            }
+            BaseRef::InlineDequant { q, scale, axis } => {
+                let (Some(qb), Some(sb)) = (
+                    index.bases.get(*q as usize),
+                    index.bases.get(*scale as usize),
+                ) else {
+                    return Err(bad(tensor_loc(t, false), "inline base index out of range"));
+                };
+                dequant::check(
+                    (t.dtype, &t.shape),
+                    (qb.dtype, &qb.shape),
+                    (sb.dtype, &sb.shape),
+                    *axis,
+                )
+                .map_err(|reason| bad(tensor_loc(t, false), reason))?;
+                // Each target chunk reads the codes under it and the scales
+                // its elements use (at most one chunk's worth, or one row's).
+                check_base_chunks(t, qb)?;
+                check_base_chunks(t, sb)?;
+            }
+            BaseRef::ExternalDequant {
+                file,
+                q_dtype,
+                scale_shape,
+                axis,
+                ..
+            } => {
+                if *file as usize >= index.base_files.len() {
+                    return Err(bad(
+                        tensor_loc(t, false),
+                        "external base file index out of range",
+                    ));
                 }
+                // Bounded like any tensor: the count is checked against the
+                // axis next, but a huge shape must not overflow first.
+                let scale_bytes = scale_shape.iter().try_fold(4u64, |a, &d| a.checked_mul(d));
+                if scale_bytes.is_none_or(|b| b > limits.max_tensor_bytes) {
+                    return Err(Error::LimitExceeded {
+                        what: "max_tensor_bytes",
+                        value: scale_bytes.unwrap_or(u64::MAX),
+                        limit: limits.max_tensor_bytes,
+                    });
+                }
+                dequant::check(
+                    (t.dtype, &t.shape),
+                    (*q_dtype, &t.shape),
+                    (Dtype::F32, scale_shape),
+                    *axis,
+                )
+                .map_err(|reason| bad(tensor_loc(t, false), reason))?;
             }
             BaseRef::ExternalRows {
                 file, shape, rows, ..
@@ -261,6 +271,32 @@ pub fn validate(data: &[u8], header: &Header, index: &Index, limits: &ReadLimits
     check_layout(data, header, index)
 }
 
+/// Each target chunk decodes the base chunks under its range. A base chunk
+/// larger than the target's would be decoded once per target chunk it
+/// overlaps: work unbounded by the output (a small file could spin the
+/// reader for hours). With base chunks no larger, each target chunk touches
+/// at most ceil(target/base) + 1 of them.
+fn check_base_chunks(t: &TensorRecord, b: &TensorRecord) -> Result<()> {
+    if let (
+        Payload::Chunked {
+            chunk_elems: base_ce,
+            ..
+        },
+        Payload::Chunked {
+            chunk_elems: ce, ..
+        },
+    ) = (&b.payload, &t.payload)
+    {
+        if base_ce > ce {
+            return Err(bad(
+                tensor_loc(t, false),
+                "inline base has larger chunks than the tensor",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The row map of a row-mapped base (spec §6.3), see [`rows::check`].
 fn check_rows(t: &TensorRecord, base_shape: &[u64], map: &[crate::format::RowRun]) -> Result<()> {
     rows::check(&t.shape, base_shape, map).map_err(|reason| bad(tensor_loc(t, false), reason))
@@ -272,10 +308,10 @@ fn check_rows(t: &TensorRecord, base_shape: &[u64], map: &[crate::format::RowRun
 /// (it also catches writers that record too low a minor).
 fn check_minor_features(header: &Header, index: &Index) -> Result<()> {
     if header.minor < 2 {
-        if let Some(t) = index.tensors.iter().find(|t| t.base.rows().is_some()) {
+        if let Some(t) = index.tensors.iter().find(|t| t.base.is_v12()) {
             return Err(bad(
                 tensor_loc(t, false),
-                "row-mapped base (v1.2) in a file whose header says minor 0 or 1 (spec §8.2)",
+                "row-mapped or quantized base (v1.2) in a file whose header says minor 0 or 1 (spec §8.2)",
             ));
         }
     }

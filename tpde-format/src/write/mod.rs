@@ -3,7 +3,7 @@
 mod source;
 mod writer;
 
-pub use source::{ByteSource, FileRange, RowMapped, SliceSource};
+pub use source::{ByteSource, Dequantized, FileRange, RowMapped, SliceSource};
 pub use writer::{ArchiveWriter, BaseInput, WriteOptions};
 
 /// A temp file in `dir`, for building an output beside its destination and

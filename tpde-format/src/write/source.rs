@@ -5,8 +5,8 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use crate::codec::rows;
-use crate::format::RowRun;
+use crate::codec::{dequant, rows};
+use crate::format::{RowRun, ScaleAxis};
 
 /// Random-access bytes of one tensor.
 pub trait ByteSource: Sync {
@@ -90,5 +90,57 @@ impl ByteSource for RowMapped<'_> {
     }
     fn path(&self) -> &Path {
         self.base.path()
+    }
+}
+
+/// (v1.2) The predictor of a quantized base (spec §6.4) as a byte source
+/// over the target's F32 bytes: codes and the scales they use, multiplied.
+pub struct Dequantized<'a> {
+    /// The codes (one byte per element).
+    pub q: &'a dyn ByteSource,
+    /// True for I8 codes.
+    pub signed: bool,
+    /// The F32 scales.
+    pub scale: &'a dyn ByteSource,
+    /// Which elements share a scale.
+    pub axis: ScaleAxis,
+    /// Elements per row of the target.
+    pub row_elems: u64,
+}
+
+impl std::fmt::Debug for Dequantized<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dequantized")
+            .field("q", &self.q.path())
+            .field("axis", &self.axis)
+            .finish()
+    }
+}
+
+impl ByteSource for Dequantized<'_> {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        if offset % 4 != 0 || buf.len() % 4 != 0 {
+            return Err(std::io::Error::other("unaligned read of an F32 predictor"));
+        }
+        let range = offset / 4..(offset + buf.len() as u64) / 4;
+        let mut q = vec![0u8; buf.len() / 4];
+        self.q.read_at(range.start, &mut q)?;
+        let sr = dequant::scale_range(self.axis, self.row_elems, range.clone());
+        let mut scales = vec![0u8; ((sr.end - sr.start) * 4) as usize];
+        self.scale.read_at(sr.start * 4, &mut scales)?;
+        dequant::predict(
+            &q,
+            self.signed,
+            &scales,
+            sr.start,
+            self.axis,
+            self.row_elems,
+            range.start,
+            buf,
+        );
+        Ok(())
+    }
+    fn path(&self) -> &Path {
+        self.q.path()
     }
 }

@@ -10,15 +10,16 @@ use bincode::Options;
 use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
 
-use super::source::{ByteSource, RowMapped};
+use super::source::{ByteSource, Dequantized, RowMapped};
 use crate::codec::chunk::{self, EncodeScratch, EncodedChunk};
+use crate::codec::dequant;
 use crate::codec::rows as row_map;
 use crate::codec::stream::PlaneCoder;
 use crate::codec::widen;
 use crate::error::{Error, Result};
 use crate::format::{
     align_up, bincode_options, BaseFile, BaseRef, Chunk, Digest, Dtype, ExtraFile, FileRecord,
-    Header, Index, Op, Payload, RowRun, TensorRecord, ALIGN, HEADER_LEN, VERSION_MAJOR,
+    Header, Index, Op, Payload, RowRun, ScaleAxis, TensorRecord, ALIGN, HEADER_LEN, VERSION_MAJOR,
     VERSION_MINOR,
 };
 use crate::read::validate::MAX_CHUNK_ELEMS;
@@ -140,6 +141,19 @@ pub enum BaseInput<'a> {
         /// Target rows predicted by base rows; the other rows by zero bits.
         rows: &'a [RowRun],
     },
+    /// (v1.2) A quantized base predicting an F32 target (spec §6.4): codes
+    /// and scales, both [`BaseInput::Inline`] or both [`BaseInput::External`]
+    /// (of one base file).
+    Dequant {
+        /// The I8 or U8 codes (the target's shape).
+        q: &'a BaseInput<'a>,
+        /// The F32 scales.
+        scale: &'a BaseInput<'a>,
+        /// The scales' shape.
+        scale_shape: &'a [u64],
+        /// Which elements share a scale.
+        axis: ScaleAxis,
+    },
 }
 
 impl std::fmt::Debug for BaseInput<'_> {
@@ -149,6 +163,9 @@ impl std::fmt::Debug for BaseInput<'_> {
             BaseInput::Inline { index, .. } => write!(f, "Inline({index})"),
             BaseInput::External { name, .. } => write!(f, "External({name:?})"),
             BaseInput::Rows { base, rows, .. } => write!(f, "Rows({base:?}, {} runs)", rows.len()),
+            BaseInput::Dequant { q, scale, axis, .. } => {
+                write!(f, "Dequant({q:?}, {scale:?}, {})", axis.name())
+            }
         }
     }
 }
@@ -345,6 +362,7 @@ impl ArchiveWriter {
             coder: self.opts.plane_coder,
         };
         let mapped;
+        let dequantized;
         let base_src: Option<(&dyn ByteSource, Dtype)> = match base {
             BaseInput::None => None,
             BaseInput::Inline { source, dtype, .. } | BaseInput::External { source, dtype, .. } => {
@@ -379,6 +397,60 @@ impl ArchiveWriter {
                     row_bytes: row_map::row_bytes(shape, dtype.width()).unwrap_or(0),
                 };
                 Some((&mapped as &dyn ByteSource, dtype))
+            }
+            BaseInput::Dequant {
+                q,
+                scale,
+                scale_shape,
+                axis,
+            } => {
+                let parts = match (*q, *scale) {
+                    (
+                        BaseInput::Inline {
+                            source: qs,
+                            dtype: qd,
+                            ..
+                        },
+                        BaseInput::Inline {
+                            source: ss,
+                            dtype: sd,
+                            ..
+                        },
+                    )
+                    | (
+                        BaseInput::External {
+                            source: qs,
+                            dtype: qd,
+                            ..
+                        },
+                        BaseInput::External {
+                            source: ss,
+                            dtype: sd,
+                            ..
+                        },
+                    ) => Some((qs, qd, ss, sd)),
+                    _ => None,
+                };
+                let Some((qs, qd, ss, sd)) = parts else {
+                    return Err(Error::Usage(format!(
+                        "tensor {name:?}: quantized codes and scales must both be inline or both external"
+                    )));
+                };
+                if self.opts.max_minor < 2 {
+                    return Err(Error::Usage(format!(
+                        "tensor {name:?}: a quantized base needs format 1.2"
+                    )));
+                }
+                dequant::check((dtype, shape), (qd, shape), (sd, scale_shape), axis)
+                    .map_err(|why| Error::Usage(format!("tensor {name:?}: {why}")))?;
+                dequantized = Dequantized {
+                    q: qs,
+                    signed: qd == Dtype::I8,
+                    scale: ss,
+                    axis,
+                    row_elems: row_map::row_bytes(shape, 1).unwrap_or(0),
+                };
+                Some((&dequantized as &dyn ByteSource, dtype))
             }
         };
         if let Some((_, bd)) = base_src {
@@ -491,6 +563,44 @@ impl ArchiveWriter {
                 rows: rows.to_vec(),
             },
             BaseInput::Rows { .. } => unreachable!("checked above"),
+            BaseInput::Dequant {
+                q: BaseInput::Inline { index: qi, .. },
+                scale: BaseInput::Inline { index: si, .. },
+                axis,
+                ..
+            } => BaseRef::InlineDequant {
+                q: *qi,
+                scale: *si,
+                axis,
+            },
+            BaseInput::Dequant {
+                q:
+                    BaseInput::External {
+                        file,
+                        name: q_name,
+                        sha256: q_sha256,
+                        dtype: q_dtype,
+                        ..
+                    },
+                scale:
+                    BaseInput::External {
+                        name: scale_name,
+                        sha256: scale_sha256,
+                        ..
+                    },
+                scale_shape,
+                axis,
+            } => BaseRef::ExternalDequant {
+                file: *file,
+                q_name: (*q_name).to_owned(),
+                q_sha256: *q_sha256,
+                q_dtype: *q_dtype,
+                scale_name: (*scale_name).to_owned(),
+                scale_sha256: *scale_sha256,
+                scale_shape: scale_shape.to_vec(),
+                axis,
+            },
+            BaseInput::Dequant { .. } => unreachable!("checked above"),
             BaseInput::Inline {
                 index, dtype: bd, ..
             } if bd == dtype => BaseRef::Inline { index },
