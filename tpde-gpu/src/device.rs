@@ -510,14 +510,52 @@ impl<D: AsRef<[u8]> + Sync> GpuArchive<D> {
     /// the target's, except a widened base's narrower dtype and a
     /// row-mapped base's own row count (format v1.2). Its contents are
     /// trusted: they are not hashed on the device.
+    ///
+    /// A quantized base (format v1.2) is two tensors, codes and scales:
+    /// hand them in with [`GpuArchive::load_onto_quantized`]; here such a
+    /// target is [`GpuError::DeviceBase`].
     pub fn load_onto(&self, name: &str, base: &DeviceTensor) -> Result<DeviceTensor> {
         let t = self.archive.tensor_index(name)?;
+        if let Some((qn, sn)) = plan::dequant_names(&self.archive, t) {
+            return Err(GpuError::DeviceBase {
+                tensor: name.to_owned(),
+                reason: format!(
+                    "has a quantized base of two tensors (codes {qn:?}, scales {sn:?}): \
+                     use load_onto_quantized"
+                ),
+            });
+        }
         self.check_device_base(t, base)?;
         let mut v = self.load_targets(
             &[t],
             &NoBase,
             vec![(t, DeviceBaseUse::Borrow(base.device_ptr()))],
         )?;
+        v.pop()
+            .ok_or_else(|| GpuError::Usage("load produced no tensor".into()))
+    }
+
+    /// Loads target `name`, whose base is quantized (format v1.2, spec
+    /// §6.4), against its codes `q` (I8 or U8, the target's shape) and
+    /// scales `scale` (F32, the archive's scale shape) already in device
+    /// memory; both are left unchanged and only the delta crosses PCIe. The
+    /// predictor `f32(q) × scale` is computed on the device into the new
+    /// tensor. Contents are trusted (not hashed); dtype, shape, byte length,
+    /// device and the scales' 4-byte alignment are checked
+    /// ([`GpuError::DeviceBase`]).
+    pub fn load_onto_quantized(
+        &self,
+        name: &str,
+        q: &DeviceTensor,
+        scale: &DeviceTensor,
+    ) -> Result<DeviceTensor> {
+        let t = self.archive.tensor_index(name)?;
+        self.check_device_dequant(t, q, scale)?;
+        let use_ = DeviceBaseUse::Dequant {
+            q: q.device_ptr(),
+            scale: scale.device_ptr(),
+        };
+        let mut v = self.load_targets(&[t], &NoBase, vec![(t, use_)])?;
         v.pop()
             .ok_or_else(|| GpuError::Usage("load produced no tensor".into()))
     }
@@ -529,13 +567,45 @@ impl<D: AsRef<[u8]> + Sync> GpuArchive<D> {
     /// Targets whose base is not in `bases` load as [`GpuArchive::load_all`]
     /// does; bases no target uses are freed. On error the bases handed in are
     /// freed too (they may be half-updated). Base contents are trusted.
+    ///
+    /// A quantized base (format v1.2) is handed in as two entries, its codes
+    /// and its scales tensors under their names (the archive's base-table
+    /// names for an inline base); both are read, never updated, and one
+    /// without the other is [`GpuError::DeviceBase`].
     pub fn load_all_onto(
         &self,
         mut bases: HashMap<String, DeviceTensor>,
     ) -> Result<Vec<DeviceTensor>> {
         let n = self.archive.index().tensors.len();
         let mut uses: HashMap<&str, (usize, usize)> = HashMap::new();
+        // Quantized targets whose codes and scales were handed in.
+        let mut dequant = Vec::new();
         for t in 0..n {
+            if let Some((qn, sn)) = plan::dequant_names(&self.archive, t) {
+                match (bases.get(qn), bases.get(sn)) {
+                    (None, None) => {}
+                    (Some(q), Some(s)) => {
+                        self.check_device_dequant(t, q, s)?;
+                        for b in [qn, sn] {
+                            let u = uses.entry(b).or_default();
+                            u.0 += 1;
+                            u.1 += 1;
+                        }
+                        dequant.push(t);
+                    }
+                    (q, _) => {
+                        return Err(GpuError::DeviceBase {
+                            tensor: self.archive.record(Table::Target, t).name.clone(),
+                            reason: format!(
+                                "a quantized base needs both its codes {qn:?} and its scales \
+                                 {sn:?}; {:?} is missing",
+                                if q.is_none() { qn } else { sn }
+                            ),
+                        });
+                    }
+                }
+                continue;
+            }
             let Some(b) = plan::base_name(&self.archive, t) else {
                 continue;
             };
@@ -553,6 +623,28 @@ impl<D: AsRef<[u8]> + Sync> GpuArchive<D> {
         // done.
         let mut keep = Vec::new();
         for t in 0..n {
+            if let Some((qn, sn)) = plan::dequant_names(&self.archive, t) {
+                if !dequant.contains(&t) {
+                    continue;
+                }
+                let ptr = |b: &str| bases.get(b).map_or(0, |dt| dt.device_ptr());
+                dev.push((
+                    t,
+                    DeviceBaseUse::Dequant {
+                        q: ptr(qn),
+                        scale: ptr(sn),
+                    },
+                ));
+                for b in [qn, sn] {
+                    if let Some((_, left)) = uses.get_mut(b) {
+                        *left -= 1;
+                        if *left == 0 {
+                            keep.extend(bases.remove(b));
+                        }
+                    }
+                }
+                continue;
+            }
             let Some(b) = plan::base_name(&self.archive, t) else {
                 continue;
             };
@@ -584,6 +676,46 @@ impl<D: AsRef<[u8]> + Sync> GpuArchive<D> {
         let out = self.load_targets_inner(&all, &NoBase, dev, &mut in_place);
         drop(keep);
         out
+    }
+
+    /// Checks a quantized target's codes and scales handed in on the device.
+    fn check_device_dequant(&self, t: usize, q: &DeviceTensor, scale: &DeviceTensor) -> Result<()> {
+        let rec = self.archive.record(Table::Target, t);
+        let bad = |reason: String| GpuError::DeviceBase {
+            tensor: rec.name.clone(),
+            reason,
+        };
+        let (Some(qd), Some(shape)) = (
+            plan::base_dtype(&self.archive, t),
+            plan::dequant_scale_shape(&self.archive, t),
+        ) else {
+            return Err(bad("its base is not quantized: use load_onto".into()));
+        };
+        for (what, dt, dtype, shape) in [
+            ("codes", q, qd, rec.shape.as_slice()),
+            ("scales", scale, Dtype::F32, shape),
+        ] {
+            if dt.dtype != dtype || dt.shape != shape {
+                return Err(bad(format!(
+                    "{what} are {} {:?}, the archive's are {dtype} {shape:?}",
+                    dt.dtype, dt.shape
+                )));
+            }
+            let bytes = shape
+                .iter()
+                .try_fold(dtype.width() as u64, |a, &d| a.checked_mul(d));
+            if Some(dt.byte_len() as u64) != bytes {
+                return Err(bad(format!("{what} buffer holds {} bytes", dt.byte_len())));
+            }
+            if dt.buffer.context().cu_device() != self.ctx.cu_device() {
+                return Err(bad(format!("{what} live on another device")));
+            }
+        }
+        // The kernel loads scales as aligned 4-byte floats.
+        if scale.device_ptr() % 4 != 0 {
+            return Err(bad("scales are not 4-byte aligned".into()));
+        }
+        Ok(())
     }
 
     fn check_device_base(&self, t: usize, base: &DeviceTensor) -> Result<()> {
@@ -655,20 +787,31 @@ impl<D: AsRef<[u8]> + Sync> GpuArchive<D> {
                     DeviceBuffer::alloc(&self.ctx, len)?,
                     plan::device_base_plan(&self.archive, t, ptr),
                 ),
+                Some(&DeviceBaseUse::Dequant { q, scale }) => {
+                    let base =
+                        plan::device_dequant_plan(&self.archive, t, q, scale).ok_or_else(|| {
+                            GpuError::Usage(format!(
+                                "tensor {:?}: its base is not quantized",
+                                rec.name
+                            ))
+                        })?;
+                    (DeviceBuffer::alloc(&self.ctx, len)?, base)
+                }
                 None => {
                     let base = plan::host_base_plan(&self.archive, t, host)?;
-                    // A chunked inline base that is widened or row-mapped
-                    // decodes into device scratch first.
-                    let base = match plan::needs_scratch(&self.archive, &base) {
-                        Some(n) => {
-                            let sb = DeviceBuffer::alloc(&self.ctx, n as usize)?;
-                            let b = plan::with_scratch(base, sb.device_ptr());
-                            scratch.push(sb);
-                            b
-                        }
-                        None => base,
-                    };
-                    (DeviceBuffer::alloc(&self.ctx, len)?, base)
+                    // Chunked inline bases that are widened, row-mapped or
+                    // quantized (codes, scales) decode into device scratch
+                    // first.
+                    let mut addrs = Vec::new();
+                    for n in plan::needs_scratch(&self.archive, &base) {
+                        let sb = DeviceBuffer::alloc(&self.ctx, n as usize)?;
+                        addrs.push(sb.device_ptr());
+                        scratch.push(sb);
+                    }
+                    (
+                        DeviceBuffer::alloc(&self.ctx, len)?,
+                        plan::with_scratch(base, &addrs),
+                    )
                 }
             };
             if len > 0 {
@@ -1015,6 +1158,9 @@ enum DeviceBaseUse {
     /// Reconstruct in place over the base tensor handed over; `cut`: other
     /// targets read this base first.
     InPlace { cut: bool },
+    /// A quantized base's codes and scales at these device addresses, read
+    /// (never updated) into a new buffer.
+    Dequant { q: u64, scale: u64 },
 }
 
 fn hex(d: &[u8]) -> String {

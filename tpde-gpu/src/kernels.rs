@@ -5,7 +5,9 @@
 //! ([`crate::plan::Desc`]); block `b` finds its job by binary search on
 //! `tile_start`, so one launch covers every job of a batch whatever its size:
 //! - `tpde_phase1`: fills (`dst = base` or zeros), exact widening of a
-//!   narrower float base (spec §6.2), and dense chunks
+//!   narrower float base (spec §6.2), the predictor of a quantized base
+//!   (`f32(q) × scale` with `__fmul_rn`, NaN made canonical; spec §6.4;
+//!   compiled with `--ftz=false --fmad=false`, no fast math), and dense chunks
 //!   (`dst[i] = op(base[i], value[i])`, values re-interleaved from byte
 //!   planes, 16-byte loads and stores on the aligned path);
 //! - `tpde_sparse`: sparse chunks, `dst[p] = op(dst[p], value[j])` at
@@ -14,8 +16,9 @@
 //!   stream goes up raw: per-segment counts and sums, then prefix sums give
 //!   every position, which is checked and applied.
 //!
-//! All arithmetic is on unsigned words of the dtype's width, as in
-//! `tpde_format::codec::combine`, so every dtype is bit-exact.
+//! All combine arithmetic is on unsigned words of the dtype's width, as in
+//! `tpde_format::codec::combine`, so every dtype is bit-exact; the one float
+//! operation (the dequant product) is a single IEEE binary32 multiply.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -167,6 +170,45 @@ __device__ __forceinline__ void widen(const Job& j, u64 tile) {
     }
 }
 
+// Dequant (spec 6.4): dst[i] = bits(f32(q[i]) * scale[k]) as ONE binary32
+// multiply rounded to nearest even (__fmul_rn: never contracted into an FMA),
+// subnormals kept (compiled with --ftz=false, no fast math), every NaN
+// product replaced by the canonical 0x7fc00000. Descriptor: base = codes,
+// vals = first scale used, pos = elements per row, m = the job's first
+// element's column, op = axis | signed << 2 | from_column << 3
+// (tpde_gpu::plan::dequant_code). 4 elements per thread.
+__device__ __forceinline__ void dequant(const Job& j, u64 tile) {
+    const u8* q = (const u8*)j.base;
+    const float* sc = (const float*)j.vals;
+    const u32 axis = j.op & 3;
+    const bool sg = (j.op >> 2) & 1;
+    const u64 row = j.pos, col = j.m;
+    const u64 lo = (j.op & 8) ? col : 0;
+    // 32-bit index arithmetic when everything fits (64-bit division is slow).
+    const bool narrow = row <= 0xffffffffull && col + j.n <= 0xffffffffull;
+    #pragma unroll
+    for (int r = 0; r < 4; r++) {
+        u64 i = tile * 1024ull + (u64)r * 256 + threadIdx.x;
+        if (i >= j.n) continue;
+        u64 k = 0;
+        if (axis != 0) {
+            u64 e = col + i;
+            if (narrow) {
+                u32 e32 = (u32)e, r32 = (u32)row;
+                k = axis == 1 ? (u64)(e32 / r32) : (u64)(e32 % r32) - lo;
+            } else {
+                k = axis == 1 ? e / row : e % row - lo;
+            }
+        }
+        u32 c = q[i];
+        float x = sg ? (float)(int)(signed char)c : (float)c;
+        float v = __fmul_rn(x, sc[k]);
+        u32 b = __float_as_uint(v);
+        if ((b & 0x7fffffffu) > 0x7f800000u) b = 0x7fc00000u; // NaN
+        ((u32*)j.dst)[i] = b;
+    }
+}
+
 extern "C" __global__ void __launch_bounds__(256) tpde_phase1(const Job* jobs, u32 njobs) {
     __shared__ Job sj;
     if (threadIdx.x == 0) sj = *find_job(jobs, njobs, blockIdx.x);
@@ -175,6 +217,7 @@ extern "C" __global__ void __launch_bounds__(256) tpde_phase1(const Job* jobs, u
     const u64 tile = blockIdx.x - j.tile_start;
     if (j.kind == 0) { fill(j, tile); return; }
     if (j.kind == 5) { widen(j, tile); return; }
+    if (j.kind == 6) { dequant(j, tile); return; }
     switch (j.width) {
         case 1: dense<u8, 16>(j, tile); break;
         case 2: dense<u16, 16>(j, tile); break;
@@ -425,9 +468,17 @@ pub fn kernels_for(ctx: &Arc<CudaContext>) -> Result<Arc<Kernels>> {
             break;
         }
         let t = std::time::Instant::now();
+        // Bit-exact float semantics, spelled out rather than left to
+        // NVRTC's defaults: the dequant product keeps subnormals (no flush
+        // to zero), no fast math, no multiply-add contraction.
         let opts = CompileOptions {
             options: vec![format!("--gpu-architecture={arch}")],
             name: Some("tpde_apply.cu".into()),
+            ftz: Some(false),
+            prec_div: Some(true),
+            prec_sqrt: Some(true),
+            fmad: Some(false),
+            use_fast_math: Some(false),
             ..Default::default()
         };
         match cudarc::nvrtc::compile_ptx_with_opts(SOURCE, opts) {

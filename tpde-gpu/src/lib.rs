@@ -5,7 +5,9 @@
 //! streams into pinned staging buffers, asynchronous copies move them to the
 //! device on several streams, and CUDA kernels re-interleave byte planes and
 //! apply dense and sparse deltas (XOR, ADD, REPLACE, zigzag ADD) over the
-//! base, widening a narrower float base first where the archive says so.
+//! base, widening a narrower float base first where the archive says so,
+//! copying the rows of a row-mapped base, or computing the predictor of a
+//! quantized base (`f32(q) × scale`, format v1.2) from its one-byte codes.
 //! Sparse chunks' gap-encoded positions are decoded on the device by prefix
 //! sums. For a delta chunk only its decoded values and raw gap bytes cross
 //! PCIe; a base already on the device never does. Performance and what

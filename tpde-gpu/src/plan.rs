@@ -8,9 +8,9 @@
 
 use std::ops::Range;
 
-use tpde_format::codec::rows;
-use tpde_format::format::{BaseRef, Chunk, ChunkKind, Dtype, Op, Payload, RowRun};
-use tpde_format::read::{BaseView, Table, WidenSource};
+use tpde_format::codec::{dequant, rows};
+use tpde_format::format::{BaseRef, Chunk, ChunkKind, Dtype, Op, Payload, RowRun, ScaleAxis};
+use tpde_format::read::{BaseView, DequantView, Table, WidenSource};
 use tpde_format::{Archive, BaseProvider};
 
 use crate::error::{GpuError, Result};
@@ -28,6 +28,13 @@ pub const MAX_JOBS_PER_BATCH: usize = 1024;
 pub const FILL_BYTES_PER_TILE: u64 = THREADS as u64 * 16;
 /// Elements one block of a widen job converts (4 per thread).
 pub const WIDEN_PER_TILE: u64 = THREADS as u64 * 4;
+/// Elements one block of a dequant job predicts (4 per thread).
+pub const DEQUANT_PER_TILE: u64 = THREADS as u64 * 4;
+/// Elements per dequant job. A job stages at most this many code bytes and
+/// four bytes per scale it uses (at most this many scales: a per-column job
+/// whose rows are longer is cut at row boundaries), so staging stays small
+/// however the scales are laid out.
+pub const DEQUANT_PIECE: u64 = 1 << 16;
 /// Positions one block of the sparse phase applies (4 per thread).
 pub const SPARSE_PER_TILE: u64 = THREADS as u64 * 4;
 /// Bytes of a gap-encoded positions stream one block of the device varint
@@ -75,6 +82,29 @@ pub enum JobKind {
     /// the target's dtype (spec §6.2), read from staging or device memory
     /// (phase 1; the delta applies in a later batch).
     Widen = 5,
+    /// `dst[i] = bits(f32(q[i]) × scale[k(i)])`, NaN made canonical: the
+    /// predictor of a quantized base (spec §6.4), from codes and scales in
+    /// staging or device memory (phase 1; the delta applies in a later
+    /// batch). See [`dequant_code`] for the descriptor's fields.
+    Dequant = 6,
+}
+
+/// The descriptor's `op` byte of a [`JobKind::Dequant`] job: bits 0–1 the
+/// scale axis (0 tensor, 1 rows, 2 columns), bit 2 signed (I8) codes, bit 3
+/// (columns) the job's scales start at its first element's column rather
+/// than at column 0. The other fields: `base` the codes' address, `vals`
+/// the address of the first scale the job uses, `pos` the target's
+/// elements per row, `m` the job's first element's column (its element
+/// index modulo `pos`; 0 when `pos` is 0). Element `i` then uses scale
+/// `0` (tensor), `(m + i) / pos` (rows: relative to the job's first row)
+/// or `(m + i) % pos - (bit 3 ? m : 0)` (columns).
+pub const fn dequant_code(axis: ScaleAxis, signed: bool, from_column: bool) -> u8 {
+    let a = match axis {
+        ScaleAxis::Tensor => 0,
+        ScaleAxis::Rows => 1,
+        ScaleAxis::Columns => 2,
+    };
+    a | (signed as u8) << 2 | (from_column as u8) << 3
 }
 
 /// The descriptor's `op` byte of a [`JobKind::Widen`] job, or `None` when
@@ -146,6 +176,31 @@ pub enum Input<'a> {
         /// Target byte offset of the piece's first byte.
         at: u64,
     },
+    /// A [`JobKind::Dequant`] job's codes and scales: staged (codes at the
+    /// region's start, scales at the job's `values_at`) or read from device
+    /// memory.
+    Dequant {
+        /// The job's codes (one byte per element).
+        q: Piece<'a>,
+        /// The scales the job uses, from the first one on (little-endian F32).
+        scales: Piece<'a>,
+        /// [`dequant_code`].
+        code: u8,
+        /// Elements per row of the target.
+        row_elems: u64,
+        /// The job's first element's column (element index modulo
+        /// `row_elems`; 0 when `row_elems` is 0).
+        column: u64,
+    },
+}
+
+/// Bytes a job reads: staged from the host, or at a device address.
+#[derive(Debug, Clone, Copy)]
+pub enum Piece<'a> {
+    /// Host bytes, staged.
+    Host(&'a [u8]),
+    /// Device memory at this address, left unchanged.
+    Device(u64),
 }
 
 /// One unit of work: a chunk, a fill, or a raw piece.
@@ -211,10 +266,25 @@ pub enum BasePlan<'a> {
         /// Bytes per row.
         row_bytes: u64,
     },
+    /// (v1.2) A quantized base (spec §6.4): the F32 predictor
+    /// `f32(q) × scale` is computed into the output first, then the delta
+    /// applies in place.
+    Dequant {
+        /// Where the codes tensor's bytes are.
+        q: WidenSrc<'a>,
+        /// True for I8 codes, false for U8.
+        signed: bool,
+        /// Where the scales tensor's bytes are.
+        scale: WidenSrc<'a>,
+        /// Which elements share a scale.
+        axis: ScaleAxis,
+        /// Elements per row of the target.
+        row_elems: u64,
+    },
 }
 
-/// Where a widened base's narrow elements, or a row-mapped base's bytes,
-/// are.
+/// Where a widened base's narrow elements, a row-mapped base's bytes, or a
+/// quantized base's codes or scales are.
 #[derive(Debug, Clone, Copy)]
 pub enum WidenSrc<'a> {
     /// Host bytes (a plain inline base or a checked external base), staged.
@@ -418,6 +488,36 @@ fn split_jobs<'a, D: AsRef<[u8]> + Sync>(
                     }
                     Resolved::InPlace
                 }
+                BasePlan::Dequant {
+                    q,
+                    signed,
+                    scale,
+                    axis,
+                    row_elems,
+                } => {
+                    if rec.dtype != Dtype::F32 {
+                        return Err(GpuError::Usage(format!(
+                            "tensor {:?}: a quantized base predicts only F32, not {}",
+                            rec.name, rec.dtype
+                        )));
+                    }
+                    let mut source = |src: WidenSrc<'a>| -> Result<QSource<'a>> {
+                        Ok(match src {
+                            WidenSrc::HostBytes(b) => QSource::Host(b),
+                            WidenSrc::InlineChunked { bi, scratch } => {
+                                base_tensor_jobs(archive, bi, scratch, opts, &mut parts.base)?;
+                                parts.base_on_device = true;
+                                QSource::Device(scratch)
+                            }
+                            WidenSrc::Device(addr) => QSource::Device(addr),
+                        })
+                    };
+                    let q = source(q)?;
+                    let scale = source(scale)?;
+                    let n = rec.elem_count().unwrap_or(0); // validated at open
+                    dequant_jobs(q, scale, signed, axis, row_elems, n, dst, &mut parts.widen);
+                    Resolved::InPlace
+                }
             };
             for (i, c) in chunks.iter().enumerate() {
                 chunk_jobs(
@@ -476,6 +576,86 @@ fn widen_jobs<'a>(
             cut_before: false,
         });
         start += count;
+    }
+}
+
+/// A quantized base's codes or scales, whole, as the dequant jobs read them.
+#[derive(Debug, Clone, Copy)]
+enum QSource<'a> {
+    /// The whole tensor's bytes on the host.
+    Host(&'a [u8]),
+    /// The whole tensor at this device address.
+    Device(u64),
+}
+
+impl<'a> QSource<'a> {
+    /// Bytes `range` of the tensor as a job reads them.
+    fn piece(self, range: Range<u64>) -> Piece<'a> {
+        match self {
+            QSource::Host(b) => Piece::Host(&b[range.start as usize..range.end as usize]),
+            QSource::Device(a) => Piece::Device(a + range.start),
+        }
+    }
+}
+
+/// Dequant jobs over a target of `n` F32 elements at `dst`: pieces of
+/// [`DEQUANT_PIECE`] elements, cut at row boundaries for per-column scales
+/// when a row is longer than a piece (so no job needs more scales than it
+/// has elements). Each job stages what lives on the host: its codes, and
+/// only the scales its elements use ([`dequant::scale_range`]).
+#[allow(clippy::too_many_arguments)]
+fn dequant_jobs<'a>(
+    q: QSource<'a>,
+    scale: QSource<'a>,
+    signed: bool,
+    axis: ScaleAxis,
+    row_elems: u64,
+    n: u64,
+    dst: u64,
+    jobs: &mut Vec<Job<'a>>,
+) {
+    let mut start = 0u64;
+    while start < n {
+        let mut end = (start + DEQUANT_PIECE).min(n);
+        if axis == ScaleAxis::Columns && row_elems > DEQUANT_PIECE {
+            end = end.min((start / row_elems + 1) * row_elems);
+        }
+        let count = end - start;
+        let sr = dequant::scale_range(axis, row_elems, start..end);
+        let column = if row_elems == 0 { 0 } else { start % row_elems };
+        let from_column = axis == ScaleAxis::Columns && sr.start != 0;
+        let q_piece = q.piece(start..end);
+        let s_piece = scale.piece(sr.start * 4..sr.end * 4);
+        let q_bytes = match q_piece {
+            Piece::Host(b) => b.len(),
+            Piece::Device(_) => 0,
+        };
+        let values_at = align_up(q_bytes, 16);
+        let staged = match s_piece {
+            Piece::Host(b) => values_at + b.len(),
+            Piece::Device(_) => q_bytes,
+        };
+        jobs.push(Job {
+            kind: JobKind::Dequant,
+            input: Input::Dequant {
+                q: q_piece,
+                scales: s_piece,
+                code: dequant_code(axis, signed, from_column),
+                row_elems,
+                column,
+            },
+            op: Op::Replace,
+            width: 4,
+            n: count,
+            m: 0,
+            dst: dst + start * 4,
+            base: 0,
+            staged,
+            values_at,
+            pos_bytes: 0,
+            cut_before: false,
+        });
+        start = end;
     }
 }
 
@@ -619,6 +799,27 @@ pub fn host_base_plan<'a, D: AsRef<[u8]> + Sync>(
             rows,
             row_bytes,
         },
+        BaseView::Dequant(DequantView {
+            q,
+            signed,
+            scale,
+            axis,
+            row_elems,
+        }) => {
+            // The caller swaps in scratch for chunked inline codes or scales
+            // (see `needs_scratch`).
+            let src = |w: WidenSource<'a>| match w {
+                WidenSource::Bytes(b) => WidenSrc::HostBytes(b),
+                WidenSource::Inline(bi) => WidenSrc::InlineChunked { bi, scratch: 0 },
+            };
+            BasePlan::Dequant {
+                q: src(q),
+                signed,
+                scale: src(scale),
+                axis,
+                row_elems,
+            }
+        }
     })
 }
 
@@ -648,46 +849,94 @@ pub fn device_base_plan<D: AsRef<[u8]> + Sync>(
     }
 }
 
-/// For a base plan that decodes a chunked inline base on the device before
-/// reading it (a narrow base to widen, or a row-mapped base whose rows are
-/// copied): the scratch bytes it needs. The caller allocates them and sets the address
-/// with [`with_scratch`].
-pub fn needs_scratch<D: AsRef<[u8]> + Sync>(
+/// The base plan for quantized target `t` when its codes and scales
+/// tensors are already in device memory at `q` and `scale` and must stay
+/// unchanged; `None` when `t`'s base is not quantized.
+pub fn device_dequant_plan<D: AsRef<[u8]> + Sync>(
     archive: &Archive<D>,
-    base: &BasePlan<'_>,
-) -> Option<u64> {
-    match base {
-        BasePlan::Widened {
-            src: WidenSrc::InlineChunked { bi, .. },
-            ..
+    t: usize,
+    q: u64,
+    scale: u64,
+) -> Option<BasePlan<'_>> {
+    let rec = archive.record(Table::Target, t);
+    let axis = match &rec.base {
+        BaseRef::InlineDequant { axis, .. } | BaseRef::ExternalDequant { axis, .. } => *axis,
+        _ => return None,
+    };
+    Some(BasePlan::Dequant {
+        q: WidenSrc::Device(q),
+        signed: base_dtype(archive, t) == Some(Dtype::I8),
+        scale: WidenSrc::Device(scale),
+        axis,
+        // As the reader computes it (0 for a 0-d tensor, whose axis is
+        // `Tensor`).
+        row_elems: rows::row_bytes(&rec.shape, 1).unwrap_or(0),
+    })
+}
+
+/// For a base plan that decodes chunked inline base tensors on the device
+/// before reading them (a narrow base to widen, a row-mapped base whose rows
+/// are copied, a quantized base's codes and scales): the scratch bytes each
+/// needs, in order. The caller allocates them and sets their addresses with
+/// [`with_scratch`].
+pub fn needs_scratch<D: AsRef<[u8]> + Sync>(archive: &Archive<D>, base: &BasePlan<'_>) -> Vec<u64> {
+    let len = |src: &WidenSrc<'_>| match src {
+        WidenSrc::InlineChunked { bi, .. } => {
+            // Validated at open: every tensor's byte length fits.
+            Some(archive.record(Table::Base, *bi).byte_len().unwrap_or(0))
         }
-        | BasePlan::Rows {
-            src: WidenSrc::InlineChunked { bi, .. },
-            ..
-        } => archive.record(Table::Base, *bi).byte_len(),
         _ => None,
+    };
+    match base {
+        BasePlan::Widened { src, .. } | BasePlan::Rows { src, .. } => {
+            len(src).into_iter().collect()
+        }
+        BasePlan::Dequant { q, scale, .. } => len(q).into_iter().chain(len(scale)).collect(),
+        _ => Vec::new(),
     }
 }
 
-/// `base` with its scratch buffer at `scratch`.
-pub fn with_scratch(base: BasePlan<'_>, scratch: u64) -> BasePlan<'_> {
+/// `base` with its scratch buffers at `scratch` (addresses in the order
+/// [`needs_scratch`] gave their sizes).
+pub fn with_scratch<'a>(base: BasePlan<'a>, scratch: &[u64]) -> BasePlan<'a> {
+    let mut next = scratch.iter().copied();
+    let mut set = |src: WidenSrc<'a>| match src {
+        WidenSrc::InlineChunked { bi, .. } => WidenSrc::InlineChunked {
+            bi,
+            scratch: next.next().unwrap_or(0),
+        },
+        other => other,
+    };
     match base {
-        BasePlan::Widened {
-            src: WidenSrc::InlineChunked { bi, .. },
-            from,
-        } => BasePlan::Widened {
-            src: WidenSrc::InlineChunked { bi, scratch },
+        BasePlan::Widened { src, from } => BasePlan::Widened {
+            src: set(src),
             from,
         },
         BasePlan::Rows {
-            src: WidenSrc::InlineChunked { bi, .. },
+            src,
             rows,
             row_bytes,
         } => BasePlan::Rows {
-            src: WidenSrc::InlineChunked { bi, scratch },
+            src: set(src),
             rows,
             row_bytes,
         },
+        BasePlan::Dequant {
+            q,
+            signed,
+            scale,
+            axis,
+            row_elems,
+        } => {
+            let q = set(q);
+            BasePlan::Dequant {
+                q,
+                signed,
+                scale: set(scale),
+                axis,
+                row_elems,
+            }
+        }
         other => other,
     }
 }
@@ -700,6 +949,9 @@ pub fn base_dtype<D: AsRef<[u8]> + Sync>(archive: &Archive<D>, t: usize) -> Opti
         BaseRef::None => None,
         BaseRef::InlineWidened { index } => Some(archive.index().bases[*index as usize].dtype),
         BaseRef::ExternalWidened { dtype, .. } => Some(*dtype),
+        // A quantized base: its codes' dtype (I8 or U8).
+        BaseRef::InlineDequant { q, .. } => Some(archive.index().bases[*q as usize].dtype),
+        BaseRef::ExternalDequant { q_dtype, .. } => Some(*q_dtype),
         _ => Some(rec.dtype),
     }
 }
@@ -717,13 +969,48 @@ pub fn base_shape<D: AsRef<[u8]> + Sync>(archive: &Archive<D>, t: usize) -> Opti
 }
 
 /// Whether target `t` can be reconstructed in place over its base tensor:
-/// the base has the target's dtype and shape (not widened, not row-mapped).
+/// the base has the target's dtype and shape (not widened, not row-mapped,
+/// not quantized).
 pub fn base_fits_in_place<D: AsRef<[u8]> + Sync>(archive: &Archive<D>, t: usize) -> bool {
     let rec = archive.record(Table::Target, t);
-    base_dtype(archive, t) == Some(rec.dtype) && rec.base.rows().is_none()
+    base_dtype(archive, t) == Some(rec.dtype)
+        && rec.base.rows().is_none()
+        && dequant_names(archive, t).is_none()
 }
 
-/// The name of the base tensor target `t` combines with, if any.
+/// For a target with a quantized base (v1.2): the names of its codes and
+/// scales tensors (the base table's names for an inline base).
+pub fn dequant_names<D: AsRef<[u8]> + Sync>(
+    archive: &Archive<D>,
+    t: usize,
+) -> Option<(&str, &str)> {
+    let bases = &archive.index().bases;
+    match &archive.record(Table::Target, t).base {
+        BaseRef::InlineDequant { q, scale, .. } => Some((
+            bases[*q as usize].name.as_str(),
+            bases[*scale as usize].name.as_str(),
+        )),
+        BaseRef::ExternalDequant {
+            q_name, scale_name, ..
+        } => Some((q_name.as_str(), scale_name.as_str())),
+        _ => None,
+    }
+}
+
+/// For a target with a quantized base (v1.2): the scales tensor's shape.
+pub fn dequant_scale_shape<D: AsRef<[u8]> + Sync>(
+    archive: &Archive<D>,
+    t: usize,
+) -> Option<&[u64]> {
+    match &archive.record(Table::Target, t).base {
+        BaseRef::InlineDequant { scale, .. } => Some(&archive.index().bases[*scale as usize].shape),
+        BaseRef::ExternalDequant { scale_shape, .. } => Some(scale_shape),
+        _ => None,
+    }
+}
+
+/// The name of the base tensor target `t` combines with, if any; for a
+/// quantized base, its codes tensor (see [`dequant_names`] for both).
 pub fn base_name<D: AsRef<[u8]> + Sync>(archive: &Archive<D>, t: usize) -> Option<&str> {
     match &archive.record(Table::Target, t).base {
         BaseRef::None => None,
@@ -733,6 +1020,8 @@ pub fn base_name<D: AsRef<[u8]> + Sync>(archive: &Archive<D>, t: usize) -> Optio
             Some(&archive.index().bases[*index as usize].name)
         }
         BaseRef::ExternalRows { name, .. } => Some(name),
+        BaseRef::InlineDequant { q, .. } => Some(&archive.index().bases[*q as usize].name),
+        BaseRef::ExternalDequant { q_name, .. } => Some(q_name),
     }
 }
 
@@ -862,6 +1151,7 @@ pub fn tiles(j: &Job<'_>) -> u64 {
         JobKind::Sparse => j.m.div_ceil(SPARSE_PER_TILE),
         JobKind::SparseVarint => (j.pos_bytes as u64).div_ceil(VARINT_SEGMENT).max(1),
         JobKind::Widen => j.n.div_ceil(WIDEN_PER_TILE),
+        JobKind::Dequant => j.n.div_ceil(DEQUANT_PER_TILE),
         JobKind::Raw => 0,
     }
 }
@@ -921,7 +1211,7 @@ pub fn min_slot_bytes(jobs: &[Job<'_>]) -> usize {
 /// Which launch a job belongs to.
 fn phase(j: &Job<'_>) -> usize {
     match j.kind {
-        JobKind::Fill | JobKind::Dense | JobKind::Widen => 1,
+        JobKind::Fill | JobKind::Dense | JobKind::Widen | JobKind::Dequant => 1,
         JobKind::Sparse => 2,
         JobKind::SparseVarint => 3,
         JobKind::Raw => 0,
@@ -1073,7 +1363,7 @@ impl Batch {
             // was staged, from device memory at `base`.
             JobKind::Widen if j.staged > 0 => (region, 0),
             JobKind::Widen => (j.base, 0),
-            JobKind::Fill | JobKind::Raw => (0, 0),
+            JobKind::Fill | JobKind::Raw | JobKind::Dequant => (0, 0),
         };
         // Device-decoded positions: `base` carries the gap stream's length
         // (the base of a sparse job is always `dst`).
@@ -1083,7 +1373,7 @@ impl Batch {
             _ => j.base,
         };
         let n_tiles = tiles(j) as u32;
-        let desc = Desc {
+        let mut desc = Desc {
             dst: j.dst,
             base,
             vals,
@@ -1101,6 +1391,28 @@ impl Batch {
             },
             flags: vector_flags(j),
         };
+        // Dequant: codes at `base`, scales at `vals` (staged: codes at the
+        // region's start, scales at `values_at`), see [`dequant_code`].
+        if let Input::Dequant {
+            q,
+            scales,
+            code,
+            row_elems,
+            column,
+        } = j.input
+        {
+            desc.base = match q {
+                Piece::Host(_) => region,
+                Piece::Device(a) => a,
+            };
+            desc.vals = match scales {
+                Piece::Host(_) => region + j.values_at as u64,
+                Piece::Device(a) => a,
+            };
+            desc.pos = row_elems;
+            desc.m = column;
+            desc.op = code;
+        }
         desc.write(d);
         tile + n_tiles
     }
@@ -1143,7 +1455,11 @@ fn vector_flags(j: &Job<'_>) -> u8 {
     let ok = match j.kind {
         JobKind::Dense => j.n % dense_elems_per_thread(j.width) == 0 && a16(j.dst) && a16(j.base),
         JobKind::Fill => (j.n * j.width as u64) % 16 == 0 && a16(j.dst) && a16(j.base),
-        JobKind::Sparse | JobKind::SparseVarint | JobKind::Widen | JobKind::Raw => false,
+        JobKind::Sparse
+        | JobKind::SparseVarint
+        | JobKind::Widen
+        | JobKind::Dequant
+        | JobKind::Raw => false,
     };
     u8::from(ok)
 }

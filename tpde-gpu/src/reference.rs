@@ -12,12 +12,13 @@
 
 use std::collections::HashMap;
 
+use tpde_format::codec::dequant;
 use tpde_format::format::{Dtype, Op};
 use tpde_format::read::Table;
 use tpde_format::{Archive, BaseProvider};
 
 use crate::error::{GpuError, Result};
-use crate::plan::{self, BasePlan, Batch, Desc, Job, JobKind, DESC_BYTES};
+use crate::plan::{self, BasePlan, Batch, Desc, Input, Job, JobKind, Piece, DESC_BYTES};
 use crate::stage;
 
 /// Address of the first simulated buffer; buffer `i` starts at `(i + 1) << 40`.
@@ -122,7 +123,28 @@ pub fn reconstruct<D: AsRef<[u8]> + Sync>(
     for t in 0..n {
         let rec = archive.record(Table::Target, t);
         let len = rec.byte_len().unwrap_or(0);
+        let device_mode = matches!(mode, BaseMode::DeviceBorrowed | BaseMode::DeviceInPlace);
+        // A quantized base on the device is two tensors, codes and scales,
+        // read (never updated) into a new buffer.
+        if let (true, Some(dq)) = (device_mode, device_dequant(archive, t, device_bases)?) {
+            let (q, s) = dq;
+            let (q, s) = (mem.upload(q), mem.upload(s));
+            let base = plan::device_dequant_plan(archive, t, q, s)
+                .ok_or_else(|| plan_error("quantized base without a quantized plan"))?;
+            let dst = mem.alloc(len as usize, 0xA5);
+            if len > 0 {
+                plans.push(plan::Target {
+                    t,
+                    dst,
+                    base,
+                    cut: false,
+                });
+            }
+            outs.push(dst);
+            continue;
+        }
         let dev_base = plan::base_name(archive, t).and_then(|name| device_bases.get(name));
+        let dev_base = dev_base.filter(|_| plan::dequant_names(archive, t).is_none());
         let in_place_ok = plan::base_fits_in_place(archive, t);
         let (dst, base) = match (mode, dev_base, in_place_ok) {
             // A narrower or row-mapped base on the device is read into a
@@ -153,10 +175,11 @@ pub fn reconstruct<D: AsRef<[u8]> + Sync>(
             }
             _ => {
                 let base = plan::host_base_plan(archive, t, host)?;
-                let base = match plan::needs_scratch(archive, &base) {
-                    Some(n) => plan::with_scratch(base, mem.alloc(n as usize, 0xA5)),
-                    None => base,
-                };
+                let scratch: Vec<u64> = plan::needs_scratch(archive, &base)
+                    .into_iter()
+                    .map(|n| mem.alloc(n as usize, 0xA5))
+                    .collect();
+                let base = plan::with_scratch(base, &scratch);
                 (mem.alloc(len as usize, 0xA5), base)
             }
         };
@@ -189,6 +212,40 @@ pub fn reconstruct<D: AsRef<[u8]> + Sync>(
         .iter()
         .map(|&a| mem.buffer(a).unwrap_or_default().to_vec())
         .collect())
+}
+
+/// The codes and scales of quantized target `t` in `device_bases`: both,
+/// or `None` when neither is there (the base then comes from the archive);
+/// one without the other is the typed error, as on the GPU.
+fn device_dequant<'b, D: AsRef<[u8]> + Sync>(
+    archive: &Archive<D>,
+    t: usize,
+    device_bases: &'b HashMap<String, Vec<u8>>,
+) -> Result<Option<(&'b [u8], &'b [u8])>> {
+    let Some((qn, sn)) = plan::dequant_names(archive, t) else {
+        return Ok(None);
+    };
+    let rec = archive.record(Table::Target, t);
+    match (device_bases.get(qn), device_bases.get(sn)) {
+        (None, None) => Ok(None),
+        (Some(q), Some(s)) => {
+            check_len(&rec.name, q.len() as u64, rec.elem_count().unwrap_or(0))?;
+            let scales = plan::dequant_scale_shape(archive, t)
+                .unwrap_or(&[])
+                .iter()
+                .try_fold(4u64, |a, &d| a.checked_mul(d))
+                .unwrap_or(u64::MAX);
+            check_len(&rec.name, s.len() as u64, scales)?;
+            Ok(Some((q, s)))
+        }
+        (q, _) => Err(GpuError::DeviceBase {
+            tensor: rec.name.clone(),
+            reason: format!(
+                "a quantized base needs both its codes {qn:?} and its scales {sn:?}; {:?} is missing",
+                if q.is_none() { qn } else { sn }
+            ),
+        }),
+    }
 }
 
 fn check_len(name: &str, got: u64, want: u64) -> Result<()> {
@@ -285,7 +342,7 @@ fn check_hazards(jobs: &[Job<'_>], b: &Batch, touched: &mut Vec<Span>) -> Result
     }
     for table in [&b.phase1, &b.phase2, &b.phase3] {
         // (writes, reads) of each job of this launch
-        let acc: Vec<(Span, Option<Span>)> = table
+        let acc: Vec<(Span, Vec<Span>)> = table
             .iter()
             .map(|&ji| {
                 let j = &jobs[ji];
@@ -295,18 +352,35 @@ fn check_hazards(jobs: &[Job<'_>], b: &Batch, touched: &mut Vec<Span>) -> Result
                     // Reads its narrow source from device memory unless staged.
                     let fw = plan::widen_from_width(j.m as u8) as u64;
                     let src = (j.staged == 0).then_some((j.base, j.base + j.n * fw));
-                    return (w, src);
+                    return (w, src.into_iter().collect());
+                }
+                if let Input::Dequant { q, scales, .. } = j.input {
+                    // Reads codes and scales from device memory unless staged.
+                    let mut reads = Vec::new();
+                    if let Piece::Device(a) = q {
+                        reads.push((a, a + j.n));
+                    }
+                    if let Piece::Device(a) = scales {
+                        reads.push((a, a + 4 * dequant_scales_used(j)));
+                    }
+                    return (w, reads);
                 }
                 let reads_base = j.base != 0
                     && j.base != j.dst
                     && matches!(j.kind, JobKind::Fill | JobKind::Dense)
                     && !(j.kind == JobKind::Dense && j.op == Op::Replace);
-                (w, reads_base.then_some((j.base, j.base + len)))
+                (
+                    w,
+                    reads_base
+                        .then_some((j.base, j.base + len))
+                        .into_iter()
+                        .collect(),
+                )
             })
             .collect();
         for (x, (wx, _)) in acc.iter().enumerate() {
             for (y, (wy, ry)) in acc.iter().enumerate() {
-                if x != y && (overlap(*wx, *wy) || ry.is_some_and(|r| overlap(*wx, r))) {
+                if x != y && (overlap(*wx, *wy) || ry.iter().any(|&r| overlap(*wx, r))) {
                     return Err(plan_error("two jobs of one launch touch the same bytes"));
                 }
             }
@@ -317,6 +391,29 @@ fn check_hazards(jobs: &[Job<'_>], b: &Batch, touched: &mut Vec<Span>) -> Result
         }
     }
     Ok(())
+}
+
+/// How many scales dequant job `j` reads, from its first one: what its
+/// descriptor's index arithmetic reaches (mirrors [`apply_dequant`]).
+fn dequant_scales_used(j: &Job<'_>) -> u64 {
+    let Input::Dequant {
+        code,
+        row_elems,
+        column,
+        ..
+    } = j.input
+    else {
+        return 0;
+    };
+    if j.n == 0 {
+        return 0;
+    }
+    match code & 3 {
+        1 => (column + j.n - 1) / row_elems.max(1) + 1,
+        2 if code & 8 != 0 => j.n,
+        2 => row_elems.min(column + j.n),
+        _ => 1,
+    }
 }
 
 fn plan_error(what: &str) -> GpuError {
@@ -333,6 +430,7 @@ fn check_tiles(d: &Desc, next: &mut u32) -> Result<()> {
         0 => (d.n * u64::from(d.width), plan::FILL_BYTES_PER_TILE),
         1 => (d.n, plan::dense_elems_per_tile(usize::from(d.width))),
         5 => (d.n, plan::WIDEN_PER_TILE),
+        6 => (d.n, plan::DEQUANT_PER_TILE),
         2 => (d.m, plan::SPARSE_PER_TILE),
         _ => (d.base, plan::VARINT_SEGMENT),
     };
@@ -438,8 +536,45 @@ fn apply_phase1(d: &Desc, mem: &mut HostMemory) -> Result<()> {
             tpde_format::codec::widen::widen(from, to, &src, out);
             Ok(())
         }
+        6 => apply_dequant(d, mem),
         _ => Err(plan_error("phase-1 table holds a job of another kind")),
     }
+}
+
+/// Mirror of the kernel's `dequant`: element `i` of the job is
+/// `f32(code) × scale[k]`, with `k` from the descriptor exactly as the
+/// kernel computes it (see [`plan::dequant_code`]); the product itself is
+/// the format's definition ([`dequant::dequant`]: one binary32 multiply,
+/// NaN made canonical), which `__fmul_rn` computes on the device.
+fn apply_dequant(d: &Desc, mem: &mut HostMemory) -> Result<()> {
+    if d.width != 4 {
+        return Err(plan_error("dequant job of a width other than 4"));
+    }
+    let codes = mem.get(d.base, d.n)?.to_vec();
+    let (axis, signed, from_column) = (d.op & 3, d.op & 4 != 0, d.op & 8 != 0);
+    let (row, col) = (d.pos, d.m);
+    if axis != 0 && row == 0 {
+        return Err(plan_error(
+            "dequant job per row or column with no row length",
+        ));
+    }
+    let mut out = vec![0u8; d.n as usize * 4];
+    for (i, (&c, o)) in codes.iter().zip(out.chunks_exact_mut(4)).enumerate() {
+        let e = col + i as u64;
+        let k = match axis {
+            0 => 0,
+            1 => e / row,
+            2 => (e % row)
+                .checked_sub(if from_column { col } else { 0 })
+                .ok_or_else(|| plan_error("dequant scale index below the job's first"))?,
+            _ => return Err(plan_error("dequant job with an unknown scale axis")),
+        };
+        let s = mem.get(d.vals + 4 * k, 4)?;
+        let scale = f32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+        o.copy_from_slice(&dequant::dequant(c, signed, scale).to_le_bytes());
+    }
+    mem.get_mut(d.dst, d.n * 4)?.copy_from_slice(&out);
+    Ok(())
 }
 
 /// Mirror of `tpde_varint_count` + `tpde_varint_apply`: decodes the LEB128

@@ -10,7 +10,11 @@
 //!   the values planes;
 //! - raw piece: the bytes as they are;
 //! - row-mapped predictor piece: base rows and zeros, built from the whole
-//!   (SHA-256-checked) base held on the host.
+//!   (SHA-256-checked) base held on the host;
+//! - dequant piece: the codes (one byte per element), then at the job's
+//!   `values_at` the F32 scales they use, each where it lives on the host
+//!   (the device multiplies: a code byte crosses PCIe instead of four
+//!   predictor bytes).
 //!
 //! Every chunk's stored bytes pass their CRC ([`Archive::chunk_bytes`]) and
 //! every stream must decode to exactly its declared length, as in the CPU
@@ -23,7 +27,7 @@ use tpde_format::format::{Payload, Stream};
 use tpde_format::read::Table;
 use tpde_format::{Archive, Error as FormatError, Location};
 
-use crate::plan::{Input, Job, JobKind};
+use crate::plan::{Input, Job, JobKind, Piece};
 
 thread_local! {
     static SCRATCH: RefCell<(Vec<u8>, Vec<u32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
@@ -49,6 +53,17 @@ pub fn fill_region<D: AsRef<[u8]> + Sync>(
             at,
         } => {
             rows::predict(map, row_bytes, base, at..at + region.len() as u64, region);
+            Ok(())
+        }
+        Input::Dequant { q, scales, .. } => {
+            // Codes first, scales at `values_at`; what lives in device
+            // memory is not staged.
+            if let Piece::Host(b) = q {
+                region[..b.len()].copy_from_slice(b);
+            }
+            if let Piece::Host(b) = scales {
+                region[job.values_at..job.values_at + b.len()].copy_from_slice(b);
+            }
             Ok(())
         }
         Input::Chunk {
@@ -98,7 +113,7 @@ pub fn fill_region<D: AsRef<[u8]> + Sync>(
                         .map_err(err)?;
                     decompress_into(&c.values, val_bytes, rest).map_err(err)
                 }
-                JobKind::Fill | JobKind::Raw | JobKind::Widen => Ok(()),
+                JobKind::Fill | JobKind::Raw | JobKind::Widen | JobKind::Dequant => Ok(()),
             }
         }
     }

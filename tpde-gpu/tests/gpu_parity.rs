@@ -241,6 +241,9 @@ fn base_name(rec: &tpde_format::format::TensorRecord) -> Option<String> {
         tpde_format::format::BaseRef::InlineWidened { .. }
         | tpde_format::format::BaseRef::InlineRows { .. } => Some(format!("{}.base", rec.name)),
         tpde_format::format::BaseRef::ExternalRows { name, .. } => Some(name.clone()),
+        // Two tensors (codes, scales): see `dequant_bases_on_the_device`.
+        tpde_format::format::BaseRef::InlineDequant { .. }
+        | tpde_format::format::BaseRef::ExternalDequant { .. } => None,
     }
 }
 
@@ -366,6 +369,7 @@ fn widening_every_half_pattern() {
                 tamper: None,
                 narrow: Some(from),
                 rows: None,
+                quant: None,
             });
         }
     }

@@ -370,3 +370,190 @@ fn a_wrong_shape_row_mapped_device_base_is_a_typed_error() {
         }
     }
 }
+
+fn dequant_archive(seed: u64) -> common::Built {
+    let long_row = tpde_gpu::plan::DEQUANT_PIECE + 4000;
+    common::build(&common::dequant_specs(
+        &mut common::Rng::new(seed),
+        long_row,
+    ))
+}
+
+/// The quantized fixtures (format v1.2) hold what the tests below claim to
+/// cover: every source (codes and scales each plain or chunked inline, and
+/// external), every axis, I8 and U8 codes, chunks starting mid-row, a
+/// per-column tensor whose rows are longer than a chunk and than a dequant
+/// job, and predictors that hit the special cases: canonical NaN from NaN
+/// payloads and from inf × 0, ±inf, subnormal and signed-zero products.
+#[test]
+fn dequant_fixtures_cover_every_source_axis_and_special_value() {
+    use tpde_format::codec::dequant::{self, CANONICAL_NAN};
+    use tpde_format::format::{BaseRef, Dtype, Payload, ScaleAxis};
+    let specs = common::dequant_specs(&mut common::Rng::new(1), 70_000);
+    let built = common::build(&specs);
+    let a = open(&built.bytes);
+    let idx = a.index();
+    let plain = |i: u32| matches!(idx.bases[i as usize].payload, Payload::Plain { .. });
+    let mut sources = std::collections::HashSet::new();
+    let mut axes = std::collections::HashSet::new();
+    let mut dtypes = std::collections::HashSet::new();
+    let (mut mid_row, mut long_rows, mut longer_than_job) = (false, false, false);
+    for t in &idx.tensors {
+        let axis = match &t.base {
+            BaseRef::InlineDequant { q, scale, axis } => {
+                sources.insert((plain(*q), plain(*scale)));
+                dtypes.insert(idx.bases[*q as usize].dtype);
+                *axis
+            }
+            BaseRef::ExternalDequant { q_dtype, axis, .. } => {
+                dtypes.insert(*q_dtype);
+                *axis
+            }
+            _ => continue,
+        };
+        axes.insert(axis);
+        let row: u64 = t.shape.iter().skip(1).product();
+        if let Payload::Chunked {
+            chunk_elems,
+            chunks,
+        } = &t.payload
+        {
+            mid_row |= t.shape.len() > 1 && chunks.iter().any(|c| c.elem_start % row != 0);
+            long_rows |= axis == ScaleAxis::Columns && t.shape.len() > 1 && row > *chunk_elems;
+        }
+        longer_than_job |= axis == ScaleAxis::Columns && row > tpde_gpu::plan::DEQUANT_PIECE;
+    }
+    assert_eq!(sources.len(), 4, "{sources:?}");
+    assert!(idx
+        .tensors
+        .iter()
+        .any(|t| matches!(t.base, BaseRef::ExternalDequant { .. })));
+    assert_eq!(axes.len(), 3);
+    assert!(dtypes.contains(&Dtype::I8) && dtypes.contains(&Dtype::U8));
+    assert!(mid_row && long_rows && longer_than_job);
+    // Special products, from the fixtures' own codes and scales.
+    let mut seen = [false; 6]; // canon NaN from payload, inf*0, ±inf, subnormal, -0, +0
+    for s in &specs {
+        let q = s.quant.as_ref().unwrap();
+        let row = tpde_format::codec::rows::row_bytes(&s.shape, 1).unwrap_or(0);
+        for (i, &c) in q.q.iter().enumerate() {
+            let k = match q.axis {
+                ScaleAxis::Tensor => 0,
+                ScaleAxis::Rows => i / row as usize,
+                ScaleAxis::Columns => i % row as usize,
+            };
+            let sb = u32::from_le_bytes(q.scales[4 * k..4 * k + 4].try_into().unwrap());
+            let p = dequant::dequant(c, q.signed, f32::from_bits(sb));
+            let sf = f32::from_bits(sb);
+            seen[0] |= p == CANONICAL_NAN && sf.is_nan() && sb != CANONICAL_NAN;
+            seen[1] |= p == CANONICAL_NAN && sf.is_infinite() && c == 0;
+            seen[2] |= f32::from_bits(p).is_infinite();
+            seen[3] |= f32::from_bits(p).is_subnormal();
+            seen[4] |= p == 0x8000_0000;
+            seen[5] |= p == 0;
+        }
+    }
+    assert_eq!(seen, [true; 6]);
+}
+
+/// Quantized bases from every source — inline codes and scales each plain
+/// (staged) or chunked (decoded into device scratch), external (staged),
+/// and on the device (codes and scales handed in, read in both device
+/// modes) — against the CPU reader, at every slot size and both ways of
+/// staging positions.
+#[test]
+fn dequant_bases_match_the_cpu_reader_in_every_mode() {
+    let built = dequant_archive(2);
+    let a = open(&built.bytes);
+    let want: Vec<Vec<u8>> = a
+        .index()
+        .tensors
+        .iter()
+        .map(|t| a.decode_tensor(&t.name, &built.external).unwrap())
+        .collect();
+    for mode in [
+        BaseMode::Host(&built.external),
+        BaseMode::DeviceBorrowed,
+        BaseMode::DeviceInPlace,
+    ] {
+        for (slot, plan) in SLOTS.into_iter().flat_map(|s| PLANS.map(|p| (s, p))) {
+            let got = reconstruct(&a, mode, &built.bases, slot, plan).unwrap();
+            for (t, bytes) in got.iter().enumerate() {
+                let rec = &a.index().tensors[t];
+                assert_eq!(
+                    bytes, &want[t],
+                    "{} {mode:?} slot {slot} {plan:?}",
+                    rec.name
+                );
+                let d: [u8; 32] = Sha256::digest(bytes).into();
+                assert_eq!(d, rec.sha256, "{}", rec.name);
+            }
+        }
+    }
+}
+
+/// The plan stages what a dequant job reads from the host — its codes and
+/// only the scales it uses — and nothing for what lives on the device; a
+/// per-column job never needs more scales than it has elements.
+#[test]
+fn dequant_jobs_stage_codes_and_only_the_scales_they_use() {
+    use tpde_gpu::plan::{self, Input, JobKind, Piece, DEQUANT_PIECE};
+    let built = dequant_archive(3);
+    let a = open(&built.bytes);
+    let t = a
+        .tensor_index("dq.columns-longer-than-a-job.external")
+        .unwrap();
+    let base = plan::host_base_plan(&a, t, &built.external).unwrap();
+    let mut jobs = Vec::new();
+    plan::tensor_jobs(&a, t, 1 << 40, base, PLANS[0], &mut jobs).unwrap();
+    let dq: Vec<_> = jobs.iter().filter(|j| j.kind == JobKind::Dequant).collect();
+    assert!(dq.len() >= 4, "{} jobs", dq.len());
+    for j in &dq {
+        let Input::Dequant { q, scales, .. } = j.input else {
+            panic!("dequant job without dequant input");
+        };
+        let (Piece::Host(q), Piece::Host(s)) = (q, scales) else {
+            panic!("external codes and scales are staged");
+        };
+        assert_eq!(q.len() as u64, j.n);
+        assert!(j.n <= DEQUANT_PIECE);
+        assert_eq!(
+            s.len() as u64,
+            4 * j.n,
+            "one scale per element of a row piece"
+        );
+    }
+    // On the device: nothing staged.
+    let base = plan::device_dequant_plan(&a, t, 1 << 40, 2 << 40).unwrap();
+    let mut jobs = Vec::new();
+    plan::tensor_jobs(&a, t, 3 << 40, base, PLANS[0], &mut jobs).unwrap();
+    assert!(jobs
+        .iter()
+        .filter(|j| j.kind == JobKind::Dequant)
+        .all(|j| j.staged == 0));
+}
+
+/// Codes and scales on the device must come as a pair and fit the archive:
+/// one without the other, or scales of the wrong length, is the typed error
+/// naming the target, in both device modes.
+#[test]
+fn a_wrong_or_missing_quantized_device_base_is_a_typed_error() {
+    let built = dequant_archive(4);
+    let a = open(&built.bytes);
+    let name = "dq.rows.chunked";
+    for mutate in 0..2 {
+        let mut bases = built.bases.clone();
+        if mutate == 0 {
+            bases.remove(&format!("{name}.scale"));
+        } else {
+            bases.get_mut(&format!("{name}.scale")).unwrap().pop();
+        }
+        for mode in [BaseMode::DeviceBorrowed, BaseMode::DeviceInPlace] {
+            let err = reconstruct(&a, mode, &bases, 0, PLANS[0]).unwrap_err();
+            match &err {
+                GpuError::DeviceBase { tensor, .. } => assert_eq!(tensor, name),
+                e => panic!("{mode:?}: expected a device base error, got {e}"),
+            }
+        }
+    }
+}

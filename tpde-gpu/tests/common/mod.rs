@@ -11,10 +11,10 @@ use std::collections::HashMap;
 use bincode::Options;
 use sha2::{Digest as _, Sha256};
 use tpde_format::codec::chunk::{encode, EncodeScratch};
-use tpde_format::codec::rows;
+use tpde_format::codec::{dequant, rows};
 use tpde_format::format::{
     align_up, bincode_options, BaseFile, BaseRef, Chunk, ChunkKind, Dtype, FileRecord, Header,
-    Index, Op, Payload, RowRun, TensorRecord, ALIGN, HEADER_LEN,
+    Index, Op, Payload, RowRun, ScaleAxis, TensorRecord, ALIGN, HEADER_LEN,
 };
 
 /// Where a test tensor's base comes from.
@@ -48,6 +48,29 @@ pub struct Spec {
     /// A row-mapped base (format v1.2) of another row count; `base` then
     /// holds the base tensor's bytes (shape `RowMap::base_shape`).
     pub rows: Option<RowMap>,
+    /// A quantized base (format v1.2) predicting this F32 tensor; `base` is
+    /// unused. Inline (see `Quant::plain`) or external per `kind`.
+    pub quant: Option<Quant>,
+}
+
+/// A quantized base (spec §6.4): codes and scales; the target is encoded
+/// against `f32(q) × scale`. Stored as base tensors `{name}.q` and
+/// `{name}.scale`.
+#[derive(Debug, Clone)]
+pub struct Quant {
+    /// One code per target element.
+    pub q: Vec<u8>,
+    /// I8 codes (else U8).
+    pub signed: bool,
+    /// Little-endian F32 scales.
+    pub scales: Vec<u8>,
+    pub scale_shape: Vec<u64>,
+    pub axis: ScaleAxis,
+    /// For an inline base: whether the codes and the scales are stored
+    /// plain (else chunked).
+    pub plain: (bool, bool),
+    /// Chunk elements of chunked inline scales.
+    pub scale_chunk: u64,
 }
 
 /// A row-mapped base's shape and row map (spec §6.3).
@@ -281,6 +304,96 @@ pub fn build(specs: &[Spec]) -> Built {
     let mut file_size = 8 + 2u64;
     for s in specs {
         let base_name = format!("{}.base", s.name);
+        if let Some(qd) = &s.quant {
+            // A quantized base (spec §6.4): the target is encoded against
+            // the predictor the reader computes from codes and scales.
+            let row_elems = rows::row_bytes(&s.shape, 1).unwrap_or(0);
+            let mut pred = vec![0u8; s.target.len()];
+            dequant::predict(
+                &qd.q, qd.signed, &qd.scales, 0, qd.axis, row_elems, 0, &mut pred,
+            );
+            let (qn, sn) = (format!("{}.q", s.name), format!("{}.scale", s.name));
+            let qdt = if qd.signed { Dtype::I8 } else { Dtype::U8 };
+            let base_ref = match s.kind {
+                BaseKind::Inline { .. } => {
+                    let mut push = |name: &str, dtype, shape: &[u64], b: &[u8], p: bool, ce| {
+                        let payload = if p {
+                            plain(&mut out, b)
+                        } else {
+                            chunked(&mut out, dtype, b, None, Op::Replace, ce, None)
+                        };
+                        index.bases.push(TensorRecord {
+                            name: name.to_owned(),
+                            dtype,
+                            shape: shape.to_vec(),
+                            sha256: sha(b),
+                            base: BaseRef::None,
+                            payload,
+                        });
+                        (index.bases.len() - 1) as u32
+                    };
+                    let q = push(&qn, qdt, &s.shape, &qd.q, qd.plain.0, s.chunk_elems);
+                    let scale = push(
+                        &sn,
+                        Dtype::F32,
+                        &qd.scale_shape,
+                        &qd.scales,
+                        qd.plain.1,
+                        qd.scale_chunk,
+                    );
+                    BaseRef::InlineDequant {
+                        q,
+                        scale,
+                        axis: qd.axis,
+                    }
+                }
+                _ => {
+                    if index.base_files.is_empty() {
+                        index.base_files.push(BaseFile {
+                            name: "base.safetensors".into(),
+                            size: 0,
+                            sha256: [0; 32],
+                        });
+                    }
+                    external.insert(qn.clone(), (qdt, s.shape.clone(), qd.q.clone()));
+                    external.insert(
+                        sn.clone(),
+                        (Dtype::F32, qd.scale_shape.clone(), qd.scales.clone()),
+                    );
+                    BaseRef::ExternalDequant {
+                        file: 0,
+                        q_name: qn.clone(),
+                        q_sha256: sha(&qd.q),
+                        q_dtype: qdt,
+                        scale_name: sn.clone(),
+                        scale_sha256: sha(&qd.scales),
+                        scale_shape: qd.scale_shape.clone(),
+                        axis: qd.axis,
+                    }
+                }
+            };
+            bases.insert(qn, qd.q.clone());
+            bases.insert(sn, qd.scales.clone());
+            let payload = chunked(
+                &mut out,
+                s.dtype,
+                &s.target,
+                Some(&pred),
+                s.op,
+                s.chunk_elems,
+                s.tamper,
+            );
+            index.tensors.push(TensorRecord {
+                name: s.name.clone(),
+                dtype: s.dtype,
+                shape: s.shape.clone(),
+                sha256: sha(&s.target),
+                base: base_ref,
+                payload,
+            });
+            file_size += s.target.len() as u64;
+            continue;
+        }
         if let (Some(r), Some(b)) = (&s.rows, &s.base) {
             // A row-mapped base (spec §6.3): the target is encoded against
             // the predictor the reader builds from the base's rows.
@@ -543,6 +656,7 @@ pub fn matrix(seed: u64) -> Vec<Spec> {
                         tamper: None,
                         narrow: None,
                         rows: None,
+                        quant: None,
                     });
                 }
             }
@@ -581,6 +695,7 @@ pub fn matrix(seed: u64) -> Vec<Spec> {
                     tamper: None,
                     narrow: Some(from),
                     rows: None,
+                    quant: None,
                 });
             }
         }
@@ -598,6 +713,7 @@ pub fn matrix(seed: u64) -> Vec<Spec> {
         tamper: None,
         narrow: None,
         rows: None,
+        quant: None,
     });
     let b = rng.bytes(2);
     let mut t = b.clone();
@@ -614,6 +730,7 @@ pub fn matrix(seed: u64) -> Vec<Spec> {
         tamper: None,
         narrow: None,
         rows: None,
+        quant: None,
     });
     specs
 }
@@ -637,6 +754,7 @@ pub fn tampered(t: Tamper, dtype: Dtype) -> Vec<u8> {
             tamper,
             narrow: None,
             rows: None,
+            quant: None,
         });
     }
     build(&specs).bytes
@@ -793,6 +911,190 @@ pub fn row_specs(rng: &mut Rng) -> Vec<Spec> {
                 rows: Some(RowMap {
                     base_shape: base_shape.clone(),
                     runs: runs.clone(),
+                }),
+                quant: None,
+            });
+        }
+    }
+    specs
+}
+
+/// F32 bit patterns a scale takes besides ordinary values: ±0, subnormals
+/// (smallest, largest, negative), the smallest normal, ±inf, NaNs with
+/// payloads (signalling, negative quiet, canonical), the largest finite
+/// (products overflow to inf), and 1 + 2^-23 (products round to even).
+pub const SPECIAL_SCALES: [u32; 14] = [
+    0x0000_0000,
+    0x8000_0000,
+    0x0000_0001,
+    0x007f_ffff,
+    0x8000_0003,
+    0x0080_0000,
+    0x7f80_0000,
+    0xff80_0000,
+    0x7f80_0001,
+    0xffc1_2345,
+    0x7fc0_0000,
+    0x7f7f_ffff,
+    0x3f80_0001,
+    0xbf80_0001,
+];
+
+/// Random scales: a third special patterns, a third any bits, a third
+/// ordinary small scales (what a quantizer writes).
+pub fn scale_bits(rng: &mut Rng, n: usize) -> Vec<u8> {
+    (0..n)
+        .flat_map(|_| {
+            let r = rng.next();
+            let bits = match r % 3 {
+                0 => SPECIAL_SCALES[(r >> 8) as usize % SPECIAL_SCALES.len()],
+                1 => (r >> 16) as u32,
+                _ => (1e-4f32 + ((r >> 16) % 10_000) as f32 * 1e-5).to_bits(),
+            };
+            bits.to_le_bytes()
+        })
+        .collect()
+}
+
+/// Quantized-base tensors (format v1.2) for every source (inline: codes
+/// and scales chunked, both plain, and mixed either way; external), every
+/// scale axis, I8 and U8 codes: per-tensor scales that are subnormal, a
+/// NaN with payload, -inf (with zero codes: inf × 0); per-row scales with
+/// chunks starting mid-row and a rank-1 tensor; per-column scales over a
+/// rank-3 tensor, rows longer than a chunk, and rows longer than a dequant
+/// job (`plan::DEQUANT_PIECE`); a 0-d and an empty tensor. Scales mix
+/// ±0, subnormals, ±inf and NaN payloads with ordinary values; an eighth of
+/// the codes are zero. Targets are the predictor changed chunk by chunk as
+/// in `row_specs`.
+pub fn dequant_specs(rng: &mut Rng, long_row: u64) -> Vec<Spec> {
+    // (name, shape, axis, signed, chunk elems, fixed scales)
+    type Case = (
+        &'static str,
+        Vec<u64>,
+        ScaleAxis,
+        bool,
+        u64,
+        Option<Vec<u32>>,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "tensor-subnormal",
+            vec![37, 19],
+            ScaleAxis::Tensor,
+            true,
+            100,
+            Some(vec![3]),
+        ),
+        (
+            "tensor-nan",
+            vec![300],
+            ScaleAxis::Tensor,
+            false,
+            64,
+            Some(vec![0xffc1_2345]),
+        ),
+        (
+            "tensor-neg-inf",
+            vec![5, 40],
+            ScaleAxis::Tensor,
+            true,
+            64,
+            Some(vec![0xff80_0000]),
+        ),
+        ("rows", vec![40, 24], ScaleAxis::Rows, false, 100, None),
+        ("rows-rank1", vec![1000], ScaleAxis::Rows, true, 128, None),
+        (
+            "columns-rank3",
+            vec![50, 3, 5],
+            ScaleAxis::Columns,
+            true,
+            64,
+            None,
+        ),
+        (
+            "columns-long-rows",
+            vec![3, 700],
+            ScaleAxis::Columns,
+            false,
+            256,
+            None,
+        ),
+        (
+            "columns-longer-than-a-job",
+            vec![2, long_row],
+            ScaleAxis::Columns,
+            true,
+            4096,
+            None,
+        ),
+        ("scalar", vec![], ScaleAxis::Tensor, true, 16, None),
+        ("empty", vec![0, 7], ScaleAxis::Rows, false, 16, None),
+    ];
+    // (name, kind, (codes plain, scales plain))
+    let sources = [
+        ("chunked", BaseKind::Inline { plain: false }, (false, false)),
+        ("plain", BaseKind::Inline { plain: true }, (true, true)),
+        ("q-plain", BaseKind::Inline { plain: true }, (true, false)),
+        ("s-plain", BaseKind::Inline { plain: false }, (false, true)),
+        ("external", BaseKind::External, (false, false)),
+    ];
+    let ops = [Op::Xor, Op::Add, Op::AddZigzag, Op::Replace];
+    let mut specs = Vec::new();
+    for (ci, (name, shape, axis, signed, ce, fixed)) in cases.into_iter().enumerate() {
+        let n = shape.iter().product::<u64>() as usize;
+        let row_elems = rows::row_bytes(&shape, 1).unwrap_or(0);
+        let ns = dequant::scale_count(&shape, axis).unwrap() as usize;
+        for (si, (sname, kind, plain)) in sources.into_iter().enumerate() {
+            let q: Vec<u8> = (0..n)
+                .map(|_| {
+                    let r = rng.next();
+                    if r % 8 == 0 {
+                        0
+                    } else {
+                        (r >> 8) as u8
+                    }
+                })
+                .collect();
+            let scales = match &fixed {
+                Some(v) => v.iter().flat_map(|b| b.to_le_bytes()).collect(),
+                None => scale_bits(rng, ns),
+            };
+            let mut target = vec![0u8; n * 4];
+            dequant::predict(&q, signed, &scales, 0, axis, row_elems, 0, &mut target);
+            for i in 0..n {
+                let at = i * 4;
+                match (i as u64 / ce) % 4 {
+                    1 if i as u64 % ce == ce / 2 => target[at] ^= 0x11,
+                    2 => target[at] = target[at].wrapping_add(1 + (rng.next() % 5) as u8),
+                    3 if rng.next() % 2 == 0 => target[at + 3] ^= 1 + (rng.next() % 200) as u8,
+                    _ => {}
+                }
+            }
+            specs.push(Spec {
+                name: format!("dq.{name}.{sname}"),
+                dtype: Dtype::F32,
+                shape: shape.clone(),
+                base: None,
+                target,
+                kind,
+                op: ops[(ci + si) % ops.len()],
+                chunk_elems: ce,
+                tamper: None,
+                narrow: None,
+                rows: None,
+                quant: Some(Quant {
+                    q,
+                    signed,
+                    scales,
+                    scale_shape: if shape.is_empty() && axis == ScaleAxis::Tensor {
+                        vec![]
+                    } else {
+                        vec![ns as u64]
+                    },
+                    axis,
+                    plain,
+                    // No larger than the target's chunks (spec: bounded work).
+                    scale_chunk: (ns as u64 / 3).clamp(1, ce),
                 }),
             });
         }
