@@ -978,6 +978,35 @@ fn external_base_with_the_wrong_digest() {
     );
     // No base at all.
     assert_err!(decode_all(&a), Error::MissingBase { .. });
+    // Whole-file streaming checks only the file digest as it goes (spec §9:
+    // it covers every byte); the mismatch is then traced to the base, by
+    // name, and unpack leaves nothing behind.
+    let archive = open(&a).unwrap();
+    assert_err!(
+        tpde_format::unpack::stream_file(&archive, 0, &wrong, &mut |_| Ok(())),
+        Error::BaseMismatch { tensor, .. } if tensor == "w.f32"
+    );
+    let out = dir.path().join("out.safetensors");
+    assert_err!(
+        tpde_format::unpack::unpack(&archive, &wrong, &out, &Default::default(), &mut |_| {}),
+        Error::BaseMismatch { tensor, .. } if tensor == "w.f32"
+    );
+    assert!(!out.exists());
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        2,
+        "a temp file left behind"
+    );
+    // A wrong recorded base digest over the right base: the output is still
+    // proven right by the file digest, so whole-file streaming returns it
+    // (spec §12.3); verify, which checks every digest, refuses it.
+    let tampered = p.to_bytes();
+    let tampered = open(&tampered).unwrap();
+    tpde_format::unpack::stream_file(&tampered, 0, &right, &mut |_| Ok(())).unwrap();
+    assert_err!(
+        tpde_format::unpack::verify(&tampered, &right, None, &mut |_| {}),
+        Error::BaseMismatch { tensor, .. } if tensor == "w.u16"
+    );
 }
 
 #[test]
