@@ -477,3 +477,111 @@ fn row_mapped_bases_on_the_device() {
         .unwrap_err();
     assert!(matches!(err, GpuError::DeviceBase { .. }), "{err}");
 }
+
+/// A quantized base's codes and scales as device tensors, under the names
+/// the archive gives them.
+fn upload_dequant(
+    gpu: &GpuArchive<&[u8]>,
+    built: &common::Built,
+    t: usize,
+) -> (DeviceTensor, DeviceTensor) {
+    let a = gpu.archive();
+    let rec = &a.index().tensors[t];
+    let (qn, sn) = tpde_gpu::plan::dequant_names(a, t).unwrap();
+    let q = DeviceTensor {
+        name: qn.to_owned(),
+        dtype: tpde_gpu::plan::base_dtype(a, t).unwrap(),
+        shape: rec.shape.clone(),
+        buffer: DeviceBuffer::from_host(gpu.context(), &built.bases[qn]).unwrap(),
+    };
+    let s = DeviceTensor {
+        name: sn.to_owned(),
+        dtype: tpde_format::Dtype::F32,
+        shape: tpde_gpu::plan::dequant_scale_shape(a, t).unwrap().to_vec(),
+        buffer: DeviceBuffer::from_host(gpu.context(), &built.bases[sn]).unwrap(),
+    };
+    (q, s)
+}
+
+/// Quantized bases (format v1.2) from every source, through every load
+/// API, bit-exact against the CPU reader: inline codes and scales each
+/// plain (staged) or chunked (decoded into device scratch), external
+/// (staged), and codes and scales handed in on the device (borrowed by
+/// `load_onto_quantized`, read by `load_all_onto`, both left unchanged);
+/// every axis, I8 and U8, special scales, chunks starting mid-row, rows
+/// longer than a chunk and than a job. `load_onto` refuses a quantized
+/// target, and a half pair or a wrong scale shape is the typed error.
+#[test]
+fn dequant_bases_on_the_device() {
+    if !device_or_skip() {
+        return;
+    }
+    let long_row = tpde_gpu::plan::DEQUANT_PIECE + 4000;
+    for (seed, opts) in option_sets().into_iter().enumerate() {
+        let mut rng = common::Rng::new(seed as u64 + 81);
+        let mut specs = common::dequant_specs(&mut rng, long_row);
+        if seed == 0 {
+            specs.extend(common::every_code_times_many_scales(&mut rng));
+        }
+        let built = common::build(&specs);
+        let a = Archive::from_bytes(built.bytes.as_slice(), ReadLimits::default()).unwrap();
+        let gpu = GpuArchive::new(a, 0, opts.clone()).unwrap();
+        let names: Vec<String> = gpu
+            .archive()
+            .index()
+            .tensors
+            .iter()
+            .map(|t| t.name.clone())
+            .collect();
+        let cpu: Vec<Vec<u8>> = names
+            .iter()
+            .map(|n| gpu.archive().decode_tensor(n, &built.external).unwrap())
+            .collect();
+        let got = gpu.load_all_with(&built.external).unwrap();
+        for (t, dt) in got.iter().enumerate() {
+            assert_eq!(dt.copy_to_host().unwrap(), cpu[t], "{} {opts:?}", dt.name);
+            assert_eq!(sha(&cpu[t]), gpu.archive().index().tensors[t].sha256);
+        }
+        drop(got);
+        let mut bases = HashMap::new();
+        for (t, want) in cpu.iter().enumerate() {
+            let (q, s) = upload_dequant(&gpu, &built, t);
+            let out = gpu.load_onto_quantized(&names[t], &q, &s).unwrap();
+            assert_eq!(&out.copy_to_host().unwrap(), want, "{} onto", names[t]);
+            assert_eq!(
+                q.copy_to_host().unwrap(),
+                built.bases[&q.name],
+                "codes changed"
+            );
+            assert_eq!(
+                s.copy_to_host().unwrap(),
+                built.bases[&s.name],
+                "scales changed"
+            );
+            if t == 0 {
+                let err = gpu.load_onto(&names[t], &q).unwrap_err();
+                assert!(matches!(err, GpuError::DeviceBase { .. }), "{err}");
+            }
+            bases.insert(q.name.clone(), q);
+            bases.insert(s.name.clone(), s);
+        }
+        let got = gpu.load_all_onto(bases).unwrap();
+        for (t, dt) in got.iter().enumerate() {
+            assert_eq!(dt.copy_to_host().unwrap(), cpu[t], "{} all onto", dt.name);
+        }
+    }
+    // Typed errors: scales of the wrong shape; codes without their scales.
+    let built = common::build(&common::dequant_specs(&mut common::Rng::new(91), 100));
+    let a = Archive::from_bytes(built.bytes.as_slice(), ReadLimits::default()).unwrap();
+    let gpu = GpuArchive::new(a, 0, GpuOptions::default()).unwrap();
+    let t = gpu.archive().tensor_index("dq.rows.external").unwrap();
+    let (q, mut s) = upload_dequant(&gpu, &built, t);
+    s.shape = vec![s.shape[0] - 1];
+    let err = gpu
+        .load_onto_quantized("dq.rows.external", &q, &s)
+        .unwrap_err();
+    assert!(matches!(err, GpuError::DeviceBase { .. }), "{err}");
+    let qname = q.name.clone();
+    let err = gpu.load_all_onto(HashMap::from([(qname, q)])).unwrap_err();
+    assert!(matches!(err, GpuError::DeviceBase { .. }), "{err}");
+}

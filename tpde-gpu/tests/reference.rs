@@ -557,3 +557,26 @@ fn a_wrong_or_missing_quantized_device_base_is_a_typed_error() {
         }
     }
 }
+
+/// Every code (I8 and U8) times special and random scales through the
+/// mirror (the same fixture the GPU test multiplies with `__fmul_rn`).
+#[test]
+fn every_code_times_many_scales_matches_the_cpu_reader() {
+    let built = common::build(&common::every_code_times_many_scales(
+        &mut common::Rng::new(8),
+    ));
+    let a = open(&built.bytes);
+    let got = reconstruct(
+        &a,
+        BaseMode::Host(&built.external),
+        &HashMap::new(),
+        0,
+        PLANS[0],
+    )
+    .unwrap();
+    for (t, bytes) in got.iter().enumerate() {
+        let rec = &a.index().tensors[t];
+        let d: [u8; 32] = Sha256::digest(bytes).into();
+        assert_eq!(d, rec.sha256, "{}", rec.name);
+    }
+}

@@ -1101,3 +1101,63 @@ pub fn dequant_specs(rng: &mut Rng, long_row: u64) -> Vec<Spec> {
     }
     specs
 }
+
+/// Every code (I8 and U8) times scales of every special kind and many
+/// random bit patterns: `__fmul_rn` on the device must give the format's
+/// product bit for bit (subnormals kept, ties to even, NaN canonical).
+pub fn every_code_times_many_scales(rng: &mut Rng) -> Vec<Spec> {
+    let cols = 4096usize;
+    let mut scales: Vec<u8> = SPECIAL_SCALES
+        .iter()
+        .flat_map(|b| b.to_le_bytes())
+        .collect();
+    // Subnormal and near-overflow scales, then any bits.
+    for k in 0..256u32 {
+        scales.extend_from_slice(&(k * 0x7fff).to_le_bytes());
+        scales.extend_from_slice(&(0x7f00_0000 | (k << 12)).to_le_bytes());
+    }
+    while scales.len() < cols * 4 {
+        scales.extend_from_slice(&(rng.next() as u32).to_le_bytes());
+    }
+    let mut specs = Vec::new();
+    for signed in [true, false] {
+        let q: Vec<u8> = (0..256 * cols).map(|i| (i / cols) as u8).collect();
+        let mut target = vec![0u8; q.len() * 4];
+        tpde_format::codec::dequant::predict(
+            &q,
+            signed,
+            &scales,
+            0,
+            ScaleAxis::Columns,
+            cols as u64,
+            0,
+            &mut target,
+        );
+        for i in (0..q.len()).step_by(7) {
+            target[4 * i] ^= 1;
+        }
+        specs.push(Spec {
+            name: format!("every-code.{}", if signed { "i8" } else { "u8" }),
+            dtype: Dtype::F32,
+            shape: vec![256, cols as u64],
+            base: None,
+            target,
+            kind: BaseKind::External,
+            op: Op::Xor,
+            chunk_elems: 1 << 16,
+            tamper: None,
+            narrow: None,
+            rows: None,
+            quant: Some(Quant {
+                q,
+                signed,
+                scales: scales.clone(),
+                scale_shape: vec![cols as u64],
+                axis: ScaleAxis::Columns,
+                plain: (false, false),
+                scale_chunk: 1024,
+            }),
+        });
+    }
+    specs
+}
