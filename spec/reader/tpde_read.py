@@ -56,7 +56,7 @@ DTYPES = [
 KINDS = ["zero", "dense", "sparse"]  # §5.2
 OPS = ["xor", "add", "replace", "add-zigzag"]  # §6.1 ("add-zigzag" = AddZigzag, v1.1)
 CODECS = ["raw", "zstd", "planes"]  # §5.3 ("planes" = PerPlane, v1.1)
-PLANE_CODECS = ["raw", "zstd", "rans"]  # §5.3 (v1.1; "rans": §5.6)
+PLANE_CODECS = ["raw", "zstd", "rans", "rans-base"]  # §5.3 (v1.1; "rans": §5.6; "rans-base": v1.2, §5.7)
 BASE_KINDS = ["none", "inline", "external", "inline_widened", "external_widened",
               "inline_rows", "external_rows",
               "inline_dequant", "external_dequant"]  # §4.5 (5-8: v1.2)
@@ -289,7 +289,7 @@ def check_stream(s: dict, where: str, values_width: int | None) -> None:
                 raise FormatError(f"{where}: raw plane {k} is not {m} bytes")
             if p["codec"] == "zstd" and p["stored_len"] == 0:
                 raise FormatError(f"{where}: empty zstd plane {k}")
-            if p["codec"] == "rans" and p["stored_len"] == 0:
+            if p["codec"] in ("rans", "rans-base") and p["stored_len"] == 0:
                 raise FormatError(f"{where}: empty rans plane {k}")
         if sum(p["stored_len"] for p in planes) != s["stored_len"]:
             raise FormatError(f"{where}: plane lengths do not add up to the stream's stored length")
@@ -543,6 +543,12 @@ def check_minor_features(header: dict, idx: dict) -> None:
                                      "inline_dequant", "external_dequant"):
                 raise FormatError(f"{tname(t, False)}: a row-mapped or quantized base (v1.2) "
                                   f"in a minor {header['minor']} file")
+        for table, is_base in ((idx["bases"], True), (idx["tensors"], False)):
+            for t in table:
+                for i, c in enumerate(t["payload"].get("chunks", [])):
+                    if any(p["codec"] == "rans-base" for p in c["values"].get("planes", [])):
+                        raise FormatError(f"{tname(t, is_base)} chunk {i}: a rans-base plane (v1.2) "
+                                          f"in a minor {header['minor']} file")
     if header["minor"] >= 1:
         return
     for table, is_base in ((idx["bases"], True), (idx["tensors"], False)):
@@ -589,7 +595,8 @@ def check_layout(data: bytes, header: dict, idx: dict) -> None:  # §3.3
 
 # ---- §5.3-§5.5, §6: codecs ----------------------------------------------------
 
-def decode_stream(s: dict, stored: bytes) -> bytes:
+def decode_stream(s: dict, stored: bytes, base_ctx: bytes | None = None) -> bytes:
+    """`base_ctx`: the base context of §5.7 (v1.2), for "rans-base" planes."""
     raw_len = s["raw_len"]
     if s["codec"] == "raw":
         if len(stored) != raw_len:
@@ -617,6 +624,10 @@ def decode_stream(s: dict, stored: bytes) -> bytes:
             try:
                 if p["codec"] == "zstd":
                     plane = decode_zstd(piece, m)
+                elif p["codec"] == "rans-base":  # §5.7 (v1.2)
+                    if base_ctx is None or len(base_ctx) != m:
+                        raise FormatError("a rans-base plane needs the base context")
+                    plane = decode_rans_plane(piece, m, base_ctx)
                 else:
                     plane = decode_rans_plane(piece, m, prev)
             except FormatError as e:
@@ -985,7 +996,9 @@ def decode_chunk(c: dict, w: int, stored: bytes, out: bytearray) -> None:
     if kind == "zero":
         return
     if kind == "dense":
-        raw = decode_stream(c["values"], v_bytes)
+        # §5.7 (v1.2): the base's last (most significant) byte of each element.
+        ctx = bytes(out[w - 1::w])
+        raw = decode_stream(c["values"], v_bytes, ctx)
         if len(raw) != n * w:
             raise FormatError("dense values length differs from the element count")
         values = from_planes(raw, w, n)
@@ -1004,7 +1017,8 @@ def decode_chunk(c: dict, w: int, stored: bytes, out: bytearray) -> None:
         return
     raw = decode_stream(c["positions"], p_bytes)
     positions = decode_positions(raw, c["changed"], n)
-    raw = decode_stream(c["values"], v_bytes)
+    ctx = bytes(out[p * w + w - 1] for p in positions)  # §5.7 (v1.2)
+    raw = decode_stream(c["values"], v_bytes, ctx)
     m = len(positions)
     if len(raw) != m * w:
         raise FormatError("sparse values length differs from the position count")

@@ -35,6 +35,8 @@ const BASE_FILE_V11: &str = "base_v11.safetensors";
 const BASE_FILE_V12: &str = "base_v12.safetensors";
 /// The external base file of the v1.2 quantized-base vectors.
 const BASE_FILE_V12_DEQUANT: &str = "base_v12_dequant.safetensors";
+/// The external base file of the v1.2 base-context (RansBase) vectors.
+const BASE_FILE_V12_RANS_BASE: &str = "base_v12_rans_base.safetensors";
 
 enum Target {
     /// One safetensors file: name, tensors, `__metadata__`.
@@ -1106,7 +1108,74 @@ fn v12_dequant_set(ce: usize) -> (Vec<TensorData>, Vec<TensorData>) {
     (target, base)
 }
 
+/// A trained weight: a bf16 `w` with |w| in 2^-8..1, and `w + d` with an
+/// update `d` of about the same size whatever `w` (as an optimizer makes
+/// it), both as f32 values.
+fn trained(rng: &mut Rng, size: f32) -> (f32, f32) {
+    let bits =
+        0x3b80_0000 + ((rng.below(8) as u32) << 23) + ((rng.next_u64() as u32) & 0x007f_0000);
+    let w = f32::from_bits(bits | ((rng.below(2) as u32) << 31));
+    let d = size * (rng.below(1 << 16) as f32 / 65536.0 - 0.5);
+    (w, w + d)
+}
+
+/// bf16 bits of an f32, rounded to nearest even.
+fn to_bf16(x: f32) -> u16 {
+    let b = x.to_bits();
+    ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
+}
+
+/// Trained bf16 and f32 weights whose deltas the base's exponent predicts
+/// (spec §5.7): the writer codes their planes with the base as context.
+fn v12_rans_base_set(ce: usize) -> (Vec<TensorData>, Vec<TensorData>) {
+    let mut rng = Rng(0xba5e_c0de_2026_1126);
+    let (mut target, mut base) = (Vec::new(), Vec::new());
+    // BF16 [256, 64] in 4-chunk tensors: chunk 0 unchanged, chunk 1 a third
+    // of the elements updated (sparse), chunks 2-3 every element (dense).
+    // Small updates (plane 1 carries them) and large ones (plane 0 too).
+    let n = 4 * ce;
+    for (name, size) in [("attn.w", 2e-3), ("mlp.w", 5e-2)] {
+        let (mut b, mut t) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            let (w, u) = trained(&mut rng, size);
+            let touched = match i / ce {
+                0 => false,
+                1 => i % 3 == 0,
+                _ => true,
+            };
+            b.extend_from_slice(&to_bf16(w).to_le_bytes());
+            t.extend_from_slice(&to_bf16(if touched { u } else { w }).to_le_bytes());
+        }
+        base.push(td(name, Dtype::BF16, &[n as u64 / 64, 64], b));
+        target.push(td(name, Dtype::BF16, &[n as u64 / 64, 64], t));
+    }
+    // F32 target over its BF16 cast (a widened base): the context is the
+    // widened predictor's top byte.
+    let (mut b, mut t) = (Vec::new(), Vec::new());
+    for _ in 0..2 * ce {
+        let (w, u) = trained(&mut rng, 2e-3);
+        b.extend_from_slice(&to_bf16(w).to_le_bytes());
+        t.extend_from_slice(&u.to_le_bytes());
+    }
+    base.push(td("head.w", Dtype::BF16, &[2 * ce as u64], b));
+    target.push(td("head.w", Dtype::F32, &[2 * ce as u64], t));
+    (target, base)
+}
+
 fn v12_vectors() -> Vec<Vector> {
+    let (rt, rb) = v12_rans_base_set(4096);
+    let rb_vec = |name, description, mode| Vector {
+        name,
+        description,
+        chunk_elems: 4096,
+        target: Target::Single("trained.safetensors", rt.clone(), None),
+        base: Some((rb.clone(), mode)),
+        base_file: BASE_FILE_V12_RANS_BASE,
+        max_minor: 2,
+        expect_minor: 2,
+        plane_coder: PlaneCoder::Rans,
+        craft: None,
+    };
     let (dt, db) = v12_dequant_set(128);
     let dq = |name, description, mode| Vector {
         name,
@@ -1176,6 +1245,19 @@ fn v12_vectors() -> Vec<Vector> {
              base_v12_dequant.safetensors (ExternalDequant: digests, codes dtype, \
              scales shape)",
             BaseMode::External,
+        ),
+        rb_vec(
+            "v12_rans_base",
+            "v1.2 RansBase planes (spec §5.7): trained bf16 weights (a zero, a sparse \
+             and two dense chunks) and an F32 tensor over its widened bf16 cast, \
+             against the external base base_v12_rans_base.safetensors; values planes \
+             coded with the base's top byte as context",
+            BaseMode::External,
+        ),
+        rb_vec(
+            "v12_rans_base_inline",
+            "v1.2: the inputs of v12_rans_base with an inline compressed base",
+            BaseMode::Inline,
         ),
     ]
 }

@@ -191,6 +191,10 @@ struct Coverage {
     dequant_scales: BTreeSet<&'static str>,
     /// A 0-d tensor with a quantized base.
     dequant_scalar: bool,
+    /// (chunk kind, plane) of `RansBase` planes (spec §5.7).
+    rans_base_in: BTreeSet<(&'static str, usize)>,
+    /// A `RansBase` plane over a widened base.
+    rans_base_widened: bool,
     minors: BTreeSet<u16>,
     // rANS planes (spec §5.6), read from their first bytes.
     /// Mode bytes of `Rans` planes (§5.6.1).
@@ -485,6 +489,12 @@ fn cover(a: &Archive<Vec<u8>>, base_file: Option<&Checkpoint>, c: &mut Coverage)
             if let Codec::PerPlane(planes) = &ch.values.codec {
                 c.per_plane_in.insert(("target", ch.kind.name()));
                 c.plane_codecs.extend(planes.iter().map(|p| p.codec.name()));
+                for (k, p) in planes.iter().enumerate() {
+                    if p.codec == PlaneCodec::RansBase {
+                        c.rans_base_in.insert((ch.kind.name(), k));
+                        c.rans_base_widened |= widened_from.is_some();
+                    }
+                }
                 let stored = a.chunk_bytes(Table::Target, ti, ci, ch).unwrap();
                 cover_rans(c, "target", ch, stored);
             }
@@ -578,7 +588,7 @@ fn vectors_cover_every_dtype_kind_op_and_codec() {
     assert_eq!(c.minors, [0, 1, 2].into(), "header minors");
     assert_eq!(
         c.plane_codecs,
-        ["rans", "raw", "zstd"].into(),
+        ["rans", "rans-base", "raw", "zstd"].into(),
         "plane codecs"
     );
     assert_eq!(
@@ -680,6 +690,16 @@ fn vectors_cover_every_dtype_kind_op_and_codec() {
         assert!(c.dequant_scales.contains(class), "a {class} scale");
     }
     assert!(c.dequant_scalar, "a 0-d tensor with a quantized base");
+
+    // v1.2 base-context planes (spec §5.7).
+    for want in [("dense", 0), ("dense", 1), ("sparse", 0)] {
+        assert!(
+            c.rans_base_in.contains(&want),
+            "a RansBase plane {want:?}: {:?}",
+            c.rans_base_in
+        );
+    }
+    assert!(c.rans_base_widened, "a RansBase plane over a widened base");
 
     // rANS planes (spec §5.6).
     assert_eq!(

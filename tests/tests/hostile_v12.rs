@@ -9,7 +9,7 @@
 //! the check it targets.
 
 use sha2::Digest as _;
-use tpde_format::format::{BaseRef, RowRun, ScaleAxis};
+use tpde_format::format::{BaseRef, PlaneCodec, RowRun, ScaleAxis};
 use tpde_format::safetensors::Checkpoint;
 use tpde_format::{Archive, BaseProvider, Error, Location, NoBase, ReadLimits};
 use tpde_tests::hostile::*;
@@ -562,4 +562,99 @@ fn the_quantized_vectors_decode() {
     decode_all_with(&vector("v12_dequant_inline"), &NoBase).unwrap();
     decode_all_with(&vector("v12_dequant_inline_plain"), &NoBase).unwrap();
     decode_all_with(&vector("v12_dequant_external"), &base_v12_dequant()).unwrap();
+}
+
+// ---- base-context planes (spec §5.3, §5.7) -------------------------------------
+
+/// Chunk index and plane index of the first `RansBase` plane of `tensor`.
+fn rans_base_plane(p: &Parts, tensor: &str) -> (usize, usize, usize) {
+    let t = p.target(tensor);
+    for (ci, ch) in p.chunks(Table::Target, t).iter().enumerate() {
+        if let tpde_format::format::Codec::PerPlane(planes) = &ch.values.codec {
+            if let Some(k) = planes.iter().position(|x| x.codec == PlaneCodec::RansBase) {
+                return (t, ci, k);
+            }
+        }
+    }
+    panic!("{tensor} has no RansBase plane")
+}
+
+#[test]
+fn a_base_context_plane_in_a_minor_1_file() {
+    let mut a = vector("v12_rans_base_inline");
+    a[10..12].copy_from_slice(&1u16.to_le_bytes());
+    refix_crc(&mut a);
+    let e = open_err(&a);
+    assert!(
+        matches!(&e, Error::InvalidIndex { location: Location::Chunk { .. }, reason } if reason.contains("(v1.2)")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn an_empty_base_context_plane() {
+    let mut p = Parts::parse(&vector("v12_rans_base_inline"));
+    let (t, c, k) = rans_base_plane(&p, "attn.w");
+    p.edit_chunk(Table::Target, t, c, |ch, bytes| {
+        let tpde_format::format::Codec::PerPlane(planes) = &mut ch.values.codec else {
+            panic!()
+        };
+        let start = ch.positions.stored_len + planes[..k].iter().map(|x| x.stored_len).sum::<u64>();
+        let len = planes[k].stored_len;
+        bytes.drain(start as usize..(start + len) as usize);
+        planes[k].stored_len = 0;
+        ch.values.stored_len -= len;
+    });
+    let e = open_err(&p.to_bytes());
+    assert!(
+        matches!(&e, Error::InvalidIndex { location: Location::Chunk { tensor, .. }, reason }
+            if tensor == "attn.w" && reason.contains("empty rans plane")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn damaged_base_context_planes_fail_typed() {
+    // Every byte of the plane flipped in turn (chunk CRC fixed, so the
+    // damage reaches the rANS decoder): a typed error or a digest mismatch,
+    // never a panic or a wrong tensor returned as good.
+    let p0 = Parts::parse(&vector("v12_rans_base_inline"));
+    let (t, c, k) = rans_base_plane(&p0, "mlp.w");
+    let ch = &p0.chunks(Table::Target, t)[c];
+    let tpde_format::format::Codec::PerPlane(planes) = &ch.values.codec else {
+        panic!()
+    };
+    let start = ch.positions.stored_len + planes[..k].iter().map(|x| x.stored_len).sum::<u64>();
+    for i in 0..planes[k].stored_len {
+        let mut p = p0.clone();
+        p.edit_chunk(Table::Target, t, c, |_, bytes| {
+            bytes[(start + i) as usize] ^= 0x5a
+        });
+        match decode_all_with(&p.to_bytes(), &NoBase) {
+            Err(Error::ChunkDecode {
+                location: Location::Chunk { tensor, .. },
+                ..
+            })
+            | Err(Error::TensorDigest { tensor, .. }) => assert_eq!(tensor, "mlp.w"),
+            Err(e) => panic!("byte {i}: unexpected error {e:?}"),
+            Ok(()) => panic!("byte {i}: damaged plane decoded as good"),
+        }
+    }
+}
+
+#[test]
+fn a_base_context_plane_decoded_without_its_base() {
+    // The low-level stream decoder refuses to guess a context.
+    let p = Parts::parse(&vector("v12_rans_base_inline"));
+    let (t, c, _) = rans_base_plane(&p, "attn.w");
+    let ch = p.chunks(Table::Target, t)[c].clone();
+    let stored = p.blob_bytes(Blob::Chunk(Table::Target, t, c));
+    let mut raw = vec![0u8; ch.values.raw_len as usize];
+    let err = tpde_format::codec::stream::decompress_into(
+        &ch.values,
+        &stored[ch.positions.stored_len as usize..],
+        &mut raw,
+    )
+    .unwrap_err();
+    assert!(err.contains("needs the base as context"), "{err}");
 }

@@ -374,8 +374,9 @@ fn inspect_json_has_the_documented_shape() {
     let o = tpde(["inspect", p(&archive), "--json"]);
     expect_code(&o, 0);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON document");
-    // f32 values are stored per plane (a v1.1 feature), so the writer records 1.1.
-    assert_eq!(v["format_version"], "1.1");
+    // f32 values are stored per plane (v1.1), some rANS planes with the base
+    // as context (v1.2): the writer records the lowest version it needs.
+    assert_eq!(v["format_version"], "1.2");
     assert_eq!(
         v["archive_bytes"].as_u64().unwrap(),
         fs::metadata(&archive).unwrap().len()
@@ -870,7 +871,8 @@ fn plane_coder_and_format_1_0_flags() {
         "{:?}",
         codecs(&z)
     );
-    assert_eq!(r["format_version"], "1.1");
+    assert_eq!(r["format_version"], "1.2");
+    assert_eq!(z["format_version"], "1.1");
     assert_eq!(o["format_version"], "1.0");
     assert!(r["archive_bytes"].as_u64() < z["archive_bytes"].as_u64());
     for a in [&rans, &zstd, &v10] {

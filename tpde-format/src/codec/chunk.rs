@@ -40,12 +40,26 @@ pub struct Compression {
 }
 
 impl Compression {
-    fn values(self, planes: &[u8], width: usize, out: &mut Vec<u8>) -> Stream {
+    /// `base_ctx`: the base's most significant byte under each value, used
+    /// as a rANS context from format 1.2 on (spec §5.7).
+    fn values(self, planes: &[u8], width: usize, base_ctx: &[u8], out: &mut Vec<u8>) -> Stream {
         if self.max_minor >= 1 {
-            stream::compress_planes(planes, width, self.level, self.coder, out)
+            let ctx = (self.max_minor >= 2 && !base_ctx.is_empty()).then_some(base_ctx);
+            stream::compress_planes_with(planes, width, self.level, self.coder, ctx, out)
         } else {
             stream::compress(planes, self.level, out)
         }
+    }
+}
+
+/// The base's most significant byte (little-endian: the last) of each
+/// element of `base` (spec §5.7), or of the elements at `positions` only.
+pub fn base_context(base: &[u8], width: usize, positions: Option<&[u32]>, out: &mut Vec<u8>) {
+    out.clear();
+    let w = width.max(1);
+    match positions {
+        None => out.extend(base.chunks_exact(w).map(|e| e[w - 1])),
+        Some(ps) => out.extend(ps.iter().map(|&p| base[p as usize * w + w - 1])),
     }
 }
 
@@ -56,6 +70,7 @@ pub struct EncodeScratch {
     natural: Vec<u8>,
     planes: Vec<u8>,
     varints: Vec<u8>,
+    base_ctx: Vec<u8>,
 }
 
 /// Encodes `target` (little-endian elements of `width` bytes) against `base`
@@ -89,7 +104,11 @@ pub fn encode(
     with_word!(width, W => combine::dense_delta_planes::<W>(op, base, target, &mut s.planes));
     let dense = |s: &mut EncodeScratch| {
         let mut bytes = Vec::new();
-        let values = comp.values(&s.planes, width, &mut bytes);
+        match base {
+            Some(b) if width > 1 => base_context(b, width, None, &mut s.base_ctx),
+            _ => s.base_ctx.clear(),
+        }
+        let values = comp.values(&s.planes, width, &s.base_ctx, &mut bytes);
         EncodedChunk {
             kind: ChunkKind::Dense,
             op,
@@ -125,7 +144,11 @@ pub fn encode(
     }
     let mut bytes = Vec::new();
     let positions = stream::compress(&s.varints, comp.level, &mut bytes);
-    let values = comp.values(&s.natural, width, &mut bytes);
+    match base {
+        Some(b) if width > 1 => base_context(b, width, Some(&s.positions), &mut s.base_ctx),
+        _ => s.base_ctx.clear(),
+    }
+    let values = comp.values(&s.natural, width, &s.base_ctx, &mut bytes);
     let sparse = EncodedChunk {
         kind: ChunkKind::Sparse,
         op,
@@ -170,6 +193,7 @@ pub fn choose_op(width: usize, target: &[u8], base: Option<&[u8]>, comp: Compres
 pub struct DecodeScratch {
     raw: Vec<u8>,
     positions: Vec<u32>,
+    base_ctx: Vec<u8>,
 }
 
 /// Decodes one chunk whose descriptor was validated (spec §5.1) and whose
@@ -192,7 +216,13 @@ pub fn decode_into(
     match chunk.kind {
         ChunkKind::Zero => Ok(()),
         ChunkKind::Dense => {
-            stream::decompress(&chunk.values, val_bytes, &mut s.raw)?;
+            let ctx = if chunk.values.uses_base_context() {
+                base_context(out, width, None, &mut s.base_ctx);
+                Some(s.base_ctx.as_slice())
+            } else {
+                None
+            };
+            stream::decompress_with(&chunk.values, val_bytes, ctx, &mut s.raw)?;
             if s.raw.len() != out.len() {
                 return Err("dense values length differs from the element count");
             }
@@ -203,7 +233,14 @@ pub fn decode_into(
             stream::decompress(&chunk.positions, pos_bytes, &mut s.raw)?;
             let count = usize::try_from(chunk.changed).map_err(|_| "too many positions")?;
             positions::decode(&s.raw, count, chunk.elem_count, &mut s.positions)?;
-            stream::decompress(&chunk.values, val_bytes, &mut s.raw)?;
+            let ctx = if chunk.values.uses_base_context() {
+                // Positions were checked against the element count above.
+                base_context(out, width, Some(&s.positions), &mut s.base_ctx);
+                Some(s.base_ctx.as_slice())
+            } else {
+                None
+            };
+            stream::decompress_with(&chunk.values, val_bytes, ctx, &mut s.raw)?;
             if s.raw.len() != count * width {
                 return Err("sparse values length differs from the position count");
             }
@@ -223,7 +260,7 @@ mod tests {
 
     const TEST_COMP: Compression = Compression {
         level: 1,
-        max_minor: 1,
+        max_minor: 2,
         coder: stream::PlaneCoder::Rans,
     };
 
@@ -266,6 +303,78 @@ mod tests {
             .unwrap();
             assert_eq!(out, target);
         }
+    }
+
+    /// Trained bf16 weights: the update's size in integer steps follows the
+    /// base's exponent, so the base's high byte is the better context
+    /// (spec §5.7). The planes say so, and the chunk decodes only with the
+    /// base under it.
+    #[test]
+    fn base_context_planes_round_trip_and_need_the_base() {
+        let n = 1 << 14;
+        let mut x = 0x1234_5678_9abc_def0u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let (mut base, mut target) = (Vec::new(), Vec::new());
+        for _ in 0..n {
+            let r = next();
+            let w = f32::from_bits(
+                0x3800_0000 + ((r as u32 & 0x0f) << 23) + (r as u32 >> 9 & 0x7f_ffff),
+            );
+            let w = if r >> 40 & 1 == 1 { -w } else { w };
+            let t = w + 1e-3 * ((r >> 48) as f32 / 65536.0 - 0.5);
+            base.extend_from_slice(&((w.to_bits() >> 16) as u16).to_le_bytes());
+            target.extend_from_slice(&((t.to_bits() >> 16) as u16).to_le_bytes());
+        }
+        let e = encode(
+            2,
+            &target,
+            Some(&base),
+            Op::AddZigzag,
+            TEST_COMP,
+            &mut EncodeScratch::default(),
+        );
+        assert!(e.values.uses_base_context(), "{:?}", e.values);
+        let mut out = base.clone();
+        decode_into(
+            &chunk_of(&e, n as u64),
+            2,
+            &e.bytes,
+            &mut out,
+            &mut DecodeScratch::default(),
+        )
+        .unwrap();
+        assert_eq!(out, target);
+        // Another base under the chunk: the context is wrong, and the
+        // decode fails or differs; never the target by accident.
+        let mut other = base.clone();
+        other.iter_mut().skip(1).step_by(2).for_each(|b| *b ^= 0x01);
+        let r = decode_into(
+            &chunk_of(&e, n as u64),
+            2,
+            &e.bytes,
+            &mut other,
+            &mut DecodeScratch::default(),
+        );
+        assert!(r.is_err() || other != target);
+        // Before format 1.2 the writer does not use it.
+        let v11 = Compression {
+            max_minor: 1,
+            ..TEST_COMP
+        };
+        let e = encode(
+            2,
+            &target,
+            Some(&base),
+            Op::AddZigzag,
+            v11,
+            &mut EncodeScratch::default(),
+        );
+        assert!(!e.values.uses_base_context());
     }
 
     #[test]

@@ -136,6 +136,21 @@ pub fn compress_planes(
     coder: PlaneCoder,
     out: &mut Vec<u8>,
 ) -> Stream {
+    compress_planes_with(planes, width, level, coder, None, out)
+}
+
+/// [`compress_planes`] given the base's most significant byte under each
+/// value (`base_ctx`, one byte per element; format 1.2): each rANS plane is
+/// then coded both with its usual context and with the base's byte as
+/// context ([`PlaneCodec::RansBase`], spec §5.7), and the smaller is kept.
+pub fn compress_planes_with(
+    planes: &[u8],
+    width: usize,
+    level: i32,
+    coder: PlaneCoder,
+    base_ctx: Option<&[u8]>,
+    out: &mut Vec<u8>,
+) -> Stream {
     if width == 1 || planes.is_empty() {
         return compress(planes, level, out);
     }
@@ -151,7 +166,15 @@ pub fn compress_planes(
                 PlaneCoder::Rans => {
                     let mut p = Vec::with_capacity(plane.len() / 2);
                     super::entropy::encode_plane(plane, prev, &mut p);
-                    Some((p, PlaneCodec::Rans))
+                    let with_base = base_ctx.filter(|c| c.len() == n).map(|ctx| {
+                        let mut q = Vec::with_capacity(p.len());
+                        super::entropy::encode_plane_tuned(plane, Some(ctx), &BASE_TUNING, &mut q);
+                        q
+                    });
+                    match with_base {
+                        Some(q) if q.len() < p.len() => Some((q, PlaneCodec::RansBase)),
+                        _ => Some((p, PlaneCodec::Rans)),
+                    }
                 }
             }
             .filter(|(p, _)| p.len() < plane.len())
@@ -180,6 +203,17 @@ pub fn compress_planes(
         codec: Codec::PerPlane(entries),
     }
 }
+
+/// Encoder settings for planes coded against the base's byte: its values
+/// cluster in a few exponents (bf16 weights: 0x3c..0x3f and 0xbc..0xbf),
+/// which the signed-log2 starting buckets of the plane-to-plane context
+/// cannot tell apart, so the partition starts from every value.
+const BASE_TUNING: super::entropy::Tuning = super::entropy::Tuning {
+    scale_bits: 0,
+    max_buckets: 16,
+    every_value: true,
+    ctx_min_gain_permille: 20,
+};
 
 /// Compresses `raw` at zstd `level` and appends the stored form to `out`.
 /// Falls back to [`Codec::Raw`] when the frame would not be smaller.
@@ -214,16 +248,40 @@ pub fn compress(raw: &[u8], level: i32, out: &mut Vec<u8>) -> Stream {
 /// of exactly the declared size, so a frame that expands further fails rather
 /// than allocating (no decompression bombs); one that yields fewer bytes fails too.
 pub fn decompress(stream: &Stream, stored: &[u8], out: &mut Vec<u8>) -> Result<(), &'static str> {
+    decompress_with(stream, stored, None, out)
+}
+
+/// [`decompress`] with the base's most significant byte under each value
+/// (`base_ctx`, one byte per element), which [`PlaneCodec::RansBase`]
+/// planes need as their context (spec §5.7).
+pub fn decompress_with(
+    stream: &Stream,
+    stored: &[u8],
+    base_ctx: Option<&[u8]>,
+    out: &mut Vec<u8>,
+) -> Result<(), &'static str> {
     let raw_len = usize::try_from(stream.raw_len).map_err(|_| "raw length too large")?;
     // Every byte is overwritten: only grown bytes are zero-filled.
     out.resize(raw_len, 0);
-    decompress_into(stream, stored, out)
+    decompress_into_with(stream, stored, base_ctx, out)
 }
 
 /// Decompresses one stream into `out`, which must be exactly `stream.raw_len`
 /// bytes (a caller's buffer: pinned staging memory, a tensor slice). Same
 /// rules as [`decompress`]; nothing is allocated.
 pub fn decompress_into(stream: &Stream, stored: &[u8], out: &mut [u8]) -> Result<(), &'static str> {
+    decompress_into_with(stream, stored, None, out)
+}
+
+/// [`decompress_into`] with the base context of [`decompress_with`]. A
+/// [`PlaneCodec::RansBase`] plane without one (or with one of another
+/// length) is an error, never decoded against a guess.
+pub fn decompress_into_with(
+    stream: &Stream,
+    stored: &[u8],
+    base_ctx: Option<&[u8]>,
+    out: &mut [u8],
+) -> Result<(), &'static str> {
     if stream.raw_len != out.len() as u64 {
         return Err("output length differs from the stream's raw length");
     }
@@ -260,6 +318,12 @@ pub fn decompress_into(stream: &Stream, stored: &[u8], out: &mut [u8]) -> Result
                     PlaneCodec::Rans => {
                         let context = k.checked_sub(1).map(|j| &done[j * n..]);
                         super::entropy::decode_plane(src, context, dst)?;
+                    }
+                    PlaneCodec::RansBase => {
+                        let ctx = base_ctx
+                            .filter(|c| c.len() == n)
+                            .ok_or("rANS plane needs the base as context, and none was given")?;
+                        super::entropy::decode_plane(src, Some(ctx), dst)?;
                     }
                 }
             }

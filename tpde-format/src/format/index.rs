@@ -352,6 +352,10 @@ pub enum PlaneCodec {
     /// A static context-modelled rANS stream (spec §5.6): plane `k > 0` is
     /// coded with plane `k - 1` of the same stream as its context.
     Rans,
+    /// (v1.2) A rANS stream (spec §5.6) whose context is the base's most
+    /// significant byte under each value (spec §5.7): for trained weights
+    /// the base's exponent predicts the size of the update.
+    RansBase,
 }
 
 impl ChunkKind {
@@ -395,6 +399,7 @@ impl PlaneCodec {
             PlaneCodec::Raw => "raw",
             PlaneCodec::Zstd => "zstd",
             PlaneCodec::Rans => "rans",
+            PlaneCodec::RansBase => "rans-base",
         }
     }
 }
@@ -404,7 +409,7 @@ impl Index {
     /// 2 when it uses row-mapped or quantized bases; 1 when it uses per-plane streams,
     /// widened bases or zigzag adds; else 0.
     pub fn min_minor(&self) -> u16 {
-        if self.tensors.iter().any(|t| t.base.is_v12()) {
+        if self.tensors.iter().any(|t| t.base.is_v12()) || self.uses_base_context() {
             return 2;
         }
         let widened = self.tensors.iter().any(|t| {
@@ -424,6 +429,28 @@ impl Index {
                 Payload::Plain { .. } => false,
             });
         u16::from(widened || chunk_v11)
+    }
+}
+
+impl Index {
+    /// True when any values stream has a [`PlaneCodec::RansBase`] plane (v1.2).
+    pub fn uses_base_context(&self) -> bool {
+        self.bases
+            .iter()
+            .chain(&self.tensors)
+            .any(|t| match &t.payload {
+                Payload::Chunked { chunks, .. } => {
+                    chunks.iter().any(|c| c.values.uses_base_context())
+                }
+                Payload::Plain { .. } => false,
+            })
+    }
+}
+
+impl Stream {
+    /// True when a plane of this stream is [`PlaneCodec::RansBase`] (v1.2).
+    pub fn uses_base_context(&self) -> bool {
+        matches!(&self.codec, Codec::PerPlane(p) if p.iter().any(|p| p.codec == PlaneCodec::RansBase))
     }
 }
 

@@ -314,6 +314,22 @@ fn check_minor_features(header: &Header, index: &Index) -> Result<()> {
                 "row-mapped or quantized base (v1.2) in a file whose header says minor 0 or 1 (spec §8.2)",
             ));
         }
+        for (table, base) in [(&index.bases, true), (&index.tensors, false)] {
+            for t in table {
+                if let Payload::Chunked { chunks, .. } = &t.payload {
+                    if let Some(i) = chunks.iter().position(|c| c.values.uses_base_context()) {
+                        return Err(bad(
+                            Location::Chunk {
+                                tensor: t.name.clone(),
+                                base,
+                                chunk: i as u64,
+                            },
+                            "rANS plane with the base as context (v1.2) in a file whose header says minor 0 or 1 (spec §8.2)",
+                        ));
+                    }
+                }
+            }
+        }
     }
     if header.minor >= 1 {
         return Ok(());
@@ -490,7 +506,9 @@ fn check_stream(s: &Stream, values_width: Option<u64>) -> std::result::Result<()
                         return Err("raw plane length differs from the plane size")
                     }
                     PlaneCodec::Zstd if p.stored_len == 0 => return Err("empty zstd plane"),
-                    PlaneCodec::Rans if p.stored_len == 0 => return Err("empty rans plane"),
+                    PlaneCodec::Rans | PlaneCodec::RansBase if p.stored_len == 0 => {
+                        return Err("empty rans plane")
+                    }
                     _ => {}
                 }
                 sum = sum
