@@ -163,14 +163,26 @@ pub fn compress_planes_with(
         } else {
             match coder {
                 PlaneCoder::Zstd => zstd_compress(plane, level).map(|p| (p, PlaneCodec::Zstd)),
+                // Tiny planes: the coder's tables and set-up cost more than
+                // they could save; only a constant plane (2 bytes) pays.
+                PlaneCoder::Rans if n < RANS_MIN_PLANE && plane.iter().any(|&b| b != plane[0]) => {
+                    None
+                }
                 PlaneCoder::Rans => {
                     let mut p = Vec::with_capacity(plane.len() / 2);
                     super::entropy::encode_plane(plane, prev, &mut p);
-                    let with_base = base_ctx.filter(|c| c.len() == n).map(|ctx| {
-                        let mut q = Vec::with_capacity(p.len());
-                        super::entropy::encode_plane_tuned(plane, Some(ctx), &BASE_TUNING, &mut q);
-                        q
-                    });
+                    let with_base = base_ctx
+                        .filter(|c| c.len() == n && n >= BASE_CTX_MIN_PLANE)
+                        .map(|ctx| {
+                            let mut q = Vec::with_capacity(p.len());
+                            super::entropy::encode_plane_tuned(
+                                plane,
+                                Some(ctx),
+                                &BASE_TUNING,
+                                &mut q,
+                            );
+                            q
+                        });
                     match with_base {
                         Some(q) if q.len() < p.len() => Some((q, PlaneCodec::RansBase)),
                         _ => Some((p, PlaneCodec::Rans)),
@@ -203,6 +215,16 @@ pub fn compress_planes_with(
         codec: Codec::PerPlane(entries),
     }
 }
+
+/// Planes shorter than this are stored raw rather than rANS-coded unless
+/// they are constant (a frequency table alone takes tens of bytes).
+const RANS_MIN_PLANE: usize = 64;
+
+/// Planes shorter than this are not tried with the base as context: the
+/// partition search from every context value costs about as much on a tiny
+/// plane as on a large one (a fuzzer's 2-element chunks spent 2 ms each),
+/// and up to 16 frequency tables cannot pay for themselves there.
+const BASE_CTX_MIN_PLANE: usize = 4096;
 
 /// Encoder settings for planes coded against the base's byte: its values
 /// cluster in a few exponents (bf16 weights: 0x3c..0x3f and 0xbc..0xbf),
