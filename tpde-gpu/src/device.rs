@@ -1008,6 +1008,7 @@ impl<D: AsRef<[u8]> + Sync> GpuArchive<D> {
             ..LoadStats::default()
         };
         let archive = &self.archive;
+        let dev = &CudaRead(&self.ctx);
         self.pool.in_place_scope(|scope| -> Result<()> {
             let (tx, rx) = mpsc::channel::<(usize, Result<()>)>();
             let mut pending: Vec<usize> = batches.iter().map(|b| b.jobs.len()).collect();
@@ -1055,7 +1056,7 @@ impl<D: AsRef<[u8]> + Sync> GpuArchive<D> {
                             let region = region;
                             // SAFETY: a disjoint region of the slot (see SendPtr).
                             let dst = unsafe { std::slice::from_raw_parts_mut(region.0, region.1) };
-                            let r = stage::fill_region(archive, job, dst).map_err(GpuError::from);
+                            let r = stage::fill_region(archive, job, dst, dev);
                             let _ = tx.send((idx, r));
                         });
                     }
@@ -1161,6 +1162,25 @@ enum DeviceBaseUse {
     /// A quantized base's codes and scales at these device addresses, read
     /// (never updated) into a new buffer.
     Dequant { q: u64, scale: u64 },
+}
+
+/// Device reads for the base context of chunks over a device base
+/// ([`stage`]'s module docs): a synchronous copy on the legacy default
+/// stream, which does not wait for the pipeline's non-blocking streams —
+/// the bytes read are never written by the load's earlier kernels.
+struct CudaRead<'a>(&'a Arc<CudaContext>);
+
+impl stage::DeviceRead for CudaRead<'_> {
+    fn read(&self, addr: u64, out: &mut [u8]) -> Result<()> {
+        if out.is_empty() {
+            return Ok(());
+        }
+        cuda("cuCtxSetCurrent", self.0.bind_to_thread())?;
+        // SAFETY: `addr` addresses `out.len()` bytes of a base buffer the
+        // load holds (checked against the archive's base length), or of the
+        // output buffer it reconstructs in place.
+        cuda("cuMemcpyDtoH", unsafe { cu::memcpy_dtoh_sync(out, addr) })
+    }
 }
 
 fn hex(d: &[u8]) -> String {

@@ -158,6 +158,12 @@ pub enum Input<'a> {
         tensor: usize,
         /// Chunk index in that tensor.
         chunk: usize,
+        /// The base the chunk decodes over ([`BasePlan::Zero`] for an
+        /// inline base's own chunks). Read on the CPU only when the values
+        /// stream has `RansBase` planes (format v1.2, spec §5.7), whose
+        /// rANS context is the base's top byte under each value; see
+        /// [`crate::stage`].
+        base: BasePlan<'a>,
     },
     /// Bytes staged as they are.
     Bytes(&'a [u8]),
@@ -528,6 +534,7 @@ fn split_jobs<'a, D: AsRef<[u8]> + Sync>(
                     w,
                     dst,
                     resolved,
+                    base,
                     opts,
                     &mut parts.delta,
                 );
@@ -763,7 +770,18 @@ pub fn base_tensor_jobs<'a, D: AsRef<[u8]> + Sync>(
         }
         Payload::Chunked { chunks, .. } => {
             for (i, c) in chunks.iter().enumerate() {
-                chunk_jobs(Table::Base, bi, i, c, w, dst, Resolved::Zero, opts, jobs);
+                chunk_jobs(
+                    Table::Base,
+                    bi,
+                    i,
+                    c,
+                    w,
+                    dst,
+                    Resolved::Zero,
+                    BasePlan::Zero,
+                    opts,
+                    jobs,
+                );
             }
         }
     }
@@ -1060,6 +1078,7 @@ fn chunk_jobs<'a>(
     w: usize,
     dst: u64,
     base: Resolved,
+    ctx: BasePlan<'a>,
     opts: PlanOptions,
     jobs: &mut Vec<Job<'a>>,
 ) {
@@ -1074,6 +1093,7 @@ fn chunk_jobs<'a>(
         table,
         tensor: t,
         chunk: i,
+        base: ctx,
     };
     let mut push = |job: Job<'a>| jobs.push(job);
     let fill_job = Job {
@@ -1426,6 +1446,7 @@ pub fn bad_positions<D: AsRef<[u8]> + Sync>(archive: &Archive<D>, job: &Job<'_>)
             table,
             tensor,
             chunk,
+            ..
         } => GpuError::Format(tpde_format::Error::ChunkDecode {
             location: tpde_format::Location::Chunk {
                 tensor: archive.record(table, tensor).name.clone(),

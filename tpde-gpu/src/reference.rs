@@ -75,6 +75,32 @@ impl HostMemory {
     }
 }
 
+impl stage::DeviceRead for HostMemory {
+    fn read(&self, addr: u64, out: &mut [u8]) -> Result<()> {
+        out.copy_from_slice(self.get(addr, out.len() as u64)?);
+        Ok(())
+    }
+}
+
+/// The device reads staging makes (base contexts over a device base),
+/// recorded so that [`reconstruct`] can check none of them reads bytes an
+/// earlier batch writes: on the GPU, staging of a batch overlaps the
+/// kernels and copies of the batches before it.
+struct Recorder<'m> {
+    mem: &'m HostMemory,
+    reads: std::sync::Mutex<Vec<Span>>,
+}
+
+impl stage::DeviceRead for Recorder<'_> {
+    fn read(&self, addr: u64, out: &mut [u8]) -> Result<()> {
+        self.mem.read(addr, out)?;
+        if let Ok(mut r) = self.reads.lock() {
+            r.push((addr, addr + out.len() as u64));
+        }
+        Ok(())
+    }
+}
+
 /// How the reference gets each target's base, mirroring the GPU API.
 #[derive(Clone, Copy)]
 pub enum BaseMode<'a> {
@@ -204,9 +230,11 @@ pub fn reconstruct<D: AsRef<[u8]> + Sync>(
         0,
     );
     let mut touched: Vec<Span> = Vec::new();
+    let mut written: Vec<Span> = Vec::new();
     for b in &batches {
         check_hazards(&jobs, b, &mut touched)?;
-        run_batch(archive, &jobs, b, staging_addr, &mut mem)?;
+        run_batch(archive, &jobs, b, staging_addr, &mut mem, &written)?;
+        written.extend(batch_writes(&jobs, b));
     }
     Ok(outs
         .iter()
@@ -265,12 +293,27 @@ fn run_batch<D: AsRef<[u8]> + Sync>(
     b: &Batch,
     staging_addr: u64,
     mem: &mut HostMemory,
+    written: &[Span],
 ) -> Result<()> {
     // Host staging (pinned on the GPU path), poisoned.
     let mut host = vec![0x5Au8; b.used_bytes(jobs)];
+    let rec = Recorder {
+        mem,
+        reads: Default::default(),
+    };
     for (k, ji) in b.jobs.clone().enumerate() {
         let o = b.offsets[k];
-        stage::fill_region(archive, &jobs[ji], &mut host[o..])?;
+        stage::fill_region(archive, &jobs[ji], &mut host[o..], &rec)?;
+    }
+    let reads = rec.reads.into_inner().unwrap_or_default();
+    let overlap = |a: Span, c: Span| a.0 < c.1 && c.0 < a.1;
+    if reads
+        .iter()
+        .any(|&r| written.iter().any(|&w| overlap(r, w)))
+    {
+        return Err(plan_error(
+            "staging reads device bytes an earlier batch writes (it may not have run yet)",
+        ));
     }
     b.write_descriptors(jobs, staging_addr, &mut host);
     // Host → device: the kernel region to staging, raw pieces to their place.
@@ -391,6 +434,20 @@ fn check_hazards(jobs: &[Job<'_>], b: &Batch, touched: &mut Vec<Span>) -> Result
         }
     }
     Ok(())
+}
+
+/// The device bytes batch `b` writes: its kernels' output ranges and its
+/// raw copies.
+fn batch_writes(jobs: &[Job<'_>], b: &Batch) -> Vec<Span> {
+    let kernels = [&b.phase1, &b.phase2, &b.phase3]
+        .into_iter()
+        .flatten()
+        .map(|&ji| {
+            let j = &jobs[ji];
+            (j.dst, j.dst + j.n * j.width as u64)
+        });
+    let raw = b.raw.iter().map(|&(_, dst, len)| (dst, dst + len as u64));
+    kernels.chain(raw).collect()
 }
 
 /// How many scales dequant job `j` reads, from its first one: what its

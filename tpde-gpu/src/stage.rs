@@ -16,29 +16,111 @@
 //!   (the device multiplies: a code byte crosses PCIe instead of four
 //!   predictor bytes).
 //!
+//! (v1.2) A values stream with `RansBase` planes (spec §5.7) is decoded with
+//! the *base context*: the most significant byte of the base element under
+//! each value (every element of a dense chunk, the element at each position
+//! of a sparse one), where "base" is what the chunk decodes over (zeros, or
+//! the widened / row-mapped / dequantized predictor). The kernels build
+//! that predictor on the device, so the CPU computes the bytes it needs
+//! itself, per chunk and only for such chunks ([`Input::Chunk`]'s `base`):
+//! - from host bytes (external or plain inline bases), with the format
+//!   crate's pure predictor functions: no extra copy for a plain base, a
+//!   chunk-sized predictor otherwise;
+//! - from a chunked inline base (which the device decodes into the output or
+//!   scratch), by decoding the base chunks under the range on the CPU too:
+//!   CPU decode work for those chunks about doubles;
+//! - from base memory on the device (`load_onto`, `load_onto_quantized`,
+//!   `load_all_onto`), by a synchronous device→host copy of the base bytes
+//!   under the chunk (the whole chunk's range, also for a sparse chunk; for
+//!   a row-mapped base the span of base rows it uses) before the values
+//!   decode. That memory is the caller's, or an in-place target's own
+//!   chunk range, which no earlier kernel of the load writes, so the copy
+//!   needs no ordering with the pipeline's streams (the CPU reference checks
+//!   this for every plan). For a sparse chunk decoded on the device
+//!   ([`JobKind::SparseVarint`]) the positions are decoded on the CPU as
+//!   well, for the context.
+//!
 //! Every chunk's stored bytes pass their CRC ([`Archive::chunk_bytes`]) and
 //! every stream must decode to exactly its declared length, as in the CPU
 //! reader.
 
 use std::cell::RefCell;
+use std::ops::Range;
 
-use tpde_format::codec::{positions, rows, stream};
-use tpde_format::format::{Payload, Stream};
+use tpde_format::codec::{chunk, dequant, positions, rows, stream, widen};
+use tpde_format::format::{Chunk, Dtype, Payload, Stream};
 use tpde_format::read::Table;
 use tpde_format::{Archive, Error as FormatError, Location};
 
-use crate::plan::{Input, Job, JobKind, Piece};
+use crate::error::{GpuError, Result};
+use crate::plan::{BasePlan, Input, Job, JobKind, Piece, WidenSrc};
 
-thread_local! {
-    static SCRATCH: RefCell<(Vec<u8>, Vec<u32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+/// Device memory the CPU side of staging may read: the base bytes under a
+/// chunk whose values need the base context when the base lives on the
+/// device (see the module docs).
+pub trait DeviceRead: Sync {
+    /// Copies `out.len()` bytes at device address `addr` into `out`.
+    fn read(&self, addr: u64, out: &mut [u8]) -> Result<()>;
 }
 
-/// Fills `region` (at least `job.staged` bytes) with the staged form of `job`.
+/// A [`DeviceRead`] for plans with no device memory to read: every read is
+/// an error.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoDeviceRead;
+
+impl DeviceRead for NoDeviceRead {
+    fn read(&self, addr: u64, out: &mut [u8]) -> Result<()> {
+        Err(GpuError::Usage(format!(
+            "cannot read {} device bytes at {addr:#x} for a base context: no device",
+            out.len()
+        )))
+    }
+}
+
+/// Per-thread buffers, reused across jobs.
+#[derive(Default)]
+struct Scratch {
+    raw: Vec<u8>,
+    pos: Vec<u32>,
+    ctx: Vec<u8>,
+    bufs: Bufs,
+}
+
+/// Buffers of the base-context computation.
+#[derive(Default)]
+struct Bufs {
+    /// The predictor under the chunk.
+    pred: Vec<u8>,
+    /// Narrow elements, codes, or a row-mapped base's span.
+    a: Vec<u8>,
+    /// Scales.
+    b: Vec<u8>,
+    /// The inline base chunk decoded last.
+    held: Held,
+}
+
+/// One decoded chunk of an inline base, kept while one context is computed
+/// (a row-mapped base reads many runs from the same chunk).
+#[derive(Default)]
+struct Held {
+    key: Option<(usize, usize)>,
+    buf: Vec<u8>,
+    scratch: chunk::DecodeScratch,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// Fills `region` (at least `job.staged` bytes) with the staged form of
+/// `job`. `dev` reads base bytes on the device for the base context of
+/// chunks over a device base (see the module docs).
 pub fn fill_region<D: AsRef<[u8]> + Sync>(
     archive: &Archive<D>,
     job: &Job<'_>,
     region: &mut [u8],
-) -> Result<(), FormatError> {
+    dev: &dyn DeviceRead,
+) -> Result<()> {
     let region = &mut region[..job.staged];
     match job.input {
         Input::None => Ok(()),
@@ -70,10 +152,11 @@ pub fn fill_region<D: AsRef<[u8]> + Sync>(
             table,
             tensor,
             chunk,
+            base,
         } => {
             let rec = archive.record(table, tensor);
             let Payload::Chunked { chunks, .. } = &rec.payload else {
-                return Err(FormatError::Usage("staged chunk of a plain tensor".into()));
+                return Err(GpuError::Usage("staged chunk of a plain tensor".into()));
             };
             let c = &chunks[chunk];
             let stored = archive.chunk_bytes(table, tensor, chunk, c)?;
@@ -82,39 +165,68 @@ pub fn fill_region<D: AsRef<[u8]> + Sync>(
                 base: table == Table::Base,
                 chunk: chunk as u64,
             };
-            let err = |reason| FormatError::ChunkDecode {
-                location: loc(),
-                reason,
+            let err = |reason| {
+                GpuError::Format(FormatError::ChunkDecode {
+                    location: loc(),
+                    reason,
+                })
             };
             let pos_len = c.positions.stored_len as usize; // validated <= stored_len
             let (pos_bytes, val_bytes) = stored.split_at(pos_len.min(stored.len()));
-            match job.kind {
-                JobKind::Dense => decompress_into(&c.values, val_bytes, region).map_err(err),
-                JobKind::Sparse => {
-                    let (pos_out, rest) = region.split_at_mut(job.values_at);
-                    SCRATCH
-                        .with(|s| {
-                            let (raw, pos) = &mut *s.borrow_mut();
-                            stream::decompress(&c.positions, pos_bytes, raw)?;
-                            positions::decode(raw, job.m as usize, c.elem_count, pos)?;
-                            for (o, p) in pos_out.chunks_exact_mut(4).zip(pos.iter()) {
-                                o.copy_from_slice(&p.to_le_bytes());
-                            }
-                            Ok(())
-                        })
-                        .map_err(err)?;
-                    decompress_into(&c.values, val_bytes, rest).map_err(err)
+            let needs_ctx = c.values.uses_base_context();
+            let ctx_of = |s: &mut Scratch, positions: bool| -> Result<()> {
+                let ps = positions.then_some(s.pos.as_slice());
+                let cx = CtxJob {
+                    plan: base,
+                    chunk_dst: job.dst,
+                    dtype: rec.dtype,
+                    chunk: c,
+                };
+                base_context(archive, &cx, ps, dev, &mut s.bufs, &mut s.ctx)
+            };
+            SCRATCH.with(|cell| -> Result<()> {
+                let s = &mut *cell.borrow_mut();
+                match job.kind {
+                    JobKind::Dense => {
+                        if needs_ctx {
+                            ctx_of(s, false)?;
+                        }
+                        let ctx = needs_ctx.then_some(s.ctx.as_slice());
+                        stream::decompress_into_with(&c.values, val_bytes, ctx, region).map_err(err)
+                    }
+                    JobKind::Sparse => {
+                        let (pos_out, rest) = region.split_at_mut(job.values_at);
+                        stream::decompress(&c.positions, pos_bytes, &mut s.raw).map_err(err)?;
+                        positions::decode(&s.raw, job.m as usize, c.elem_count, &mut s.pos)
+                            .map_err(err)?;
+                        for (o, p) in pos_out.chunks_exact_mut(4).zip(s.pos.iter()) {
+                            o.copy_from_slice(&p.to_le_bytes());
+                        }
+                        if needs_ctx {
+                            ctx_of(s, true)?;
+                        }
+                        let ctx = needs_ctx.then_some(s.ctx.as_slice());
+                        stream::decompress_into_with(&c.values, val_bytes, ctx, rest).map_err(err)
+                    }
+                    JobKind::SparseVarint => {
+                        // The gap bytes go up as they are; the device decodes
+                        // and validates them.
+                        let (pos_out, rest) = region.split_at_mut(job.values_at);
+                        let gaps = &mut pos_out[..job.pos_bytes];
+                        decompress_into(&c.positions, pos_bytes, gaps).map_err(err)?;
+                        if needs_ctx {
+                            // The context sits at the positions: decode them
+                            // here too (validated as the device would).
+                            positions::decode(gaps, job.m as usize, c.elem_count, &mut s.pos)
+                                .map_err(err)?;
+                            ctx_of(s, true)?;
+                        }
+                        let ctx = needs_ctx.then_some(s.ctx.as_slice());
+                        stream::decompress_into_with(&c.values, val_bytes, ctx, rest).map_err(err)
+                    }
+                    JobKind::Fill | JobKind::Raw | JobKind::Widen | JobKind::Dequant => Ok(()),
                 }
-                JobKind::SparseVarint => {
-                    // The gap bytes go up as they are; the device decodes and
-                    // validates them.
-                    let (pos_out, rest) = region.split_at_mut(job.values_at);
-                    decompress_into(&c.positions, pos_bytes, &mut pos_out[..job.pos_bytes])
-                        .map_err(err)?;
-                    decompress_into(&c.values, val_bytes, rest).map_err(err)
-                }
-                JobKind::Fill | JobKind::Raw | JobKind::Widen | JobKind::Dequant => Ok(()),
-            }
+            })
         }
     }
 }
@@ -123,4 +235,275 @@ pub fn fill_region<D: AsRef<[u8]> + Sync>(
 /// with no intermediate buffer: the decoder writes into pinned memory.
 pub fn decompress_into(s: &Stream, stored: &[u8], out: &mut [u8]) -> Result<(), &'static str> {
     tpde_format::codec::stream::decompress_into(s, stored, out)
+}
+
+/// A target chunk whose base context is wanted.
+struct CtxJob<'a, 'c> {
+    /// The base the chunk decodes over.
+    plan: BasePlan<'a>,
+    /// Device address of the chunk's first output byte (the base, for
+    /// [`BasePlan::InPlace`]).
+    chunk_dst: u64,
+    /// The target's dtype.
+    dtype: Dtype,
+    /// The chunk.
+    chunk: &'c Chunk,
+}
+
+/// The base context of `cx`'s chunk (spec §5.7) into `out`: byte `w - 1`
+/// of each base element of the chunk's range, or of those at `positions`.
+fn base_context<D: AsRef<[u8]> + Sync>(
+    archive: &Archive<D>,
+    cx: &CtxJob<'_, '_>,
+    positions: Option<&[u32]>,
+    dev: &dyn DeviceRead,
+    bufs: &mut Bufs,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    let w = cx.dtype.width();
+    let c = cx.chunk;
+    let range = c.elem_start..c.elem_start + c.elem_count;
+    let bytes =
+        |r: &Range<u64>, w: usize| (r.start * w as u64) as usize..(r.end * w as u64) as usize;
+    match cx.plan {
+        BasePlan::Zero => {
+            out.clear();
+            out.resize(positions.map_or(c.elem_count as usize, <[u32]>::len), 0);
+        }
+        BasePlan::HostBytes(b) => {
+            let base = b
+                .get(bytes(&range, w))
+                .ok_or_else(|| GpuError::Usage("host base shorter than its target".into()))?;
+            chunk::base_context(base, w, positions, out);
+        }
+        plan => {
+            let mut pred = std::mem::take(&mut bufs.pred);
+            pred.clear();
+            pred.resize(bytes(&range, w).len(), 0);
+            bufs.held.key = None; // another archive or load may have filled it
+            let r = predict(
+                archive,
+                plan,
+                cx.dtype,
+                cx.chunk_dst,
+                range,
+                dev,
+                bufs,
+                &mut pred,
+            );
+            if r.is_ok() {
+                chunk::base_context(&pred, w, positions, out);
+            }
+            bufs.pred = pred;
+            r?;
+        }
+    }
+    Ok(())
+}
+
+/// The predictor of `plan` for elements `range` of a target of `dtype`
+/// into `out` (`range`'s bytes): the bytes its chunks decode over, as the
+/// device builds them ([`BasePlan::InPlace`]: read from the device at
+/// `at`, the address of the range's first byte). Chunked inline bases
+/// are decoded on the CPU; device memory is read through `dev`.
+pub fn predictor<D: AsRef<[u8]> + Sync>(
+    archive: &Archive<D>,
+    plan: BasePlan<'_>,
+    dtype: Dtype,
+    at: u64,
+    range: Range<u64>,
+    dev: &dyn DeviceRead,
+    out: &mut [u8],
+) -> Result<()> {
+    let want = (range.end - range.start).checked_mul(dtype.width() as u64);
+    if want != Some(out.len() as u64) {
+        return Err(GpuError::Usage(
+            "predictor: output length differs from the range".into(),
+        ));
+    }
+    predict(
+        archive,
+        plan,
+        dtype,
+        at,
+        range,
+        dev,
+        &mut Bufs::default(),
+        out,
+    )
+}
+
+/// [`predictor`] with the caller's buffers.
+#[allow(clippy::too_many_arguments)]
+fn predict<D: AsRef<[u8]> + Sync>(
+    archive: &Archive<D>,
+    plan: BasePlan<'_>,
+    dtype: Dtype,
+    at: u64,
+    range: Range<u64>,
+    dev: &dyn DeviceRead,
+    bufs: &mut Bufs,
+    out: &mut [u8],
+) -> Result<()> {
+    let w = dtype.width() as u64;
+    let n = range.end - range.start;
+    let by = |r: &Range<u64>, k: u64| r.start * k..r.end * k;
+    match plan {
+        BasePlan::Zero => out.fill(0),
+        BasePlan::HostBytes(b) => read_src(
+            archive,
+            WidenSrc::HostBytes(b),
+            by(&range, w),
+            dev,
+            &mut bufs.held,
+            out,
+        )?,
+        BasePlan::InlineChunked(bi) => read_src(
+            archive,
+            WidenSrc::InlineChunked { bi, scratch: 0 },
+            by(&range, w),
+            dev,
+            &mut bufs.held,
+            out,
+        )?,
+        BasePlan::Device(a) => dev.read(a + range.start * w, out)?,
+        BasePlan::InPlace => dev.read(at, out)?,
+        BasePlan::Widened { src, from } => {
+            let fw = from.width() as u64;
+            bufs.a.clear();
+            bufs.a.resize((n * fw) as usize, 0);
+            read_src(
+                archive,
+                src,
+                by(&range, fw),
+                dev,
+                &mut bufs.held,
+                &mut bufs.a,
+            )?;
+            widen::widen(from, dtype, &bufs.a, out);
+        }
+        BasePlan::Rows {
+            src,
+            rows: map,
+            row_bytes,
+        } => {
+            let target = by(&range, w);
+            if let WidenSrc::HostBytes(b) = src {
+                rows::predict(map, row_bytes, b, target, out);
+                return Ok(());
+            }
+            out.fill(0);
+            // One read of the span of base bytes the runs use (one
+            // device→host copy rather than one per run).
+            let segs: Vec<rows::Segment> = rows::segments(map, row_bytes, target.clone()).collect();
+            let (Some(lo), Some(hi)) = (
+                segs.iter().map(|s| s.base).min(),
+                segs.iter().map(|s| s.base + s.len).max(),
+            ) else {
+                return Ok(());
+            };
+            bufs.a.clear();
+            bufs.a.resize((hi - lo) as usize, 0);
+            read_src(archive, src, lo..hi, dev, &mut bufs.held, &mut bufs.a)?;
+            for s in segs {
+                let t = (s.target - target.start) as usize;
+                let f = (s.base - lo) as usize;
+                out[t..t + s.len as usize].copy_from_slice(&bufs.a[f..f + s.len as usize]);
+            }
+        }
+        BasePlan::Dequant {
+            q,
+            signed,
+            scale,
+            axis,
+            row_elems,
+        } => {
+            let sr = dequant::scale_range(axis, row_elems, range.clone());
+            bufs.a.clear();
+            bufs.a.resize(n as usize, 0);
+            read_src(archive, q, range.clone(), dev, &mut bufs.held, &mut bufs.a)?;
+            bufs.b.clear();
+            bufs.b.resize(((sr.end - sr.start) * 4) as usize, 0);
+            read_src(archive, scale, by(&sr, 4), dev, &mut bufs.held, &mut bufs.b)?;
+            dequant::predict(
+                &bufs.a,
+                signed,
+                &bufs.b,
+                sr.start,
+                axis,
+                row_elems,
+                range.start,
+                out,
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Bytes `bytes` of a base tensor as stored, into `out` (their length):
+/// from host memory, from the device, or decoded on the CPU from a chunked
+/// inline base (which has no base of its own).
+fn read_src<D: AsRef<[u8]> + Sync>(
+    archive: &Archive<D>,
+    src: WidenSrc<'_>,
+    bytes: Range<u64>,
+    dev: &dyn DeviceRead,
+    held: &mut Held,
+    out: &mut [u8],
+) -> Result<()> {
+    let short = || GpuError::Usage("base context: base bytes out of range".into());
+    match src {
+        WidenSrc::HostBytes(b) => {
+            let r = bytes.start as usize..bytes.end as usize;
+            out.copy_from_slice(b.get(r).ok_or_else(short)?);
+            Ok(())
+        }
+        WidenSrc::Device(a) => dev.read(a + bytes.start, out),
+        WidenSrc::InlineChunked { bi, .. } => {
+            let rec = archive.record(Table::Base, bi);
+            let w = rec.dtype.width().max(1) as u64;
+            let chunks = match &rec.payload {
+                Payload::Chunked { chunks, .. } => chunks,
+                Payload::Plain { .. } => {
+                    let b = archive.plain_bytes(Table::Base, bi)?.unwrap_or_default();
+                    let r = bytes.start as usize..bytes.end as usize;
+                    out.copy_from_slice(b.get(r).ok_or_else(short)?);
+                    return Ok(());
+                }
+            };
+            let mut at = bytes.start;
+            while at < bytes.end {
+                // Chunks tile the tensor in order (validated at open).
+                let e = at / w;
+                let ci = chunks.partition_point(|c| c.elem_start + c.elem_count <= e);
+                let c = chunks.get(ci).ok_or_else(short)?;
+                let (cs, ce) = (c.elem_start * w, (c.elem_start + c.elem_count) * w);
+                if ce <= at || cs > at {
+                    return Err(short());
+                }
+                if held.key != Some((bi, ci)) {
+                    held.key = None;
+                    held.buf.clear();
+                    held.buf.resize((ce - cs) as usize, 0);
+                    let stored = archive.chunk_bytes(Table::Base, bi, ci, c)?;
+                    chunk::decode_into(c, w as usize, stored, &mut held.buf, &mut held.scratch)
+                        .map_err(|reason| FormatError::ChunkDecode {
+                            location: Location::Chunk {
+                                tensor: rec.name.clone(),
+                                base: true,
+                                chunk: ci as u64,
+                            },
+                            reason,
+                        })?;
+                    held.key = Some((bi, ci));
+                }
+                let hi = bytes.end.min(ce);
+                let o = (at - bytes.start) as usize;
+                out[o..o + (hi - at) as usize]
+                    .copy_from_slice(&held.buf[(at - cs) as usize..(hi - cs) as usize]);
+                at = hi;
+            }
+            Ok(())
+        }
+    }
 }

@@ -580,3 +580,81 @@ fn every_code_times_many_scales_matches_the_cpu_reader() {
         assert_eq!(d, rec.sha256, "{}", rec.name);
     }
 }
+
+fn ctx_archive(seed: u64) -> common::Built {
+    common::build(&common::base_ctx_specs(&mut common::Rng::new(seed)))
+}
+
+/// The fixture does what the tests below rely on: every tensor (plain,
+/// widened, row-mapped and quantized bases, each inline chunked, inline
+/// plain and external) has a dense and a sparse chunk with `RansBase`
+/// planes, so `decompress_into` without the base context would fail.
+#[test]
+fn base_context_fixtures_have_rans_base_planes_in_dense_and_sparse_chunks() {
+    let built = ctx_archive(11);
+    let a = open(&built.bytes);
+    assert_eq!(a.header().minor, 2);
+    let got = common::rans_base_chunks(a.index());
+    assert_eq!(got.len(), 12);
+    for (name, kinds) in got {
+        assert!(kinds.contains(&ChunkKind::Dense), "{name}: {kinds:?}");
+        assert!(kinds.contains(&ChunkKind::Sparse), "{name}: {kinds:?}");
+    }
+}
+
+/// `RansBase` planes (format v1.2) through the mirror, with host bases
+/// (the context from host bytes, or from inline base chunks decoded on the
+/// CPU), borrowed device bases and in-place device bases (the context read
+/// from simulated device memory; the mirror also checks no such read
+/// touches bytes an earlier batch writes), both ways of staging positions.
+#[test]
+fn base_context_planes_match_the_cpu_reader_in_every_mode() {
+    let built = ctx_archive(12);
+    let a = open(&built.bytes);
+    let want: Vec<Vec<u8>> = a
+        .index()
+        .tensors
+        .iter()
+        .map(|r| a.decode_tensor(&r.name, &built.external).unwrap())
+        .collect();
+    let modes = [
+        BaseMode::Host(&built.external),
+        BaseMode::DeviceBorrowed,
+        BaseMode::DeviceInPlace,
+    ];
+    for mode in modes {
+        for (slot, plan) in SLOTS.into_iter().flat_map(|s| PLANS.map(|p| (s, p))) {
+            let got = reconstruct(&a, mode, &built.bases, slot, plan).unwrap();
+            for (t, bytes) in got.iter().enumerate() {
+                let name = &a.index().tensors[t].name;
+                assert!(bytes == &want[t], "{name} {mode:?} slot {slot} {plan:?}");
+            }
+        }
+    }
+}
+
+/// A `RansBase` plane decodes only with its base under it: staging with
+/// the wrong base bytes on the "device" fails or gives other bytes, never
+/// the target (so the mirror really reads the device base for the context).
+#[test]
+fn base_context_from_a_wrong_device_base_never_gives_the_target() {
+    let built = ctx_archive(13);
+    let a = open(&built.bytes);
+    let mut bases = built.bases.clone();
+    for b in bases.values_mut() {
+        // Flip the top byte's lowest exponent bit of every element.
+        b.iter_mut().skip(1).step_by(2).for_each(|x| *x ^= 0x01);
+    }
+    for mode in [BaseMode::DeviceBorrowed, BaseMode::DeviceInPlace] {
+        match reconstruct(&a, mode, &bases, 0, PLANS[0]) {
+            Err(e) => assert!(matches!(e, GpuError::Format(_)), "{e}"),
+            Ok(got) => {
+                for (t, bytes) in got.iter().enumerate() {
+                    let rec = &a.index().tensors[t];
+                    let d: [u8; 32] = Sha256::digest(bytes).into();
+                    assert_ne!(d, rec.sha256, "{}", rec.name);
+                }
+            }
+        }
+    }
+}

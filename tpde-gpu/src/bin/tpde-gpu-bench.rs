@@ -637,21 +637,41 @@ fn cpu_decode_ms<D: AsRef<[u8]> + Sync>(
     let opts = plan::PlanOptions {
         positions_on_device,
     };
-    let t0 = Instant::now();
+    // Bases "on the device": the simulated memory holds each base's
+    // predictor, which the base context of `RansBase` planes reads (the
+    // GPU path copies those bytes device -> host). Built before the clock.
+    let mut mem = tpde_gpu::reference::HostMemory::default();
     let mut targets = Vec::new();
     for t in 0..a.index().tensors.len() {
-        let base = if onto_device && plan::base_name(a, t).is_some() {
-            plan::BasePlan::InPlace
+        let (base, dst) = if onto_device && plan::base_name(a, t).is_some() {
+            let rec = a.record(Table::Target, t);
+            let n = rec.elem_count().unwrap_or(0);
+            let mut pred = vec![0u8; rec.byte_len().unwrap_or(0) as usize];
+            // Inline bases only (as below); an external one stays unread
+            // unless a chunk needs its context, which is then an error.
+            if let Ok(host) = plan::host_base_plan(a, t, &NoBase) {
+                tpde_gpu::stage::predictor(
+                    a,
+                    host,
+                    rec.dtype,
+                    0,
+                    0..n,
+                    &tpde_gpu::stage::NoDeviceRead,
+                    &mut pred,
+                )?;
+            }
+            (plan::BasePlan::InPlace, mem.upload(&pred))
         } else {
-            plan::host_base_plan(a, t, &NoBase)?
+            (plan::host_base_plan(a, t, &NoBase)?, 1 << 40)
         };
         targets.push(plan::Target {
             t,
-            dst: 1 << 40,
+            dst,
             base,
             cut: false,
         });
     }
+    let t0 = Instant::now();
     let mut jobs: Vec<Job<'_>> = Vec::new();
     plan::targets_jobs(a, &targets, opts, &mut jobs)?;
     jobs.par_iter().try_for_each(|j| -> Result<(), String> {
@@ -664,7 +684,7 @@ fn cpu_decode_ms<D: AsRef<[u8]> + Sync>(
         if j.staged > buf.len() {
             buf.resize(j.staged, 1);
         }
-        tpde_gpu::stage::fill_region(a, j, &mut buf[*at..]).map_err(|e| e.to_string())?;
+        tpde_gpu::stage::fill_region(a, j, &mut buf[*at..], &mem).map_err(|e| e.to_string())?;
         *at += j.staged;
         Ok(())
     })?;
@@ -720,6 +740,7 @@ fn stats<D: AsRef<[u8]> + Sync>(a: &Archive<D>) -> ArchiveStats {
                             PlaneCodec::Raw => add("plane raw", p.stored_len),
                             PlaneCodec::Zstd => add("plane zstd", p.stored_len),
                             PlaneCodec::Rans => add("plane rans", p.stored_len),
+                            PlaneCodec::RansBase => add("plane rans-base", p.stored_len),
                         }
                     }
                 }

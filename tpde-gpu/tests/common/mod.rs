@@ -240,7 +240,9 @@ fn chunked(
         let r = (i as usize * w)..((i + count) as usize * w);
         let comp = tpde_format::codec::chunk::Compression {
             level: 3,
-            max_minor: 1,
+            // Format 1.2, as the default writer: a chunk with a base may
+            // get `RansBase` planes (spec §5.7) where they are smaller.
+            max_minor: 2,
             coder: tpde_format::codec::stream::PlaneCoder::Rans,
         };
         let mut e = encode(w, &target[r.clone()], base.map(|b| &b[r]), op, comp, &mut s);
@@ -1160,4 +1162,197 @@ pub fn every_code_times_many_scales(rng: &mut Rng) -> Vec<Spec> {
         });
     }
     specs
+}
+
+/// Trained weights: sign, exponent 0x68..0x7f (magnitudes 2^-23 .. 1),
+/// random mantissa.
+fn weight(rng: &mut Rng) -> f32 {
+    let r = rng.next();
+    let w = f32::from_bits(0x3400_0000 + ((r as u32 % 24) << 23) + (r as u32 >> 9 & 0x7f_ffff));
+    if r >> 40 & 1 == 1 {
+        -w
+    } else {
+        w
+    }
+}
+
+/// The target over predictor `pred` (elements of `w` bytes): each element
+/// [`ctx_changes`] picks moves by a number of integer steps of its bit
+/// pattern set by the predictor's top byte (plus noise), as an optimizer's
+/// update of about the same size everywhere moves a small weight by more
+/// steps than a large one — what the base context of `RansBase` planes
+/// (spec §5.7) predicts. Stylized so that the writer picks those planes
+/// even for the few values of a sparse chunk.
+fn stepped(rng: &mut Rng, pred: &[u8], w: usize, ce: u64) -> Vec<u8> {
+    let mut out = pred.to_vec();
+    for (i, e) in out.chunks_exact_mut(w).enumerate() {
+        if !ctx_changes(rng, i as u64, ce) {
+            continue;
+        }
+        // Fewer steps the larger the exponent (the top byte's low 7 bits).
+        let step = 1 + u64::from(0x3f_u8.saturating_sub(e[w - 1] & 0x7f)) * 4 + rng.next() % 2;
+        let mut x = [0u8; 8];
+        x[..w].copy_from_slice(e);
+        let v = u64::from_le_bytes(x).wrapping_add(step);
+        e.copy_from_slice(&v.to_le_bytes()[..w]);
+    }
+    out
+}
+
+fn bf16(x: f32) -> [u8; 2] {
+    ((x.to_bits() >> 16) as u16).to_le_bytes()
+}
+
+/// Whether element `i` of a [`base_ctx_specs`] tensor changes: chunk 0 and
+/// the tail every element (dense), chunk 1 most of a block of 15/32 of it (sparse: enough values
+/// that the base context's frequency tables pay off), chunk 2
+/// none (zero).
+fn ctx_changes(rng: &mut Rng, i: u64, ce: u64) -> bool {
+    match i / ce {
+        // A block: its gaps cost next to nothing, so sparse wins.
+        1 => (ce / 8..ce / 8 + ce * 15 / 32).contains(&(i % ce)) && rng.next() % 8 != 0,
+        2 => false,
+        _ => true,
+    }
+}
+
+/// Chunk elements of [`base_ctx_specs`] tensors.
+pub const CTX_CHUNK: u64 = 32768;
+
+/// Trained-weight-like pairs (format v1.2) whose dense and sparse chunks
+/// the writer codes with `RansBase` planes (spec §5.7), over a plain BF16
+/// base, a BF16 base widened to F32, a row-mapped BF16 base (rows no run
+/// covers predicted by zero) and a quantized base (I8 codes, per-row F32
+/// scales), each inline chunked, inline plain and external. Chunks: dense,
+/// sparse, zero, and a dense tail.
+pub fn base_ctx_specs(rng: &mut Rng) -> Vec<Spec> {
+    let ce = CTX_CHUNK;
+    let row = 64u64;
+    let n = 3 * ce + ce / 2;
+    let rows_t = n / row; // 1792 target rows
+    let kinds = [
+        ("inline", BaseKind::Inline { plain: false }),
+        ("inline-plain", BaseKind::Inline { plain: true }),
+        ("external", BaseKind::External),
+    ];
+    let spec = |name: String, dtype, shape: Vec<u64>, base, target, kind| Spec {
+        name,
+        dtype,
+        shape,
+        base,
+        target,
+        kind,
+        op: Op::AddZigzag,
+        chunk_elems: ce,
+        tamper: None,
+        narrow: None,
+        rows: None,
+        quant: None,
+    };
+    let mut specs = Vec::new();
+    for (kn, kind) in kinds {
+        // Plain BF16 base.
+        let base: Vec<u8> = (0..n).flat_map(|_| bf16(weight(rng))).collect();
+        let target = stepped(rng, &base, 2, ce);
+        specs.push(spec(
+            format!("ctx-plain-{kn}"),
+            Dtype::BF16,
+            vec![rows_t, row],
+            Some(base),
+            target,
+            kind,
+        ));
+        // BF16 base widened to F32.
+        let base: Vec<u8> = (0..n).flat_map(|_| bf16(weight(rng))).collect();
+        let mut wide = vec![0u8; (n * 4) as usize];
+        tpde_format::codec::widen::widen(Dtype::BF16, Dtype::F32, &base, &mut wide);
+        let target = stepped(rng, &wide, 4, ce);
+        let mut s = spec(
+            format!("ctx-widened-{kn}"),
+            Dtype::F32,
+            vec![rows_t, row],
+            Some(base),
+            target,
+            kind,
+        );
+        s.narrow = Some(Dtype::BF16);
+        specs.push(s);
+        // Row-mapped BF16 base: rows dropped, rows inserted (predicted by
+        // zero), runs starting and ending mid-chunk.
+        let rows_b = rows_t + 40;
+        let runs = vec![
+            run(0, 0, 400),
+            run(400, 430, 240),
+            run(680, 700, 600),
+            run(1320, 1350, 472),
+        ];
+        let base: Vec<u8> = (0..rows_b * row).flat_map(|_| bf16(weight(rng))).collect();
+        let rb = row * 2;
+        let mut pred = vec![0u8; (n * 2) as usize];
+        rows::predict(&runs, rb, &base, 0..n * 2, &mut pred);
+        let target = stepped(rng, &pred, 2, ce);
+        let mut s = spec(
+            format!("ctx-rows-{kn}"),
+            Dtype::BF16,
+            vec![rows_t, row],
+            Some(base),
+            target,
+            kind,
+        );
+        s.rows = Some(RowMap {
+            base_shape: vec![rows_b, row],
+            runs,
+        });
+        specs.push(s);
+        // Quantized base: I8 codes, per-row scales.
+        let q: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+        let scales: Vec<u8> = (0..rows_t)
+            .flat_map(|_| (2f32.powi(-(8 + (rng.next() % 8) as i32))).to_le_bytes())
+            .collect();
+        let mut pred = vec![0u8; (n * 4) as usize];
+        dequant::predict(&q, true, &scales, 0, ScaleAxis::Rows, row, 0, &mut pred);
+        let target = stepped(rng, &pred, 4, ce);
+        let mut s = spec(
+            format!("ctx-dequant-{kn}"),
+            Dtype::F32,
+            vec![rows_t, row],
+            None,
+            target,
+            kind,
+        );
+        s.quant = Some(Quant {
+            q,
+            signed: true,
+            scales,
+            scale_shape: vec![rows_t],
+            axis: ScaleAxis::Rows,
+            plain: match kind {
+                BaseKind::Inline { plain } => (plain, plain),
+                _ => (false, false),
+            },
+            scale_chunk: 100,
+        });
+        specs.push(s);
+    }
+    specs
+}
+
+/// Per tensor: the kinds of the chunks whose values have a `RansBase`
+/// plane (format v1.2).
+pub fn rans_base_chunks(index: &Index) -> Vec<(String, Vec<ChunkKind>)> {
+    index
+        .tensors
+        .iter()
+        .map(|t| {
+            let kinds = match &t.payload {
+                Payload::Chunked { chunks, .. } => chunks
+                    .iter()
+                    .filter(|c| c.values.uses_base_context())
+                    .map(|c| c.kind)
+                    .collect(),
+                Payload::Plain { .. } => Vec::new(),
+            };
+            (t.name.clone(), kinds)
+        })
+        .collect()
 }
