@@ -585,3 +585,76 @@ fn dequant_bases_on_the_device() {
     let err = gpu.load_all_onto(HashMap::from([(qname, q)])).unwrap_err();
     assert!(matches!(err, GpuError::DeviceBase { .. }), "{err}");
 }
+
+/// `RansBase` planes (format v1.2, spec §5.7) in dense and sparse chunks
+/// over plain, widened, row-mapped and quantized bases, each inline
+/// chunked, inline plain and external: loaded with host bases (context
+/// from host bytes, or inline base chunks decoded on the CPU), onto
+/// borrowed device bases (`load_onto`, `load_onto_quantized`: context
+/// bytes copied device -> host, bases unchanged) and with every base
+/// handed over at once (`load_all_onto`, in place where the base fits),
+/// bit-exact against the CPU reader.
+#[test]
+fn base_context_planes_on_the_device() {
+    if !device_or_skip() {
+        return;
+    }
+    for (seed, opts) in option_sets().into_iter().enumerate() {
+        let built = common::build(&common::base_ctx_specs(&mut common::Rng::new(
+            seed as u64 + 101,
+        )));
+        let a = Archive::from_bytes(built.bytes.as_slice(), ReadLimits::default()).unwrap();
+        assert!(a.index().uses_base_context());
+        let gpu = GpuArchive::new(a, 0, opts.clone()).unwrap();
+        let names: Vec<String> = gpu
+            .archive()
+            .index()
+            .tensors
+            .iter()
+            .map(|t| t.name.clone())
+            .collect();
+        let cpu: Vec<Vec<u8>> = names
+            .iter()
+            .map(|n| gpu.archive().decode_tensor(n, &built.external).unwrap())
+            .collect();
+        let got = gpu.load_all_with(&built.external).unwrap();
+        for (t, dt) in got.iter().enumerate() {
+            assert_eq!(dt.copy_to_host().unwrap(), cpu[t], "{} {opts:?}", dt.name);
+        }
+        drop(got);
+        let mut bases = HashMap::new();
+        for (t, want) in cpu.iter().enumerate() {
+            if tpde_gpu::plan::dequant_names(gpu.archive(), t).is_some() {
+                let (q, s) = upload_dequant(&gpu, &built, t);
+                let out = gpu.load_onto_quantized(&names[t], &q, &s).unwrap();
+                assert_eq!(&out.copy_to_host().unwrap(), want, "{} onto", names[t]);
+                assert_eq!(q.copy_to_host().unwrap(), built.bases[&q.name]);
+                assert_eq!(s.copy_to_host().unwrap(), built.bases[&s.name]);
+                bases.insert(q.name.clone(), q);
+                bases.insert(s.name.clone(), s);
+                continue;
+            }
+            let rec = gpu.archive().index().tensors[t].clone();
+            let bname = base_name(&rec).unwrap();
+            let base = upload(&gpu, &bname, t, &built.bases[&bname]);
+            let out = gpu.load_onto(&rec.name, &base).unwrap();
+            assert_eq!(
+                &out.copy_to_host().unwrap(),
+                want,
+                "{} onto {opts:?}",
+                rec.name
+            );
+            assert_eq!(base.copy_to_host().unwrap(), built.bases[&bname]);
+            bases.insert(bname, base);
+        }
+        let got = gpu.load_all_onto(bases).unwrap();
+        for (t, dt) in got.iter().enumerate() {
+            assert_eq!(
+                dt.copy_to_host().unwrap(),
+                cpu[t],
+                "{} all onto {opts:?}",
+                dt.name
+            );
+        }
+    }
+}
