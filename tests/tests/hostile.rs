@@ -1423,3 +1423,62 @@ fn widened_external_base_with_the_wrong_digest() {
     }
     assert_err!(decode_all_with(&a, &retyped), Error::BaseMismatch { .. });
 }
+
+// ---- whole-file streaming (unpack's pipelined decode) ---------------------------
+
+#[test]
+fn windowed_streaming_matches_and_reports_the_first_bad_chunk_in_file_order() {
+    // 256-element chunks and windows of 1 KiB: every tensor of the synthetic
+    // pair (3000 elements) streams as several windows, and small runs are
+    // cut at every tensor, so both kinds of pipelined segment are driven.
+    let a = synthetic_archive(BaseMode::Inline, 256);
+    let archive = open(&a).unwrap();
+    let whole = |a: &Archive<&[u8]>| {
+        let mut out = Vec::new();
+        tpde_format::unpack::stream_file(a, 0, &NoBase, &mut |b| {
+            out.extend_from_slice(b);
+            Ok(())
+        })
+        .map(|()| out)
+    };
+    let reference = whole(&archive).unwrap();
+    for window in [1u64, 1024, 4096, 1 << 20] {
+        let mut out = Vec::new();
+        tpde_format::unpack::stream_file_windowed(&archive, 0, &NoBase, window, &mut |b| {
+            out.extend_from_slice(b);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(out, reference, "window {window}");
+    }
+    // Two damaged chunks, in the second and the last tensor: the error names
+    // the earlier one, whatever the window and thread timing.
+    let mut p = Parts::parse(&a);
+    for name in ["w.u16", "new.bf16"] {
+        let t = p.target(name);
+        let (start, _) = p.blob_range(Blob::Chunk(Table::Target, t, 5));
+        p.data[start as usize - tpde_format::format::HEADER_LEN] ^= 1;
+    }
+    let bad = p.to_bytes();
+    let bad = open(&bad).unwrap();
+    for window in [1u64, 1024, 1 << 20] {
+        assert_err!(
+            tpde_format::unpack::stream_file_windowed(&bad, 0, &NoBase, window, &mut |_| Ok(())),
+            Error::ChunkChecksum { location: Location::Chunk { tensor, chunk: 5, .. }, .. }
+                if tensor == "w.u16"
+        );
+    }
+    // A failing sink stops the stream with its error.
+    let mut calls = 0;
+    assert_err!(
+        tpde_format::unpack::stream_file_windowed(&archive, 0, &NoBase, 1024, &mut |_| {
+            calls += 1;
+            if calls == 4 {
+                Err(Error::Usage("sink full".into()))
+            } else {
+                Ok(())
+            }
+        }),
+        Error::Usage(m) if m == "sink full"
+    );
+}

@@ -96,6 +96,12 @@ pub fn builtin(root: &Path, shared: &Path, corpus: &Path) -> Vec<Pair> {
             Kind::Precision,
         ),
         pair(
+            "minilm6 fp32, base = int8 release (codes + scales)",
+            Some(c("minilm6.int8native.safetensors")),
+            c("minilm6.fp32.safetensors"),
+            Kind::Precision,
+        ),
+        pair(
             "corpus silero.v62 -> silero.16k",
             Some(c("silero.v62.fp32.safetensors")),
             c("silero.16k.fp32.safetensors"),
