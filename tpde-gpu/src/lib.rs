@@ -10,7 +10,12 @@
 //! quantized base (`f32(q) × scale`, format v1.2) from its one-byte codes.
 //! Sparse chunks' gap-encoded positions are decoded on the device by prefix
 //! sums. For a delta chunk only its decoded values and raw gap bytes cross
-//! PCIe; a base already on the device never does. Performance and what
+//! PCIe; a base already on the device never does, except that values coded
+//! with `RansBase` planes (format v1.2, the default writer's for chunks
+//! with a base) need the base's top byte under each value on the CPU: for
+//! such chunks the base bytes under the chunk are copied device → host (or
+//! computed on the host, see [`stage`]); archives packed with
+//! `--planes zstd` have none. Performance and what
 //! bounds it: `tpde-gpu/BENCHMARKS-gpu.md`.
 //!
 //! ```no_run
