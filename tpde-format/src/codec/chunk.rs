@@ -173,6 +173,16 @@ pub fn choose_op(width: usize, target: &[u8], base: Option<&[u8]>, comp: Compres
         return Op::Replace;
     }
     let mut s = EncodeScratch::default();
+    // Writing 1.2 with rANS planes, planes may use the base as context
+    // (spec §5.7): the op that is cheapest that way may be another one.
+    let mut base_msb = Vec::new();
+    let ctx = match base {
+        Some(b) if comp.max_minor >= 2 && comp.coder == stream::PlaneCoder::Rans && width > 1 => {
+            base_context(b, width, None, &mut base_msb);
+            Some(base_msb.as_slice())
+        }
+        _ => None,
+    };
     let mut best = (u64::MAX, Op::Xor);
     for op in [Op::Xor, Op::Add, Op::AddZigzag, Op::Replace] {
         if op == Op::AddZigzag && comp.max_minor < 1 {
@@ -180,7 +190,7 @@ pub fn choose_op(width: usize, target: &[u8], base: Option<&[u8]>, comp: Compres
         }
         with_word!(width, W => combine::dense_delta_planes::<W>(op, base, target, &mut s.planes));
         // An entropy estimate, not a trial compression: 4 candidates per tensor.
-        let est = stream::estimate_planes(&s.planes, width) as u64;
+        let est = stream::estimate_planes_with(&s.planes, width, ctx) as u64;
         if est < best.0 {
             best = (est, op);
         }

@@ -28,6 +28,15 @@ fn zstd_compress(raw: &[u8], level: i32) -> Option<Vec<u8>> {
 /// of the previous plane's byte (what the rANS coder can exploit), plus a
 /// rough table cost, capped at raw. Sampled on large planes.
 pub fn estimate_planes(planes: &[u8], width: usize) -> f64 {
+    estimate_planes_with(planes, width, None)
+}
+
+/// [`estimate_planes`], also costing each plane conditioned on the base's
+/// byte under each value (`base_ctx`, one per element: spec §5.7), as a
+/// `RansBase` plane would be coded. Each context value is its own bucket
+/// here, with its table paid per symbol used: the encoder merges them into
+/// at most 16, so sparse contexts are not overrated.
+pub fn estimate_planes_with(planes: &[u8], width: usize, base_ctx: Option<&[u8]>) -> f64 {
     if planes.is_empty() {
         return 0.0;
     }
@@ -58,6 +67,7 @@ pub fn estimate_planes(planes: &[u8], width: usize) -> f64 {
     };
     let mut total = 0.0;
     let mut prev: Option<&[u8]> = None;
+    let base_ctx = base_ctx.filter(|c| c.len() == n && n >= BASE_CTX_MIN_PLANE);
     for plane in planes.chunks_exact(n) {
         let mut h0 = [0u32; 256];
         let mut h1 = vec![[0u32; 256]; if prev.is_some() { 16 } else { 0 }];
@@ -83,6 +93,19 @@ pub fn estimate_planes(planes: &[u8], width: usize) -> f64 {
                 u1 += u;
             }
             best = best.min(b1 * scale + u1 as f64 * 1.5);
+        }
+        if let Some(ctx) = base_ctx {
+            let mut h2 = vec![[0u32; 256]; 256];
+            for (&x, &c) in plane.iter().zip(ctx).step_by(step) {
+                h2[c as usize][x as usize] += 1;
+            }
+            let (mut b2, mut u2) = (0.0, 0);
+            for t in &h2 {
+                let (b, u) = h(t);
+                b2 += b;
+                u2 += u;
+            }
+            best = best.min(b2 * scale + u2 as f64 * 1.5);
         }
         total += best.min(n as f64);
         prev = Some(plane);
