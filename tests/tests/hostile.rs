@@ -1426,6 +1426,8 @@ fn widened_external_base_with_the_wrong_digest() {
 
 // ---- whole-file streaming (unpack's pipelined decode) ---------------------------
 
+use tpde_format::unpack::Digests;
+
 #[test]
 fn windowed_streaming_matches_and_reports_the_first_bad_chunk_in_file_order() {
     // 256-element chunks and windows of 1 KiB: every tensor of the synthetic
@@ -1442,14 +1444,24 @@ fn windowed_streaming_matches_and_reports_the_first_bad_chunk_in_file_order() {
         .map(|()| out)
     };
     let reference = whole(&archive).unwrap();
-    for window in [1u64, 1024, 4096, 1 << 20] {
+    for (window, digests) in [1u64, 1024, 4096, 1 << 20]
+        .into_iter()
+        .flat_map(|w| [(w, Digests::File), (w, Digests::All)])
+    {
         let mut out = Vec::new();
-        tpde_format::unpack::stream_file_windowed(&archive, 0, &NoBase, window, &mut |b| {
-            out.extend_from_slice(b);
-            Ok(())
-        })
+        tpde_format::unpack::stream_file_windowed(
+            &archive,
+            0,
+            &NoBase,
+            digests,
+            window,
+            &mut |b| {
+                out.extend_from_slice(b);
+                Ok(())
+            },
+        )
         .unwrap();
-        assert_eq!(out, reference, "window {window}");
+        assert_eq!(out, reference, "window {window}, {digests:?}");
     }
     // Two damaged chunks, in the second and the last tensor: the error names
     // the earlier one, whatever the window and thread timing.
@@ -1463,15 +1475,38 @@ fn windowed_streaming_matches_and_reports_the_first_bad_chunk_in_file_order() {
     let bad = open(&bad).unwrap();
     for window in [1u64, 1024, 1 << 20] {
         assert_err!(
-            tpde_format::unpack::stream_file_windowed(&bad, 0, &NoBase, window, &mut |_| Ok(())),
+            tpde_format::unpack::stream_file_windowed(&bad, 0, &NoBase, Digests::File, window, &mut |_| Ok(())),
             Error::ChunkChecksum { location: Location::Chunk { tensor, chunk: 5, .. }, .. }
                 if tensor == "w.u16"
         );
     }
+    // A wrong recorded tensor digest: with every digest checked, a tensor
+    // streamed in windows is refused by name; the file digest alone (which
+    // does not cover the index) lets the right bytes through.
+    let mut p = Parts::parse(&a);
+    let t = p.target("w.u16");
+    p.index.tensors[t].sha256[3] ^= 1;
+    let tampered = p.to_bytes();
+    let tampered = open(&tampered).unwrap();
+    for window in [1u64, 1024, 1 << 20] {
+        assert_err!(
+            tpde_format::unpack::stream_file_windowed(&tampered, 0, &NoBase, Digests::All, window, &mut |_| Ok(())),
+            Error::TensorDigest { tensor, .. } if tensor == "w.u16"
+        );
+        tpde_format::unpack::stream_file_windowed(
+            &tampered,
+            0,
+            &NoBase,
+            Digests::File,
+            window,
+            &mut |_| Ok(()),
+        )
+        .unwrap();
+    }
     // A failing sink stops the stream with its error.
     let mut calls = 0;
     assert_err!(
-        tpde_format::unpack::stream_file_windowed(&archive, 0, &NoBase, 1024, &mut |_| {
+        tpde_format::unpack::stream_file_windowed(&archive, 0, &NoBase, Digests::File, 1024, &mut |_| {
             calls += 1;
             if calls == 4 {
                 Err(Error::Usage("sink full".into()))

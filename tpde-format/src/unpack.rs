@@ -39,17 +39,16 @@ pub struct UnpackReport {
 }
 
 /// Streams the bytes of target tensor `t` to `sink` window by window, and
-/// (with `check`) its digest and its external base's. Memory stays at one
-/// window whatever the tensor size.
+/// checks its digest and its external base's. Memory stays at one window
+/// whatever the tensor size.
 fn stream_tensor<D: AsRef<[u8]> + Sync>(
     a: &Archive<D>,
     t: usize,
     base: &dyn BaseProvider,
-    check: bool,
     sink: &mut dyn FnMut(&[u8]) -> Result<()>,
 ) -> Result<()> {
     let rec = &a.index().tensors[t];
-    let view = a.resolve_base_checked(t, base, check)?;
+    let view = a.resolve_base(t, base)?;
     let n = a.chunk_count(t);
     let mut sha = Sha256::new();
     let mut buf = Vec::new();
@@ -64,14 +63,12 @@ fn stream_tensor<D: AsRef<[u8]> + Sync>(
         buf.clear();
         buf.resize(len, 0);
         a.decode_chunks_into(t, first..last, view, &mut buf)?;
-        if check {
-            sha.update(&buf);
-        }
+        sha.update(&buf);
         sink(&buf)?;
         first = last;
     }
     let actual: [u8; 32] = sha.finalize().into();
-    if check && actual != rec.sha256 {
+    if actual != rec.sha256 {
         return Err(Error::TensorDigest {
             tensor: rec.name.clone(),
             expected: hex(&rec.sha256),
@@ -115,76 +112,7 @@ pub fn stream_file_with<D: AsRef<[u8]> + Sync>(
     digests: Digests,
     sink: &mut dyn FnMut(&[u8]) -> Result<()>,
 ) -> Result<()> {
-    let all = digests == Digests::All;
-    let rec = &a.index().files[fi];
-    let mut sha = Sha256::new();
-    let mut hashed = |bytes: &[u8]| -> Result<()> {
-        sha.update(bytes);
-        sink(bytes)
-    };
-    hashed(&(rec.header.len() as u64).to_le_bytes())?;
-    hashed(&rec.header)?;
-    // Most tensors of a checkpoint are one chunk, so parallelism inside a
-    // tensor alone leaves cores idle: runs of small tensors (up to one
-    // window of bytes) are resolved, decoded and digest-checked in
-    // parallel, then written in order. A tensor over the window streams
-    // chunk-parallel on its own. Errors are reported in file order, as a
-    // serial decode would.
-    let len = |t: u32| a.index().tensors[t as usize].byte_len().unwrap_or(0);
-    if !all {
-        pipelined(a, &rec.tensors, base, WINDOW_BYTES, &mut hashed)?;
-    }
-    let mut rest = if all { rec.tensors.as_slice() } else { &[] };
-    while let Some(&first) = rest.first() {
-        if len(first) > WINDOW_BYTES {
-            stream_tensor(a, first as usize, base, all, &mut hashed)?;
-            rest = &rest[1..];
-            continue;
-        }
-        let mut total = 0;
-        let run = rest
-            .iter()
-            .take_while(|&&t| {
-                total += len(t);
-                len(t) <= WINDOW_BYTES && total <= WINDOW_BYTES
-            })
-            .count()
-            .max(1);
-        let decoded: Vec<Result<Vec<u8>>> = rest[..run]
-            .par_iter()
-            .map(|&t| {
-                let mut buf = vec![0u8; len(t) as usize];
-                if all {
-                    a.decode_into(t as usize, base, &mut buf)?;
-                } else {
-                    let t = t as usize;
-                    let view = a.resolve_base_checked(t, base, false)?;
-                    a.decode_chunks_into(t, 0..a.chunk_count(t), view, &mut buf)?;
-                }
-                Ok(buf)
-            })
-            .collect();
-        for bytes in decoded {
-            hashed(&bytes?)?;
-        }
-        rest = &rest[run..];
-    }
-    let actual: [u8; 32] = sha.finalize().into();
-    if actual != rec.sha256 {
-        if !all {
-            // Name the culprit: the first tensor whose own (or whose base's)
-            // digest fails. Only on this error path are they computed.
-            for &t in &rec.tensors {
-                stream_tensor(a, t as usize, base, true, &mut |_| Ok(()))?;
-            }
-        }
-        return Err(Error::FileDigest {
-            file: rec.name.clone(),
-            expected: hex(&rec.sha256),
-            actual: hex(&actual),
-        });
-    }
-    Ok(())
+    stream_file_inner(a, fi, base, digests, WINDOW_BYTES, sink)
 }
 
 /// [`stream_file`] with decode windows of `window` bytes instead of
@@ -194,9 +122,22 @@ pub fn stream_file_windowed<D: AsRef<[u8]> + Sync>(
     a: &Archive<D>,
     fi: usize,
     base: &dyn BaseProvider,
+    digests: Digests,
     window: u64,
     sink: &mut dyn FnMut(&[u8]) -> Result<()>,
 ) -> Result<()> {
+    stream_file_inner(a, fi, base, digests, window, sink)
+}
+
+fn stream_file_inner<D: AsRef<[u8]> + Sync>(
+    a: &Archive<D>,
+    fi: usize,
+    base: &dyn BaseProvider,
+    digests: Digests,
+    window: u64,
+    sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    let all = digests == Digests::All;
     let rec = &a.index().files[fi];
     let mut sha = Sha256::new();
     let mut hashed = |bytes: &[u8]| -> Result<()> {
@@ -205,9 +146,16 @@ pub fn stream_file_windowed<D: AsRef<[u8]> + Sync>(
     };
     hashed(&(rec.header.len() as u64).to_le_bytes())?;
     hashed(&rec.header)?;
-    pipelined(a, &rec.tensors, base, window, &mut hashed)?;
+    pipelined(a, &rec.tensors, base, window, all, &mut hashed)?;
     let actual: [u8; 32] = sha.finalize().into();
     if actual != rec.sha256 {
+        if !all {
+            // Name the culprit: the first tensor whose own (or whose base's)
+            // digest fails. Only on this error path are they computed.
+            for &t in &rec.tensors {
+                stream_tensor(a, t as usize, base, &mut |_| Ok(()))?;
+            }
+        }
         return Err(Error::FileDigest {
             file: rec.name.clone(),
             expected: hex(&rec.sha256),
@@ -226,16 +174,21 @@ enum Segment {
 }
 
 /// Decodes the tensors `list` (whole-file order) and feeds their bytes to
-/// `consume`, without tensor digests ([`Digests::File`]). Decoding segment
+/// `consume`; with `all`, checks every tensor's digest and every external
+/// base's ([`Digests::All`]). Most tensors of a checkpoint are one chunk,
+/// so parallelism inside a tensor alone leaves cores idle: runs of small
+/// tensors (up to one window of bytes) decode in parallel, and a larger
+/// tensor streams window by window, chunk-parallel. Decoding segment
 /// `k + 1` on the pool overlaps consuming segment `k` (the file digest and
-/// the write, both serial) on this thread, so the serial part no longer
-/// caps the speed-up from more threads. At most two segments (of up to a
-/// window each) are held.
+/// the write, both serial) on this thread, so the serial part does not cap
+/// the speed-up from more threads. At most two segments (of up to a window
+/// each) are held; errors come in file order, as a serial decode's would.
 fn pipelined<D: AsRef<[u8]> + Sync>(
     a: &Archive<D>,
     list: &[u32],
     base: &dyn BaseProvider,
     window: u64,
+    all: bool,
     consume: &mut dyn FnMut(&[u8]) -> Result<()>,
 ) -> Result<()> {
     let len = |t: u32| a.index().tensors[t as usize].byte_len().unwrap_or(0);
@@ -276,20 +229,28 @@ fn pipelined<D: AsRef<[u8]> + Sync>(
                 .map(|&t| {
                     let t = t as usize;
                     let mut buf = vec![0u8; len(t as u32) as usize];
-                    let view = a.resolve_base_checked(t, base, false)?;
-                    a.decode_chunks_into(t, 0..a.chunk_count(t), view, &mut buf)?;
+                    if all {
+                        a.decode_into(t, base, &mut buf)?;
+                    } else {
+                        let view = a.resolve_base_checked(t, base, false)?;
+                        a.decode_chunks_into(t, 0..a.chunk_count(t), view, &mut buf)?;
+                    }
                     Ok(buf)
                 })
                 .collect(),
             Segment::Window(t, chunks) => {
                 let mut buf = vec![0u8; a.chunks_byte_len(*t, chunks.clone()) as usize];
+                // The base's digest once per tensor, with its first window.
+                let check = all && chunks.start == 0;
                 let r = a
-                    .resolve_base_checked(*t, base, false)
+                    .resolve_base_checked(*t, base, check)
                     .and_then(|view| a.decode_chunks_into(*t, chunks.clone(), view, &mut buf));
                 vec![r.map(|()| buf)]
             }
         }
     };
+    // With `all`, a windowed tensor's digest runs over its windows in order.
+    let mut tensor_sha: Option<Sha256> = None;
     let mut current: Option<Vec<Result<Vec<u8>>>> = None;
     for k in 0..=segments.len() {
         let mut next = None;
@@ -299,8 +260,28 @@ fn pipelined<D: AsRef<[u8]> + Sync>(
                 let decode = &decode;
                 s.spawn(move |_| *slot = Some(decode(seg)));
             }
+            let Some(done) = k.checked_sub(1).and_then(|j| segments.get(j)) else {
+                return Ok(());
+            };
             for bytes in current.take().into_iter().flatten() {
-                consume(&bytes?)?;
+                let bytes = bytes?;
+                if let (true, Segment::Window(t, chunks)) = (all, done) {
+                    let sha = tensor_sha.get_or_insert_with(Sha256::new);
+                    sha.update(&bytes);
+                    if chunks.end == a.chunk_count(*t) {
+                        let rec = &a.index().tensors[*t];
+                        let actual: [u8; 32] =
+                            tensor_sha.take().unwrap_or_default().finalize().into();
+                        if actual != rec.sha256 {
+                            return Err(Error::TensorDigest {
+                                tensor: rec.name.clone(),
+                                expected: hex(&rec.sha256),
+                                actual: hex(&actual),
+                            });
+                        }
+                    }
+                }
+                consume(&bytes)?;
             }
             Ok::<(), Error>(())
         });
@@ -435,7 +416,7 @@ pub fn unpack<D: AsRef<[u8]> + Sync>(
                 sink(&(header.len() as u64).to_le_bytes())?;
                 sink(&header)?;
                 for &t in &ids {
-                    stream_tensor(a, t, base, true, &mut *sink)?;
+                    stream_tensor(a, t, base, &mut *sink)?;
                 }
                 Ok(())
             },
