@@ -532,3 +532,38 @@ pub fn v11_archive(mode: BaseMode, chunk_elems: u64) -> Vec<u8> {
         tpde_format::format::VERSION_MINOR,
     )
 }
+
+/// Asserts that `$res` is `Err` matching `$pat` (and the guard), printing
+/// the actual outcome otherwise: the one assertion of every hostile test.
+#[macro_export]
+macro_rules! assert_err {
+    ($res:expr, $pat:pat $(if $guard:expr)?) => {
+        match $res {
+            Err($pat) $(if $guard)? => {}
+            Err(e) => panic!("wrong error: {e:?}\n  ({e})"),
+            Ok(_) => panic!("hostile input accepted"),
+        }
+    };
+}
+
+/// Opens `bytes` as an archive with the default limits.
+pub fn open(bytes: &[u8]) -> Result<tpde_format::Archive<&[u8]>, tpde_format::Error> {
+    tpde_format::Archive::from_bytes(bytes, tpde_format::ReadLimits::default())
+}
+
+/// Opens and decodes every target tensor (checking digests) against `base`.
+pub fn decode_all_with(
+    bytes: &[u8],
+    base: &dyn tpde_format::BaseProvider,
+) -> Result<(), tpde_format::Error> {
+    let a = open(bytes)?;
+    for t in &a.index().tensors {
+        a.decode_tensor(&t.name, base)?;
+    }
+    Ok(())
+}
+
+/// [`decode_all_with`] without a base.
+pub fn decode_all(bytes: &[u8]) -> Result<(), tpde_format::Error> {
+    decode_all_with(bytes, &tpde_format::NoBase)
+}

@@ -20,37 +20,9 @@ use tpde_format::pack::BaseMode;
 use tpde_format::read::validate::is_safe_file_name;
 use tpde_format::safetensors::Checkpoint;
 use tpde_format::unpack::{unpack, verify, UnpackOptions};
-use tpde_format::{Archive, BaseProvider, Error, Location, NoBase, ReadLimits};
+use tpde_format::{Archive, Error, Location, NoBase, ReadLimits};
+use tpde_tests::assert_err;
 use tpde_tests::hostile::*;
-
-/// Asserts that `$res` is `Err` matching `$pat` (and the guard), printing
-/// the actual outcome otherwise.
-macro_rules! assert_err {
-    ($res:expr, $pat:pat $(if $guard:expr)?) => {
-        match $res {
-            Err($pat) $(if $guard)? => {}
-            Err(e) => panic!("wrong error: {e:?}\n  ({e})"),
-            Ok(_) => panic!("hostile input accepted"),
-        }
-    };
-}
-
-fn open(bytes: &[u8]) -> Result<Archive<&[u8]>, Error> {
-    Archive::from_bytes(bytes, ReadLimits::default())
-}
-
-/// Opens and decodes every target tensor (checking digests) against `base`.
-fn decode_all_with(bytes: &[u8], base: &dyn BaseProvider) -> Result<(), Error> {
-    let a = open(bytes)?;
-    for t in &a.index().tensors {
-        a.decode_tensor(&t.name, base)?;
-    }
-    Ok(())
-}
-
-fn decode_all(bytes: &[u8]) -> Result<(), Error> {
-    decode_all_with(bytes, &NoBase)
-}
 
 /// The example pair, inline base, 4096-element chunks (packed once).
 fn example() -> &'static [u8] {

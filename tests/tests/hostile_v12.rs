@@ -11,31 +11,10 @@
 use sha2::Digest as _;
 use tpde_format::format::{BaseRef, PlaneCodec, RowRun, ScaleAxis};
 use tpde_format::safetensors::Checkpoint;
-use tpde_format::{Archive, BaseProvider, Error, Location, NoBase, ReadLimits};
+use tpde_format::{Archive, BaseProvider, Error, Location, NoBase};
+use tpde_tests::assert_err;
 use tpde_tests::hostile::*;
 use tpde_tests::vectors_v1;
-
-macro_rules! assert_err {
-    ($res:expr, $pat:pat $(if $guard:expr)?) => {
-        match $res {
-            Err($pat) $(if $guard)? => {}
-            Err(e) => panic!("wrong error: {e:?}\n  ({e})"),
-            Ok(_) => panic!("hostile input accepted"),
-        }
-    };
-}
-
-fn open(bytes: &[u8]) -> Result<Archive<&[u8]>, Error> {
-    Archive::from_bytes(bytes, ReadLimits::default())
-}
-
-fn decode_all_with(bytes: &[u8], base: &dyn BaseProvider) -> Result<(), Error> {
-    let a = open(bytes)?;
-    for t in &a.index().tensors {
-        a.decode_tensor(&t.name, base)?;
-    }
-    Ok(())
-}
 
 fn vector(name: &str) -> Vec<u8> {
     std::fs::read(vectors_v1().join(format!("{name}.tpde"))).unwrap()
