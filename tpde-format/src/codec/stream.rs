@@ -33,15 +33,64 @@ pub fn estimate_planes(planes: &[u8], width: usize) -> f64 {
 
 /// [`estimate_planes`], also costing each plane conditioned on the base's
 /// byte under each value (`base_ctx`, one per element: spec §5.7), as a
-/// `RansBase` plane would be coded. Each context value is its own bucket
-/// here, with its table paid per symbol used: the encoder merges them into
-/// at most 16, so sparse contexts are not overrated.
+/// `RansBase` plane would be coded.
 pub fn estimate_planes_with(planes: &[u8], width: usize, base_ctx: Option<&[u8]>) -> f64 {
     if planes.is_empty() {
         return 0.0;
     }
     let n = planes.len() / width;
-    let step = if n > 1 << 16 { 4 } else { 1 };
+    let base_ctx = base_ctx.filter(|c| c.len() == n && n >= BASE_CTX_MIN_PLANE);
+    let mut total = 0.0;
+    let mut prev: Option<&[u8]> = None;
+    for plane in planes.chunks_exact(n) {
+        let c = plane_costs(plane, prev, base_ctx);
+        total += c.best().min(n as f64);
+        prev = Some(plane);
+    }
+    total
+}
+
+/// Estimated coded bytes of one plane under each context the coder can use.
+#[derive(Debug, Clone, Copy)]
+struct PlaneCosts {
+    /// No context.
+    order0: f64,
+    /// 16 signed-log2 buckets of the previous plane's byte.
+    prev: Option<f64>,
+    /// Each value of the base's byte its own bucket, its table paid per
+    /// symbol used (the encoder merges them into at most 16, so sparse
+    /// contexts are not overrated).
+    base: Option<f64>,
+}
+
+impl PlaneCosts {
+    /// The cheapest way without the base context.
+    fn without_base(self) -> f64 {
+        self.prev.map_or(self.order0, |p| p.min(self.order0))
+    }
+
+    /// The cheapest way.
+    fn best(self) -> f64 {
+        self.base
+            .map_or(self.without_base(), |b| b.min(self.without_base()))
+    }
+}
+
+thread_local! {
+    /// Symbol counts per context byte for [`plane_costs`] (256 × 256),
+    /// reused, and cleared only where a context was seen.
+    static CTX_COUNTS: std::cell::RefCell<Vec<[u32; 256]>> =
+        std::cell::RefCell::new(vec![[0u32; 256]; 256]);
+}
+
+/// Entropy estimates of `plane` (sampled on large planes).
+fn plane_costs(plane: &[u8], prev: Option<&[u8]>, base: Option<&[u8]>) -> PlaneCosts {
+    let n = plane.len();
+    let step = match n {
+        0..=0xffff => 1,
+        0x1_0000..=0x3_ffff => 4,
+        _ => 8,
+    };
     let scale = step as f64 / 8.0; // bits per sampled symbol -> bytes
     let h = |counts: &[u32]| -> (f64, usize) {
         let total: u32 = counts.iter().sum();
@@ -57,6 +106,7 @@ pub fn estimate_planes_with(planes: &[u8], width: usize, base_ctx: Option<&[u8]>
         }
         (bits, used)
     };
+    let cost = |(bits, used): (f64, usize)| bits * scale + used as f64 * 1.5;
     // Signed-log2 buckets of the context byte: 0, 1, 2-3, ..., 64-127 | 128-191, ..., 254, 255.
     let bucket = |b: u8| -> usize {
         if b < 128 {
@@ -65,52 +115,38 @@ pub fn estimate_planes_with(planes: &[u8], width: usize, base_ctx: Option<&[u8]>
             8 + (8 - (!b).leading_zeros() as usize).min(7)
         }
     };
-    let mut total = 0.0;
-    let mut prev: Option<&[u8]> = None;
-    let base_ctx = base_ctx.filter(|c| c.len() == n && n >= BASE_CTX_MIN_PLANE);
-    for plane in planes.chunks_exact(n) {
-        let mut h0 = [0u32; 256];
-        let mut h1 = vec![[0u32; 256]; if prev.is_some() { 16 } else { 0 }];
-        match prev {
-            Some(ctx) => {
-                for (&x, &c) in plane.iter().zip(ctx).step_by(step) {
-                    h0[x as usize] += 1;
-                    h1[bucket(c)][x as usize] += 1;
-                }
+    // One pass fills every histogram the contexts need.
+    let prev = prev.filter(|c| c.len() == n);
+    let base = base.filter(|c| c.len() == n);
+    let mut h0 = [0u32; 256];
+    let mut h1 = [[0u32; 256]; 16];
+    CTX_COUNTS.with(|t| {
+        let mut t = t.borrow_mut();
+        let mut seen = [false; 256];
+        for i in (0..n).step_by(step) {
+            let x = usize::from(plane[i]);
+            h0[x] += 1;
+            if let Some(p) = prev {
+                h1[bucket(p[i])][x] += 1;
             }
-            None => plane
-                .iter()
-                .step_by(step)
-                .for_each(|&x| h0[x as usize] += 1),
+            if let Some(b) = base {
+                let c = usize::from(b[i]);
+                t[c][x] += 1;
+                seen[c] = true;
+            }
         }
-        let (b0, u0) = h(&h0);
-        let mut best = b0 * scale + u0 as f64 * 1.5;
-        if !h1.is_empty() {
-            let (mut b1, mut u1) = (0.0, 0);
-            for t in &h1 {
-                let (b, u) = h(t);
-                b1 += b;
-                u1 += u;
+        let order0 = cost(h(&h0));
+        let prev = prev.map(|_| h1.iter().map(|t| cost(h(t))).sum());
+        let base = base.map(|_| {
+            let mut sum = 0.0;
+            for (c, _) in seen.iter().enumerate().filter(|(_, s)| **s) {
+                sum += cost(h(&t[c]));
+                t[c] = [0; 256];
             }
-            best = best.min(b1 * scale + u1 as f64 * 1.5);
-        }
-        if let Some(ctx) = base_ctx {
-            let mut h2 = vec![[0u32; 256]; 256];
-            for (&x, &c) in plane.iter().zip(ctx).step_by(step) {
-                h2[c as usize][x as usize] += 1;
-            }
-            let (mut b2, mut u2) = (0.0, 0);
-            for t in &h2 {
-                let (b, u) = h(t);
-                b2 += b;
-                u2 += u;
-            }
-            best = best.min(b2 * scale + u2 as f64 * 1.5);
-        }
-        total += best.min(n as f64);
-        prev = Some(plane);
-    }
-    total
+            sum
+        });
+        PlaneCosts { order0, prev, base }
+    })
 }
 
 /// Order-0 entropy estimate of `bytes` in bits per byte (sampled on large inputs).
@@ -192,23 +228,32 @@ pub fn compress_planes_with(
                     None
                 }
                 PlaneCoder::Rans => {
-                    let mut p = Vec::with_capacity(plane.len() / 2);
-                    super::entropy::encode_plane(plane, prev, &mut p);
-                    let with_base = base_ctx
-                        .filter(|c| c.len() == n && n >= BASE_CTX_MIN_PLANE)
-                        .map(|ctx| {
-                            let mut q = Vec::with_capacity(p.len());
-                            super::entropy::encode_plane_tuned(
-                                plane,
-                                Some(ctx),
-                                &BASE_TUNING,
-                                &mut q,
-                            );
-                            q
-                        });
-                    match with_base {
-                        Some(q) if q.len() < p.len() => Some((q, PlaneCodec::RansBase)),
-                        _ => Some((p, PlaneCodec::Rans)),
+                    // Code with the base as context, the usual context, or
+                    // both and keep the smaller: both only when the
+                    // estimates are within 5% (each coding costs a pass).
+                    let ctx = base_ctx.filter(|c| c.len() == n && n >= BASE_CTX_MIN_PLANE);
+                    let (try_usual, try_base) = match ctx {
+                        None => (true, false),
+                        Some(c) => {
+                            let costs = plane_costs(plane, prev, Some(c));
+                            let usual = costs.without_base();
+                            let base = costs.base.unwrap_or(f64::MAX);
+                            (base > usual * 0.95, base < usual * 1.05)
+                        }
+                    };
+                    let usual = try_usual.then(|| {
+                        let mut p = Vec::with_capacity(plane.len() / 2);
+                        super::entropy::encode_plane(plane, prev, &mut p);
+                        (p, PlaneCodec::Rans)
+                    });
+                    let with_base = ctx.filter(|_| try_base).map(|c| {
+                        let mut q = Vec::with_capacity(plane.len() / 2);
+                        super::entropy::encode_plane_tuned(plane, Some(c), &BASE_TUNING, &mut q);
+                        (q, PlaneCodec::RansBase)
+                    });
+                    match (usual, with_base) {
+                        (Some(u), Some(b)) => Some(if b.0.len() < u.0.len() { b } else { u }),
+                        (u, b) => u.or(b),
                     }
                 }
             }
