@@ -109,6 +109,10 @@ pub struct PackArgs {
     /// Replace OUT.tpde if it exists.
     #[arg(long, short = 'f')]
     pub force: bool,
+    /// Print one JSON document on success instead of the text summary
+    /// (errors stay text on stderr, with the exit codes of the README).
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub common: Common,
 }
@@ -136,6 +140,10 @@ pub struct VerifyArgs {
     /// The original target checkpoint: also compare the rebuilt bytes with it.
     #[arg(long, value_name = "T")]
     pub against: Option<PathBuf>,
+    /// Print one JSON document on success instead of the text summary
+    /// (errors stay text on stderr, with the exit codes of the README).
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub common: Common,
 }
@@ -159,6 +167,10 @@ pub struct UnpackArgs {
     /// Replace PATH if it exists.
     #[arg(long, short = 'f')]
     pub force: bool,
+    /// Print one JSON document on success instead of the text summary
+    /// (errors stay text on stderr, with the exit codes of the README).
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub common: Common,
 }

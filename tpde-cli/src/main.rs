@@ -227,6 +227,26 @@ fn cmd_pack(a: PackArgs) -> Result<String> {
             )
         }
     };
+    if a.json {
+        return Ok(json_line(&serde_json::json!({
+            "target": a.target.display().to_string(),
+            "archive": a.output.display().to_string(),
+            "archive_bytes": r.archive_bytes,
+            "target_bytes": r.target_bytes,
+            "ratio": r.target_bytes as f64 / r.archive_bytes.max(1) as f64,
+            "tensors": r.tensors,
+            "delta_tensors": r.delta_tensors,
+            "row_mapped_tensors": r.row_mapped_tensors,
+            "quantized_tensors": r.quantized_tensors,
+            "base_mode": match (&a.base, base_mode) {
+                (None, _) => "none",
+                (Some(_), BaseMode::External) => "external",
+                (Some(_), BaseMode::InlinePlain) => "inline_plain",
+                (Some(_), BaseMode::Inline) => "inline",
+            },
+            "seconds": secs,
+        })));
+    }
     Ok(format!(
         "packed   {} -> {}\n\
          tensors  {}: {how}\n\
@@ -241,6 +261,13 @@ fn cmd_pack(a: PackArgs) -> Result<String> {
         took(secs),
         mb_per_s(r.target_bytes, secs),
     ))
+}
+
+/// One pretty JSON document and a newline.
+fn json_line(v: &serde_json::Value) -> String {
+    let mut s = serde_json::to_string_pretty(v).unwrap_or_default();
+    s.push('\n');
+    s
 }
 
 fn cmd_inspect(a: InspectArgs) -> Result<String> {
@@ -292,6 +319,17 @@ fn cmd_verify(a: VerifyArgs) -> Result<String> {
     pb.finish_and_clear();
     let r = r?;
     let secs = start.elapsed().as_secs_f64();
+    if a.json {
+        return Ok(json_line(&serde_json::json!({
+            "archive": a.archive.display().to_string(),
+            "ok": true,
+            "files": r.files,
+            "tensors": r.tensors,
+            "bytes": r.bytes,
+            "compared": r.compared,
+            "seconds": secs,
+        })));
+    }
     let mut out = format!(
         "ok       {}: every chunk checksum, {} tensor digest{} and {} file digest{} match\n\
          rebuilt  {} in {} ({})\n",
@@ -359,6 +397,17 @@ fn cmd_unpack(a: UnpackArgs) -> Result<String> {
     pb.finish_and_clear();
     let r = r?;
     let secs = start.elapsed().as_secs_f64();
+    if a.json {
+        return Ok(json_line(&serde_json::json!({
+            "archive": a.archive.display().to_string(),
+            "output": a.output.display().to_string(),
+            "directory": r.directory,
+            "files": r.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+            "bytes": r.bytes,
+            "tensors": opts.tensors,
+            "seconds": secs,
+        })));
+    }
     let mut out = format!(
         "unpacked {} -> {}{}\n\
          wrote    {} in {} file{} in {} ({}); every digest matched\n",

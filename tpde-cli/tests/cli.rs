@@ -1059,3 +1059,71 @@ fn quantized_base_for_a_dequantized_target() {
         );
     }
 }
+
+/// `pack`, `verify` and `unpack` print one JSON document with `--json`
+/// (errors stay text on stderr with the usual exit codes).
+#[test]
+fn pack_verify_unpack_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("a.tpde");
+    let parse = |o: &Output| -> serde_json::Value {
+        expect_code(o, 0);
+        serde_json::from_slice(&o.stdout).expect("one JSON document")
+    };
+    let v = parse(&tpde([
+        "pack",
+        "--target",
+        TARGET,
+        "--base",
+        BASE,
+        "--external-base",
+        "-o",
+        p(&archive),
+        "--json",
+    ]));
+    assert_eq!(
+        v["archive_bytes"].as_u64().unwrap(),
+        fs::metadata(&archive).unwrap().len()
+    );
+    assert_eq!(
+        v["target_bytes"].as_u64().unwrap(),
+        fs::metadata(TARGET).unwrap().len()
+    );
+    assert_eq!(v["tensors"], 15);
+    assert_eq!(v["delta_tensors"], 15);
+    assert_eq!(v["base_mode"], "external");
+    let v = parse(&tpde([
+        "verify",
+        p(&archive),
+        "--base",
+        BASE,
+        "--against",
+        TARGET,
+        "--json",
+    ]));
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["compared"], true);
+    assert_eq!(v["tensors"], 15);
+    assert_eq!(
+        v["bytes"].as_u64().unwrap(),
+        fs::metadata(TARGET).unwrap().len()
+    );
+    let out = dir.path().join("out.safetensors");
+    let v = parse(&tpde([
+        "unpack",
+        p(&archive),
+        "--base",
+        BASE,
+        "-o",
+        p(&out),
+        "--json",
+    ]));
+    assert_eq!(v["files"][0], "out.safetensors");
+    assert_eq!(v["directory"], false);
+    assert_eq!(fs::read(&out).unwrap(), fs::read(TARGET).unwrap());
+    // An error is not JSON: text on stderr, exit 2 (no base given).
+    let o = tpde(["verify", p(&archive), "--json"]);
+    expect_code(&o, 2);
+    assert!(o.stdout.is_empty());
+    assert!(stderr(&o).contains("--base"));
+}
