@@ -562,7 +562,12 @@ impl ArchiveWriter {
                 shape: base_shape.to_vec(),
                 rows: rows.to_vec(),
             },
-            BaseInput::Rows { .. } => unreachable!("checked above"),
+            // Refused before any chunk was written (`base_src` above).
+            BaseInput::Rows { .. } => {
+                return Err(Error::Usage(format!(
+                    "tensor {name:?}: a row-mapped base must be an inline or external base"
+                )))
+            }
             BaseInput::Dequant {
                 q: BaseInput::Inline { index: qi, .. },
                 scale: BaseInput::Inline { index: si, .. },
@@ -600,7 +605,9 @@ impl ArchiveWriter {
                 scale_shape: scale_shape.to_vec(),
                 axis,
             },
-            BaseInput::Dequant { .. } => unreachable!("checked above"),
+            BaseInput::Dequant { .. } => return Err(Error::Usage(format!(
+                "tensor {name:?}: quantized codes and scales must both be inline or both external"
+            ))),
             BaseInput::Inline {
                 index, dtype: bd, ..
             } if bd == dtype => BaseRef::Inline { index },
