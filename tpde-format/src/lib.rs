@@ -4,13 +4,14 @@
 //! weights. An archive reconstructs a target checkpoint bit-exactly from a
 //! base (inline, external, or none) plus chunked deltas. The byte layout is
 //! specified in `spec/FORMAT.md`; section numbers in these docs refer to it.
-//! This crate reads formats 1.0 and 1.1 and writes the lowest of them that
+//! This crate reads formats 1.0 to 1.2 and writes the lowest of them that
 //! the archive's features need ([`WriteOptions::with_max_minor`]).
 //!
 //! Layers, from the bytes up:
 //! - [`format`](mod@format): on-disk structures as plain data;
 //! - [`codec`]: pure functions over bytes (byte planes, gap-encoded
-//!   positions, combine ops on bit patterns, exact float widening, zstd and
+//!   positions, combine ops on bit patterns, exact float widening, row maps
+//!   and dequantization (the predictors of row-mapped and quantized bases), zstd and
 //!   context-modelled rANS streams, chunk encode/decode) — the low-level
 //!   layer another runtime can drive chunk by chunk;
 //! - [`read`] / [`write`](mod@write): the validated archive view and streaming writer;

@@ -605,9 +605,11 @@ impl ArchiveWriter {
                 scale_shape: scale_shape.to_vec(),
                 axis,
             },
-            BaseInput::Dequant { .. } => return Err(Error::Usage(format!(
+            BaseInput::Dequant { .. } => {
+                return Err(Error::Usage(format!(
                 "tensor {name:?}: quantized codes and scales must both be inline or both external"
-            ))),
+            )))
+            }
             BaseInput::Inline {
                 index, dtype: bd, ..
             } if bd == dtype => BaseRef::Inline { index },
