@@ -1489,3 +1489,39 @@ fn windowed_streaming_matches_and_reports_the_first_bad_chunk_in_file_order() {
         Error::Usage(m) if m == "sink full"
     );
 }
+
+#[test]
+fn checksum_progress_adds_up_to_the_stored_bytes_and_stops_at_the_first_bad_chunk() {
+    let a = synthetic_archive(BaseMode::Inline, 256);
+    let archive = open(&a).unwrap();
+    let idx = archive.index();
+    let want: u64 = idx
+        .bases
+        .iter()
+        .chain(&idx.tensors)
+        .map(|t| t.stored_bytes())
+        .sum();
+    let (mut seen, mut calls) = (0u64, 0);
+    archive
+        .check_crcs_with(&mut |n| {
+            seen += n;
+            calls += 1;
+        })
+        .unwrap();
+    assert_eq!(seen, want);
+    assert!(calls >= 2, "one report per group, bases and targets apart");
+    // A damaged chunk: the same first error as `check_crcs`, and progress
+    // stops short of the total.
+    let mut p = Parts::parse(&a);
+    let t = p.target("w.u16");
+    let (start, _) = p.blob_range(Blob::Chunk(Table::Target, t, 2));
+    p.data[start as usize - tpde_format::format::HEADER_LEN] ^= 1;
+    let bad = p.to_bytes();
+    let bad = open(&bad).unwrap();
+    let mut seen = 0;
+    assert_err!(
+        bad.check_crcs_with(&mut |n| seen += n),
+        Error::ChunkChecksum { location: Location::Chunk { tensor, chunk: 2, .. }, .. } if tensor == "w.u16"
+    );
+    assert!(seen < want);
+}

@@ -22,7 +22,7 @@ use tpde_format::codec::stream::PlaneCoder;
 use tpde_format::format::VERSION_MINOR;
 use tpde_format::pack::{pack, BaseMode, PackOptions};
 use tpde_format::safetensors::Checkpoint;
-use tpde_format::unpack::{unpack, verify, UnpackOptions};
+use tpde_format::unpack::{unpack, verify_with, UnpackOptions};
 use tpde_format::{Archive, BaseProvider, Error, NoBase, WriteOptions};
 
 use cli::{Cli, Command, Common, InspectArgs, PackArgs, UnpackArgs, VerifyArgs};
@@ -311,12 +311,35 @@ fn cmd_verify(a: VerifyArgs) -> Result<String> {
     let base = open_base(a.base.as_ref())?;
     let against = a.against.as_ref().map(Checkpoint::open).transpose()?;
     let total: u64 = archive.index().files.iter().map(|f| f.size).sum();
-    let pb = progress::bar(total, "verifying", a.common.quiet);
+    let stored: u64 = archive
+        .index()
+        .bases
+        .iter()
+        .chain(&archive.index().tensors)
+        .map(|t| t.stored_bytes())
+        .sum();
+    // One bar per pass: the checksums of the stored bytes, then the rebuild
+    // (started, replacing the first, when the first rebuilt bytes arrive).
+    let crc_bar = progress::bar(stored, "checksums", a.common.quiet);
+    let mut pb = None;
     let start = Instant::now();
-    let r = verify(&archive, base.as_ref(), against.as_ref(), &mut |n| {
-        pb.inc(n)
-    });
-    pb.finish_and_clear();
+    let r = verify_with(
+        &archive,
+        base.as_ref(),
+        against.as_ref(),
+        &mut |n| crc_bar.inc(n),
+        &mut |n| {
+            pb.get_or_insert_with(|| {
+                crc_bar.finish_and_clear();
+                progress::bar(total, "verifying", a.common.quiet)
+            })
+            .inc(n)
+        },
+    );
+    crc_bar.finish_and_clear();
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
+    }
     let r = r?;
     let secs = start.elapsed().as_secs_f64();
     if a.json {

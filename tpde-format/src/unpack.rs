@@ -306,13 +306,27 @@ pub struct VerifyReport {
 
 /// Checks every CRC, reconstructs every file and tensor and checks their
 /// digests; with `against`, also compares byte for byte with the original.
+/// `progress` gets the bytes rebuilt as it goes (see [`verify_with`] for
+/// progress during the checksum pass too).
 pub fn verify<D: AsRef<[u8]> + Sync>(
     a: &Archive<D>,
     base: &dyn BaseProvider,
     against: Option<&Checkpoint>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<VerifyReport> {
-    a.check_crcs()?;
+    verify_with(a, base, against, &mut |_| {}, progress)
+}
+
+/// [`verify`], with `checked` called with the stored bytes whose CRCs were
+/// checked during its first pass (before anything is rebuilt).
+pub fn verify_with<D: AsRef<[u8]> + Sync>(
+    a: &Archive<D>,
+    base: &dyn BaseProvider,
+    against: Option<&Checkpoint>,
+    checked: &mut dyn FnMut(u64),
+    progress: &mut dyn FnMut(u64),
+) -> Result<VerifyReport> {
+    a.check_crcs_with(checked)?;
     let mut report = VerifyReport {
         compared: against.is_some(),
         ..VerifyReport::default()

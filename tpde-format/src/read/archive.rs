@@ -677,24 +677,46 @@ impl<D: AsRef<[u8]> + Sync> Archive<D> {
 
     /// Checks every chunk and plain blob CRC without decoding (fast).
     pub fn check_crcs(&self) -> Result<()> {
+        self.check_crcs_with(&mut |_| {})
+    }
+
+    /// [`Archive::check_crcs`], calling `progress` with the stored bytes
+    /// checked as it goes (after each group of tensors of about 32 MiB).
+    pub fn check_crcs_with(&self, progress: &mut dyn FnMut(u64)) -> Result<()> {
+        const GROUP_BYTES: u64 = 32 << 20;
         for (table, list) in [
             (Table::Base, &self.index.bases),
             (Table::Target, &self.index.tensors),
         ] {
-            // The first bad blob in index order, whatever the scheduling.
-            list.par_iter()
-                .enumerate()
-                .map(|(t, rec)| match &rec.payload {
-                    Payload::Plain { .. } => self.plain_bytes(table, t).map(|_| ()),
-                    Payload::Chunked { chunks, .. } => chunks
-                        .par_iter()
-                        .enumerate()
-                        .map(|(i, c)| self.chunk_bytes(table, t, i, c).map(|_| ()))
-                        .find_first(Result::is_err)
-                        .unwrap_or(Ok(())),
-                })
-                .find_first(Result::is_err)
-                .unwrap_or(Ok(()))?;
+            let mut first = 0;
+            while first < list.len() {
+                let mut end = first;
+                let mut bytes = 0u64;
+                while end < list.len() && (end == first || bytes < GROUP_BYTES) {
+                    bytes = bytes.saturating_add(list[end].stored_bytes());
+                    end += 1;
+                }
+                // The first bad blob in index order, whatever the scheduling.
+                list[first..end]
+                    .par_iter()
+                    .enumerate()
+                    .map(|(k, rec)| {
+                        let t = first + k;
+                        match &rec.payload {
+                            Payload::Plain { .. } => self.plain_bytes(table, t).map(|_| ()),
+                            Payload::Chunked { chunks, .. } => chunks
+                                .par_iter()
+                                .enumerate()
+                                .map(|(i, c)| self.chunk_bytes(table, t, i, c).map(|_| ()))
+                                .find_first(Result::is_err)
+                                .unwrap_or(Ok(())),
+                        }
+                    })
+                    .find_first(Result::is_err)
+                    .unwrap_or(Ok(()))?;
+                progress(bytes);
+                first = end;
+            }
         }
         Ok(())
     }
