@@ -407,6 +407,16 @@ def validate(data: bytes, header: dict, idx: dict) -> None:
             if (bt["payload"]["kind"] == "chunked" and t["payload"]["kind"] == "chunked"
                     and bt["payload"]["chunk_elems"] > t["payload"]["chunk_elems"]):
                 raise FormatError(f"{where}: inline base has larger chunks than the tensor")
+            # §6.3.1: the base work of a row map counts against the output limit.
+            if bt["payload"]["kind"] == "chunked":
+                bce = bt["payload"]["chunk_elems"]
+                r = row_elems(t["shape"]) if t["shape"] else 0
+                k = sum(((b0 + cnt) * r - 1) // bce - (b0 * r) // bce + 1
+                        for _, b0, cnt in b["rows"] if cnt > 0 and r > 0)
+                c = len(t["payload"]["chunks"]) if t["payload"]["kind"] == "chunked" else 1
+                total += (k + c) * bce * t["width"]
+            else:
+                total += elem_count(bt) * bt["width"]
         elif b["kind"] == "inline_dequant":  # §4.5, §6.4 (v1.2)
             if b["q"] >= len(bases) or b["scale"] >= len(bases):
                 raise FormatError(f"{where}: inline base index out of range")
@@ -436,6 +446,7 @@ def validate(data: bytes, header: dict, idx: dict) -> None:
             if n * t["width"] > LIMITS["max_tensor_bytes"]:
                 raise FormatError(f"{where}: limit max_tensor_bytes exceeded by the base")
             check_row_map(t["shape"], b["shape"], b["rows"], where)
+            total += n * t["width"]  # §6.3.1: the base is hashed whole
         elif b["kind"] in ("external", "external_widened"):
             if b["file"] >= len(idx["base_files"]):
                 raise FormatError(f"{where}: external base file index out of range")

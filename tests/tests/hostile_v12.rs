@@ -11,7 +11,7 @@
 use sha2::Digest as _;
 use tpde_format::format::{BaseRef, PlaneCodec, RowRun, ScaleAxis};
 use tpde_format::safetensors::Checkpoint;
-use tpde_format::{Archive, BaseProvider, Error, Location, NoBase};
+use tpde_format::{Archive, BaseProvider, Error, Location, NoBase, ReadLimits};
 use tpde_tests::assert_err;
 use tpde_tests::hostile::*;
 use tpde_tests::vectors_v1;
@@ -636,4 +636,97 @@ fn a_base_context_plane_decoded_without_its_base() {
     )
     .unwrap_err();
     assert!(err.contains("needs the base as context"), "{err}");
+}
+
+// ---- reader work of row maps (spec §6.3.1, §7) ---------------------------------
+
+/// A base `[65536, 16]` of distinct random rows, and 8 targets of 64 rows
+/// each taken from it `stride` rows apart, packed with 4096-element chunks
+/// (256 base rows per chunk) and an inline base.
+fn strided_rows(stride: usize) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = tpde_tests::Rng(0x05ee_d0f5_ca1e);
+    let base = rng.bytes(65536 * 16);
+    let row = |r: usize| base[r * 16..(r + 1) * 16].to_vec();
+    let mut targets = Vec::new();
+    for k in 0..8 {
+        let rows: Vec<u8> = (0..64)
+            .flat_map(|i| row((k * 64 + i) * stride % 65536))
+            .collect();
+        targets.push((
+            format!("t{k}"),
+            tpde_format::Dtype::U8,
+            vec![64u64, 16],
+            rows,
+        ));
+    }
+    let (tp, bp) = (
+        dir.path().join("t.safetensors"),
+        dir.path().join("b.safetensors"),
+    );
+    write_safetensors(&tp, &targets);
+    write_safetensors(
+        &bp,
+        &[(
+            "emb".to_string(),
+            tpde_format::Dtype::U8,
+            vec![65536, 16],
+            base,
+        )],
+    );
+    pack_bytes_with(
+        &tp,
+        Some(&bp),
+        tpde_format::pack::BaseMode::Inline,
+        tpde_format::WriteOptions::default().with_chunk_elems(4096),
+    )
+}
+
+#[test]
+fn row_maps_that_scatter_over_base_chunks_count_against_the_output_limit() {
+    // Each target row from another base chunk: a reader decodes 64 base
+    // chunks (256 KiB) for a 1 KiB target; 8 targets are charged about 2 MiB.
+    let limits = ReadLimits {
+        max_total_output: 1 << 20,
+        ..ReadLimits::default()
+    };
+    let scattered = strided_rows(1024);
+    let p = Parts::parse(&scattered);
+    assert!(p
+        .index
+        .tensors
+        .iter()
+        .all(|t| t.base.rows().is_some_and(|r| r.len() == 64)));
+    assert_err!(
+        Archive::from_bytes(scattered.as_slice(), limits),
+        Error::LimitExceeded {
+            what: "max_total_output",
+            ..
+        }
+    );
+    // Rows taken in order from one or two chunks: a few KiB each, accepted.
+    let dense = strided_rows(1);
+    Archive::from_bytes(dense.as_slice(), limits).unwrap();
+    decode_all(&dense).unwrap();
+    decode_all(&scattered).unwrap();
+}
+
+#[test]
+fn an_external_row_base_counts_against_the_output_limit() {
+    // The supplied base is hashed whole for each row-mapped tensor: its
+    // bytes are charged too, so the targets' own bytes are not enough.
+    let a = vector("v12_rows_external");
+    let p = Parts::parse(&a);
+    let targets: u64 = p.index.tensors.iter().map(|t| t.byte_len().unwrap()).sum();
+    let limits = ReadLimits {
+        max_total_output: targets,
+        ..ReadLimits::default()
+    };
+    assert_err!(
+        Archive::from_bytes(a.as_slice(), limits),
+        Error::LimitExceeded {
+            what: "max_total_output",
+            ..
+        }
+    );
 }

@@ -20,7 +20,9 @@ pub struct ReadLimits {
     /// tensor is decoded into caller-sized or streamed buffers; this bounds
     /// what `decode_tensor` will allocate).
     pub max_tensor_bytes: u64,
-    /// Most bytes all target tensors may reconstruct to. Default 16 TiB.
+    /// Most bytes all target tensors may reconstruct to, plus (format 1.2)
+    /// the base bytes row-mapped bases make a reader decode or hash (spec
+    /// §6.3.1). Default 16 TiB.
     pub max_total_output: u64,
 }
 

@@ -54,11 +54,9 @@ fn stream_tensor<D: AsRef<[u8]> + Sync>(
     let mut buf = Vec::new();
     let mut first = 0;
     while first < n {
-        // Grow the window chunk by chunk up to WINDOW_BYTES (at least one chunk).
-        let mut last = first + 1;
-        while last < n && a.chunks_byte_len(t, first..last + 1) <= WINDOW_BYTES {
-            last += 1;
-        }
+        // Up to WINDOW_BYTES of uniform chunks (at least one).
+        let per = (WINDOW_BYTES / a.chunks_byte_len(t, 0..1).max(1)).max(1) as usize;
+        let last = (first + per).min(n);
         let len = a.chunks_byte_len(t, first..last) as usize;
         buf.clear();
         buf.resize(len, 0);
@@ -198,12 +196,12 @@ fn pipelined<D: AsRef<[u8]> + Sync>(
         let t = list[i] as usize;
         if len(list[i]) > window {
             let n = a.chunk_count(t);
+            // Chunks are uniform (all but the last): the window's chunk
+            // count follows from one chunk's size.
+            let per = (window / a.chunks_byte_len(t, 0..1).max(1)).max(1) as usize;
             let mut first = 0;
             while first < n {
-                let mut last = first + 1;
-                while last < n && a.chunks_byte_len(t, first..last + 1) <= window {
-                    last += 1;
-                }
+                let last = (first + per).min(n);
                 segments.push(Segment::Window(t, first..last));
                 first = last;
             }

@@ -270,9 +270,10 @@ fn inline_index(
 /// Quantized codes and scales for an F32 target `t` (spec §6.4): in one
 /// base file, codes `{name}.q` or `{name}_q` (I8 or U8, `t`'s shape) and
 /// scales `{name}.scale` or `{name}_scale` (F32). The axis follows the
-/// scales' shape as numpy broadcasting reads it: one element per tensor;
-/// `[rows, 1, …]` per row; the target's trailing dimensions (`[c]`,
-/// `[1, c]`) per column.
+/// scales' shape: one element per tensor; `[rows, 1, …]` or `[rows]` per
+/// row (the latter is PyTorch's per-output-channel layout, so it wins for a
+/// square weight); the target's trailing dimensions (`[c]`, `[1, c]`) per
+/// column.
 type Quantized<'b> = (
     &'b Checkpoint,
     &'b SourceFile,
@@ -307,10 +308,13 @@ fn find_quantized<'b>(b: &'b Checkpoint, t: &SourceTensor) -> Option<Quantized<'
         let ones = |s: &[u64]| s.iter().all(|&d| d == 1);
         let axis = if count == 1 {
             ScaleAxis::Tensor
-        } else if st.shape.len() == t.shape.len()
+        } else if (st.shape.len() == t.shape.len()
             && st.shape.first() == t.shape.first()
-            && ones(&st.shape[1..])
+            && ones(&st.shape[1..]))
+            || (st.shape.len() == 1 && t.shape.len() > 1 && st.shape.first() == t.shape.first())
         {
+            // `[rows, 1, …]`, or `[rows]`: PyTorch's per-output-channel
+            // scales of an `[out, in]` weight (also when it is square).
             ScaleAxis::Rows
         } else if st.shape == rest
             || (st.shape.len() == t.shape.len() && st.shape[0] == 1 && st.shape[1..] == *rest)

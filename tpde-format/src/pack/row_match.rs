@@ -79,8 +79,15 @@ pub fn find_row_maps(
                     e.insert(index_rows(&bf.source(bt), bt)?)
                 }
             };
-            let (matched, mut rows) = match_rows(&f.source(t), t, &bf.source(bt), index)?;
             let same_name = bt.name == t.name;
+            // Another name: a sample of the target's rows must hit first, so
+            // a model whose tensors were all renamed (every tensor unmatched,
+            // dozens of candidates each) costs hashes of samples, not of
+            // every row against every candidate.
+            if !same_name && !sample_hits(&f.source(t), t, index)? {
+                continue;
+            }
+            let (matched, mut rows) = match_rows(&f.source(t), t, &bf.source(bt), index)?;
             let enough = matched as f64 >= MIN_MATCHED_SHARE * t.shape[0] as f64;
             if !enough && same_name {
                 // Few verbatim rows, same name: a resized vocabulary whose
@@ -114,6 +121,27 @@ pub fn find_row_maps(
         }
     }
     Ok(found)
+}
+
+/// Target rows sampled by [`sample_hits`].
+const SAMPLE_ROWS: u64 = 32;
+
+/// True when one of up to [`SAMPLE_ROWS`] evenly spaced rows of `t` has a
+/// hash in `index` (a quarter of the rows matching makes a miss on all of
+/// them unlikely: (3/4)^32 < 10^-4).
+fn sample_hits(src: &dyn ByteSource, t: &SourceTensor, index: &RowIndex) -> Result<bool> {
+    let rb = row_bytes(t);
+    let rows = t.shape[0];
+    let step = (rows / SAMPLE_ROWS).max(1);
+    let mut row = vec![0u8; rb as usize];
+    for r in (0..rows).step_by(step as usize).take(SAMPLE_ROWS as usize) {
+        src.read_at(r * rb, &mut row)
+            .map_err(|e| Error::io(src.path(), e))?;
+        if index.contains_key(&hash_row(&row)) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 fn row_bytes(t: &SourceTensor) -> u64 {

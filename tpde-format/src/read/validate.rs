@@ -122,11 +122,13 @@ pub fn validate(data: &[u8], header: &Header, index: &Index, limits: &ReadLimits
                     ));
                 }
                 check_rows(t, &b.shape, rows)?;
-                // Row runs increase in base rows too, so the base ranges of
-                // successive target chunks do not overlap: decoding the base
-                // chunks under them costs at most the base once plus two
-                // boundary chunks per target chunk.
                 check_base_chunks(t, b)?;
+                // A run can take a single row from each of many base chunks,
+                // and a reader decodes each of those chunks whole: the base
+                // bytes decoded are bounded by the runs, not by this tensor's
+                // size. They are charged to the output budget, so a small
+                // index cannot make the reader decode without bound.
+                total_out = total_out.saturating_add(rows_base_work(t, b, rows));
             }
             BaseRef::InlineDequant { q, scale, axis } => {
                 let (Some(qb), Some(sb)) = (
@@ -181,6 +183,13 @@ pub fn validate(data: &[u8], header: &Header, index: &Index, limits: &ReadLimits
             BaseRef::ExternalRows {
                 file, shape, rows, ..
             } => {
+                // The supplied base is hashed whole for this tensor, whatever
+                // the tensor's own size: charge it to the output budget.
+                let base_bytes = shape
+                    .iter()
+                    .try_fold(t.dtype.width() as u64, |a, &d| a.checked_mul(d))
+                    .unwrap_or(u64::MAX);
+                total_out = total_out.saturating_add(base_bytes);
                 if *file as usize >= index.base_files.len() {
                     return Err(bad(
                         tensor_loc(t, false),
@@ -295,6 +304,36 @@ fn check_base_chunks(t: &TensorRecord, b: &TensorRecord) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Base bytes a reader decodes for the row map `map` of target `t` over
+/// the inline base `b` (spec §6.3.1): every base chunk a run touches, once
+/// per run, plus one boundary chunk per target chunk; the whole base when
+/// it is stored plain (it is read, not decoded, but counted all the same).
+fn rows_base_work(t: &TensorRecord, b: &TensorRecord, map: &[crate::format::RowRun]) -> u64 {
+    let w = t.dtype.width() as u64;
+    let row_elems = rows::row_bytes(&t.shape, 1).unwrap_or(0);
+    let Payload::Chunked {
+        chunk_elems: bce, ..
+    } = &b.payload
+    else {
+        return b.byte_len().unwrap_or(u64::MAX);
+    };
+    let target_chunks = match &t.payload {
+        Payload::Chunked { chunks, .. } => chunks.len() as u64,
+        Payload::Plain { .. } => 1,
+    };
+    // Validated: runs lie within the base, whose byte length fits in u64.
+    let touched = map
+        .iter()
+        .filter(|r| r.count > 0 && row_elems > 0)
+        .map(|r| {
+            let lo = r.base_start * row_elems;
+            let hi = (r.base_start + r.count) * row_elems;
+            (hi - 1) / bce - lo / bce + 1
+        })
+        .fold(target_chunks, u64::saturating_add);
+    touched.saturating_mul(bce.saturating_mul(w))
 }
 
 /// The row map of a row-mapped base (spec §6.3), see [`rows::check`].
