@@ -183,13 +183,6 @@ pub fn validate(data: &[u8], header: &Header, index: &Index, limits: &ReadLimits
             BaseRef::ExternalRows {
                 file, shape, rows, ..
             } => {
-                // The supplied base is hashed whole for this tensor, whatever
-                // the tensor's own size: charge it to the output budget.
-                let base_bytes = shape
-                    .iter()
-                    .try_fold(t.dtype.width() as u64, |a, &d| a.checked_mul(d))
-                    .unwrap_or(u64::MAX);
-                total_out = total_out.saturating_add(base_bytes);
                 if *file as usize >= index.base_files.len() {
                     return Err(bad(
                         tensor_loc(t, false),
@@ -209,7 +202,10 @@ pub fn validate(data: &[u8], header: &Header, index: &Index, limits: &ReadLimits
                             limit: limits.max_tensor_bytes,
                         })
                     }
-                    Some(_) => {}
+                    // The supplied base is hashed whole for this tensor,
+                    // whatever the tensor's own size: charge it to the
+                    // output budget.
+                    Some(b) => total_out = total_out.saturating_add(b),
                 }
                 check_rows(t, shape, rows)?;
             }
