@@ -22,9 +22,8 @@
 //!   mapped to at most [`MAX_BUCKETS`] buckets by an interval partition of
 //!   `0..=255` stored in the stream, so encoders may improve the partition
 //!   search without changing the format. The reference encoder starts from
-//!   16 "signed log2" intervals (`0`, `1`, `2–3`, …, `64–127`, `128–191`, …,
-//!   `254`, `255`: deltas are two's complement, so both ends are small
-//!   magnitudes) and greedily merges adjacent buckets, keeping the partition
+//!   one interval per context value (so a bucket can isolate one exponent
+//!   byte) and greedily merges adjacent buckets, keeping the partition
 //!   with the smallest estimated size *including table bytes*; one bucket
 //!   means no context;
 //! - [`LANES`] interleaved 32-bit rANS states (lane `i mod LANES` codes
@@ -101,8 +100,8 @@ impl Default for Tuning {
     fn default() -> Self {
         Tuning {
             scale_bits: 0,
-            max_buckets: 8,
-            every_value: false,
+            max_buckets: 16,
+            every_value: true,
             ctx_min_gain_permille: CTX_MIN_GAIN_PERMILLE,
         }
     }
