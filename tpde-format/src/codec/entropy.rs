@@ -41,14 +41,14 @@
 //! the output is the same on every platform.
 
 /// Mode byte: the plane is stored verbatim after the mode byte.
-const MODE_RAW: u8 = 0;
+pub(crate) const MODE_RAW: u8 = 0;
 /// Mode byte: every symbol equals the one byte that follows.
-const MODE_CONST: u8 = 1;
+pub(crate) const MODE_CONST: u8 = 1;
 /// Mode byte: rANS-coded (spec §5.6.2).
-const MODE_RANS: u8 = 2;
+pub(crate) const MODE_RANS: u8 = 2;
 
 /// Lower bound of the normalized state interval `[RANS_L, 2^32)`.
-const RANS_L: u32 = 1 << 16;
+pub(crate) const RANS_L: u32 = 1 << 16;
 /// Interleaved rANS states; symbol `i` is coded by state `i % LANES`.
 pub const LANES: usize = 4;
 /// Most context buckets a stream may declare (bounds decoder table memory:
@@ -810,13 +810,13 @@ pub fn decode_plane(
 }
 
 /// A bounds-checked reader over the header and tables.
-struct Cursor<'a> {
-    b: &'a [u8],
-    p: usize,
+pub(crate) struct Cursor<'a> {
+    pub(crate) b: &'a [u8],
+    pub(crate) p: usize,
 }
 
 impl Cursor<'_> {
-    fn u8(&mut self) -> Result<u8, &'static str> {
+    pub(crate) fn u8(&mut self) -> Result<u8, &'static str> {
         let v = *self.b.get(self.p).ok_or("entropy: truncated header")?;
         self.p += 1;
         Ok(v)
@@ -851,11 +851,11 @@ const INFO_LEN: usize = MAX_BUCKETS * 256;
 /// Decode tables, sized for the largest stream so that every index can be
 /// masked into range (no bounds checks in the hot loop). Only the entries a
 /// stream's tables define are read; stale ones from an earlier plane are not.
-struct DecTables {
+pub(crate) struct DecTables {
     /// `(bucket << scale) | slot` -> symbol.
-    sym: Box<[u8; SYM_LEN]>,
+    pub(crate) sym: Box<[u8; SYM_LEN]>,
     /// `(bucket << 8) | symbol` -> `freq << 16 | start`.
-    info: Box<[u32; INFO_LEN]>,
+    pub(crate) info: Box<[u32; INFO_LEN]>,
 }
 
 impl DecTables {
@@ -876,7 +876,7 @@ thread_local! {
 
 /// Runs `f` with this thread's decode tables (fresh ones if they are in use
 /// or thread-local storage is gone).
-fn with_tables<R>(
+pub(crate) fn with_tables<R>(
     f: impl FnOnce(&mut DecTables) -> Result<R, &'static str>,
 ) -> Result<R, &'static str> {
     let cached = TABLES
@@ -997,7 +997,7 @@ fn decode_body(
 }
 
 /// Parses bucket `b`'s table (spec §5.6.3) into `t`.
-fn read_table(
+pub(crate) fn read_table(
     c: &mut Cursor<'_>,
     scale: u32,
     b: usize,
