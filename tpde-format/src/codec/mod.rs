@@ -6,6 +6,7 @@ pub mod dequant;
 pub mod entropy;
 pub mod planes;
 pub mod positions;
+pub mod rans_layout;
 pub mod rows;
 pub mod stream;
 pub mod widen;
