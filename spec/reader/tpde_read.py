@@ -43,8 +43,9 @@ MAGIC = b"\x89TPDE\r\n\x1a"
 HEADER_LEN = 64
 ALIGN = 64
 REQUIRED_FLAGS = 0x0000FFFF
-KNOWN_REQUIRED_FLAGS = 0
-KNOWN_MINOR = 2  # §8.2: the newest minor this reader implements
+FLAG_INDEX_ZSTD = 0x1  # §8.3 (v1.3): the index is stored as one zstd frame
+KNOWN_REQUIRED_FLAGS = FLAG_INDEX_ZSTD
+KNOWN_MINOR = 3  # §8.2: the newest minor this reader implements
 
 # §4.1: code -> (safetensors name, width)
 DTYPES = [
@@ -107,6 +108,8 @@ def parse_header(data: bytes) -> dict:
     unknown = flags & REQUIRED_FLAGS & ~KNOWN_REQUIRED_FLAGS
     if unknown:
         raise FormatError(f"unknown required flags {unknown:#06x}")
+    if flags & FLAG_INDEX_ZSTD and minor < 3:  # §8.2.3: the flag belongs to minor 3
+        raise FormatError("flag 0x1 (zstd index) in a file whose header says minor 0 to 2")
     return {
         "major": major, "minor": minor, "flags": flags, "file_len": file_len,
         "index_offset": index_offset, "index_len": index_len, "crc32": crc,
@@ -228,6 +231,24 @@ def read_tensor(c: Cursor) -> dict:
         "name": name, "dtype": DTYPES[code][0], "width": DTYPES[code][1], "shape": shape,
         "sha256": sha, "base": base, "payload": payload,
     }
+
+
+def index_bytes(data: bytes, header: dict) -> bytes:
+    """§4.0 (v1.3): the bincode index, unpacked from its zstd frame when
+    header flag 0x1 says so. The frame must declare its content size, at most
+    max_index_bytes; then it decodes like any zstd stream of §5.3."""
+    stored = data[header["index_offset"]:]
+    if not header["flags"] & FLAG_INDEX_ZSTD:
+        return stored
+    try:
+        size = zstandard.get_frame_parameters(stored).content_size
+    except zstandard.ZstdError as e:
+        raise FormatError(f"index: zstd frame header is corrupt: {e}") from None
+    if size == zstandard.CONTENTSIZE_UNKNOWN:
+        raise FormatError("index: the zstd frame does not declare its size")
+    if size > LIMITS["max_index_bytes"]:
+        raise FormatError(f"limit max_index_bytes exceeded: the zstd index declares {size} bytes")
+    return decode_zstd(stored, size)
 
 
 def parse_index(buf: bytes) -> dict:
@@ -1082,7 +1103,7 @@ class Reader:
     def __init__(self, data: bytes, bases: Bases):
         self.data = data
         self.header = parse_header(data)
-        self.index = parse_index(data[self.header["index_offset"]:])
+        self.index = parse_index(index_bytes(data, self.header))
         validate(data, self.header, self.index)
         self.bases = bases
         self.inline_cache = {}
@@ -1250,7 +1271,7 @@ def describe_tensor(t: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="Independent .tpde v1.0-v1.2 reader (spec/FORMAT.md).")
+    ap = argparse.ArgumentParser(description="Independent .tpde v1.0-v1.3 reader (spec/FORMAT.md).")
     ap.add_argument("archive")
     ap.add_argument("--base", action="append", default=[],
                     help="external base: a .safetensors file or a directory of them (repeatable)")

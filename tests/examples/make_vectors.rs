@@ -1262,6 +1262,43 @@ fn v12_vectors() -> Vec<Vector> {
     ]
 }
 
+/// v1.3: the same inputs as earlier vectors, written with a compressed
+/// index (header flag bit 0, spec §4.0.5).
+fn v13_vectors() -> Vec<Vector> {
+    let (t, b) = v12_set();
+    let (dt, db) = delta_set();
+    vec![
+        Vector {
+            name: "v13_rows_external",
+            description: "v1.3 zstd-compressed index (header flag 0x1): the inputs of \
+                          v12_rows_external (row maps in the index) against \
+                          base_v12.safetensors",
+            chunk_elems: 128,
+            target: Target::Single("target.safetensors", t, None),
+            base: Some((b, BaseMode::External)),
+            base_file: BASE_FILE_V12,
+            max_minor: 3,
+            expect_minor: 3,
+            plane_coder: PlaneCoder::Rans,
+            craft: None,
+        },
+        Vector {
+            name: "v13_delta_inline",
+            description: "v1.3 zstd-compressed index: the inputs of delta_inline (every \
+                          dtype, op and chunk kind; an inline compressed base) written by \
+                          the 1.3 writer",
+            chunk_elems: 128,
+            target: Target::Single("target.safetensors", dt, Some(vec![("format", "pt")])),
+            base: Some((db, BaseMode::Inline)),
+            base_file: BASE_FILE,
+            max_minor: 3,
+            expect_minor: 3,
+            plane_coder: PlaneCoder::Rans,
+            craft: None,
+        },
+    ]
+}
+
 fn vectors() -> Vec<Vector> {
     let (dt, db) = delta_set();
     let half = dt.len() / 2;
@@ -1363,6 +1400,7 @@ fn vectors() -> Vec<Vector> {
     .chain(v11_vectors())
     .chain(rans_vectors())
     .chain(v12_vectors())
+    .chain(v13_vectors())
     .collect()
 }
 

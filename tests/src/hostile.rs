@@ -13,7 +13,7 @@ use std::path::Path;
 
 use bincode::Options;
 use tpde_format::format::{
-    align_up, bincode_options, Chunk, Dtype, Header, Index, Payload, TensorRecord, HEADER_LEN,
+    align_up, bincode_options, FLAG_INDEX_ZSTD, Chunk, Dtype, Header, Index, Payload, TensorRecord, HEADER_LEN,
 };
 use tpde_format::pack::{pack, BaseMode, PackOptions};
 use tpde_format::safetensors::{make_header, Checkpoint};
@@ -55,8 +55,13 @@ impl Parts {
     pub fn parse(bytes: &[u8]) -> Parts {
         let header = Header::parse(bytes).expect("valid header");
         let at = header.index_offset as usize;
-        let index: Index = bincode_options(header.index_len)
-            .deserialize(&bytes[at..])
+        let raw = if header.flags & FLAG_INDEX_ZSTD != 0 {
+            tpde_format::codec::index::decode(&bytes[at..], u64::MAX).expect("valid zstd index")
+        } else {
+            bytes[at..].to_vec()
+        };
+        let index: Index = bincode_options(raw.len() as u64)
+            .deserialize(&raw)
             .expect("valid index");
         Parts {
             header,
@@ -77,10 +82,23 @@ impl Parts {
         self.with_index_bytes(&self.index_bytes())
     }
 
-    /// The archive with `index` as its index bytes, verbatim (for attacks
-    /// below the `Index` struct: counts, lengths, enum tags).
+    /// The archive with `index` as its (bincode) index bytes, verbatim (for
+    /// attacks below the `Index` struct: counts, lengths, enum tags); stored
+    /// as a zstd frame when the header says the index is compressed (v1.3),
+    /// so the attack reaches the bincode decoder either way.
     pub fn with_index_bytes(&self, index: &[u8]) -> Vec<u8> {
-        seal(&self.header, &self.data, index)
+        if self.header.flags & FLAG_INDEX_ZSTD != 0 {
+            let frame = zstd::bulk::compress(index, 3).expect("zstd compresses");
+            seal(&self.header, &self.data, &frame)
+        } else {
+            seal(&self.header, &self.data, index)
+        }
+    }
+
+    /// The archive with `stored` as the index's stored bytes, verbatim
+    /// (for attacks on a compressed index's frame, spec §4.0.5).
+    pub fn with_stored_index(&self, stored: &[u8]) -> Vec<u8> {
+        seal(&self.header, &self.data, stored)
     }
 
     /// The table `table` of the index.

@@ -87,7 +87,15 @@ fn every_vector_decodes_to_its_manifest_digests_and_unpacks_byte_identically() {
             want_version,
             "{name}: format version"
         );
-        assert_eq!(a.index().min_minor(), h.minor, "{name}: lowest minor");
+        // (v1.3) A compressed index (flag bit 0) needs minor 3 itself.
+        let zstd_index = h.flags & tpde_format::format::FLAG_INDEX_ZSTD != 0;
+        let need = if zstd_index {
+            a.index().min_minor().max(3)
+        } else {
+            a.index().min_minor()
+        };
+        assert_eq!(need, h.minor, "{name}: lowest minor");
+        assert_eq!(h.flags & !tpde_format::format::FLAG_INDEX_ZSTD, 0, "{name}: flags");
         let base = base_for(&entry);
         let provider: &dyn BaseProvider = match &base {
             Some(b) => b,
@@ -196,6 +204,8 @@ struct Coverage {
     /// A `RansBase` plane over a widened base.
     rans_base_widened: bool,
     minors: BTreeSet<u16>,
+    /// Header minors of the vectors whose index is zstd-compressed.
+    zstd_index_minors: BTreeSet<u16>,
     // rANS planes (spec §5.6), read from their first bytes.
     /// Mode bytes of `Rans` planes (§5.6.1).
     rans_modes: BTreeSet<u8>,
@@ -308,6 +318,9 @@ fn cover(a: &Archive<Vec<u8>>, base_file: Option<&Checkpoint>, c: &mut Coverage)
     let idx = a.index();
     let minor = a.header().minor;
     c.minors.insert(minor);
+    if a.header().flags & tpde_format::format::FLAG_INDEX_ZSTD != 0 {
+        c.zstd_index_minors.insert(minor);
+    }
     c.multi_file |= idx.files.len() > 1;
     c.extra_file |= !idx.extra_files.is_empty();
     for b in &idx.bases {
@@ -585,7 +598,9 @@ fn vectors_cover_every_dtype_kind_op_and_codec() {
     );
 
     // v1.1 (spec §5.3, §6.2, §8.2, §11).
-    assert_eq!(c.minors, [0, 1, 2].into(), "header minors");
+    assert_eq!(c.minors, [0, 1, 2, 3].into(), "header minors");
+    // (v1.3, spec §4.0.5) Compressed indexes, and only in minor-3 headers.
+    assert_eq!(c.zstd_index_minors, [3].into(), "zstd indexes");
     assert_eq!(
         c.plane_codecs,
         ["rans", "rans-base", "raw", "zstd"].into(),

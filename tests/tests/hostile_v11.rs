@@ -534,12 +534,12 @@ fn a_newer_minor_is_refused_after_the_crc() {
     assert_err!(open(&a), Error::IndexChecksum { .. });
     refix_crc(&mut a);
     assert_err!(open(&a), Error::UnsupportedVersion { major: 1, minor } if minor == newer);
-    // Likewise an unknown required flag.
+    // Likewise an unknown required flag (bit 0 is known since v1.3).
     let mut a = inline();
-    a[12] = 1;
+    a[12] = 2;
     assert_err!(open(&a), Error::IndexChecksum { .. });
     refix_crc(&mut a);
-    assert_err!(open(&a), Error::UnknownFlags { flags: 1 });
+    assert_err!(open(&a), Error::UnknownFlags { flags: 2 });
 }
 
 /// Packs `target` (and `base`, in `mode`) in memory with default options.

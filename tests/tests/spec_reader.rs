@@ -847,3 +847,38 @@ fn spec_reader_refuses_v12_violations() {
     let err = failing(&edit(&|_, s| *s = vec![80, 6]), None);
     assert!(err.contains("does not fit"), "{err}");
 }
+
+#[test]
+fn spec_reader_refuses_v13_violations() {
+    use tpde_tests::hostile::Parts;
+    require_python();
+    let good = std::fs::read(vectors_v1().join("v13_delta_inline.tpde")).unwrap();
+    let p = Parts::parse(&good);
+    let raw = p.index_bytes();
+    // The flag in a minor-2 file (§8.2.3).
+    let mut q = p.clone();
+    q.header.minor = 2;
+    let err = failing(&q.to_bytes(), None);
+    assert!(err.contains("zstd index") && err.contains("minor 0 to 2"), "{err}");
+    // The flag over an uncompressed index, and a frame with no content size.
+    let err = failing(&p.with_stored_index(&raw), None);
+    assert!(err.contains("index: zstd frame header is corrupt"), "{err}");
+    let mut enc = zstd::stream::Encoder::new(Vec::new(), 3).unwrap();
+    enc.include_contentsize(false).unwrap();
+    std::io::Write::write_all(&mut enc, &raw).unwrap();
+    let err = failing(&p.with_stored_index(&enc.finish().unwrap()), None);
+    assert!(err.contains("does not declare its size"), "{err}");
+    // Trailing bytes after the frame, and a byte left over after the index.
+    let mut trailing = zstd::bulk::compress(&raw, 3).unwrap();
+    trailing.push(0);
+    let err = failing(&p.with_stored_index(&trailing), None);
+    assert!(err.contains("after the end of the zstd frame"), "{err}");
+    let mut longer = raw.clone();
+    longer.push(0);
+    failing(&p.with_index_bytes(&longer), None);
+    // An unknown required flag beside the known one.
+    let mut q = p.clone();
+    q.header.flags |= 2;
+    let err = failing(&q.to_bytes(), None);
+    assert!(err.contains("unknown required flags 0x0002"), "{err}");
+}

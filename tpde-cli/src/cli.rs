@@ -88,9 +88,10 @@ pub struct PackArgs {
     #[arg(long, value_name = "CODER", value_enum, default_value_t = Planes::Rans)]
     pub planes: Planes,
     /// Newest format version to write, for older readers: 1.0 (no per-plane
-    /// streams, widened bases or zigzag adds), 1.1 (no row-mapped bases) or
-    /// 1.2 (the default). The archive records the lowest version it needs.
-    #[arg(long, value_name = "VERSION", value_enum, default_value_t = Format::V1_2)]
+    /// streams, widened bases or zigzag adds), 1.1 (no row-mapped bases), 1.2
+    /// (no compressed index) or 1.3 (the default). The archive records the
+    /// lowest version it needs.
+    #[arg(long, value_name = "VERSION", value_enum, default_value_t = Format::V1_3)]
     pub format: Format,
     /// Same as `--format 1.0`.
     #[arg(long, conflicts_with = "format")]
@@ -187,6 +188,9 @@ pub enum Format {
     /// 1.2
     #[value(name = "1.2")]
     V1_2,
+    /// 1.3
+    #[value(name = "1.3")]
+    V1_3,
 }
 
 impl Format {
@@ -196,6 +200,7 @@ impl Format {
             Format::V1_0 => 0,
             Format::V1_1 => 1,
             Format::V1_2 => 2,
+            Format::V1_3 => 3,
         }
     }
 }

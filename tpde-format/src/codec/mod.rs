@@ -4,6 +4,7 @@ pub mod chunk;
 pub mod combine;
 pub mod dequant;
 pub mod entropy;
+pub mod index;
 pub mod planes;
 pub mod positions;
 pub mod rans_layout;

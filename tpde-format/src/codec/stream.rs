@@ -427,7 +427,7 @@ pub fn decompress_into_with(
 
 /// Decodes one zstd frame into exactly `dst` (no decompression bombs: the
 /// output buffer is the declared size, and a mismatch either way fails).
-fn zstd_into(stored: &[u8], dst: &mut [u8]) -> Result<(), &'static str> {
+pub(crate) fn zstd_into(stored: &[u8], dst: &mut [u8]) -> Result<(), &'static str> {
     // A frame that declares its content size must declare exactly the
     // expected length: refuse a mismatch before decoding anything.
     match zstd::zstd_safe::get_frame_content_size(stored) {

@@ -12,13 +12,16 @@ pub const VERSION_MAJOR: u16 = 1;
 /// Newest format minor version this crate reads and writes. Writers record the
 /// lowest minor whose features a file uses; readers refuse a newer minor than
 /// they know (spec §8), since it may hold variants they cannot decode.
-pub const VERSION_MINOR: u16 = 2;
+pub const VERSION_MINOR: u16 = 3;
 /// Alignment of every blob in the data section and of the index (spec §3).
 pub const ALIGN: u64 = 64;
 /// Flag bits 0..16 are "required": a reader that does not know a set bit must refuse the file.
 pub const REQUIRED_FLAGS_MASK: u32 = 0x0000_ffff;
-/// Required flags this version knows (none yet).
-pub const KNOWN_REQUIRED_FLAGS: u32 = 0;
+/// Required flag bit 0 (v1.3): the index is stored as one zstd frame
+/// (spec §4.0, §8.3). Only valid with `minor >= 3`.
+pub const FLAG_INDEX_ZSTD: u32 = 1;
+/// Required flags this version knows.
+pub const KNOWN_REQUIRED_FLAGS: u32 = FLAG_INDEX_ZSTD;
 
 /// Decoded header fields (spec §2). Plain data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +120,15 @@ impl Header {
         let unknown = self.flags & REQUIRED_FLAGS_MASK & !KNOWN_REQUIRED_FLAGS;
         if unknown != 0 {
             return Err(Error::UnknownFlags { flags: unknown });
+        }
+        // A flag is part of the minor that defines it (spec §8.2.3): a
+        // minor-2 file with a compressed index breaks §8.2.1, and a 1.2
+        // reader would refuse it, so this reader does too.
+        if self.flags & FLAG_INDEX_ZSTD != 0 && self.minor < 3 {
+            return Err(Error::BadHeader {
+                reason:
+                    "flag 0x1 (zstd index) in a file whose header says minor 0 to 2 (spec §8.2.3)",
+            });
         }
         Ok(())
     }

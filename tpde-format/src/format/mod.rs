@@ -5,7 +5,9 @@ pub mod header;
 pub mod index;
 
 pub use dtype::Dtype;
-pub use header::{align_up, Header, ALIGN, HEADER_LEN, MAGIC, VERSION_MAJOR, VERSION_MINOR};
+pub use header::{
+    align_up, Header, ALIGN, FLAG_INDEX_ZSTD, HEADER_LEN, MAGIC, VERSION_MAJOR, VERSION_MINOR,
+};
 pub use index::{
     BaseFile, BaseRef, Chunk, ChunkKind, Codec, Digest, ExtraFile, FileRecord, Index, Op, Payload,
     Plane, PlaneCodec, RowRun, ScaleAxis, Stream, TensorRecord,

@@ -17,7 +17,7 @@ use crate::codec::{dequant, rows, widen};
 use crate::error::{hex, Error, Location, Result};
 use crate::format::{
     bincode_options, BaseRef, Chunk, Dtype, Header, Index, Payload, RowRun, ScaleAxis,
-    TensorRecord, HEADER_LEN,
+    TensorRecord, FLAG_INDEX_ZSTD, HEADER_LEN,
 };
 use crate::limits::ReadLimits;
 
@@ -159,7 +159,18 @@ impl<D: AsRef<[u8]> + Sync> Archive<D> {
             });
         }
         header.check_features()?;
-        let index: Index = bincode_options(header.index_len)
+        let unpacked;
+        let index_bytes = if header.flags & FLAG_INDEX_ZSTD != 0 {
+            unpacked = crate::codec::index::decode(index_bytes, limits.max_index_bytes).map_err(
+                |reason| Error::IndexDecode {
+                    reason: reason.to_string(),
+                },
+            )?;
+            &unpacked[..]
+        } else {
+            index_bytes
+        };
+        let index: Index = bincode_options(index_bytes.len() as u64)
             .deserialize(index_bytes)
             .map_err(|e| Error::IndexDecode {
                 reason: e.to_string(),

@@ -19,8 +19,8 @@ use crate::codec::widen;
 use crate::error::{Error, Result};
 use crate::format::{
     align_up, bincode_options, BaseFile, BaseRef, Chunk, Digest, Dtype, ExtraFile, FileRecord,
-    Header, Index, Op, Payload, RowRun, ScaleAxis, TensorRecord, ALIGN, HEADER_LEN, VERSION_MAJOR,
-    VERSION_MINOR,
+    Header, Index, Op, Payload, RowRun, ScaleAxis, TensorRecord, ALIGN, FLAG_INDEX_ZSTD,
+    HEADER_LEN, VERSION_MAJOR, VERSION_MINOR,
 };
 use crate::read::validate::MAX_CHUNK_ELEMS;
 
@@ -658,14 +658,20 @@ impl ArchiveWriter {
         let index = bincode_options(u64::MAX)
             .serialize(&self.index)
             .map_err(|e| Error::Usage(format!("cannot encode index: {e}")))?;
+        // Format 1.3 stores the index as a zstd frame (header flag bit 0).
+        let (index, flags) = crate::codec::index::encode(index, self.opts.max_minor >= 3);
         self.align()?;
         self.write_raw(&index)?;
         let mut header = Header {
             major: VERSION_MAJOR,
             // The lowest minor whose features this archive uses, so readers
             // of older minors can still read archives that need nothing newer.
-            minor: self.index.min_minor(),
-            flags: 0,
+            minor: if flags & FLAG_INDEX_ZSTD != 0 {
+                3
+            } else {
+                self.index.min_minor()
+            },
+            flags,
             file_len: self.pos,
             index_offset,
             index_len: index.len() as u64,
