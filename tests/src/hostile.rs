@@ -13,7 +13,8 @@ use std::path::Path;
 
 use bincode::Options;
 use tpde_format::format::{
-    align_up, bincode_options, FLAG_INDEX_ZSTD, Chunk, Dtype, Header, Index, Payload, TensorRecord, HEADER_LEN,
+    align_up, bincode_options, Chunk, Dtype, Header, Index, Payload, TensorRecord, FLAG_INDEX_ZSTD,
+    HEADER_LEN,
 };
 use tpde_format::pack::{pack, BaseMode, PackOptions};
 use tpde_format::safetensors::{make_header, Checkpoint};

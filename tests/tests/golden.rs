@@ -95,7 +95,11 @@ fn every_vector_decodes_to_its_manifest_digests_and_unpacks_byte_identically() {
             a.index().min_minor()
         };
         assert_eq!(need, h.minor, "{name}: lowest minor");
-        assert_eq!(h.flags & !tpde_format::format::FLAG_INDEX_ZSTD, 0, "{name}: flags");
+        assert_eq!(
+            h.flags & !tpde_format::format::FLAG_INDEX_ZSTD,
+            0,
+            "{name}: flags"
+        );
         let base = base_for(&entry);
         let provider: &dyn BaseProvider = match &base {
             Some(b) => b,

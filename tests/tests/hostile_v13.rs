@@ -65,7 +65,10 @@ fn a_compressed_index_without_the_flag() {
     let stored = zstd::bulk::compress(&p.index_bytes(), 3).unwrap();
     p.header.flags = 0;
     // The frame's bytes read as bincode: a count or tag out of range.
-    assert_err!(open(&p.with_stored_index(&stored)), Error::IndexDecode { .. });
+    assert_err!(
+        open(&p.with_stored_index(&stored)),
+        Error::IndexDecode { .. }
+    );
 }
 
 #[test]
@@ -142,7 +145,10 @@ fn a_frame_shorter_or_longer_than_it_declares() {
     // A whole frame followed by anything.
     let mut trailing = frame.clone();
     trailing.extend_from_slice(&zstd::bulk::compress(&[], 1).unwrap());
-    index_error(&p.with_stored_index(&trailing), "bytes after the zstd frame");
+    index_error(
+        &p.with_stored_index(&trailing),
+        "bytes after the zstd frame",
+    );
     // Cut short.
     index_error(
         &p.with_stored_index(&frame[..frame.len() - 3]),
@@ -176,7 +182,13 @@ fn writing_1_2_keeps_the_index_uncompressed() {
     let dir = tempfile::tempdir().unwrap();
     let (t, b) = synthetic_pair(dir.path());
     for (minor, flags) in [(2u16, 0u32), (3, FLAG_INDEX_ZSTD)] {
-        let a = pack_minor(&t, Some(&b), tpde_format::pack::BaseMode::Inline, 256, minor);
+        let a = pack_minor(
+            &t,
+            Some(&b),
+            tpde_format::pack::BaseMode::Inline,
+            256,
+            minor,
+        );
         let h = Header::parse(&a).unwrap();
         assert_eq!(h.flags, flags, "max minor {minor}");
         assert!(h.minor <= minor);

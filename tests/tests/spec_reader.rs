@@ -859,7 +859,10 @@ fn spec_reader_refuses_v13_violations() {
     let mut q = p.clone();
     q.header.minor = 2;
     let err = failing(&q.to_bytes(), None);
-    assert!(err.contains("zstd index") && err.contains("minor 0 to 2"), "{err}");
+    assert!(
+        err.contains("zstd index") && err.contains("minor 0 to 2"),
+        "{err}"
+    );
     // The flag over an uncompressed index, and a frame with no content size.
     let err = failing(&p.with_stored_index(&raw), None);
     assert!(err.contains("index: zstd frame header is corrupt"), "{err}");
