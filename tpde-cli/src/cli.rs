@@ -96,9 +96,11 @@ pub struct PackArgs {
     /// Same as `--format 1.0`.
     #[arg(long, conflicts_with = "format")]
     pub format_1_0: bool,
-    /// Elements per chunk: the unit of parallel work and random access.
-    #[arg(long, value_name = "N", default_value_t = WriteOptions::default().chunk_elems())]
-    pub chunk_elems: u64,
+    /// Elements per chunk, the same for every tensor: the unit of parallel
+    /// work and random access. Default: chosen per tensor (2^17 to 2^20) by
+    /// an entropy estimate.
+    #[arg(long, value_name = "N")]
+    pub chunk_elems: Option<u64>,
     /// Do not embed the base: record its sha256 instead. Reading the archive
     /// then needs `--base B` (the same bytes).
     #[arg(long, requires = "base", conflicts_with = "plain_base")]

@@ -171,10 +171,13 @@ fn cmd_pack(a: PackArgs) -> Result<String> {
     } else {
         BaseMode::Inline
     };
+    let mut write = WriteOptions::default();
+    if let Some(ce) = a.chunk_elems {
+        write = write.with_chunk_elems(ce);
+    }
     let opts = PackOptions {
-        write: WriteOptions::default()
+        write: write
             .with_level(a.level)
-            .with_chunk_elems(a.chunk_elems)
             .with_plane_coder(match a.planes {
                 cli::Planes::Rans => PlaneCoder::Rans,
                 cli::Planes::Zstd => PlaneCoder::Zstd,

@@ -287,11 +287,41 @@ fn choose_partition(
     } else {
         SIGNED_LOG2_STARTS.iter().map(|&s| u16::from(s)).collect()
     };
-    let mut init_of = [0u16; 256];
+    // Only the intervals some context byte falls in get a row of the joint
+    // histogram (bf16 planes use a few dozen exponent bytes of 256), so the
+    // counters stay in cache; `init_starts` keeps one entry per row. Empty
+    // intervals would be dropped below anyway: the partition is the same.
+    let mut seen = [false; 256];
+    for &c in ctx {
+        seen[usize::from(c)] = true;
+    }
+    let mut interval_of = [0usize; 256];
     for (i, w) in init_starts.iter().enumerate() {
-        for slot in init_of.iter_mut().skip(usize::from(*w)) {
-            *slot = (i << 8) as u16;
+        for slot in interval_of.iter_mut().skip(usize::from(*w)) {
+            *slot = i;
         }
+    }
+    let mut used = vec![false; init_starts.len()];
+    for (c, &s) in seen.iter().enumerate() {
+        if s {
+            used[interval_of[c]] = true;
+        }
+    }
+    let mut row_of = vec![0usize; init_starts.len()];
+    let init_starts: Vec<u16> = init_starts
+        .iter()
+        .zip(&used)
+        .enumerate()
+        .filter(|(_, (_, &u))| u)
+        .enumerate()
+        .map(|(row, (i, (&s, _)))| {
+            row_of[i] = row;
+            s
+        })
+        .collect();
+    let mut init_of = [0u16; 256];
+    for (c, slot) in init_of.iter_mut().enumerate() {
+        *slot = (row_of[interval_of[c]] << 8) as u16;
     }
     let k = init_starts.len();
     let mut joint = vec![0u64; k * 256];

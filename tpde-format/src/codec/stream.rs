@@ -44,7 +44,13 @@ pub fn estimate_planes_with(planes: &[u8], width: usize, base_ctx: Option<&[u8]>
     let mut prev: Option<&[u8]> = None;
     for plane in planes.chunks_exact(n) {
         let c = plane_costs(plane, prev, base_ctx);
-        total += c.best().min(n as f64);
+        // As the coder does: a plane that is noise at order 0 is stored
+        // raw, whatever a context would have saved.
+        total += if c.noise {
+            n as f64
+        } else {
+            c.best().min(n as f64)
+        };
         prev = Some(plane);
     }
     total
@@ -55,6 +61,9 @@ pub fn estimate_planes_with(planes: &[u8], width: usize, base_ctx: Option<&[u8]>
 struct PlaneCosts {
     /// No context.
     order0: f64,
+    /// Order-0 entropy at least [`RAW_ENTROPY_BITS`]: the writer stores
+    /// the plane raw without trying a coder.
+    noise: bool,
     /// 16 signed-log2 buckets of the previous plane's byte.
     prev: Option<f64>,
     /// Each value of the base's byte its own bucket, its table paid per
@@ -135,17 +144,39 @@ fn plane_costs(plane: &[u8], prev: Option<&[u8]>, base: Option<&[u8]>) -> PlaneC
                 seen[c] = true;
             }
         }
-        let order0 = cost(h(&h0));
-        let prev = prev.map(|_| h1.iter().map(|t| cost(h(t))).sum());
+        let (bits0, used0) = h(&h0);
+        let samples = n.div_ceil(step) as f64;
+        let noise = bits0 >= RAW_ENTROPY_BITS * samples;
+        let order0 = cost((bits0, used0));
+        // A noise plane is stored raw: its context costs (thousands of
+        // logarithms on a full 256-symbol plane) are never looked at.
+        let prev = prev.map(|_| {
+            if noise {
+                f64::MAX
+            } else {
+                h1.iter().map(|t| cost(h(t))).sum()
+            }
+        });
         let base = base.map(|_| {
             let mut sum = 0.0;
             for (c, _) in seen.iter().enumerate().filter(|(_, s)| **s) {
-                sum += cost(h(&t[c]));
+                if !noise {
+                    sum += cost(h(&t[c]));
+                }
                 t[c] = [0; 256];
             }
-            sum
+            if noise {
+                f64::MAX
+            } else {
+                sum
+            }
         });
-        PlaneCosts { order0, prev, base }
+        PlaneCosts {
+            order0,
+            noise,
+            prev,
+            base,
+        }
     })
 }
 

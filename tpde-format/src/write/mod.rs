@@ -1,5 +1,6 @@
 //! Writing archives.
 
+mod plan;
 mod source;
 mod writer;
 

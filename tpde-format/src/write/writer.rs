@@ -10,6 +10,7 @@ use bincode::Options;
 use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
 
+use super::plan;
 use super::source::{ByteSource, Dequantized, RowMapped};
 use crate::codec::chunk::{self, EncodeScratch, EncodedChunk};
 use crate::codec::dequant;
@@ -19,18 +20,20 @@ use crate::codec::widen;
 use crate::error::{Error, Result};
 use crate::format::{
     align_up, bincode_options, BaseFile, BaseRef, Chunk, Digest, Dtype, ExtraFile, FileRecord,
-    Header, Index, Op, Payload, RowRun, ScaleAxis, TensorRecord, ALIGN, FLAG_INDEX_ZSTD,
-    HEADER_LEN, VERSION_MAJOR, VERSION_MINOR,
+    Header, Index, Payload, RowRun, ScaleAxis, TensorRecord, ALIGN, FLAG_INDEX_ZSTD, HEADER_LEN,
+    VERSION_MAJOR, VERSION_MINOR,
 };
 use crate::read::validate::MAX_CHUNK_ELEMS;
 
 /// Writer options. Defaults: zstd level 1 (on byte-planed deltas it is both
-/// smaller and twice as fast as level 3: 5.03x vs 4.81x on a real bf16 fine-tune), 1 Mi elements per chunk, inline
-/// bases compressed, refuse to overwrite.
+/// smaller and twice as fast as level 3: 5.03x vs 4.81x on a real bf16 fine-tune),
+/// chunk size chosen per tensor (128 Ki to 1 Mi elements), inline bases
+/// compressed, refuse to overwrite.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteOptions {
     level: i32,
-    chunk_elems: u64,
+    /// `None`: chosen per tensor by estimate.
+    chunk_elems: Option<u64>,
     plain_bases: bool,
     overwrite: bool,
     max_minor: u16,
@@ -41,7 +44,7 @@ impl Default for WriteOptions {
     fn default() -> Self {
         WriteOptions {
             level: 1,
-            chunk_elems: 1 << 20,
+            chunk_elems: None,
             plain_bases: false,
             overwrite: false,
             max_minor: VERSION_MINOR,
@@ -57,10 +60,12 @@ impl WriteOptions {
         self.level = level;
         self
     }
-    /// Elements per chunk: the unit of parallelism and random access.
+    /// Elements per chunk, the same for every tensor: the unit of
+    /// parallelism and random access. Without it the writer chooses per
+    /// tensor among 2^17..=2^20 by an entropy estimate on a sample.
     #[must_use]
     pub fn with_chunk_elems(mut self, n: u64) -> Self {
-        self.chunk_elems = n;
+        self.chunk_elems = Some(n);
         self
     }
     /// Store inline bases uncompressed and aligned, so readers can map them zero-copy.
@@ -98,8 +103,14 @@ impl WriteOptions {
     pub fn level(&self) -> i32 {
         self.level
     }
-    /// Elements per chunk.
+    /// Elements per chunk when fixed with [`WriteOptions::with_chunk_elems`],
+    /// else the largest size the writer chooses (the one it uses for a
+    /// tensor whose statistics do not change along it).
     pub fn chunk_elems(&self) -> u64 {
+        self.chunk_elems.unwrap_or(super::plan::CANDIDATES[0])
+    }
+    /// The fixed chunk size, if any (`None`: chosen per tensor).
+    pub fn fixed_chunk_elems(&self) -> Option<u64> {
         self.chunk_elems
     }
 }
@@ -188,10 +199,9 @@ impl ArchiveWriter {
     /// Starts an archive that `finish` will move to `dest`.
     pub fn create(dest: impl AsRef<Path>, opts: WriteOptions) -> Result<Self> {
         let dest = dest.as_ref().to_path_buf();
-        if opts.chunk_elems == 0 || opts.chunk_elems > MAX_CHUNK_ELEMS {
+        if let Some(ce) = opts.chunk_elems.filter(|&c| c == 0 || c > MAX_CHUNK_ELEMS) {
             return Err(Error::Usage(format!(
-                "chunk size must be 1..={MAX_CHUNK_ELEMS} elements, got {}",
-                opts.chunk_elems
+                "chunk size must be 1..={MAX_CHUNK_ELEMS} elements, got {ce}"
             )));
         }
         if !(1..=22).contains(&opts.level) {
@@ -305,6 +315,29 @@ impl ArchiveWriter {
         Ok((self.index.tensors.len() - 1) as u32)
     }
 
+    /// The smallest chunk size a tensor over `base` may use: an inline base
+    /// tensor's (readers refuse a base with larger chunks than its target,
+    /// spec §5.1).
+    fn min_chunk_elems(&self, base: &BaseInput<'_>) -> u64 {
+        let of = |b: &BaseInput<'_>| match b {
+            BaseInput::Inline { index, .. } => self
+                .index
+                .bases
+                .get(*index as usize)
+                .and_then(|r| match &r.payload {
+                    Payload::Chunked { chunk_elems, .. } => Some(*chunk_elems),
+                    Payload::Plain { .. } => None,
+                })
+                .unwrap_or(1),
+            _ => 1,
+        };
+        match base {
+            BaseInput::Rows { base, .. } => of(base),
+            BaseInput::Dequant { q, scale, .. } => of(q).max(of(scale)),
+            b => of(b),
+        }
+    }
+
     fn encode_plain(
         &mut self,
         name: &str,
@@ -354,8 +387,6 @@ impl ArchiveWriter {
         let len = byte_len(name, dtype, shape)?;
         let w = dtype.width() as u64;
         let n = len / w;
-        let ce = self.opts.chunk_elems;
-        let nchunks = n.div_ceil(ce);
         let comp = chunk::Compression {
             level: self.opts.level,
             max_minor: self.opts.max_minor,
@@ -460,9 +491,7 @@ impl ArchiveWriter {
                 )));
             }
         }
-        let read = |i: u64| -> Result<(Vec<u8>, Option<Vec<u8>>)> {
-            let start = i * ce;
-            let count = ce.min(n - start);
+        let read_range = |start: u64, count: u64| -> Result<(Vec<u8>, Option<Vec<u8>>)> {
             let mut t = vec![0u8; (count * w) as usize];
             target
                 .read_at(start * w, &mut t)
@@ -484,12 +513,21 @@ impl ArchiveWriter {
             };
             Ok((t, b))
         };
-        // One combine op per tensor, chosen by trial on its middle chunk.
-        let op = if nchunks == 0 || base_src.is_none() {
-            Op::Replace
-        } else {
-            let (t, b) = read(nchunks / 2)?;
-            chunk::choose_op(w as usize, &t, b.as_deref(), comp)
+        // One combine op per tensor and its chunk size, from samples.
+        let plan = plan::plan(
+            n,
+            w as usize,
+            base_src.is_some(),
+            comp,
+            self.opts.chunk_elems,
+            self.min_chunk_elems(&base),
+            &read_range,
+        )?;
+        let (op, ce) = (plan.op, plan.chunk_elems);
+        let nchunks = n.div_ceil(ce);
+        let read = |i: u64| {
+            let start = i * ce;
+            read_range(start, ce.min(n - start))
         };
 
         let mut sha = Sha256::new();
