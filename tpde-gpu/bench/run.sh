@@ -21,9 +21,12 @@
 # checkpoint), REPS (timed runs per case, median reported), PLANES (plane
 # coders to pack and compare, comma-separated: rans,zstd; the bench's own
 # default is the library's, rans), MODES (inline base modes to pack:
-# inline,plain), CONFIGS (pipeline configurations: default,wide,cpupos),
+# inline,plain), CONFIGS (pipeline configurations: default,wide,cpupos,gpuent),
 # TESTS (a carried gpu_parity test binary to run first, optional; TESTS=
-# skips it), OUT (where logs go; defaults to the data directory).
+# skips it), CHUNKS (chunk sizes in elements, comma-separated: every size
+# but the default 1048576 adds <mode>-rans-c<log2>.tpde archives, for the
+# device entropy decoder's chunk-size trade-off), OUT (where logs go;
+# defaults to the data directory).
 set -uo pipefail
 
 BIN=${BIN:-.gpu-carry/tpde-gpu-bench}
@@ -34,6 +37,7 @@ REPS=${REPS:-7}
 PLANES=${PLANES:-rans,zstd}
 MODES=${MODES:-inline,plain}
 CONFIGS=${CONFIGS:-default,wide,cpupos}
+CHUNKS=${CHUNKS:-1048576}
 TESTS=${TESTS:-.gpu-carry/gpu_parity}
 LOG=${OUT:-$DATA}
 mkdir -p "$DATA" "$LOG"
@@ -84,7 +88,7 @@ fi
 echo "== inputs"
 t0=$(date +%s)
 rm -f "$DATA"/synth/*.tpde "$DATA"/corpus/*.tpde
-gen_args=(gen --dir "$DATA" --layers "$LAYERS" --planes "$PLANES" --modes "$MODES")
+gen_args=(gen --dir "$DATA" --layers "$LAYERS" --planes "$PLANES" --modes "$MODES" --chunk-elems "$CHUNKS")
 [ -f "$CORPUS" ] && gen_args+=(--corpus "$CORPUS")
 "$BIN" "${gen_args[@]}" 2>&1 | tee "$LOG/gen.log" || exit 1
 echo "inputs ready in $(( $(date +%s) - t0 )) s"

@@ -278,10 +278,12 @@ impl DeviceTensor {
 pub struct GpuOptions {
     slots: usize,
     slot_bytes: usize,
+    decode_bytes: usize,
     streams: usize,
     threads: usize,
     verify_digests: bool,
     positions_on_device: bool,
+    entropy_on_device: bool,
 }
 
 impl Default for GpuOptions {
@@ -289,10 +291,12 @@ impl Default for GpuOptions {
         GpuOptions {
             slots: 8,
             slot_bytes: 32 << 20,
+            decode_bytes: 128 << 20,
             streams: 2,
             threads: 0,
             verify_digests: false,
             positions_on_device: true,
+            entropy_on_device: false,
         }
     }
 }
@@ -309,6 +313,17 @@ impl GpuOptions {
     #[must_use]
     pub fn with_slot_bytes(mut self, n: usize) -> Self {
         self.slot_bytes = n;
+        self
+    }
+    /// Bytes of device-only decode area per slot, for the values the device
+    /// entropy-decodes (raised to fit the largest chunk; allocated only
+    /// when a load has such chunks). The entropy kernel decodes each chunk
+    /// sequentially with one group of four threads, so it needs many
+    /// chunks per launch: a batch may decode several times the bytes it
+    /// stages (the coded words are a fraction of the decoded planes).
+    #[must_use]
+    pub fn with_decode_bytes(mut self, n: usize) -> Self {
+        self.decode_bytes = n;
         self
     }
     /// CUDA streams batches alternate between (at least 1).
@@ -330,6 +345,17 @@ impl GpuOptions {
     #[must_use]
     pub fn with_positions_on_device(mut self, yes: bool) -> Self {
         self.positions_on_device = yes;
+        self
+    }
+    /// Entropy-decode rANS-coded values on the device rather than on the
+    /// CPU (the default: see `BENCHMARKS-gpu.md` run 9 for when it pays). On the device only the coded words and their parsed
+    /// tables are staged and cross PCIe, and the CPU parses plane headers
+    /// instead of decoding every symbol; a `RansBase` plane's base context
+    /// is read from the base in device memory (no device → host copy).
+    /// Chunks with a zstd plane are decoded on the CPU either way.
+    #[must_use]
+    pub fn with_entropy_on_device(mut self, yes: bool) -> Self {
+        self.entropy_on_device = yes;
         self
     }
     /// After loading, copy every tensor back and check its SHA-256 against
@@ -380,6 +406,7 @@ unsafe impl Send for Slot {}
 struct Ring {
     slots: Vec<Slot>,
     slot_bytes: usize,
+    decode_bytes: usize,
 }
 
 /// A raw slice pointer that may cross to a decode thread.
@@ -904,6 +931,7 @@ impl<D: AsRef<[u8]> + Sync> GpuArchive<D> {
     fn plan_options(&self) -> plan::PlanOptions {
         plan::PlanOptions {
             positions_on_device: self.opts.positions_on_device,
+            entropy_on_device: self.opts.entropy_on_device,
         }
     }
 
@@ -919,12 +947,19 @@ impl<D: AsRef<[u8]> + Sync> GpuArchive<D> {
     }
 
     /// Takes (allocating or growing) the staging ring.
-    fn ring_for(&self, slot_bytes: usize) -> Result<std::sync::MutexGuard<'_, Option<Ring>>> {
+    fn ring_for(
+        &self,
+        slot_bytes: usize,
+        decode_bytes: usize,
+    ) -> Result<std::sync::MutexGuard<'_, Option<Ring>>> {
         let mut guard = self
             .ring
             .lock()
             .map_err(|_| GpuError::Usage("staging ring poisoned by a panic".into()))?;
-        if guard.as_ref().is_some_and(|r| r.slot_bytes >= slot_bytes) {
+        if guard
+            .as_ref()
+            .is_some_and(|r| r.slot_bytes >= slot_bytes && r.decode_bytes >= decode_bytes)
+        {
             return Ok(guard);
         }
         *guard = None; // free the old ring first
@@ -944,7 +979,7 @@ impl<D: AsRef<[u8]> + Sync> GpuArchive<D> {
                 _pinned: pinned,
                 host,
                 len: slot_bytes,
-                device: DeviceBuffer::alloc(&self.ctx, slot_bytes)?,
+                device: DeviceBuffer::alloc(&self.ctx, slot_bytes + decode_bytes)?,
                 // Blocking sync: the thread waiting for a slot sleeps
                 // instead of spinning on a core the decoders need.
                 copied: cuda(
@@ -955,14 +990,21 @@ impl<D: AsRef<[u8]> + Sync> GpuArchive<D> {
                 )?,
             });
         }
-        *guard = Some(Ring { slots, slot_bytes });
+        *guard = Some(Ring {
+            slots,
+            slot_bytes,
+            decode_bytes,
+        });
         Ok(guard)
     }
 
     /// Reads the device decoder's error word: a bad positions stream is the
     /// format's typed error for that chunk.
     fn check_error_word(&self, jobs: &[Job<'_>], batches: &[Batch]) -> Result<()> {
-        if !batches.iter().any(|b| !b.phase3.is_empty()) {
+        if !batches
+            .iter()
+            .any(|b| !b.phase3.is_empty() || !b.phase0.is_empty())
+        {
             return Ok(());
         }
         let w = self.error_word.copy_to_host()?;
@@ -971,6 +1013,9 @@ impl<D: AsRef<[u8]> + Sync> GpuArchive<D> {
         let word = u64::from_le_bytes(a);
         if word == 0 {
             return Ok(());
+        }
+        if let Some(e) = plan::entropy_error(&self.archive, jobs, batches, word) {
+            return Err(e);
         }
         let job = batches
             .get((word >> 32) as usize)
@@ -988,15 +1033,22 @@ impl<D: AsRef<[u8]> + Sync> GpuArchive<D> {
             return Ok(Vec::new());
         }
         let slot_bytes = self.opts.slot_bytes.max(plan::min_slot_bytes(jobs));
-        let batches = plan::make_batches(jobs, slot_bytes)?;
-        if batches.iter().any(|b| !b.phase3.is_empty()) {
+        let decode_bytes = match plan::min_decode_bytes(jobs) {
+            0 => 0,
+            n => self.opts.decode_bytes.max(n),
+        };
+        let batches = plan::make_batches_with(jobs, slot_bytes, decode_bytes)?;
+        if batches
+            .iter()
+            .any(|b| !b.phase3.is_empty() || !b.phase0.is_empty())
+        {
             // Zero the error word before any kernel can write it.
             // SAFETY: the word is 8 bytes of device memory.
             cuda("cuMemsetD8", unsafe {
                 cu::memset_d8_sync(self.error_word.device_ptr(), 0, 8)
             })?;
         }
-        let mut guard = self.ring_for(slot_bytes)?;
+        let mut guard = self.ring_for(slot_bytes, decode_bytes)?;
         let Some(ring) = guard.as_mut() else {
             return Err(GpuError::Usage("staging ring missing".into()));
         };
@@ -1033,7 +1085,7 @@ impl<D: AsRef<[u8]> + Sync> GpuArchive<D> {
                     cuda("cuEventSynchronize", slot.copied.synchronize())?;
                     st.wait_slot_ms += t.elapsed().as_secs_f64() * 1e3;
                     let used = b.used_bytes(jobs);
-                    if used > slot.len {
+                    if used > slot.len || b.device_bytes(jobs) > slot.device.len() {
                         return Err(GpuError::Usage("batch larger than its slot".into()));
                     }
                     // SAFETY: the slot's pinned memory is `len` bytes, no
@@ -1129,6 +1181,13 @@ impl<D: AsRef<[u8]> + Sync> GpuArchive<D> {
         // SAFETY: the descriptor tables were written for this slot's device
         // staging address and point at live output, base and staging memory.
         unsafe {
+            self.kernels.launch_entropy(
+                stream,
+                table + b.phase0_table() as u64,
+                b.phase0.len() as u32,
+                self.error_word.device_ptr(),
+                index as u32,
+            )?;
             self.kernels
                 .launch_phase1(stream, table, b.phase1.len() as u32, b.tiles1)?;
             self.kernels.launch_sparse(

@@ -14,7 +14,13 @@
 //!   positions the CPU decoded, run after phase 1 has filled the base;
 //! - `tpde_varint_count` + `tpde_varint_apply`: sparse chunks whose gap
 //!   stream goes up raw: per-segment counts and sums, then prefix sums give
-//!   every position, which is checked and applied.
+//!   every position, which is checked and applied;
+//! - `tpde_entropy` (phase 0, before the others): rANS-coded values planes
+//!   (spec §5.6) decoded into device staging, one group of four threads per
+//!   chunk (one per interleaved state, stepping together over the shared
+//!   word stream), planes in order, the base context of `RansBase` planes
+//!   read from the base in device memory; it checks what the CPU decoder
+//!   checks during the decode and reports a failing plane.
 //!
 //! All combine arithmetic is on unsigned words of the dtype's width, as in
 //! `tpde_format::codec::combine`, so every dtype is bit-exact; the one float
@@ -410,6 +416,152 @@ extern "C" __global__ void __launch_bounds__(256) tpde_varint_apply(
     if (__syncthreads_or(bad) && threadIdx.x == 0) report(err, tag, sidx);
 }
 
+
+// ---- entropy decoding on the device (phase 0) -------------------------------
+// One group of 4 threads per chunk, thread l owning rANS state x_l (spec
+// 5.6.4-5.6.5). Symbol i belongs to lane i % 4, so the group decodes 4
+// symbols per step; the lanes that renormalize take the next words in lane
+// order (a ballot and a popcount), which is exactly the stream order of the
+// sequential decoder. Planes decode in order (plane k's context is plane
+// k - 1). Input layout: tpde_gpu::stage::fill_entropy. Errors set *err to
+// (tag << 32) | 0x80000000 | reason << 24 | plane << 20 | (slot + 1):
+// reason 1 a word needed past the end, 2 words left over, 3 a final state
+// other than 2^16, 4 an invalid gap stream. Nothing outside the input,
+// the job's device-only region and the base range is read or written.
+
+struct EntPlane {
+    u8 kind, ctx, scale, buckets, cval, p0, p1, p2;
+    u32 x[4];
+    u64 data, len, tables, p3, p4;
+};
+
+__device__ __forceinline__ void ent_report(u64* err, u32 tag, u32 reason, u32 plane, u32 slot) {
+    atomicCAS((unsigned long long*)err, 0ull,
+              ((unsigned long long)tag << 32) | 0x80000000u | (reason << 24) | ((plane & 15u) << 20) | (slot + 1));
+}
+
+extern "C" __global__ void __launch_bounds__(128) tpde_entropy(
+        const Job* jobs, u32 njobs, u64* err, u32 tag) {
+    const u32 g = (blockIdx.x * blockDim.x + threadIdx.x) >> 2;
+    const u32 lane = threadIdx.x & 3;
+    if (g >= njobs) return; // the whole group leaves together
+    const u32 gshift = threadIdx.x & 28;
+    const u32 gmask = 0xfu << gshift;
+    const Job j = jobs[g];
+    const u8* in = (const u8*)j.vals;
+    const u64 m = j.m, n = j.n;
+    const u32 W = j.width;
+    u8* out = (u8*)j.dst;
+    u8* bctx = out + m * W;
+    const EntPlane* pl = (const EntPlane*)(in + 16);
+    // Base context (spec 5.7): byte W - 1 of the base element under each value.
+    if (j.flags & 2) {
+        const u8* base = (const u8*)j.base;
+        u32 bad = 0;
+        if (j.kind == 1) {
+            for (u64 i = lane; i < m; i += 4) bctx[i] = base ? base[i * W + W - 1] : (u8)0;
+        } else if (j.kind == 2) {
+            const u32* pos = (const u32*)j.pos;
+            for (u64 i = lane; i < m; i += 4) {
+                u64 p = pos[i];
+                if (p >= n) { bad = 1; p = 0; }
+                bctx[i] = base ? base[p * W + W - 1] : (u8)0;
+            }
+        } else if (lane == 0) {
+            // Gap bytes (spec 5.5), checked as the CPU reader checks them.
+            const u8* b = (const u8*)j.pos;
+            const u64 L = *(const u64*)in;
+            u64 e = 0, next = 0, cnt = 0;
+            while (e < L && !bad) {
+                u64 v = 0; u32 sh = 0, len = 0; bool done = false;
+                while (e < L && len < 5) {
+                    u8 c = b[e++]; len++;
+                    v |= (u64)(c & 0x7f) << sh; sh += 7;
+                    if (!(c & 0x80)) { done = true; break; }
+                }
+                u64 p = next + v;
+                if (!done || cnt >= m || p >= n) { bad = 1; break; }
+                bctx[cnt++] = base ? base[p * W + W - 1] : (u8)0;
+                next = p + 1;
+            }
+            if (cnt != m) bad = 1;
+        }
+        bad = __any_sync(gmask, bad);
+        if (bad) {
+            if (lane == 0) ent_report(err, tag, 4, 0, j.tile_start);
+            return;
+        }
+        __syncwarp(gmask);
+    }
+    for (u32 k = 0; k < W; k++) {
+        const EntPlane P = pl[k];
+        u8* o = out + (u64)k * m;
+        if (P.kind == 0) {
+            const u8* src = in + P.data;
+            if (((u64)o & 15) == 0 && (m & 15) == 0) {
+                for (u64 i = (u64)lane * 16; i < m; i += 64)
+                    *(uint4*)(o + i) = *(const uint4*)(src + i);
+            } else {
+                for (u64 i = lane; i < m; i += 4) o[i] = src[i];
+            }
+        } else if (P.kind == 1) {
+            for (u64 i = lane; i < m; i += 4) o[i] = P.cval;
+        } else {
+            const u8* ctx = P.ctx == 1 ? o - m : P.ctx == 2 ? bctx : (const u8*)0;
+            const u8* bof = in + P.tables;
+            const u8* tb = bof + 256;
+            const u16* words = (const u16*)(in + P.data);
+            const u64 nw = P.len >> 1;
+            const u32 sc = P.scale, mask = (1u << sc) - 1, sh = sc - 8;
+            u32 x = P.x[lane];
+            u64 p = 0;
+            u32 bad = 0;
+            // The bucket's tables for symbol i: looked up one step ahead,
+            // off the state's dependency chain (context -> bucket -> table).
+            const u8* tcur = tb;
+            if (ctx && lane < m) tcur = tb + (u32)__ldg(bof + ctx[lane]) * 1280u;
+            for (u64 i0 = 0; i0 < m; i0 += 4) {
+                const u64 i = i0 + lane;
+                const u8* tnext = tb;
+                if (ctx && i + 4 < m) tnext = tb + (u32)__ldg(bof + ctx[i + 4]) * 1280u;
+                // The next four words, one per lane, fetched before they are
+                // known to be needed (a renormalizing lane takes the one at
+                // its rank among the lanes that renormalize).
+                const u64 wq = p + lane;
+                const u32 wv = wq < nw ? (u32)__ldg(words + wq) : 0u;
+                bool need = false;
+                if (i < m) {
+                    const u32* tab = (const u32*)tcur;
+                    const u32 slot = x & mask;
+                    u32 s = __ldg(tcur + 1024 + (slot >> sh));
+                    u32 e = __ldg(tab + s);
+                    while ((e >> 16) <= slot && s < 255) { s++; e = __ldg(tab + s); }
+                    o[i] = (u8)s;
+                    const u32 st = e & 0xffffu;
+                    x = ((e >> 16) - st) * (x >> sc) + (slot - st);
+                    need = x < 65536u;
+                }
+                const u32 bal = (__ballot_sync(gmask, need) >> gshift) & 15u;
+                const u32 rank = __popc(bal & ((1u << lane) - 1));
+                const u32 w = __shfl_sync(gmask, wv, gshift + rank);
+                if (need) {
+                    if (p + rank < nw) x = (x << 16) | w;
+                    else bad = 1;
+                }
+                p += __popc(bal);
+                tcur = tnext;
+            }
+            const u32 trunc = __any_sync(gmask, bad);
+            const u32 state = __any_sync(gmask, x != 65536u);
+            if (trunc | (p != nw) | state) {
+                if (lane == 0) ent_report(err, tag, trunc ? 1 : (p != nw) ? 2 : 3, k, j.tile_start);
+                return;
+            }
+        }
+        __syncwarp(gmask); // plane k is written before plane k + 1 reads it
+    }
+}
+
 extern "C" __global__ void __launch_bounds__(256) tpde_sparse(const Job* jobs, u32 njobs) {
     __shared__ Job sj;
     if (threadIdx.x == 0) sj = *find_job(jobs, njobs, blockIdx.x);
@@ -432,6 +584,7 @@ pub struct Kernels {
     sparse: CudaFunction,
     varint_count: CudaFunction,
     varint_apply: CudaFunction,
+    entropy: CudaFunction,
     /// Milliseconds NVRTC took (0 when the PTX came from the process cache).
     pub compile_ms: f64,
 }
@@ -507,6 +660,7 @@ pub fn kernels_for(ctx: &Arc<CudaContext>) -> Result<Arc<Kernels>> {
             "cuModuleGetFunction",
             module.load_function("tpde_varint_apply"),
         )?,
+        entropy: cuda("cuModuleGetFunction", module.load_function("tpde_entropy"))?,
         compile_ms,
     });
     loaded.insert(ctx.ordinal(), k.clone());
@@ -584,6 +738,41 @@ impl Kernels {
             cuda("cuLaunchKernel", unsafe { b.launch(cfg) })?;
         }
         Ok(())
+    }
+}
+
+impl Kernels {
+    /// Launches the entropy decoder over a phase-0 table of `njobs`
+    /// descriptors (one group of [`crate::plan::ENTROPY_GROUP`] threads
+    /// each); `err` is the zeroed device `u64` that receives a failing
+    /// plane's code (see the kernel source), `tag` the batch index.
+    ///
+    /// # Safety
+    /// As for [`Kernels::launch_phase1`]: every descriptor's entropy input,
+    /// device-only region, positions and base range must be valid device
+    /// memory until the launch completes, and the input's tables must be
+    /// the ones [`crate::stage`] builds (the kernel trusts their indices).
+    pub unsafe fn launch_entropy(
+        &self,
+        stream: &CudaStream,
+        table: u64,
+        njobs: u32,
+        err: u64,
+        tag: u32,
+    ) -> Result<()> {
+        if njobs == 0 {
+            return Ok(());
+        }
+        let per_block = crate::plan::ENTROPY_THREADS / crate::plan::ENTROPY_GROUP;
+        let cfg = LaunchConfig {
+            grid_dim: (njobs.div_ceil(per_block), 1, 1),
+            block_dim: (crate::plan::ENTROPY_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut b = stream.launch_builder(&self.entropy);
+        b.arg(&table).arg(&njobs).arg(&err).arg(&tag);
+        // SAFETY: forwarded to the caller.
+        cuda("cuLaunchKernel", unsafe { b.launch(cfg) }).map(|_| ())
     }
 }
 

@@ -8,8 +8,11 @@
 
 use std::ops::Range;
 
+use tpde_format::codec::entropy::MAX_BUCKETS;
 use tpde_format::codec::{dequant, rows};
-use tpde_format::format::{BaseRef, Chunk, ChunkKind, Dtype, Op, Payload, RowRun, ScaleAxis};
+use tpde_format::format::{
+    BaseRef, Chunk, ChunkKind, Codec, Dtype, Op, Payload, PlaneCodec, RowRun, ScaleAxis,
+};
 use tpde_format::read::{BaseView, DequantView, Table, WidenSource};
 use tpde_format::{Archive, BaseProvider};
 
@@ -23,7 +26,7 @@ pub const DESC_BYTES: usize = 64;
 pub const REGION_ALIGN: usize = 256;
 /// Most descriptors in one batch (bounds the binary search in the kernels and
 /// the header size).
-pub const MAX_JOBS_PER_BATCH: usize = 1024;
+pub const MAX_JOBS_PER_BATCH: usize = 8192;
 /// Bytes one block of the fill phase copies or zeroes.
 pub const FILL_BYTES_PER_TILE: u64 = THREADS as u64 * 16;
 /// Elements one block of a widen job converts (4 per thread).
@@ -135,12 +138,17 @@ pub struct PlanOptions {
     /// Stage sparse positions as raw gap bytes for the device to decode
     /// ([`JobKind::SparseVarint`]) rather than as CPU-decoded `u32`s.
     pub positions_on_device: bool,
+    /// Entropy-decode rANS-coded values on the device ([`Job::decoded`])
+    /// rather than on the CPU: only the coded words and their tables cross
+    /// PCIe, and the CPU parses headers instead of decoding every symbol.
+    pub entropy_on_device: bool,
 }
 
 impl Default for PlanOptions {
     fn default() -> Self {
         PlanOptions {
             positions_on_device: true,
+            entropy_on_device: false,
         }
     }
 }
@@ -238,6 +246,88 @@ pub struct Job<'a> {
     /// Start a new batch at this job: its inputs depend on phase-2 work of
     /// the jobs before it, which a single batch would run after it.
     pub cut_before: bool,
+    /// Device-only bytes of a chunk whose values are entropy-decoded on the
+    /// device ([`ENTROPY_GROUP`] threads, phase 0 of its batch): its decoded
+    /// byte planes (`width ×` values) and, when a plane is `RansBase`, one
+    /// base-context byte per value. 0: the values are decoded on the CPU and
+    /// staged (everything else). For such a job `staged` holds the
+    /// positions (sparse) and, at `values_at`, the entropy input
+    /// ([`crate::stage`] writes it; [`entropy_input_len`] sizes it).
+    pub decoded: usize,
+    /// Entropy-decoded jobs with a `RansBase` plane: device address of the
+    /// base element under the chunk's first element as it is when phase 0
+    /// of the job's batch runs (0: the base is all zeros). The device reads
+    /// byte `width - 1` of the elements under the values there (spec §5.7).
+    pub ctx_base: u64,
+}
+
+/// Threads that decode one entropy-coded chunk on the device: one per
+/// interleaved rANS state (spec §5.6.4). They share the word stream and
+/// step together, so each plane still decodes in stream order.
+pub const ENTROPY_GROUP: u32 = 4;
+/// Threads per block of the entropy kernel.
+pub const ENTROPY_THREADS: u32 = 128;
+/// Bytes of the entropy input's header: `u64` gap-stream length, `u32`
+/// plane count, `u32` 0.
+pub const ENTROPY_HEAD: usize = 16;
+/// Bytes of one plane's entry in the entropy input (see [`crate::stage`]).
+pub const ENTROPY_PLANE: usize = 64;
+/// Bytes of one bucket's device tables: `u32 (cum[s] | cum[s + 1] << 16)`
+/// for every symbol, then a `u8` symbol per 1/256 of the slot range (the
+/// symbol whose slots hold the range's first slot): the decoder starts
+/// there and steps to the symbol holding its slot.
+pub const ENTROPY_BUCKET: usize = 256 * 4 + 256;
+/// Bytes of a rANS plane's device tables for `buckets` buckets: the
+/// context byte -> bucket map, then the buckets.
+pub const fn entropy_tables_len(buckets: usize) -> usize {
+    256 + buckets * ENTROPY_BUCKET
+}
+
+/// Bytes of the entropy input [`crate::stage`] writes for chunk `c`'s
+/// values, or `None` when they are not decoded on the device: only a
+/// [`Codec::PerPlane`] values stream with at least one `Rans` or `RansBase`
+/// plane and no `Zstd` plane is (a chunk with a zstd plane keeps the CPU
+/// path). `bytes` is the whole archive: the bucket count of each rANS
+/// plane is read from its header here (unchecked; staging parses and
+/// checks the CRC-checked bytes again and refuses a mismatch).
+pub fn entropy_input_len(bytes: &[u8], c: &Chunk, width: usize) -> Option<usize> {
+    let Codec::PerPlane(planes) = &c.values.codec else {
+        return None;
+    };
+    let m = usize::try_from(c.values.raw_len / width.max(1) as u64).ok()?;
+    if m == 0
+        || planes.len() != width
+        || planes.iter().any(|p| p.codec == PlaneCodec::Zstd)
+        || !planes
+            .iter()
+            .any(|p| matches!(p.codec, PlaneCodec::Rans | PlaneCodec::RansBase))
+    {
+        return None;
+    }
+    let mut at = c.offset.checked_add(c.positions.stored_len)?;
+    let mut len = ENTROPY_HEAD + ENTROPY_PLANE * width;
+    for p in planes {
+        let stored = usize::try_from(p.stored_len).ok()?;
+        let rans = matches!(p.codec, PlaneCodec::Rans | PlaneCodec::RansBase);
+        // Mode byte 2 = rANS: its bucket count is byte 2 (spec §5.6.2).
+        let head = usize::try_from(at)
+            .ok()
+            .and_then(|a| bytes.get(a..a.checked_add(3)?));
+        let tables = match head {
+            Some(h) if rans && h[0] == 2 => {
+                entropy_tables_len(usize::from(h[2]).clamp(1, MAX_BUCKETS))
+            }
+            _ => 0,
+        };
+        len += align_up(tables, 16) + align_up(stored, 16);
+        at = at.checked_add(p.stored_len)?;
+    }
+    Some(len)
+}
+
+/// True when `c`'s values stream has a `RansBase` plane.
+fn has_base_plane(c: &Chunk) -> bool {
+    matches!(&c.values.codec, Codec::PerPlane(p) if p.iter().any(|p| p.codec == PlaneCodec::RansBase))
 }
 
 /// Where a tensor's base lives when its chunks are applied.
@@ -527,6 +617,7 @@ fn split_jobs<'a, D: AsRef<[u8]> + Sync>(
             };
             for (i, c) in chunks.iter().enumerate() {
                 chunk_jobs(
+                    archive.bytes(),
                     Table::Target,
                     t,
                     i,
@@ -581,6 +672,8 @@ fn widen_jobs<'a>(
             values_at: 0,
             pos_bytes: 0,
             cut_before: false,
+            decoded: 0,
+            ctx_base: 0,
         });
         start += count;
     }
@@ -661,6 +754,8 @@ fn dequant_jobs<'a>(
             values_at,
             pos_bytes: 0,
             cut_before: false,
+            decoded: 0,
+            ctx_base: 0,
         });
         start = end;
     }
@@ -701,6 +796,8 @@ fn rows_host_jobs<'a>(
             values_at: 0,
             pos_bytes: 0,
             cut_before: false,
+            decoded: 0,
+            ctx_base: 0,
         });
         at += n;
     }
@@ -737,6 +834,8 @@ fn rows_device_jobs<'a>(
             values_at: 0,
             pos_bytes: 0,
             cut_before: false,
+            decoded: 0,
+            ctx_base: 0,
         })
     };
     let mut at = 0u64;
@@ -771,6 +870,7 @@ pub fn base_tensor_jobs<'a, D: AsRef<[u8]> + Sync>(
         Payload::Chunked { chunks, .. } => {
             for (i, c) in chunks.iter().enumerate() {
                 chunk_jobs(
+                    archive.bytes(),
                     Table::Base,
                     bi,
                     i,
@@ -1065,12 +1165,15 @@ fn raw_jobs<'a>(bytes: &'a [u8], dst: u64, width: usize, jobs: &mut Vec<Job<'a>>
             values_at: 0,
             pos_bytes: 0,
             cut_before: false,
+            decoded: 0,
+            ctx_base: 0,
         });
     }
 }
 
 #[allow(clippy::too_many_arguments)]
 fn chunk_jobs<'a>(
+    bytes: &[u8],
     table: Table,
     t: usize,
     i: usize,
@@ -1096,6 +1199,18 @@ fn chunk_jobs<'a>(
         base: ctx,
     };
     let mut push = |job: Job<'a>| jobs.push(job);
+    // Values entropy-decoded on the device: the staged entropy input's
+    // length, and the device-only bytes (planes, base context).
+    let entropy = if opts.entropy_on_device {
+        entropy_input_len(bytes, c, w)
+    } else {
+        None
+    };
+    let ctx_bytes = has_base_plane(c);
+    let decoded = |values: u64| match entropy {
+        Some(_) => values as usize * w + if ctx_bytes { values as usize } else { 0 },
+        None => 0,
+    };
     let fill_job = Job {
         kind: JobKind::Fill,
         input: Input::None,
@@ -1109,6 +1224,8 @@ fn chunk_jobs<'a>(
         values_at: 0,
         pos_bytes: 0,
         cut_before: false,
+        decoded: 0,
+        ctx_base: 0,
     };
     match c.kind {
         ChunkKind::Zero => {
@@ -1125,10 +1242,12 @@ fn chunk_jobs<'a>(
             m: 0,
             dst,
             base: base_addr,
-            staged: (c.elem_count * w as u64) as usize,
+            staged: entropy.unwrap_or((c.elem_count * w as u64) as usize),
             values_at: 0,
             pos_bytes: 0,
             cut_before: false,
+            decoded: decoded(c.elem_count),
+            ctx_base: base_addr,
         }),
         ChunkKind::Sparse => {
             if fill {
@@ -1149,10 +1268,12 @@ fn chunk_jobs<'a>(
                 m: c.changed,
                 dst,
                 base: dst,
-                staged: values_at + c.changed as usize * w,
+                staged: values_at + entropy.unwrap_or(c.changed as usize * w),
                 values_at,
                 pos_bytes,
                 cut_before: false,
+                decoded: decoded(c.changed),
+                ctx_base: base_addr,
             })
         }
     }
@@ -1192,6 +1313,19 @@ pub struct Batch {
     /// Phase-3 (sparse, positions decoded on the device) jobs, after the
     /// phase-2 table; run by two launches (segment counts, then apply).
     pub phase3: Vec<usize>,
+    /// Phase-0 jobs: chunks whose values are entropy-decoded on the device
+    /// ([`Job::decoded`]), run before every other launch of the batch;
+    /// their table follows the phase-3 table. Each job is also in the
+    /// table of the phase that applies it.
+    pub phase0: Vec<usize>,
+    /// Offset of each job's device-only region ([`Job::decoded`] bytes)
+    /// in the decode area (0 when it has none; same order as `jobs`).
+    pub decoded_at: Vec<usize>,
+    /// Bytes of the decode area the batch uses.
+    pub device_end: usize,
+    /// Offset of the decode area in the slot's device buffer (the slot
+    /// size the batches were made for): after everything copied.
+    pub device_area: usize,
     /// Blocks of the phase-1 launch.
     pub tiles1: u32,
     /// Blocks of the phase-2 launch.
@@ -1228,6 +1362,16 @@ pub fn min_slot_bytes(jobs: &[Job<'_>]) -> usize {
         .unwrap_or(REGION_ALIGN)
 }
 
+/// The smallest device-only decode area (per slot) that holds the
+/// decoded values of every job of `jobs` ([`Job::decoded`]); 0 when no job
+/// is entropy-decoded on the device.
+pub fn min_decode_bytes(jobs: &[Job<'_>]) -> usize {
+    jobs.iter()
+        .map(|j| align_up(j.decoded, REGION_ALIGN))
+        .max()
+        .unwrap_or(0)
+}
+
 /// Which launch a job belongs to.
 fn phase(j: &Job<'_>) -> usize {
     match j.kind {
@@ -1238,12 +1382,35 @@ fn phase(j: &Job<'_>) -> usize {
     }
 }
 
-/// Groups `jobs` into batches that fit `slot_bytes` of staging each.
+/// Groups `jobs` into batches that fit `slot_bytes` of staging each, with
+/// a device-only decode area of as many bytes after the slot.
 pub fn make_batches(jobs: &[Job<'_>], slot_bytes: usize) -> Result<Vec<Batch>> {
+    make_batches_with(jobs, slot_bytes, slot_bytes)
+}
+
+/// Groups `jobs` into batches that fit `slot_bytes` of (pinned and device)
+/// staging each, and `decode_bytes` of device-only area for the values the
+/// device entropy-decodes ([`Job::decoded`]); that area starts at offset
+/// `slot_bytes` of the slot's device buffer, which is therefore
+/// `slot_bytes + decode_bytes` long ([`Batch::device_bytes`]). Why a
+/// separate area: the decoded planes never cross PCIe, and the entropy
+/// kernel needs many chunks per launch (one thread group each) to keep the
+/// device busy, so a batch may decode several times its staged bytes.
+pub fn make_batches_with(
+    jobs: &[Job<'_>],
+    slot_bytes: usize,
+    decode_bytes: usize,
+) -> Result<Vec<Batch>> {
     if slot_bytes < min_slot_bytes(jobs) {
         return Err(GpuError::Usage(format!(
             "staging slots of {slot_bytes} bytes cannot hold a job of {} bytes",
             min_slot_bytes(jobs)
+        )));
+    }
+    if decode_bytes < min_decode_bytes(jobs) {
+        return Err(GpuError::Usage(format!(
+            "decode areas of {decode_bytes} bytes cannot hold a job's {} decoded bytes",
+            min_decode_bytes(jobs)
         )));
     }
     let mut out = Vec::new();
@@ -1252,6 +1419,7 @@ pub fn make_batches(jobs: &[Job<'_>], slot_bytes: usize) -> Result<Vec<Batch>> {
         let mut end = start;
         let mut descs = 0usize;
         let mut data = 0usize;
+        let mut dev = 0usize;
         let mut t = [0u64; 4];
         while end < jobs.len() {
             let j = &jobs[end];
@@ -1259,12 +1427,14 @@ pub fn make_batches(jobs: &[Job<'_>], slot_bytes: usize) -> Result<Vec<Batch>> {
                 break;
             }
             let ph = phase(j);
-            let d = descs + usize::from(ph != 0);
+            let d = descs + usize::from(ph != 0) + usize::from(j.decoded > 0);
             let bytes = align_up(d * DESC_BYTES, REGION_ALIGN) + data + region(j);
+            let ndev = dev + align_up(j.decoded, REGION_ALIGN);
             let mut nt = t;
             nt[ph] += tiles(j);
             if end > start
                 && (bytes > slot_bytes
+                    || ndev > decode_bytes
                     || d > MAX_JOBS_PER_BATCH
                     || nt.iter().any(|&x| x > MAX_TILES_PER_BATCH))
             {
@@ -1272,10 +1442,11 @@ pub fn make_batches(jobs: &[Job<'_>], slot_bytes: usize) -> Result<Vec<Batch>> {
             }
             descs = d;
             data += region(j);
+            dev = ndev;
             t = nt;
             end += 1;
         }
-        out.push(layout(jobs, start..end, descs, t));
+        out.push(layout(jobs, start..end, descs, t, slot_bytes));
         start = end;
     }
     Ok(out)
@@ -1283,23 +1454,41 @@ pub fn make_batches(jobs: &[Job<'_>], slot_bytes: usize) -> Result<Vec<Batch>> {
 
 /// Places the jobs of one batch: header, kernel inputs, segment statistics,
 /// then raw pieces.
-fn layout(jobs: &[Job<'_>], range: Range<usize>, descs: usize, t: [u64; 4]) -> Batch {
+fn layout(
+    jobs: &[Job<'_>],
+    range: Range<usize>,
+    descs: usize,
+    t: [u64; 4],
+    device_area: usize,
+) -> Batch {
     let header = align_up(descs * DESC_BYTES, REGION_ALIGN);
     let mut offsets = vec![0usize; range.len()];
     let mut at = header;
     let mut tables: [Vec<usize>; 4] = Default::default();
+    let mut phase0 = Vec::new();
     for (k, j) in jobs[range.clone()].iter().enumerate() {
         let ph = phase(j);
         if ph == 0 {
             continue;
         }
         tables[ph].push(range.start + k);
+        if j.decoded > 0 {
+            phase0.push(range.start + k);
+        }
         offsets[k] = at;
         at += align_up(j.staged, REGION_ALIGN);
     }
     let stats_at = at;
     at += align_up(16 * t[3] as usize, REGION_ALIGN);
     let kernel_bytes = if descs == 0 { 0 } else { at };
+    let mut decoded_at = vec![0usize; range.len()];
+    let mut device_end = 0;
+    for (k, j) in jobs[range.clone()].iter().enumerate() {
+        if j.decoded > 0 {
+            decoded_at[k] = device_end;
+            device_end += align_up(j.decoded, REGION_ALIGN);
+        }
+    }
     let mut raw = Vec::new();
     for (k, j) in jobs[range.clone()].iter().enumerate() {
         if j.kind == JobKind::Raw {
@@ -1315,6 +1504,10 @@ fn layout(jobs: &[Job<'_>], range: Range<usize>, descs: usize, t: [u64; 4]) -> B
         phase1,
         phase2,
         phase3,
+        phase0,
+        decoded_at,
+        device_end,
+        device_area,
         // Each bounded by MAX_TILES_PER_BATCH.
         tiles1: t[1] as u32,
         tiles2: t[2] as u32,
@@ -1335,6 +1528,30 @@ impl Batch {
             .max()
             .unwrap_or(0)
             .max(self.kernel_bytes)
+    }
+
+    /// Bytes of the slot's device buffer the batch uses (staging and its
+    /// decode area).
+    pub fn device_bytes(&self, jobs: &[Job<'_>]) -> usize {
+        if self.device_end == 0 {
+            self.used_bytes(jobs)
+        } else {
+            self.device_area + self.device_end
+        }
+    }
+
+    /// Byte offset of the phase-0 (entropy) descriptor table.
+    pub fn phase0_table(&self) -> usize {
+        (self.phase1.len() + self.phase2.len() + self.phase3.len()) * DESC_BYTES
+    }
+
+    /// Device address of job `ji`'s decoded values (its device-only
+    /// region), for device staging at `staging`; 0 when it has none.
+    pub fn decoded_addr(&self, jobs: &[Job<'_>], ji: usize, staging: u64) -> u64 {
+        if jobs[ji].decoded == 0 {
+            return 0;
+        }
+        staging + (self.device_area + self.decoded_at[ji - self.jobs.start]) as u64
     }
 
     /// Byte offset of the phase-2 descriptor table in the staging header.
@@ -1371,12 +1588,50 @@ impl Batch {
                 );
             }
         }
+        let at = self.phase0_table();
+        for (slot, &ji) in self.phase0.iter().enumerate() {
+            self.entropy_desc(jobs, ji, staging, slot as u32)
+                .write(&mut header[at + slot * DESC_BYTES..]);
+        }
+    }
+
+    /// The phase-0 descriptor of entropy job `ji`: `dst` its device-only
+    /// region (decoded planes, then the base context), `vals` its entropy
+    /// input, `base` [`Job::ctx_base`], `pos` its staged positions (sparse;
+    /// gap bytes for [`JobKind::SparseVarint`], whose length the input's
+    /// header holds), `n` elements of the chunk, `m` values (bytes per
+    /// plane), `kind` the job's kind, flags bit 1: a plane is `RansBase`.
+    /// `tile_start` is the descriptor's slot.
+    fn entropy_desc(&self, jobs: &[Job<'_>], ji: usize, staging: u64, slot: u32) -> Desc {
+        let j = &jobs[ji];
+        let region = staging + self.offsets[ji - self.jobs.start] as u64;
+        let sparse = matches!(j.kind, JobKind::Sparse | JobKind::SparseVarint);
+        let m = if sparse { j.m } else { j.n };
+        let ctx = j.decoded > m as usize * j.width;
+        Desc {
+            dst: self.decoded_addr(jobs, ji, staging),
+            base: j.ctx_base,
+            vals: region + j.values_at as u64,
+            pos: if sparse { region } else { 0 },
+            n: j.n,
+            m,
+            tile_start: slot,
+            tiles: 1,
+            width: j.width as u8,
+            kind: j.kind as u8,
+            op: 0,
+            flags: u8::from(ctx) << 1,
+        }
     }
 
     fn write_one(&self, jobs: &[Job<'_>], ji: usize, staging: u64, tile: u32, d: &mut [u8]) -> u32 {
         let j = &jobs[ji];
         let region = staging + self.offsets[ji - self.jobs.start] as u64;
         let (vals, pos) = match j.kind {
+            _ if j.decoded > 0 => (
+                self.decoded_addr(jobs, ji, staging),
+                if j.kind == JobKind::Dense { 0 } else { region },
+            ),
             JobKind::Sparse | JobKind::SparseVarint => (region + j.values_at as u64, region),
             JobKind::Dense => (region, 0),
             // Widen reads its narrow elements from staging or, when nothing
@@ -1456,6 +1711,72 @@ pub fn bad_positions<D: AsRef<[u8]> + Sync>(archive: &Archive<D>, job: &Job<'_>)
             reason: "positions stream is invalid (checked on the device)",
         }),
         _ => GpuError::Usage("device reported bad positions for a job without a chunk".into()),
+    }
+}
+
+/// Why the entropy kernel (or its CPU mirror) refused a plane: the reason
+/// code of its error word, as the CPU decoder's message.
+pub const fn entropy_reason(code: u32) -> &'static str {
+    match code {
+        1 => "entropy: truncated stream",
+        2 => "entropy: trailing bytes after the last symbol",
+        3 => "entropy: final state mismatch",
+        _ => "entropy: device decoder failed",
+    }
+}
+
+/// The typed error for an entropy kernel's error word (`(batch << 32) |
+/// 0x8000_0000 | reason << 24 | plane << 20 | (slot + 1)`), naming the
+/// tensor and chunk as the CPU path does; `None` when the word is not the
+/// entropy kernel's. Reason 4 (an invalid gap stream met while building a
+/// sparse chunk's base context) is the positions error of
+/// [`bad_positions`].
+pub fn entropy_error<D: AsRef<[u8]> + Sync>(
+    archive: &Archive<D>,
+    jobs: &[Job<'_>],
+    batches: &[Batch],
+    word: u64,
+) -> Option<GpuError> {
+    let low = (word & 0xffff_ffff) as u32;
+    if low & 0x8000_0000 == 0 {
+        return None;
+    }
+    let reason = (low >> 24) & 0x7f;
+    let slot = ((low & 0xf_ffff) as usize).checked_sub(1)?;
+    let job = batches
+        .get((word >> 32) as usize)
+        .and_then(|b| b.phase0.get(slot))
+        .and_then(|&ji| jobs.get(ji));
+    Some(match job {
+        Some(j) if reason == 4 => bad_positions(archive, j),
+        Some(j) => chunk_error(archive, j, entropy_reason(reason)),
+        None => GpuError::Usage(format!("device reported an unknown job ({word:#x})")),
+    })
+}
+
+/// The format's chunk-decode error for job `job`'s chunk.
+pub fn chunk_error<D: AsRef<[u8]> + Sync>(
+    archive: &Archive<D>,
+    job: &Job<'_>,
+    reason: &'static str,
+) -> GpuError {
+    match job.input {
+        Input::Chunk {
+            table,
+            tensor,
+            chunk,
+            ..
+        } => GpuError::Format(tpde_format::Error::ChunkDecode {
+            location: tpde_format::Location::Chunk {
+                tensor: archive.record(table, tensor).name.clone(),
+                base: table == Table::Base,
+                chunk: chunk as u64,
+            },
+            reason,
+        }),
+        _ => GpuError::Usage(format!(
+            "device reported {reason:?} for a job without a chunk"
+        )),
     }
 }
 

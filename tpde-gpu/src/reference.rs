@@ -220,11 +220,14 @@ pub fn reconstruct<D: AsRef<[u8]> + Sync>(
         outs.push(dst);
     }
     plan::targets_jobs(archive, &plans, opts, &mut jobs)?;
-    let batches = plan::make_batches(&jobs, slot_bytes.max(plan::min_slot_bytes(&jobs)))?;
+    // Decode areas as large as the slots, or as the largest job needs.
+    let slot_bytes = slot_bytes.max(plan::min_slot_bytes(&jobs));
+    let decode_bytes = slot_bytes.max(plan::min_decode_bytes(&jobs));
+    let batches = plan::make_batches_with(&jobs, slot_bytes, decode_bytes)?;
     let staging_addr = mem.alloc(
         batches
             .iter()
-            .map(|b| b.used_bytes(&jobs))
+            .map(|b| b.device_bytes(&jobs))
             .max()
             .unwrap_or(0),
         0,
@@ -323,13 +326,28 @@ fn run_batch<D: AsRef<[u8]> + Sync>(
         mem.get_mut(dst, len as u64)?
             .copy_from_slice(&host[o..o + len]);
     }
-    // Phase 1, then phase 2, reading the descriptors from device staging.
+    // Phase 0 (entropy), phase 1, then phase 2, reading the descriptors
+    // from device staging.
     let table = |i: usize, base: usize, mem: &HostMemory| -> Result<Desc> {
         Ok(Desc::read(mem.get(
             staging_addr + (base + i * DESC_BYTES) as u64,
             DESC_BYTES as u64,
         )?))
     };
+    for i in 0..b.phase0.len() {
+        let d = table(i, b.phase0_table(), mem)?;
+        if d.tile_start as usize != i {
+            return Err(plan_error("entropy descriptor out of its slot"));
+        }
+        if let Some((reason, _plane)) = apply_entropy(&d, mem)? {
+            // The kernel's error word, for this batch alone (index 0).
+            let word = 0x8000_0000 | u64::from(reason) << 24 | (i as u64 + 1);
+            return Err(
+                plan::entropy_error(archive, jobs, std::slice::from_ref(b), word)
+                    .unwrap_or_else(|| plan_error("entropy error word not recognised")),
+            );
+        }
+    }
     let mut tile = 0u32;
     for i in 0..b.phase1.len() {
         let d = table(i, 0, mem)?;
@@ -365,6 +383,159 @@ fn run_batch<D: AsRef<[u8]> + Sync>(
 
 /// A byte range `[start, end)` of device memory.
 type Span = (u64, u64);
+
+/// Mirror of `tpde_entropy`: decodes the planes of one phase-0 job from
+/// its entropy input (layout: [`stage::fill_entropy`]'s docs) into its
+/// device-only region, with the device's tables (coarse index, then a step
+/// forward while `cum[s + 1] <= slot`) and the device's checks. Returns
+/// `Some((reason, plane))` where the kernel reports an error (reason 1 a
+/// word past the end, 2 words left over, 3 a final state other than
+/// `2^16`, 4 an invalid gap stream).
+fn apply_entropy(d: &Desc, mem: &mut HostMemory) -> Result<Option<(u32, u32)>> {
+    let w = usize::from(d.width);
+    let m = d.m as usize;
+    let head = mem.get(d.vals, plan::ENTROPY_HEAD as u64)?.to_vec();
+    let u64_at = |b: &[u8], o: usize| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&b[o..o + 8]);
+        u64::from_le_bytes(a)
+    };
+    let ctx_bytes = d.flags & 2 != 0;
+    let mut out = vec![0u8; m * w + if ctx_bytes { m } else { 0 }];
+    if ctx_bytes {
+        // Positions of the values, then byte w - 1 of the base under each.
+        let positions: Option<Vec<u64>> = match d.kind {
+            1 => Some((0..d.m).collect()),
+            2 => {
+                let raw = mem.get(d.pos, d.m * 4)?;
+                Some(
+                    raw.chunks_exact(4)
+                        .map(|c| u64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+                        .collect(),
+                )
+                .filter(|p: &Vec<u64>| p.iter().all(|&p| p < d.n))
+            }
+            _ => gaps(mem.get(d.pos, u64_at(&head, 0))?, d.m, d.n),
+        };
+        let Some(positions) = positions else {
+            return Ok(Some((4, 0)));
+        };
+        for (i, p) in positions.into_iter().enumerate() {
+            out[m * w + i] = if d.base == 0 {
+                0
+            } else {
+                mem.get(d.base + p * w as u64 + w as u64 - 1, 1)?[0]
+            };
+        }
+    }
+    for k in 0..w {
+        let e = mem
+            .get(
+                d.vals + (plan::ENTROPY_HEAD + plan::ENTROPY_PLANE * k) as u64,
+                64,
+            )?
+            .to_vec();
+        let (data, len, tables) = (u64_at(&e, 24), u64_at(&e, 32), u64_at(&e, 40));
+        let (done, rest) = out.split_at_mut(k * m);
+        let (o, after) = rest.split_at_mut(m);
+        match e[0] {
+            0 => o.copy_from_slice(mem.get(d.vals + data, m as u64)?),
+            1 => o.fill(e[4]),
+            _ => {
+                let (scale, buckets) = (u32::from(e[2]), usize::from(e[3]));
+                let t = mem.get(d.vals + tables, plan::entropy_tables_len(buckets) as u64)?;
+                let words = mem.get(d.vals + data, len)?;
+                let ctx: Option<&[u8]> = match e[1] {
+                    0 => None,
+                    1 => Some(&done[(k - 1) * m..]),
+                    _ => Some(&after[(w - k - 1) * m..]),
+                };
+                let mut x = [0u32; 4];
+                for (j, xs) in x.iter_mut().enumerate() {
+                    *xs = u32::from_le_bytes([
+                        e[8 + 4 * j],
+                        e[9 + 4 * j],
+                        e[10 + 4 * j],
+                        e[11 + 4 * j],
+                    ]);
+                }
+                let mask = (1u32 << scale) - 1;
+                let sh = scale - 8;
+                let nw = words.len() / 2;
+                let mut p = 0usize;
+                let mut truncated = false;
+                for (i, oi) in o.iter_mut().enumerate() {
+                    let j = i % 4;
+                    let b = ctx.map_or(0, |c| usize::from(t[usize::from(c[i])]));
+                    let tb = &t[256 + b * plan::ENTROPY_BUCKET..][..plan::ENTROPY_BUCKET];
+                    let tab = |s: usize| {
+                        u32::from_le_bytes([tb[4 * s], tb[4 * s + 1], tb[4 * s + 2], tb[4 * s + 3]])
+                    };
+                    let slot = x[j] & mask;
+                    let mut s = usize::from(tb[1024 + (slot >> sh) as usize]);
+                    let mut ent = tab(s);
+                    while ent >> 16 <= slot && s < 255 {
+                        s += 1;
+                        ent = tab(s);
+                    }
+                    *oi = s as u8;
+                    let st = ent & 0xffff;
+                    x[j] = ((ent >> 16) - st)
+                        .wrapping_mul(x[j] >> scale)
+                        .wrapping_add(slot.wrapping_sub(st));
+                    if x[j] < 1 << 16 {
+                        if p < nw {
+                            x[j] = x[j] << 16
+                                | u32::from(u16::from_le_bytes([words[2 * p], words[2 * p + 1]]));
+                        } else {
+                            truncated = true;
+                        }
+                        p += 1;
+                    }
+                }
+                if truncated {
+                    return Ok(Some((1, k as u32)));
+                }
+                if p != nw {
+                    return Ok(Some((2, k as u32)));
+                }
+                if x.iter().any(|&s| s != 1 << 16) {
+                    return Ok(Some((3, k as u32)));
+                }
+            }
+        }
+    }
+    mem.get_mut(d.dst, out.len() as u64)?.copy_from_slice(&out);
+    Ok(None)
+}
+
+/// Positions from a gap stream (spec §5.5), checked as the kernel checks
+/// them; `None` for an invalid stream.
+fn gaps(b: &[u8], m: u64, n: u64) -> Option<Vec<u64>> {
+    let mut out = Vec::new();
+    let (mut e, mut next) = (0usize, 0u64);
+    while e < b.len() {
+        let (mut v, mut sh, mut len, mut done) = (0u64, 0u32, 0, false);
+        while e < b.len() && len < 5 {
+            let c = b[e];
+            e += 1;
+            len += 1;
+            v |= u64::from(c & 0x7f) << sh;
+            sh += 7;
+            if c & 0x80 == 0 {
+                done = true;
+                break;
+            }
+        }
+        let p = next + v;
+        if !done || out.len() as u64 >= m || p >= n {
+            return None;
+        }
+        out.push(p);
+        next = p + 1;
+    }
+    (out.len() as u64 == m).then_some(out)
+}
 
 /// Device-side ordering checks the sequential mirror cannot see by running:
 /// - jobs of one launch run concurrently, so no job may write a byte another

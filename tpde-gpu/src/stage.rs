@@ -47,13 +47,14 @@
 use std::cell::RefCell;
 use std::ops::Range;
 
+use tpde_format::codec::rans_layout::{self, PlaneMode, RansLayout};
 use tpde_format::codec::{chunk, dequant, positions, rows, stream, widen};
-use tpde_format::format::{Chunk, Dtype, Payload, Stream};
+use tpde_format::format::{Chunk, Codec, Dtype, Payload, PlaneCodec, Stream};
 use tpde_format::read::Table;
 use tpde_format::{Archive, Error as FormatError, Location};
 
 use crate::error::{GpuError, Result};
-use crate::plan::{BasePlan, Input, Job, JobKind, Piece, WidenSrc};
+use crate::plan::{self, BasePlan, Input, Job, JobKind, Piece, WidenSrc};
 
 /// Device memory the CPU side of staging may read: the base bytes under a
 /// chunk whose values need the base context when the base lives on the
@@ -84,6 +85,7 @@ struct Scratch {
     pos: Vec<u32>,
     ctx: Vec<u8>,
     bufs: Bufs,
+    layout: Box<RansLayout>,
 }
 
 /// Buffers of the base-context computation.
@@ -184,6 +186,12 @@ pub fn fill_region<D: AsRef<[u8]> + Sync>(
                 };
                 base_context(archive, &cx, ps, dev, &mut s.bufs, &mut s.ctx)
             };
+            if job.decoded > 0 {
+                return SCRATCH.with(|cell| {
+                    let s = &mut *cell.borrow_mut();
+                    fill_entropy(job, c, pos_bytes, val_bytes, region, s).map_err(err)
+                });
+            }
             SCRATCH.with(|cell| -> Result<()> {
                 let s = &mut *cell.borrow_mut();
                 match job.kind {
@@ -227,6 +235,177 @@ pub fn fill_region<D: AsRef<[u8]> + Sync>(
                     JobKind::Fill | JobKind::Raw | JobKind::Widen | JobKind::Dequant => Ok(()),
                 }
             })
+        }
+    }
+}
+
+/// Stages a chunk whose values the device entropy-decodes
+/// ([`Job::decoded`]): the positions as for any sparse chunk (gap bytes or
+/// CPU-decoded `u32`s, no base context needed here), then at `values_at`
+/// the *entropy input* the `tpde_entropy` kernel reads (all little-endian,
+/// offsets from the input's start, every piece 16-byte aligned):
+///
+/// - header (16 bytes): `u64` gap-stream length (device-decoded positions,
+///   else 0), `u32` planes (= width), `u32` 0;
+/// - one 64-byte entry per plane: `u8` kind (0 copy, 1 constant, 2 rANS),
+///   `u8` context (0 none, 1 the previous decoded plane, 2 the base
+///   context), `u8` scale, `u8` buckets, `u8` constant value, 3 zero bytes,
+///   `u32` states `x_0..x_3`, `u64` data offset (raw bytes or words),
+///   `u64` data length in bytes, `u64` tables offset, 16 zero bytes;
+/// - per rANS plane its tables ([`plan::entropy_tables_len`]: the context
+///   byte -> bucket map, then per bucket `u32 cum[s] | cum[s + 1] << 16` and
+///   the 256-entry coarse slot -> symbol index), then every plane's data.
+///
+/// Each rANS plane's header and frequency tables are parsed and checked
+/// here by the format crate's own table reader
+/// ([`tpde_format::codec::rans_layout`]), so a malformed table is the
+/// same error as on the CPU path; the device checks what needs the decode
+/// (no word past the end, every word used, final states `2^16`).
+fn fill_entropy(
+    job: &Job<'_>,
+    c: &Chunk,
+    pos_stored: &[u8],
+    val_bytes: &[u8],
+    region: &mut [u8],
+    s: &mut Scratch,
+) -> Result<(), &'static str> {
+    let Codec::PerPlane(planes) = &c.values.codec else {
+        return Err("entropy job without a per-plane values stream");
+    };
+    let w = job.width;
+    let (pos_out, input) = region.split_at_mut(job.values_at);
+    let m = match job.kind {
+        JobKind::Dense => job.n as usize,
+        JobKind::Sparse => {
+            stream::decompress(&c.positions, pos_stored, &mut s.raw)?;
+            positions::decode(&s.raw, job.m as usize, c.elem_count, &mut s.pos)?;
+            for (o, p) in pos_out.chunks_exact_mut(4).zip(s.pos.iter()) {
+                o.copy_from_slice(&p.to_le_bytes());
+            }
+            job.m as usize
+        }
+        JobKind::SparseVarint => {
+            decompress_into(&c.positions, pos_stored, &mut pos_out[..job.pos_bytes])?;
+            job.m as usize
+        }
+        _ => return Err("entropy job of a kind without values"),
+    };
+    if planes.len() != w || c.values.raw_len != (m * w) as u64 {
+        return Err("per-plane stream has no planes or a ragged length");
+    }
+    let head = plan::ENTROPY_HEAD + plan::ENTROPY_PLANE * w;
+    let short = "entropy input larger than planned (archive changed?)";
+    let pos_len = if job.kind == JobKind::SparseVarint {
+        job.pos_bytes as u64
+    } else {
+        0
+    };
+    input
+        .get_mut(..plan::ENTROPY_HEAD)
+        .ok_or(short)?
+        .copy_from_slice(
+            &[
+                &pos_len.to_le_bytes()[..],
+                &(w as u32).to_le_bytes(),
+                &[0; 4],
+            ]
+            .concat(),
+        );
+    let layout = &mut s.layout;
+    let mut at = head;
+    let mut rest = val_bytes;
+    for (k, p) in planes.iter().enumerate() {
+        let len = usize::try_from(p.stored_len).map_err(|_| "plane too long")?;
+        let (src, tail) = rest
+            .split_at_checked(len)
+            .ok_or("plane runs past the stream")?;
+        rest = tail;
+        let mut e = [0u8; plan::ENTROPY_PLANE];
+        // (data offset, data length) once the data is placed.
+        let data: &[u8] = match p.codec {
+            PlaneCodec::Raw if src.len() == m => src,
+            PlaneCodec::Raw => return Err("raw plane length differs from the plane size"),
+            PlaneCodec::Zstd => return Err("zstd plane in an entropy job"),
+            PlaneCodec::Rans | PlaneCodec::RansBase => {
+                let base = p.codec == PlaneCodec::RansBase;
+                let ctx_len = if base || k > 0 { Some(m) } else { None };
+                match rans_layout::parse_plane(src, m, ctx_len, layout)? {
+                    PlaneMode::Raw(r) => &src[r],
+                    PlaneMode::Constant(b) => {
+                        e[0] = 1;
+                        e[4] = b;
+                        &[]
+                    }
+                    PlaneMode::Rans => {
+                        e[0] = 2;
+                        e[1] = match (layout.buckets > 1, base) {
+                            (false, _) => 0,
+                            (true, false) => 1,
+                            (true, true) => 2,
+                        };
+                        e[2] = layout.scale as u8;
+                        e[3] = layout.buckets as u8;
+                        for (o, x) in e[8..24].chunks_exact_mut(4).zip(layout.states) {
+                            o.copy_from_slice(&x.to_le_bytes());
+                        }
+                        let tl = plan::entropy_tables_len(layout.buckets);
+                        let t = input.get_mut(at..at + tl).ok_or(short)?;
+                        device_tables(layout, t);
+                        e[40..48].copy_from_slice(&(at as u64).to_le_bytes());
+                        at = plan::align_up(at + tl, 16);
+                        &src[layout.words.clone()]
+                    }
+                }
+            }
+        };
+        if e[0] != 1 {
+            input
+                .get_mut(at..at + data.len())
+                .ok_or(short)?
+                .copy_from_slice(data);
+            e[24..32].copy_from_slice(&(at as u64).to_le_bytes());
+            e[32..40].copy_from_slice(&(data.len() as u64).to_le_bytes());
+            at = plan::align_up(at + data.len(), 16);
+        }
+        let eo = plan::ENTROPY_HEAD + plan::ENTROPY_PLANE * k;
+        input
+            .get_mut(eo..eo + plan::ENTROPY_PLANE)
+            .ok_or(short)?
+            .copy_from_slice(&e);
+    }
+    if !rest.is_empty() {
+        return Err("bytes left after the last plane");
+    }
+    Ok(())
+}
+
+/// A rANS plane's device tables ([`plan::entropy_tables_len`] bytes) from
+/// its parsed layout: the context byte -> bucket map, then per bucket the
+/// `u32 cum[s] | cum[s + 1] << 16` of every symbol (absent symbols span
+/// nothing) and, for each of 256 equal slices of the slot range, the
+/// symbol holding the slice's first slot. The device starts at that symbol
+/// and steps forward while `cum[s + 1] <= slot`: it always ends on the
+/// present symbol holding the slot, and never past symbol 255 (`cum[256]`
+/// is the table total, above every slot).
+pub fn device_tables(layout: &RansLayout, out: &mut [u8]) {
+    out[..256].copy_from_slice(&layout.bucket_of);
+    let sh = layout.scale - 8;
+    for b in 0..layout.buckets {
+        let t = &mut out[256 + b * plan::ENTROPY_BUCKET..][..plan::ENTROPY_BUCKET];
+        let mut cums = [0u32; 257];
+        for (s, &f) in layout.freq[b].iter().enumerate() {
+            cums[s + 1] = cums[s] + u32::from(f);
+        }
+        for (o, c) in t[..1024].chunks_exact_mut(4).zip(cums.windows(2)) {
+            o.copy_from_slice(&(c[0] | c[1] << 16).to_le_bytes());
+        }
+        let mut s = 0usize;
+        for bin in 0..256u32 {
+            let slot = bin << sh;
+            while s < 255 && cums[s + 1] <= slot {
+                s += 1;
+            }
+            t[1024 + bin as usize] = s as u8;
         }
     }
 }

@@ -34,21 +34,26 @@ fn sha(b: &[u8]) -> [u8; 32] {
 /// Option sets that force many batches, one stream, several streams.
 fn option_sets() -> Vec<GpuOptions> {
     vec![
-        GpuOptions::default(),
+        GpuOptions::default().with_entropy_on_device(true),
         GpuOptions::default()
             .with_slot_bytes(0)
             .with_slots(3)
             .with_streams(1)
-            .with_threads(2),
+            .with_threads(2)
+            .with_entropy_on_device(true),
         GpuOptions::default()
             .with_slot_bytes(8192)
             .with_slots(4)
             .with_streams(4)
-            .with_positions_on_device(false),
+            .with_positions_on_device(false)
+            .with_entropy_on_device(true),
         GpuOptions::default()
             .with_slot_bytes(1 << 16)
             .with_slots(2)
-            .with_streams(2),
+            .with_streams(2)
+            .with_entropy_on_device(true),
+        // rANS planes decoded on the CPU (the default).
+        GpuOptions::default(),
     ]
 }
 
@@ -298,6 +303,50 @@ fn hostile_positions_are_refused_on_the_device() {
                     ),
                 }
                 // The good tensors still load, bit-exact.
+                for name in ["t0", "t2"] {
+                    let dt = gpu.load(name).unwrap();
+                    let cpu = gpu
+                        .archive()
+                        .decode_tensor(name, &tpde_format::NoBase)
+                        .unwrap();
+                    assert_eq!(sha(&dt.copy_to_host().unwrap()), sha(&cpu), "{name}");
+                }
+            }
+        }
+    }
+}
+
+/// CRC-valid rANS planes with a flipped or a missing word: the device
+/// entropy decoder refuses them with the chunk's typed error and the CPU
+/// decoder's reason, writes nothing out of bounds (the next loads on the
+/// same context succeed); so does the CPU path.
+#[test]
+fn hostile_rans_planes_are_refused_on_the_device() {
+    use common::Tamper;
+    if !device_or_skip() {
+        return;
+    }
+    for t in [Tamper::RansFlip, Tamper::RansShort] {
+        for dtype in [tpde_format::Dtype::BF16, tpde_format::Dtype::F32] {
+            let bytes = common::tampered(t, dtype);
+            for on_device in [true, false] {
+                let a = Archive::from_bytes(bytes.as_slice(), ReadLimits::default()).unwrap();
+                let want = match a.decode_tensor("t1", &tpde_format::NoBase) {
+                    Err(tpde_format::Error::ChunkDecode { reason, .. }) => reason,
+                    r => panic!("{t:?} {dtype}: the CPU reader gives {r:?}"),
+                };
+                let opts = GpuOptions::default().with_entropy_on_device(on_device);
+                let gpu = GpuArchive::new(a, 0, opts).unwrap();
+                let err = gpu.load_all().unwrap_err();
+                match &err {
+                    GpuError::Format(tpde_format::Error::ChunkDecode { location, reason }) => {
+                        assert!(location.to_string().contains("t1"), "{t:?}: {location}");
+                        assert_eq!(*reason, want, "{t:?} {dtype} on_device={on_device}");
+                    }
+                    e => panic!(
+                        "{t:?} on_device={on_device}: expected a chunk decode error, got {e}"
+                    ),
+                }
                 for name in ["t0", "t2"] {
                     let dt = gpu.load(name).unwrap();
                     let cpu = gpu

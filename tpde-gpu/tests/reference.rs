@@ -14,13 +14,20 @@ use tpde_gpu::plan::PlanOptions;
 use tpde_gpu::reference::{reconstruct, BaseMode};
 use tpde_gpu::GpuError;
 
-/// Both ways of staging sparse positions.
-const PLANS: [PlanOptions; 2] = [
+/// Both ways of staging sparse positions, and both ways of entropy
+/// decoding rANS planes (device kernel mirror, CPU decode into staging).
+const PLANS: [PlanOptions; 3] = [
     PlanOptions {
         positions_on_device: true,
+        entropy_on_device: true,
     },
     PlanOptions {
         positions_on_device: false,
+        entropy_on_device: true,
+    },
+    PlanOptions {
+        positions_on_device: true,
+        entropy_on_device: false,
     },
 ];
 
@@ -657,4 +664,94 @@ fn base_context_from_a_wrong_device_base_never_gives_the_target() {
             }
         }
     }
+}
+
+/// rANS planes that pass their CRC but break the bitstream (a flipped bit
+/// in the last word, a dropped last word): refused by the device decoder's
+/// mirror with the chunk's typed error and the CPU decoder's own reason,
+/// and by the CPU staging path alike.
+#[test]
+fn hostile_rans_planes_are_refused_like_the_cpu_reader() {
+    use common::Tamper;
+    for t in [Tamper::RansFlip, Tamper::RansShort] {
+        for dtype in [tpde_format::Dtype::BF16, tpde_format::Dtype::F32] {
+            let bytes = common::tampered(t, dtype);
+            let a = open(&bytes);
+            let want = match a.decode_tensor("t1", &tpde_format::NoBase) {
+                Err(tpde_format::Error::ChunkDecode { reason, .. }) => reason,
+                r => panic!("{t:?} {dtype}: the CPU reader gives {r:?}"),
+            };
+            for plan in PLANS {
+                let err = reconstruct(
+                    &a,
+                    BaseMode::Host(&tpde_format::NoBase),
+                    &HashMap::new(),
+                    0,
+                    plan,
+                )
+                .unwrap_err();
+                match &err {
+                    GpuError::Format(tpde_format::Error::ChunkDecode { location, reason }) => {
+                        assert!(location.to_string().contains("t1"), "{t:?}: {location}");
+                        assert_eq!(*reason, want, "{t:?} {dtype} {plan:?}");
+                    }
+                    e => panic!("{t:?} {plan:?}: expected a chunk decode error, got {e}"),
+                }
+            }
+        }
+    }
+}
+
+/// The fixtures send rANS planes through the device entropy path: dense
+/// and sparse chunks, with and without `RansBase` planes, and positions
+/// staged both ways; with `entropy_on_device` off none are.
+#[test]
+fn rans_chunks_are_planned_for_the_device_entropy_decoder() {
+    use tpde_gpu::plan::{self, BasePlan, JobKind};
+    for built in [common::build(&common::matrix(3)), ctx_archive(14)] {
+        let a = open(&built.bytes);
+        for plan_opts in PLANS {
+            let mut jobs = Vec::new();
+            for t in 0..a.index().tensors.len() {
+                let base = if plan::base_name(&a, t).is_some() {
+                    BasePlan::InPlace
+                } else {
+                    BasePlan::Zero
+                };
+                plan::tensor_jobs(&a, t, (t as u64 + 1) << 40, base, plan_opts, &mut jobs).unwrap();
+            }
+            let dev: Vec<_> = jobs.iter().filter(|j| j.decoded > 0).collect();
+            if !plan_opts.entropy_on_device {
+                assert!(dev.is_empty());
+                continue;
+            }
+            let kinds: Vec<JobKind> = dev.iter().map(|j| j.kind).collect();
+            assert!(kinds.contains(&JobKind::Dense), "{plan_opts:?}");
+            let sparse = if plan_opts.positions_on_device {
+                JobKind::SparseVarint
+            } else {
+                JobKind::Sparse
+            };
+            assert!(kinds.contains(&sparse), "{plan_opts:?}");
+        }
+    }
+    // Base-context planes: one context byte per value besides the planes.
+    let built = ctx_archive(15);
+    let a = open(&built.bytes);
+    let mut jobs = Vec::new();
+    for t in 0..a.index().tensors.len() {
+        plan::tensor_jobs(
+            &a,
+            t,
+            (t as u64 + 1) << 40,
+            BasePlan::InPlace,
+            PLANS[0],
+            &mut jobs,
+        )
+        .unwrap();
+    }
+    assert!(jobs.iter().any(|j| {
+        let vals = if j.kind == JobKind::Dense { j.n } else { j.m };
+        j.decoded > 0 && j.decoded == vals as usize * (j.width + 1)
+    }));
 }

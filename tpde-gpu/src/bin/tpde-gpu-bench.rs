@@ -4,7 +4,8 @@
 //! ```text
 //! tpde-gpu-bench gen  --dir D [--layers 8] [--small] [--corpus ARCHIVE]
 //!                     [--planes rans|zstd|rans,zstd] [--modes inline,plain]
-//! tpde-gpu-bench run  --dir D [--reps 7] [--device 0] [--configs default,wide,cpupos]
+//!                     [--chunk-elems 1048576,65536]
+//! tpde-gpu-bench run  --dir D [--reps 7] [--device 0] [--configs default,wide,cpupos,gpuent]
 //! tpde-gpu-bench pack --base B --target T --out A [--planes rans|zstd]
 //!                     (packs a pair, inline base)
 //! ```
@@ -133,7 +134,12 @@ fn real_main() -> Res<()> {
             let small = args.iter().any(|a| a == "--small");
             let coders = parse_coders(arg(&args, "--planes"))?;
             let modes = parse_modes(arg(&args, "--modes"))?;
-            gen_synth(&dir.join("synth"), layers, small, &coders, &modes)?;
+            let chunks: Vec<u64> = arg(&args, "--chunk-elems")
+                .unwrap_or("1048576")
+                .split(',')
+                .map(|c| c.parse::<u64>())
+                .collect::<Result<_, _>>()?;
+            gen_synth(&dir.join("synth"), layers, small, &coders, &modes, &chunks)?;
             if let Some(c) = arg(&args, "--corpus") {
                 gen_corpus(&dir.join("corpus"), Path::new(c), &coders)?;
             }
@@ -160,7 +166,7 @@ fn real_main() -> Res<()> {
             );
             let rings = Rings::new();
             for (onto, dev) in [(false, true), (true, true), (true, false)] {
-                let (ms, _) = time_ms(3, || cpu_decode_ms(&a, onto, dev, &rings))?;
+                let (ms, _) = time_ms(3, || cpu_decode_ms(&a, onto, dev, false, &rings))?;
                 println!(
                     "CPU decode ({}, positions {}): {ms:.1} ms, {:.2} GB/s of target, {} threads",
                     if onto {
@@ -197,6 +203,7 @@ fn real_main() -> Res<()> {
                 Path::new(o),
                 BaseMode::Inline,
                 coder,
+                1 << 20,
             )?;
             println!("{o}: {r} bytes, {} planes", coder_name(coder));
             Ok(())
@@ -261,6 +268,7 @@ fn gen_synth(
     small: bool,
     coders: &[PlaneCoder],
     modes: &[(BaseMode, &'static str)],
+    chunks: &[u64],
 ) -> Res<()> {
     std::fs::create_dir_all(dir)?;
     let (h, kv, ff) = if small {
@@ -313,10 +321,21 @@ fn gen_synth(
         total as f64 / 1e9,
         t0.elapsed().as_secs_f64()
     );
-    pack_all(dir, "synth", &base_path, &target_path, coders, modes)
+    pack_all(
+        dir,
+        "synth",
+        &base_path,
+        &target_path,
+        coders,
+        modes,
+        chunks,
+    )
 }
 
-/// Packs `base`/`target` into `dir/<mode>-<coder>.tpde` for every pair.
+/// Packs `base`/`target` into `dir/<mode>-<coder>.tpde` for every pair,
+/// and `dir/<mode>-rans-c<log2>.tpde` for every other chunk size in
+/// `chunks` (rANS only: smaller chunks give the device entropy decoder more
+/// independent streams; zstd chunks are decoded on the CPU either way).
 fn pack_all(
     dir: &Path,
     label: &str,
@@ -324,12 +343,27 @@ fn pack_all(
     target: &Path,
     coders: &[PlaneCoder],
     modes: &[(BaseMode, &'static str)],
+    chunks: &[u64],
 ) -> Res<()> {
+    const DEFAULT_CHUNK: u64 = 1 << 20;
     for &(mode, mode_name) in modes {
-        for &coder in coders {
-            let name = format!("{mode_name}-{}.tpde", coder_name(coder));
+        let mut runs: Vec<(PlaneCoder, u64)> = coders.iter().map(|&c| (c, DEFAULT_CHUNK)).collect();
+        if coders.contains(&PlaneCoder::Rans) {
+            runs.extend(
+                chunks
+                    .iter()
+                    .filter(|&&c| c != DEFAULT_CHUNK)
+                    .map(|&c| (PlaneCoder::Rans, c)),
+            );
+        }
+        for (coder, ce) in runs {
+            let name = if ce == DEFAULT_CHUNK {
+                format!("{mode_name}-{}.tpde", coder_name(coder))
+            } else {
+                format!("{mode_name}-{}-c{}.tpde", coder_name(coder), ce.ilog2())
+            };
             let t0 = Instant::now();
-            let bytes = pack_pair(base, target, &dir.join(&name), mode, coder)?;
+            let bytes = pack_pair(base, target, &dir.join(&name), mode, coder, ce)?;
             println!(
                 "{label}: packed {name} ({:.4} GB) in {:.1} s on {} threads",
                 bytes as f64 / 1e9,
@@ -347,13 +381,15 @@ fn pack_pair(
     out: &Path,
     mode: BaseMode,
     coder: PlaneCoder,
+    chunk_elems: u64,
 ) -> Res<u64> {
     let t = Checkpoint::open(target)?;
     let b = Checkpoint::open(base)?;
     let opts = PackOptions {
         write: tpde_format::WriteOptions::default()
             .with_overwrite(true)
-            .with_plane_coder(coder),
+            .with_plane_coder(coder)
+            .with_chunk_elems(chunk_elems),
         base_mode: mode,
     };
     Ok(pack(&t, Some(&b), out, &opts, &mut |_| {})?.archive_bytes)
@@ -387,6 +423,7 @@ fn gen_corpus(dir: &Path, archive: &Path, coders: &[PlaneCoder]) -> Res<()> {
         &target,
         coders,
         &[(BaseMode::Inline, "inline")],
+        &[1 << 20],
     )
 }
 
@@ -632,10 +669,12 @@ fn cpu_decode_ms<D: AsRef<[u8]> + Sync>(
     a: &Archive<D>,
     onto_device: bool,
     positions_on_device: bool,
+    entropy_on_device: bool,
     rings: &Rings,
 ) -> Res<f64> {
     let opts = plan::PlanOptions {
         positions_on_device,
+        entropy_on_device,
     };
     // Bases "on the device": the simulated memory holds each base's
     // predictor, which the base context of `RansBase` planes reads (the
@@ -760,11 +799,15 @@ fn stats<D: AsRef<[u8]> + Sync>(a: &Archive<D>) -> ArchiveStats {
         if let Payload::Chunked { chunks, .. } = &t.payload {
             for c in chunks {
                 *count.entry((c.kind, c.op)).or_default() += 1;
+                // rANS-coded values go up coded (with their tables) and
+                // are entropy-decoded on the device (the default).
+                let values = plan::entropy_input_len(a.bytes(), c, t.dtype.width())
+                    .map_or(c.values.raw_len, |n| n as u64);
                 s.staged += match c.kind {
                     ChunkKind::Zero => 0,
-                    ChunkKind::Dense => c.values.raw_len,
+                    ChunkKind::Dense => values,
                     // gap bytes go up raw (positions decoded on the device)
-                    ChunkKind::Sparse => c.positions.raw_len + c.values.raw_len,
+                    ChunkKind::Sparse => c.positions.raw_len + values,
                 };
             }
         }
@@ -880,6 +923,20 @@ fn dataset(
             "default, positions decoded on the CPU",
             GpuOptions::default().with_positions_on_device(false),
         ),
+        (
+            "gpuent",
+            "rANS planes entropy-decoded on the device, 8x32 MiB + 128 MiB decode areas",
+            GpuOptions::default().with_entropy_on_device(true),
+        ),
+        (
+            "gpuentbig",
+            "rANS planes entropy-decoded on the device, 4x96 MiB + 512 MiB decode areas",
+            GpuOptions::default()
+                .with_entropy_on_device(true)
+                .with_slots(4)
+                .with_slot_bytes(96 << 20)
+                .with_decode_bytes(512 << 20),
+        ),
     ]
     .into_iter()
     .filter(|(key, _, _)| configs_wanted.split(',').any(|w| w == *key))
@@ -951,7 +1008,7 @@ fn dataset(
             }
         }
         let rings = Rings::new();
-        let (ms, min) = time_ms(reps, || cpu_decode_ms(&a, false, true, &rings))?;
+        let (ms, min) = time_ms(reps, || cpu_decode_ms(&a, false, true, false, &rings))?;
         rows.push(Row {
             case: format!("{name}: tpde {file}, CPU decode only (all cores, no GPU)"),
             ms,
@@ -960,9 +1017,21 @@ fn dataset(
             note: format!("{} threads", rayon::current_num_threads()),
         });
         if !a.index().bases.is_empty() {
-            let (ms, min) = time_ms(reps, || cpu_decode_ms(&a, true, true, &rings))?;
+            let (ms, min) = time_ms(reps, || cpu_decode_ms(&a, true, true, false, &rings))?;
             rows.push(Row {
                 case: format!("{name}: tpde {file}, CPU decode of the delta only"),
+                ms,
+                min_ms: min,
+                gbps: gb(ms),
+                note: String::new(),
+            });
+            // What the CPU does in the default pipeline: headers parsed,
+            // words and tables staged, rANS planes left to the device.
+            let (ms, min) = time_ms(reps, || cpu_decode_ms(&a, true, true, true, &rings))?;
+            rows.push(Row {
+                case: format!(
+                    "{name}: tpde {file}, CPU staging of the delta only, rANS planes left to the device"
+                ),
                 ms,
                 min_ms: min,
                 gbps: gb(ms),

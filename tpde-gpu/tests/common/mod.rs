@@ -91,6 +91,59 @@ pub enum Tamper {
     TooLong,
     /// One position too many.
     Trailing,
+    /// (Not positions) one bit of the last word of the first rANS-coded
+    /// plane flipped: the decode ends in another state.
+    RansFlip,
+    /// (Not positions) the last word of the first rANS-coded plane
+    /// dropped (plane and stream lengths shortened to match): the decoder
+    /// runs out of words.
+    RansShort,
+}
+
+impl Tamper {
+    /// True for the variants that break a rANS plane rather than positions.
+    pub fn is_rans(self) -> bool {
+        matches!(self, Tamper::RansFlip | Tamper::RansShort)
+    }
+}
+
+/// Applies a rANS tamper to an encoded chunk's first rANS-coded plane;
+/// false when the chunk has none.
+fn tamper_rans(t: Tamper, e: &mut tpde_format::codec::chunk::EncodedChunk) -> bool {
+    use tpde_format::format::{Codec, PlaneCodec};
+    let Codec::PerPlane(planes) = &mut e.values.codec else {
+        return false;
+    };
+    let m = (e.values.raw_len as usize) / planes.len();
+    let mut layout = tpde_format::codec::rans_layout::RansLayout::default();
+    let mut at = e.positions.stored_len as usize;
+    for p in planes.iter_mut() {
+        let len = p.stored_len as usize;
+        let rans = matches!(p.codec, PlaneCodec::Rans | PlaneCodec::RansBase);
+        // Mode 2 (rANS) with at least one word.
+        let words = rans
+            && tpde_format::codec::rans_layout::parse_plane(
+                &e.bytes[at..at + len],
+                m,
+                Some(m),
+                &mut layout,
+            ) == Ok(tpde_format::codec::rans_layout::PlaneMode::Rans)
+            && !layout.words.is_empty();
+        if words {
+            let end = at + len;
+            match t {
+                Tamper::RansFlip => e.bytes[end - 1] ^= 0x01,
+                _ => {
+                    e.bytes.drain(end - 2..end);
+                    p.stored_len -= 2;
+                    e.values.stored_len -= 2;
+                }
+            }
+            return true;
+        }
+        at += len;
+    }
+    false
 }
 
 /// A hostile gap stream for `m` positions in a chunk of `n` elements.
@@ -115,6 +168,8 @@ pub fn hostile_positions(t: Tamper, m: usize, n: u64) -> Vec<u8> {
             v.push(0);
             v.push(0);
         }
+        // Not a positions tamper: the stream stays valid.
+        Tamper::RansFlip | Tamper::RansShort => v.push(0),
     }
     v
 }
@@ -246,7 +301,12 @@ fn chunked(
             coder: tpde_format::codec::stream::PlaneCoder::Rans,
         };
         let mut e = encode(w, &target[r.clone()], base.map(|b| &b[r]), op, comp, &mut s);
-        if e.kind == ChunkKind::Sparse {
+        if let Some(t) = tamper.filter(|t| t.is_rans()) {
+            if tamper_rans(t, &mut e) {
+                tamper = None;
+            }
+        }
+        if e.kind == ChunkKind::Sparse && tamper.is_some_and(|t| !t.is_rans()) {
             if let Some(t) = tamper.take() {
                 let pos = hostile_positions(t, e.changed as usize, count);
                 let vals = e.bytes[e.positions.stored_len as usize..].to_vec();
@@ -277,6 +337,10 @@ fn chunked(
         });
         i += count;
     }
+    assert!(
+        !tamper.is_some_and(|t| t.is_rans()),
+        "no rANS-coded plane to tamper with"
+    );
     Payload::Chunked {
         chunk_elems: ce,
         chunks,
