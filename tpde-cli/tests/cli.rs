@@ -375,8 +375,9 @@ fn inspect_json_has_the_documented_shape() {
     expect_code(&o, 0);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON document");
     // f32 values are stored per plane (v1.1), some rANS planes with the base
-    // as context (v1.2): the writer records the lowest version it needs.
-    assert_eq!(v["format_version"], "1.2");
+    // as context (v1.2), the index compressed (v1.3): the writer records the
+    // lowest version it needs.
+    assert_eq!(v["format_version"], "1.3");
     assert_eq!(
         v["archive_bytes"].as_u64().unwrap(),
         fs::metadata(&archive).unwrap().len()
@@ -864,6 +865,11 @@ fn plane_coder_and_format_1_0_flags() {
         &["--external-base", "--planes", "zstd"],
     );
     let v10 = pack_example(dir.path(), "v10.tpde", &["--external-base", "--format-1-0"]);
+    let zstd12 = pack_example(
+        dir.path(),
+        "zstd12.tpde",
+        &["--external-base", "--planes", "zstd", "--format", "1.2"],
+    );
     let (r, z, o) = (json(&rans), json(&zstd), json(&v10));
     assert!(codecs(&r).contains(&"rans".to_string()), "{:?}", codecs(&r));
     assert!(
@@ -871,8 +877,11 @@ fn plane_coder_and_format_1_0_flags() {
         "{:?}",
         codecs(&z)
     );
-    assert_eq!(r["format_version"], "1.2");
-    assert_eq!(z["format_version"], "1.1");
+    // A compressed index (the default) needs 1.3; without it (`--format
+    // 1.2`) zstd planes need only 1.1.
+    assert_eq!(r["format_version"], "1.3");
+    assert_eq!(z["format_version"], "1.3");
+    assert_eq!(json(&zstd12)["format_version"], "1.1");
     assert_eq!(o["format_version"], "1.0");
     assert!(r["archive_bytes"].as_u64() < z["archive_bytes"].as_u64());
     for a in [&rans, &zstd, &v10] {
@@ -974,7 +983,7 @@ fn row_mapped_bases_for_a_resized_vocabulary() {
             assert_eq!(embed["base"], "none");
         } else {
             assert!(out.contains("(1 row-mapped"), "{out}");
-            assert_eq!(v["format_version"], "1.2");
+            assert_eq!(v["format_version"], "1.3");
             assert!(embed["base"].as_str().unwrap().ends_with("-rows"));
             // 133 kept rows predicted by their base rows; 10 new ones by zero.
             assert_eq!(embed["mapped_rows"], 133);
