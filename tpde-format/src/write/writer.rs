@@ -7,7 +7,6 @@ use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use bincode::Options;
-use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
 
 use super::plan;
@@ -190,10 +189,29 @@ pub struct ArchiveWriter {
     pos: u64,
     index: Index,
     opts: WriteOptions,
+    /// Chunks being encoded, oldest first.
+    pending: std::collections::VecDeque<PendingChunk>,
+    /// Most chunks in flight: two per pool thread.
+    window: usize,
 }
 
-/// One tensor's encoded chunk and the target bytes it came from.
-type Encoded = (EncodedChunk, Vec<u8>);
+/// Which table of the index a record is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Table {
+    Bases,
+    Tensors,
+}
+
+/// A chunk handed to the thread pool: where its descriptor goes, and the
+/// channel its encoding and CRC come back on.
+#[derive(Debug)]
+struct PendingChunk {
+    table: Table,
+    id: usize,
+    elem_start: u64,
+    elem_count: u64,
+    rx: std::sync::mpsc::Receiver<(EncodedChunk, u32)>,
+}
 
 impl ArchiveWriter {
     /// Starts an archive that `finish` will move to `dest`.
@@ -229,6 +247,8 @@ impl ArchiveWriter {
             pos: HEADER_LEN as u64,
             index: Index::default(),
             opts,
+            pending: std::collections::VecDeque::new(),
+            window: (rayon::current_num_threads() * 2).max(1),
         })
     }
 
@@ -290,13 +310,24 @@ impl ArchiveWriter {
         shape: &[u64],
         source: &dyn ByteSource,
     ) -> Result<u32> {
-        let rec = if self.opts.plain_bases {
-            self.encode_plain(name, dtype, shape, source)?
+        if self.opts.plain_bases {
+            // Written straight to the output: every chunk before it first,
+            // so the layout does not depend on the thread count.
+            self.drain_all()?;
+            let rec = self.encode_plain(name, dtype, shape, source)?;
+            self.index.bases.push(rec);
+            Ok((self.index.bases.len() - 1) as u32)
         } else {
-            self.encode_tensor(name, dtype, shape, source, BaseInput::None, &mut |_| {})?
-        };
-        self.index.bases.push(rec);
-        Ok((self.index.bases.len() - 1) as u32)
+            self.encode_tensor(
+                name,
+                dtype,
+                shape,
+                source,
+                BaseInput::None,
+                Table::Bases,
+                &mut |_| {},
+            )
+        }
     }
 
     /// Adds a target tensor against `base`. `on_bytes` sees the target's
@@ -310,9 +341,7 @@ impl ArchiveWriter {
         base: BaseInput<'_>,
         on_bytes: &mut dyn FnMut(&[u8]),
     ) -> Result<u32> {
-        let rec = self.encode_tensor(name, dtype, shape, target, base, on_bytes)?;
-        self.index.tensors.push(rec);
-        Ok((self.index.tensors.len() - 1) as u32)
+        self.encode_tensor(name, dtype, shape, target, base, Table::Tensors, on_bytes)
     }
 
     /// The smallest chunk size a tensor over `base` may use: an inline base
@@ -375,6 +404,7 @@ impl ArchiveWriter {
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn encode_tensor(
         &mut self,
         name: &str,
@@ -382,8 +412,9 @@ impl ArchiveWriter {
         shape: &[u64],
         target: &dyn ByteSource,
         base: BaseInput<'_>,
+        table: Table,
         on_bytes: &mut dyn FnMut(&[u8]),
-    ) -> Result<TensorRecord> {
+    ) -> Result<u32> {
         let len = byte_len(name, dtype, shape)?;
         let w = dtype.width() as u64;
         let n = len / w;
@@ -530,52 +561,6 @@ impl ArchiveWriter {
             read_range(start, ce.min(n - start))
         };
 
-        let mut sha = Sha256::new();
-        let mut chunks = Vec::with_capacity(nchunks.min(1 << 20) as usize);
-        // Encode a window of chunks in parallel, then write them in order:
-        // memory stays O(window × chunk) and output is independent of threads.
-        let window = (rayon::current_num_threads() * 2).max(1) as u64;
-        let mut first = 0u64;
-        while first < nchunks {
-            let last = (first + window).min(nchunks);
-            let encoded: Vec<Result<Encoded>> = (first..last)
-                .into_par_iter()
-                .map(|i| {
-                    let (t, b) = read(i)?;
-                    let e = ENCODE_SCRATCH.with(|s| {
-                        chunk::encode(w as usize, &t, b.as_deref(), op, comp, &mut s.borrow_mut())
-                    });
-                    Ok((e, t))
-                })
-                .collect();
-            for (i, r) in (first..last).zip(encoded) {
-                let (e, t) = r?;
-                sha.update(&t);
-                on_bytes(&t);
-                let offset = if e.bytes.is_empty() {
-                    0
-                } else {
-                    self.write_blob(&e.bytes)?
-                };
-                chunks.push(Chunk {
-                    offset,
-                    stored_len: e.bytes.len() as u64,
-                    crc32: if e.bytes.is_empty() {
-                        0
-                    } else {
-                        crc32fast::hash(&e.bytes)
-                    },
-                    elem_start: i * ce,
-                    elem_count: ce.min(n - i * ce),
-                    kind: e.kind,
-                    op: e.op,
-                    changed: e.changed,
-                    positions: e.positions,
-                    values: e.values,
-                });
-            }
-            first = last;
-        }
         let base_ref = match base {
             BaseInput::None => BaseRef::None,
             BaseInput::Rows {
@@ -676,22 +661,116 @@ impl ArchiveWriter {
                 dtype: bd,
             },
         };
-        Ok(TensorRecord {
+        let record = TensorRecord {
             name: name.to_owned(),
             dtype,
             shape: shape.to_vec(),
-            sha256: sha.finalize().into(),
+            sha256: [0; 32],
             base: base_ref,
             payload: Payload::Chunked {
                 chunk_elems: ce,
-                chunks,
+                chunks: Vec::with_capacity(nchunks.min(1 << 20) as usize),
             },
-        })
+        };
+        let records = self.table_mut(table);
+        records.push(record);
+        let id = records.len() - 1;
+        // Chunks are read, hashed and handed to `on_bytes` here, in order,
+        // and encoded on the thread pool while this thread goes on reading
+        // (this tensor's next chunks, or the next tensors': small tensors
+        // no longer run one after another). They are written in submission
+        // order as they finish, so the archive is the same whatever the
+        // thread count; at most `window` chunks are in flight.
+        let mut sha = Sha256::new();
+        for i in 0..nchunks {
+            let (t, b) = read(i)?;
+            sha.update(&t);
+            on_bytes(&t);
+            while self.pending.len() >= self.window {
+                self.drain_one()?;
+            }
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            let width = w as usize;
+            rayon::spawn(move || {
+                let e = ENCODE_SCRATCH.with(|s| {
+                    chunk::encode(width, &t, b.as_deref(), op, comp, &mut s.borrow_mut())
+                });
+                let crc = if e.bytes.is_empty() {
+                    0
+                } else {
+                    crc32fast::hash(&e.bytes)
+                };
+                // The writer may have failed and gone: nobody to tell.
+                let _ = tx.send((e, crc));
+            });
+            self.pending.push_back(PendingChunk {
+                table,
+                id,
+                elem_start: i * ce,
+                elem_count: ce.min(n - i * ce),
+                rx,
+            });
+        }
+        let digest: Digest = sha.finalize().into();
+        if let Some(r) = self.table_mut(table).get_mut(id) {
+            r.sha256 = digest;
+        }
+        Ok(id as u32)
+    }
+
+    fn table_mut(&mut self, table: Table) -> &mut Vec<TensorRecord> {
+        match table {
+            Table::Bases => &mut self.index.bases,
+            Table::Tensors => &mut self.index.tensors,
+        }
+    }
+
+    /// Waits for the oldest chunk in flight, writes it, and appends its
+    /// descriptor to its tensor (chunks of a tensor finish in order: FIFO).
+    fn drain_one(&mut self) -> Result<()> {
+        let Some(p) = self.pending.pop_front() else {
+            return Ok(());
+        };
+        let (e, crc32) = wait(&p.rx)?;
+        let offset = if e.bytes.is_empty() {
+            0
+        } else {
+            self.write_blob(&e.bytes)?
+        };
+        let chunk = Chunk {
+            offset,
+            stored_len: e.bytes.len() as u64,
+            crc32,
+            elem_start: p.elem_start,
+            elem_count: p.elem_count,
+            kind: e.kind,
+            op: e.op,
+            changed: e.changed,
+            positions: e.positions,
+            values: e.values,
+        };
+        if let Some(TensorRecord {
+            payload: Payload::Chunked { chunks, .. },
+            ..
+        }) = self.table_mut(p.table).get_mut(p.id)
+        {
+            chunks.push(chunk);
+        }
+        Ok(())
+    }
+
+    /// Writes every chunk still in flight.
+    fn drain_all(&mut self) -> Result<()> {
+        while !self.pending.is_empty() {
+            self.drain_one()?;
+        }
+        Ok(())
     }
 
     /// Writes the index and header, syncs, and renames the temp file onto
     /// the destination. Returns the archive's length in bytes.
     pub fn finish(mut self) -> Result<u64> {
+        self.drain_all()?;
         let index_offset = align_up(self.pos).ok_or(Error::Usage("archive too large".into()))?;
         let index = bincode_options(u64::MAX)
             .serialize(&self.index)
@@ -744,6 +823,30 @@ impl ArchiveWriter {
     }
 }
 
+/// Waits for a chunk's result. A caller on a pool thread (inside
+/// `ThreadPool::install`) runs pool jobs meanwhile: the chunk may be queued
+/// behind it on that very thread, and blocking would deadlock a pool of one.
+fn wait(rx: &std::sync::mpsc::Receiver<(EncodedChunk, u32)>) -> Result<(EncodedChunk, u32)> {
+    use std::sync::mpsc::RecvTimeoutError;
+    loop {
+        if rayon::yield_now() == Some(rayon::Yield::Executed) {
+            match rx.try_recv() {
+                Ok(r) => return Ok(r),
+                Err(std::sync::mpsc::TryRecvError::Empty) => continue,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
+            }
+        }
+        match rx.recv_timeout(std::time::Duration::from_millis(1)) {
+            Ok(r) => return Ok(r),
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    Err(Error::Usage(
+        "a chunk encoder stopped without a result (it panicked)".into(),
+    ))
+}
+
 thread_local! {
     static ENCODE_SCRATCH: std::cell::RefCell<EncodeScratch> = std::cell::RefCell::new(EncodeScratch::default());
 }
@@ -754,4 +857,121 @@ fn byte_len(name: &str, dtype: Dtype, shape: &[u64]) -> Result<u64> {
         .try_fold(1u64, |a, &d| a.checked_mul(d))
         .and_then(|n| n.checked_mul(dtype.width() as u64))
         .ok_or_else(|| Error::Usage(format!("tensor {name:?}: shape {shape:?} overflows")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::write::SliceSource;
+    use crate::{Archive, NoBase, ReadLimits};
+
+    /// Pseudo-random f32 weights and a perturbed copy (the base).
+    fn weights(n: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
+        let mut x = seed | 1;
+        let (mut t, mut b) = (Vec::with_capacity(n * 4), Vec::with_capacity(n * 4));
+        for i in 0..n {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let w = 0x3c00_0000u32 | (x as u32 & 0x00ff_ffff);
+            // Low-precision stretch at the start, as an embedding's untrained rows.
+            let w = if i < n / 5 { w & !0x1fff } else { w };
+            t.extend_from_slice(&w.to_le_bytes());
+            let d = if (x >> 40) % 3 == 0 {
+                0
+            } else {
+                (x >> 50) as u32 & 0xff
+            };
+            b.extend_from_slice(&w.wrapping_sub(d).to_le_bytes());
+        }
+        (t, b)
+    }
+
+    /// Many tensors, small and large (several chunks, chosen sizes), with
+    /// inline bases: the archive is the same bytes on 1, 2 and 3 threads
+    /// (chunks of several tensors are in flight at once), and decodes.
+    fn pack_on(threads: usize, dir: &Path, plain: bool) -> Vec<u8> {
+        let shapes: &[usize] = &[384, 5000, 300_000, 7, 140_000, 1];
+        let data: Vec<_> = shapes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| weights(n, 1234 + i as u64))
+            .collect();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let dest = dir.join(format!("t{threads}-{plain}.tpde"));
+        pool.install(|| {
+            let mut w = ArchiveWriter::create(
+                &dest,
+                WriteOptions::default()
+                    .with_plain_bases(plain)
+                    .with_overwrite(true),
+            )
+            .unwrap();
+            let names: Vec<String> = (0..data.len()).map(|i| format!("t{i}")).collect();
+            let shapes: Vec<[u64; 1]> = data.iter().map(|(t, _)| [(t.len() / 4) as u64]).collect();
+            let header = crate::safetensors::make_header(
+                &names
+                    .iter()
+                    .zip(&shapes)
+                    .map(|(n, s)| (n.as_str(), Dtype::F32, &s[..]))
+                    .collect::<Vec<_>>(),
+            );
+            let mut file = Sha256::new();
+            file.update((header.len() as u64).to_le_bytes());
+            file.update(&header);
+            let size =
+                8 + header.len() as u64 + data.iter().map(|(t, _)| t.len() as u64).sum::<u64>();
+            let mut ids = Vec::new();
+            for (i, (t, b)) in data.iter().enumerate() {
+                let shape = [(t.len() / 4) as u64];
+                let bsrc = SliceSource(b);
+                let index = w
+                    .add_base(&format!("b{i}"), Dtype::F32, &shape, &bsrc)
+                    .unwrap();
+                let base = BaseInput::Inline {
+                    index,
+                    dtype: Dtype::F32,
+                    source: &bsrc,
+                };
+                ids.push(
+                    w.add_tensor(
+                        &format!("t{i}"),
+                        Dtype::F32,
+                        &shape,
+                        &SliceSource(t),
+                        base,
+                        &mut |bytes| file.update(bytes),
+                    )
+                    .unwrap(),
+                );
+            }
+            w.add_file(FileRecord {
+                name: "m.safetensors".into(),
+                size,
+                sha256: file.finalize().into(),
+                header,
+                tensors: ids,
+            });
+            w.finish().unwrap();
+        });
+        let bytes = std::fs::read(&dest).unwrap();
+        let a = Archive::from_bytes(bytes.as_slice(), ReadLimits::default()).unwrap();
+        for (i, (t, _)) in data.iter().enumerate() {
+            assert_eq!(&a.decode_tensor(&format!("t{i}"), &NoBase).unwrap(), t);
+        }
+        bytes
+    }
+
+    #[test]
+    fn archives_do_not_depend_on_the_thread_count() {
+        let dir = tempfile::tempdir().unwrap();
+        for plain in [false, true] {
+            let one = pack_on(1, dir.path(), plain);
+            assert_eq!(one, pack_on(2, dir.path(), plain), "plain bases: {plain}");
+            assert_eq!(one, pack_on(3, dir.path(), plain), "plain bases: {plain}");
+        }
+    }
 }
