@@ -77,9 +77,14 @@ pub fn pack(
     };
     // External base: record each base file's digest for messages.
     let mut base_file_ids = Vec::new();
+    // The digests of its tensors come from the same pass over each file.
+    let mut base_digests: HashMap<(usize, u64, u64), Digest> = HashMap::new();
     if let (Some(b), BaseMode::External) = (base, opts.base_mode) {
         for f in &b.files {
-            let sha256 = file_sha256(&f.path)?;
+            let (sha256, tensors) = file_and_tensor_sha256(f)?;
+            for (t, d) in f.tensors.iter().zip(tensors) {
+                base_digests.insert((std::ptr::from_ref(f) as usize, t.offset, t.len), d);
+            }
             base_file_ids.push(w.add_base_file(BaseFile {
                 name: f.name.clone(),
                 size: f.size(),
@@ -146,14 +151,14 @@ pub fn pack(
                                 BaseInput::External {
                                     file,
                                     name: &qt.name,
-                                    sha256: source_sha256(&qsrc, qt.len)?,
+                                    sha256: base_sha256(&base_digests, bf, qt)?,
                                     dtype: qt.dtype,
                                     source: &qsrc,
                                 },
                                 BaseInput::External {
                                     file,
                                     name: &st.name,
-                                    sha256: source_sha256(&ssrc, st.len)?,
+                                    sha256: base_sha256(&base_digests, bf, st)?,
                                     dtype: st.dtype,
                                     source: &ssrc,
                                 },
@@ -195,7 +200,7 @@ pub fn pack(
                         BaseMode::External => BaseInput::External {
                             file: base_file_id(b, bf, &base_file_ids),
                             name: &bt.name,
-                            sha256: source_sha256(&bsrc, bt.len)?,
+                            sha256: base_sha256(&base_digests, bf, bt)?,
                             dtype: bt.dtype,
                             source: &bsrc,
                         },
@@ -451,6 +456,67 @@ pub fn file_sha256(path: &Path) -> Result<Digest> {
         h.update(&buf[..n]);
     }
     Ok(h.finalize().into())
+}
+
+/// SHA-256 of the file `f` and of each of its tensors' bytes (in
+/// `f.tensors` order), in one read of the file: an external base's tensors
+/// are recorded by digest, and reading the file twice cost a copy of it.
+fn file_and_tensor_sha256(f: &SourceFile) -> Result<(Digest, Vec<Digest>)> {
+    let mut file = std::fs::File::open(&f.path).map_err(|e| Error::io(&f.path, e))?;
+    let mut order: Vec<usize> = (0..f.tensors.len()).collect();
+    order.sort_by_key(|&i| (f.tensors[i].offset, i));
+    let mut hashers: Vec<Sha256> = f.tensors.iter().map(|_| Sha256::new()).collect();
+    let mut h = Sha256::new();
+    // 1 MiB: the bytes are still in cache when the hashers read them.
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pos = 0u64;
+    let mut first = 0usize;
+    loop {
+        let n = file.read(&mut buf).map_err(|e| Error::io(&f.path, e))?;
+        if n == 0 {
+            break;
+        }
+        let chunk = &buf[..n];
+        h.update(chunk);
+        let end = pos + n as u64;
+        // Tensors may not overlap (safetensors), but are fed by intersection
+        // anyway: a tensor is done once the window passed its end.
+        while first < order.len() && {
+            let t = &f.tensors[order[first]];
+            t.offset + t.len <= pos
+        } {
+            first += 1;
+        }
+        for &i in &order[first..] {
+            let t = &f.tensors[i];
+            if t.offset >= end {
+                break;
+            }
+            let lo = t.offset.max(pos);
+            let hi = (t.offset + t.len).min(end);
+            if lo < hi {
+                hashers[i].update(&chunk[(lo - pos) as usize..(hi - pos) as usize]);
+            }
+        }
+        pos = end;
+    }
+    Ok((
+        h.finalize().into(),
+        hashers.into_iter().map(|x| x.finalize().into()).collect(),
+    ))
+}
+
+/// The digest of base tensor `t` of `bf`: from the pass over its file when
+/// one was made (external bases), else read now.
+fn base_sha256(
+    known: &HashMap<(usize, u64, u64), Digest>,
+    bf: &SourceFile,
+    t: &SourceTensor,
+) -> Result<Digest> {
+    match known.get(&(std::ptr::from_ref(bf) as usize, t.offset, t.len)) {
+        Some(d) => Ok(*d),
+        None => source_sha256(&bf.source(t), t.len),
+    }
 }
 
 fn source_sha256(src: &dyn ByteSource, len: u64) -> Result<Digest> {
