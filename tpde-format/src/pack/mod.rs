@@ -81,7 +81,23 @@ pub fn pack(
     let mut base_digests: HashMap<(usize, u64, u64), Digest> = HashMap::new();
     if let (Some(b), BaseMode::External) = (base, opts.base_mode) {
         for f in &b.files {
-            let (sha256, tensors) = file_and_tensor_sha256(f)?;
+            let (sha256, tensors) = if rayon::current_num_threads() > 1 {
+                // Hashing is most of the set-up: on several threads the
+                // file and its tensors are hashed at once (each read apart).
+                use rayon::prelude::*;
+                let (file, tensors) = rayon::join(
+                    || file_sha256(&f.path),
+                    || {
+                        f.tensors
+                            .par_iter()
+                            .map(|t| source_sha256(&f.source(t), t.len))
+                            .collect::<Result<Vec<_>>>()
+                    },
+                );
+                (file?, tensors?)
+            } else {
+                file_and_tensor_sha256(f)?
+            };
             for (t, d) in f.tensors.iter().zip(tensors) {
                 base_digests.insert((std::ptr::from_ref(f) as usize, t.offset, t.len), d);
             }
