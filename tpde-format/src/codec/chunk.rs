@@ -87,8 +87,8 @@ pub fn encode(
     // With no base every op means the same thing; record the plainest.
     let op = if base.is_none() { Op::Replace } else { op };
     let n = target.len() / width;
-    with_word!(width, W => combine::changed_positions::<W>(base, target, &mut s.positions));
-    let changed = s.positions.len() as u64;
+    // Count first: positions are needed only for a sparse candidate.
+    let changed = with_word!(width, W => combine::count_changed::<W>(base, target)) as u64;
     if changed == 0 {
         return EncodedChunk {
             kind: ChunkKind::Zero,
@@ -122,6 +122,7 @@ pub fn encode(
     if changed as usize * 2 > n {
         return dense(s);
     }
+    with_word!(width, W => combine::changed_positions::<W>(base, target, &mut s.positions));
     s.varints.clear();
     positions::encode(&s.positions, &mut s.varints);
     // Values at the changed positions only, plane by plane from the dense planes.

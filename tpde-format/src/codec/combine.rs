@@ -242,6 +242,21 @@ fn split_planes<const N: usize>(out: &mut [u8], n: usize) -> [&mut [u8]; N] {
     })
 }
 
+/// Writer side: how many elements of `target` differ from `base` (all-zero
+/// when absent). A straight compare-and-count the compiler vectorizes: the
+/// chunk encoder needs positions only when at most half the elements
+/// changed, and collecting them is the slow part.
+pub fn count_changed<W: Word>(base: Option<&[u8]>, target: &[u8]) -> usize {
+    let ts = target.chunks_exact(W::WIDTH);
+    match base {
+        Some(base) => ts
+            .zip(base.chunks_exact(W::WIDTH))
+            .map(|(t, b)| usize::from(W::load(t) != W::load(b)))
+            .sum(),
+        None => ts.map(|t| usize::from(W::load(t) != W::default())).sum(),
+    }
+}
+
 /// Writer side: positions where `target` differs from `base` (all-zero when
 /// absent). Runs of 8 equal elements are skipped with one comparison.
 pub fn changed_positions<W: Word>(base: Option<&[u8]>, target: &[u8], out: &mut Vec<u32>) {
