@@ -85,13 +85,6 @@ impl PlaneCosts {
     }
 }
 
-thread_local! {
-    /// Symbol counts per context byte for [`plane_costs`] (256 × 256),
-    /// reused, and cleared only where a context was seen.
-    static CTX_COUNTS: std::cell::RefCell<Vec<[u32; 256]>> =
-        std::cell::RefCell::new(vec![[0u32; 256]; 256]);
-}
-
 /// Entropy estimates of `plane` (sampled on large planes).
 fn plane_costs(plane: &[u8], prev: Option<&[u8]>, base: Option<&[u8]>) -> PlaneCosts {
     let n = plane.len();
@@ -129,55 +122,60 @@ fn plane_costs(plane: &[u8], prev: Option<&[u8]>, base: Option<&[u8]>) -> PlaneC
     let base = base.filter(|c| c.len() == n);
     let mut h0 = [0u32; 256];
     let mut h1 = [[0u32; 256]; 16];
-    CTX_COUNTS.with(|t| {
-        let mut t = t.borrow_mut();
-        let mut seen = [false; 256];
+    // Counts per base byte get a row only for the bytes that occur (a few
+    // dozen exponents on real weights), so they stay in cache.
+    let mut row_of = [u16::MAX; 256];
+    let mut rows = 0usize;
+    if let Some(b) = base {
         for i in (0..n).step_by(step) {
-            let x = usize::from(plane[i]);
-            h0[x] += 1;
-            if let Some(p) = prev {
-                h1[bucket(p[i])][x] += 1;
-            }
-            if let Some(b) = base {
-                let c = usize::from(b[i]);
-                t[c][x] += 1;
-                seen[c] = true;
+            let c = usize::from(b[i]);
+            if row_of[c] == u16::MAX {
+                row_of[c] = rows as u16;
+                rows += 1;
             }
         }
-        let (bits0, used0) = h(&h0);
-        let samples = n.div_ceil(step) as f64;
-        let noise = bits0 >= RAW_ENTROPY_BITS * samples;
-        let order0 = cost((bits0, used0));
-        // A noise plane is stored raw: its context costs (thousands of
-        // logarithms on a full 256-symbol plane) are never looked at.
-        let prev = prev.map(|_| {
-            if noise {
-                f64::MAX
-            } else {
-                h1.iter().map(|t| cost(h(t))).sum()
-            }
-        });
-        let base = base.map(|_| {
-            let mut sum = 0.0;
-            for (c, _) in seen.iter().enumerate().filter(|(_, s)| **s) {
-                if !noise {
-                    sum += cost(h(&t[c]));
-                }
-                t[c] = [0; 256];
-            }
-            if noise {
-                f64::MAX
-            } else {
-                sum
-            }
-        });
-        PlaneCosts {
-            order0,
-            noise,
-            prev,
-            base,
+    }
+    let mut t = vec![[0u32; 256]; rows];
+    for i in (0..n).step_by(step) {
+        let x = usize::from(plane[i]);
+        h0[x] += 1;
+        if let Some(p) = prev {
+            h1[bucket(p[i])][x] += 1;
         }
-    })
+        if let Some(b) = base {
+            t[usize::from(row_of[usize::from(b[i])])][x] += 1;
+        }
+    }
+    let (bits0, used0) = h(&h0);
+    let samples = n.div_ceil(step) as f64;
+    let noise = bits0 >= RAW_ENTROPY_BITS * samples;
+    let order0 = cost((bits0, used0));
+    // A noise plane is stored raw: its context costs (thousands of
+    // logarithms on a full 256-symbol plane) are never looked at.
+    let prev = prev.map(|_| {
+        if noise {
+            f64::MAX
+        } else {
+            h1.iter().map(|t| cost(h(t))).sum()
+        }
+    });
+    let base = base.map(|_| {
+        if noise {
+            return f64::MAX;
+        }
+        // Summed in base-byte order, as always (the same float result).
+        row_of
+            .iter()
+            .filter(|&&r| r != u16::MAX)
+            .map(|&r| cost(h(&t[usize::from(r)])))
+            .sum()
+    });
+    PlaneCosts {
+        order0,
+        noise,
+        prev,
+        base,
+    }
 }
 
 /// Order-0 entropy estimate of `bytes` in bits per byte (sampled on large inputs).
