@@ -407,12 +407,16 @@ fn choose_chunk_elems(
             }
         }
     }
-    let best = cands
-        .iter()
-        .zip(&acc)
-        .min_by_key(|&(&c, a)| (a.2, std::cmp::Reverse(c)))
-        .map_or(largest, |(&c, _)| c);
-    Ok(best)
+    // From the largest down, a smaller size must beat the best so far by
+    // more than 1/512 of it: the estimates are from a sample, and where
+    // sizes are about even, smaller chunks only cost (index, decode setup).
+    let mut best = (largest, u64::MAX);
+    for (&c, a) in cands.iter().zip(&acc) {
+        if a.2.saturating_add(best.1 / 512) < best.1 {
+            best = (c, a.2);
+        }
+    }
+    Ok(best.0)
 }
 
 #[cfg(test)]
