@@ -158,14 +158,28 @@ impl PlaneStats {
     }
 }
 
-/// Signed-log2 bucket of a context byte (as the estimates in stream.rs).
-fn bucket(b: u8) -> usize {
-    if b < 128 {
-        (8 - b.leading_zeros() as usize).min(7)
-    } else {
-        8 + (8 - (!b).leading_zeros() as usize).min(7)
+/// Signed-log2 bucket of each context byte (as the estimates in stream.rs):
+/// 0, 1, 2-3, ..., 64-127 | 128-191, ..., 254, 255.
+const BUCKET: [usize; 256] = {
+    let mut t = [0usize; 256];
+    let mut b = 0;
+    while b < 256 {
+        let x = b as u8;
+        t[b] = if x < 128 {
+            let l = 8 - x.leading_zeros() as usize;
+            if l < 7 {
+                l
+            } else {
+                7
+            }
+        } else {
+            let l = 8 - (!x).leading_zeros() as usize;
+            8 + if l < 7 { l } else { 7 }
+        };
+        b += 1;
     }
-}
+    t
+};
 
 /// Q16 bits to code the `m` sampled symbols of `h` (plug-in entropy plus
 /// the Miller–Madow correction) and the number of symbols used.
@@ -361,7 +375,7 @@ fn choose_chunk_elems(
             match b.as_deref() {
                 Some(b) if width > 1 => ctx.extend(
                     b.chunks_exact(width)
-                        .map(|e| usize::from((e[width - 1] >> 4 & 8) | (e[width - 1] & 7))),
+                        .map(|e| (e[width - 1] >> 4 & 8) | (e[width - 1] & 7)),
                 ),
                 _ => ctx.resize(m, 0),
             }
@@ -372,26 +386,38 @@ fn choose_chunk_elems(
                     *c |= x != 0;
                 }
             }
-            if !changed.contains(&true) {
+            // Unchanged elements of this run, by base bucket.
+            let mut still = [0u32; 16];
+            for (&c, &b) in changed.iter().zip(&ctx) {
+                still[usize::from(b)] += u32::from(!c);
+            }
+            let unchanged: u32 = still.iter().sum();
+            if unchanged as usize == m {
                 block.still += count;
             }
-            for (i, &c) in changed.iter().enumerate() {
-                if !c {
-                    block.zeros[ctx[i]] += 1;
-                }
+            for (z, s) in block.zeros.iter_mut().zip(&still) {
+                *z += s;
             }
+            // Every element is counted (branch-free loops), then the
+            // unchanged ones are taken back out: their byte is 0 in every
+            // plane, so they sit at symbol 0, previous-plane bucket 0.
             for k in 0..width {
                 let plane = &planes[k * m..(k + 1) * m];
                 let s = &mut block.planes[k];
-                for (i, &x) in plane.iter().enumerate() {
-                    if !changed[i] {
-                        continue;
-                    }
+                for (&x, &c) in plane.iter().zip(&ctx) {
                     s.h0[usize::from(x)] += 1;
-                    if k > 0 {
-                        s.h1[bucket(planes[(k - 1) * m + i])][usize::from(x)] += 1;
+                    s.h2[usize::from(c) & 15][usize::from(x)] += 1;
+                }
+                if k > 0 {
+                    let prev = &planes[(k - 1) * m..k * m];
+                    for (&x, &p) in plane.iter().zip(prev) {
+                        s.h1[BUCKET[usize::from(p)]][usize::from(x)] += 1;
                     }
-                    s.h2[ctx[i]][usize::from(x)] += 1;
+                    s.h1[0][0] -= unchanged;
+                }
+                s.h0[0] -= unchanged;
+                for (h, &z) in s.h2.iter_mut().zip(&still) {
+                    h[0] -= z;
                 }
             }
             block.sampled += count;
