@@ -216,27 +216,36 @@ pub fn encode_plane_tuned(
     }
     // Emit with a branch where words are rare (as the decoder does).
     let branchy = best_cost >> 16 <= u128::from(BRANCHY_MAX_BITS) * n as u128;
-    let (states, words) = match (context.filter(|_| buckets > 1), branchy) {
-        (Some(ctx), true) => rans_encode::<true, true>(plane, ctx, &bucket_of, &enc, scale),
-        (Some(ctx), false) => rans_encode::<true, false>(plane, ctx, &bucket_of, &enc, scale),
-        (None, true) => rans_encode::<false, true>(plane, plane, &bucket_of, &enc, scale),
-        (None, false) => rans_encode::<false, false>(plane, plane, &bucket_of, &enc, scale),
+    // The word buffer is this thread's, reused: a fresh one per plane was
+    // zeroed and page-faulted in (2 bytes per symbol) every time.
+    let buf = WORD_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
+    let (states, wb) = match (context.filter(|_| buckets > 1), branchy) {
+        (Some(ctx), true) => rans_encode::<true, true>(plane, ctx, &bucket_of, &enc, scale, buf),
+        (Some(ctx), false) => rans_encode::<true, false>(plane, ctx, &bucket_of, &enc, scale, buf),
+        (None, true) => rans_encode::<false, true>(plane, plane, &bucket_of, &enc, scale, buf),
+        (None, false) => rans_encode::<false, false>(plane, plane, &bucket_of, &enc, scale, buf),
     };
-    let words = words.words();
+    let words = wb.words();
     let coded = out.len() - start + LANES * 4 + 2 * words.len();
     if coded > n {
         out.truncate(start);
         out.push(MODE_RAW);
         out.extend_from_slice(plane);
-        return;
+    } else {
+        for s in states {
+            out.extend_from_slice(&s.to_le_bytes());
+        }
+        out.reserve(2 * words.len());
+        for w in words {
+            out.extend_from_slice(&w.to_le_bytes());
+        }
     }
-    for s in states {
-        out.extend_from_slice(&s.to_le_bytes());
-    }
-    out.reserve(2 * words.len());
-    for w in words {
-        out.extend_from_slice(&w.to_le_bytes());
-    }
+    WORD_BUF.with(|b| *b.borrow_mut() = wb.buf);
+}
+
+thread_local! {
+    /// The encoder's word buffer ([`rans_encode`]), kept per thread.
+    static WORD_BUF: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// The chosen context model: bucket `b` covers context bytes
@@ -736,12 +745,14 @@ fn rans_encode<const CTX: bool, const BRANCHY: bool>(
     bucket_of: &[u16; 256],
     enc: &[EncSym; ENC_LEN],
     scale: u32,
+    mut buf: Vec<u16>,
 ) -> ([u32; LANES], WordBuf) {
     let n = plane.len();
     let mut x = [RANS_L; LANES];
     // At most one word per symbol, written downwards from the end; one
     // spare slot absorbs the unconditional store of the branch-free emit.
-    let mut buf = vec![0u16; n + 1];
+    // Only written words are read back: a reused buffer is not cleared.
+    buf.resize(n + 1, 0);
     let mut wp = buf.len();
     let shift = 32 - scale;
     let mut put = |x: u32, s: u8, c: u8| -> u32 {
@@ -1404,8 +1415,8 @@ mod tests {
             let mut enc = Box::new([EncSym::default(); ENC_LEN]);
             enc_symbols(&f, 13, &mut enc[..256]);
             let none = [0u16; 256];
-            let (sa, wa) = rans_encode::<false, true>(&p, &p, &none, &enc, 13);
-            let (sb, wb) = rans_encode::<false, false>(&p, &p, &none, &enc, 13);
+            let (sa, wa) = rans_encode::<false, true>(&p, &p, &none, &enc, 13, Vec::new());
+            let (sb, wb) = rans_encode::<false, false>(&p, &p, &none, &enc, 13, Vec::new());
             assert_eq!(sa, sb);
             assert_eq!(wa.words(), wb.words());
             let e = round_trip(&p, None);
