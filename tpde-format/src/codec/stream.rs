@@ -3,6 +3,7 @@
 
 use std::cell::RefCell;
 
+use super::entropy::log2_q16;
 use crate::format::{Codec, Plane, PlaneCodec, Stream};
 
 thread_local! {
@@ -99,13 +100,17 @@ fn plane_costs(plane: &[u8], prev: Option<&[u8]>, base: Option<&[u8]>) -> PlaneC
         if total == 0 {
             return (0.0, 0);
         }
-        let t = f64::from(total);
-        let mut bits = 0.0;
+        // T log2 T - sum c log2 c with the integer logarithm of the rANS
+        // encoder (Q16): several times faster than a float log per bin, and
+        // the same on every platform.
+        let mut sum = 0u64;
         let mut used = 0;
         for &c in counts.iter().filter(|&&c| c > 0) {
-            bits -= f64::from(c) * (f64::from(c) / t).log2();
+            sum += u64::from(c) * log2_q16(u64::from(c));
             used += 1;
         }
+        let t = u64::from(total);
+        let bits = (t * log2_q16(t)).saturating_sub(sum) as f64 / 65536.0;
         (bits, used)
     };
     let cost = |(bits, used): (f64, usize)| bits * scale + used as f64 * 1.5;
