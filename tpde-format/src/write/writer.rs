@@ -193,6 +193,8 @@ pub struct ArchiveWriter {
     pending: std::collections::VecDeque<PendingChunk>,
     /// Most chunks in flight: two per pool thread.
     window: usize,
+    /// Buffers of finished chunks, for the next reads.
+    spare: Vec<Vec<u8>>,
 }
 
 /// Which table of the index a record is in.
@@ -210,7 +212,51 @@ struct PendingChunk {
     id: usize,
     elem_start: u64,
     elem_count: u64,
-    rx: std::sync::mpsc::Receiver<(EncodedChunk, u32)>,
+    rx: std::sync::mpsc::Receiver<Encoded>,
+}
+
+/// A chunk's encoding and CRC, with the target and base buffers it came
+/// from (handed back for reuse).
+type Encoded = (EncodedChunk, u32, Vec<u8>, Option<Vec<u8>>);
+
+/// A buffer of `len` bytes, reused from `spare` when there is one. Its
+/// contents are overwritten by the caller.
+fn take_buf(spare: &mut Vec<Vec<u8>>, len: usize) -> Vec<u8> {
+    let mut v = spare.pop().unwrap_or_default();
+    v.resize(len, 0);
+    v
+}
+
+/// Reads `count` elements from element `start` of `target` and of its base
+/// (widened to the target's dtype) into buffers from `spare`.
+fn read_chunk(
+    (target, base, dtype): (&dyn ByteSource, Option<(&dyn ByteSource, Dtype)>, Dtype),
+    start: u64,
+    count: u64,
+    spare: &mut Vec<Vec<u8>>,
+) -> Result<(Vec<u8>, Option<Vec<u8>>)> {
+    let w = dtype.width() as u64;
+    let mut t = take_buf(spare, (count * w) as usize);
+    target
+        .read_at(start * w, &mut t)
+        .map_err(|e| Error::io(target.path(), e))?;
+    let b = match base {
+        Some((src, bd)) => {
+            let bw = bd.width() as u64;
+            let mut b = take_buf(spare, (count * bw) as usize);
+            src.read_at(start * bw, &mut b)
+                .map_err(|e| Error::io(src.path(), e))?;
+            if bd != dtype {
+                let mut wide = take_buf(spare, t.len());
+                widen::widen(bd, dtype, &b, &mut wide);
+                spare.push(b);
+                b = wide;
+            }
+            Some(b)
+        }
+        None => None,
+    };
+    Ok((t, b))
 }
 
 impl ArchiveWriter {
@@ -249,6 +295,7 @@ impl ArchiveWriter {
             opts,
             pending: std::collections::VecDeque::new(),
             window: (rayon::current_num_threads() * 2).max(1),
+            spare: Vec::new(),
         })
     }
 
@@ -556,10 +603,6 @@ impl ArchiveWriter {
         )?;
         let (op, ce) = (plan.op, plan.chunk_elems);
         let nchunks = n.div_ceil(ce);
-        let read = |i: u64| {
-            let start = i * ce;
-            read_range(start, ce.min(n - start))
-        };
 
         let base_ref = match base {
             BaseInput::None => BaseRef::None,
@@ -683,7 +726,13 @@ impl ArchiveWriter {
         // thread count; at most `window` chunks are in flight.
         let mut sha = Sha256::new();
         for i in 0..nchunks {
-            let (t, b) = read(i)?;
+            let start = i * ce;
+            let (t, b) = read_chunk(
+                (target, base_src, dtype),
+                start,
+                ce.min(n - start),
+                &mut self.spare,
+            )?;
             sha.update(&t);
             on_bytes(&t);
             while self.pending.len() >= self.window {
@@ -701,7 +750,7 @@ impl ArchiveWriter {
                     crc32fast::hash(&e.bytes)
                 };
                 // The writer may have failed and gone: nobody to tell.
-                let _ = tx.send((e, crc));
+                let _ = tx.send((e, crc, t, b));
             });
             self.pending.push_back(PendingChunk {
                 table,
@@ -731,7 +780,14 @@ impl ArchiveWriter {
         let Some(p) = self.pending.pop_front() else {
             return Ok(());
         };
-        let (e, crc32) = wait(&p.rx)?;
+        let (e, crc32, t, b) = wait(&p.rx)?;
+        // The chunk's buffers serve the next reads (no zeroing, no page
+        // faults): as many as are in flight, plus a widening's spare.
+        for buf in std::iter::once(t).chain(b) {
+            if self.spare.len() < 2 * self.window + 2 {
+                self.spare.push(buf);
+            }
+        }
         let offset = if e.bytes.is_empty() {
             0
         } else {
@@ -826,7 +882,7 @@ impl ArchiveWriter {
 /// Waits for a chunk's result. A caller on a pool thread (inside
 /// `ThreadPool::install`) runs pool jobs meanwhile: the chunk may be queued
 /// behind it on that very thread, and blocking would deadlock a pool of one.
-fn wait(rx: &std::sync::mpsc::Receiver<(EncodedChunk, u32)>) -> Result<(EncodedChunk, u32)> {
+fn wait(rx: &std::sync::mpsc::Receiver<Encoded>) -> Result<Encoded> {
     use std::sync::mpsc::RecvTimeoutError;
     loop {
         if rayon::yield_now() == Some(rayon::Yield::Executed) {
