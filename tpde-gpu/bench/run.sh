@@ -38,7 +38,7 @@ PLANES=${PLANES:-rans,zstd}
 MODES=${MODES:-inline,plain}
 CONFIGS=${CONFIGS:-default,wide,cpupos}
 CHUNKS=${CHUNKS:-1048576}
-TESTS=${TESTS:-.gpu-carry/gpu_parity}
+TESTS=${TESTS-.gpu-carry/gpu_parity}
 LOG=${OUT:-$DATA}
 mkdir -p "$DATA" "$LOG"
 

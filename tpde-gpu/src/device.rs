@@ -1171,23 +1171,40 @@ impl<D: AsRef<[u8]> + Sync> GpuArchive<D> {
             }
         }
         cuda("cuEventRecord", slot.copied.record(stream))?;
+        let table = slot.device.device_ptr();
+        let entropy = || {
+            // SAFETY: the phase-0 table was written for this slot's device
+            // staging address; its inputs were copied above on this stream
+            // and its outputs are this slot's decode area.
+            unsafe {
+                self.kernels.launch_entropy(
+                    stream,
+                    table + b.phase0_table() as u64,
+                    b.phase0.len() as u32,
+                    self.error_word.device_ptr(),
+                    index as u32,
+                )
+            }
+        };
+        // Entropy decoding that reads nothing earlier batches write runs
+        // before the wait on the previous batch's kernels, so consecutive
+        // batches' decodes overlap (each is one sequential stream per chunk:
+        // more chunks in flight is what makes it fast).
+        if b.phase0_independent {
+            entropy()?;
+        }
         if index > 0 {
             let prev = (index - 1) % self.streams.len();
             if prev != s {
                 cuda("cuStreamWaitEvent", stream.wait(&self.kernels_done[prev]))?;
             }
         }
-        let table = slot.device.device_ptr();
+        if !b.phase0_independent {
+            entropy()?;
+        }
         // SAFETY: the descriptor tables were written for this slot's device
         // staging address and point at live output, base and staging memory.
         unsafe {
-            self.kernels.launch_entropy(
-                stream,
-                table + b.phase0_table() as u64,
-                b.phase0.len() as u32,
-                self.error_word.device_ptr(),
-                index as u32,
-            )?;
             self.kernels
                 .launch_phase1(stream, table, b.phase1.len() as u32, b.tiles1)?;
             self.kernels.launch_sparse(

@@ -15,8 +15,21 @@
 //! with a base) need the base's top byte under each value on the CPU: for
 //! such chunks the base bytes under the chunk are copied device → host (or
 //! computed on the host, see [`stage`]); archives packed with
-//! `--planes zstd` have none. Performance and what
-//! bounds it: `tpde-gpu/BENCHMARKS-gpu.md`.
+//! `--planes zstd` have none.
+//!
+//! With [`GpuOptions::with_entropy_on_device`] the rANS-coded planes
+//! (spec §5.6) are entropy-decoded on the device instead: the CPU parses
+//! each plane's header and tables and stages only the coded words (about
+//! an eighth of the decoded bytes on fine-tune deltas), one group of four
+//! threads decodes each chunk (the four interleaved states share one word
+//! stream, so a chunk is one sequential stream), and a `RansBase` plane's
+//! context is read from the base in device memory. Speed then comes from
+//! many chunks in flight: it pays with chunks of 2^16 elements and decode
+//! areas of 0.5–1 GiB per slot (load of a 3.5 GB model with the base on the
+//! device: 54 ms against 93 ms for a pinned copy of the safetensors on an
+//! H200), and loses to the CPU path at the writer's default 2^20-element
+//! chunks, hence off by default. Performance and what bounds it:
+//! `tpde-gpu/BENCHMARKS-gpu.md`.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), tpde_gpu::GpuError> {

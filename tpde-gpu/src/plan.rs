@@ -1326,6 +1326,11 @@ pub struct Batch {
     /// Offset of the decode area in the slot's device buffer (the slot
     /// size the batches were made for): after everything copied.
     pub device_area: usize,
+    /// True when no phase-0 job reads device memory outside the batch's
+    /// own staging (no base context read from a base): the entropy launch
+    /// then need not wait for earlier batches' kernels and may overlap
+    /// them (it writes only its slot's decode area).
+    pub phase0_independent: bool,
     /// Blocks of the phase-1 launch.
     pub tiles1: u32,
     /// Blocks of the phase-2 launch.
@@ -1481,6 +1486,11 @@ fn layout(
     let stats_at = at;
     at += align_up(16 * t[3] as usize, REGION_ALIGN);
     let kernel_bytes = if descs == 0 { 0 } else { at };
+    let phase0_independent = phase0.iter().all(|&ji| {
+        let j = &jobs[ji];
+        let vals = if j.kind == JobKind::Dense { j.n } else { j.m };
+        j.ctx_base == 0 || j.decoded <= vals as usize * j.width
+    });
     let mut decoded_at = vec![0usize; range.len()];
     let mut device_end = 0;
     for (k, j) in jobs[range.clone()].iter().enumerate() {
@@ -1508,6 +1518,7 @@ fn layout(
         decoded_at,
         device_end,
         device_area,
+        phase0_independent,
         // Each bounded by MAX_TILES_PER_BATCH.
         tiles1: t[1] as u32,
         tiles2: t[2] as u32,

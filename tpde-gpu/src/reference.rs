@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 
 use tpde_format::codec::dequant;
+use tpde_format::codec::rans_layout::{self, PlaneMode, RansLayout};
 use tpde_format::format::{Dtype, Op};
 use tpde_format::read::Table;
 use tpde_format::{Archive, BaseProvider};
@@ -385,7 +386,7 @@ fn run_batch<D: AsRef<[u8]> + Sync>(
 type Span = (u64, u64);
 
 /// Mirror of `tpde_entropy`: decodes the planes of one phase-0 job from
-/// its entropy input (layout: [`stage::fill_entropy`]'s docs) into its
+/// its entropy input (layout: `stage::fill_entropy`'s docs) into its
 /// device-only region, with the device's tables (coarse index, then a step
 /// forward while `cum[s + 1] <= slot`) and the device's checks. Returns
 /// `Some((reason, plane))` where the kernel reports an error (reason 1 a
@@ -452,61 +453,110 @@ fn apply_entropy(d: &Desc, mem: &mut HostMemory) -> Result<Option<(u32, u32)>> {
                 };
                 let mut x = [0u32; 4];
                 for (j, xs) in x.iter_mut().enumerate() {
-                    *xs = u32::from_le_bytes([
-                        e[8 + 4 * j],
-                        e[9 + 4 * j],
-                        e[10 + 4 * j],
-                        e[11 + 4 * j],
-                    ]);
+                    let b = &e[8 + 4 * j..12 + 4 * j];
+                    *xs = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
                 }
-                let mask = (1u32 << scale) - 1;
-                let sh = scale - 8;
-                let nw = words.len() / 2;
-                let mut p = 0usize;
-                let mut truncated = false;
-                for (i, oi) in o.iter_mut().enumerate() {
-                    let j = i % 4;
-                    let b = ctx.map_or(0, |c| usize::from(t[usize::from(c[i])]));
-                    let tb = &t[256 + b * plan::ENTROPY_BUCKET..][..plan::ENTROPY_BUCKET];
-                    let tab = |s: usize| {
-                        u32::from_le_bytes([tb[4 * s], tb[4 * s + 1], tb[4 * s + 2], tb[4 * s + 3]])
-                    };
-                    let slot = x[j] & mask;
-                    let mut s = usize::from(tb[1024 + (slot >> sh) as usize]);
-                    let mut ent = tab(s);
-                    while ent >> 16 <= slot && s < 255 {
-                        s += 1;
-                        ent = tab(s);
-                    }
-                    *oi = s as u8;
-                    let st = ent & 0xffff;
-                    x[j] = ((ent >> 16) - st)
-                        .wrapping_mul(x[j] >> scale)
-                        .wrapping_add(slot.wrapping_sub(st));
-                    if x[j] < 1 << 16 {
-                        if p < nw {
-                            x[j] = x[j] << 16
-                                | u32::from(u16::from_le_bytes([words[2 * p], words[2 * p + 1]]));
-                        } else {
-                            truncated = true;
-                        }
-                        p += 1;
-                    }
-                }
-                if truncated {
-                    return Ok(Some((1, k as u32)));
-                }
-                if p != nw {
-                    return Ok(Some((2, k as u32)));
-                }
-                if x.iter().any(|&s| s != 1 << 16) {
-                    return Ok(Some((3, k as u32)));
+                if let Some(reason) = decode_rans_device(t, words, x, scale, ctx, o) {
+                    return Ok(Some((reason, k as u32)));
                 }
             }
         }
     }
     mem.get_mut(d.dst, out.len() as u64)?.copy_from_slice(&out);
     Ok(None)
+}
+
+/// The kernel's rANS loop for one plane: device `tables`
+/// ([`plan::entropy_tables_len`]), 16-bit `words`, the four final encoder
+/// states `x`, precision `scale`, the context plane (`None` for one
+/// bucket) into `out`. Returns the kernel's reason code for a plane it
+/// refuses: 1 a word needed past the end, 2 words left over, 3 a final
+/// state other than `2^16`.
+fn decode_rans_device(
+    t: &[u8],
+    words: &[u8],
+    mut x: [u32; 4],
+    scale: u32,
+    ctx: Option<&[u8]>,
+    out: &mut [u8],
+) -> Option<u32> {
+    let mask = (1u32 << scale) - 1;
+    let sh = scale - 8;
+    let nw = words.len() / 2;
+    let mut p = 0usize;
+    let mut truncated = false;
+    for (i, oi) in out.iter_mut().enumerate() {
+        let j = i % 4;
+        let b = ctx.map_or(0, |c| usize::from(t[usize::from(c[i])]));
+        let tb = &t[256 + b * plan::ENTROPY_BUCKET..][..plan::ENTROPY_BUCKET];
+        let tab =
+            |s: usize| u32::from_le_bytes([tb[4 * s], tb[4 * s + 1], tb[4 * s + 2], tb[4 * s + 3]]);
+        let slot = x[j] & mask;
+        // Coarse index, then step forward while cum[s + 1] <= slot.
+        let mut s = usize::from(tb[1024 + (slot >> sh) as usize]);
+        let mut ent = tab(s);
+        while ent >> 16 <= slot && s < 255 {
+            s += 1;
+            ent = tab(s);
+        }
+        *oi = s as u8;
+        let st = ent & 0xffff;
+        x[j] = ((ent >> 16) - st)
+            .wrapping_mul(x[j] >> scale)
+            .wrapping_add(slot.wrapping_sub(st));
+        if x[j] < 1 << 16 {
+            if p < nw {
+                x[j] = x[j] << 16 | u32::from(u16::from_le_bytes([words[2 * p], words[2 * p + 1]]));
+            } else {
+                truncated = true;
+            }
+            p += 1;
+        }
+    }
+    if truncated {
+        Some(1)
+    } else if p != nw {
+        Some(2)
+    } else if x.iter().any(|&s| s != 1 << 16) {
+        Some(3)
+    } else {
+        None
+    }
+}
+
+/// Decodes one coded plane (spec §5.6) of `out.len()` bytes the way the
+/// device path does: header and tables parsed on the host by
+/// [`rans_layout::parse_plane`], the device tables built by
+/// [`stage::device_tables`], then the kernel's loop
+/// (`decode_rans_device`). Errors carry the CPU decoder's reasons
+/// ([`tpde_format::codec::entropy::decode_plane`]), so tests can compare
+/// the two on any stream, hostile ones included.
+pub fn decode_plane_as_device(
+    coded: &[u8],
+    context: Option<&[u8]>,
+    out: &mut [u8],
+) -> std::result::Result<(), &'static str> {
+    let mut layout = RansLayout::default();
+    match rans_layout::parse_plane(coded, out.len(), context.map(<[u8]>::len), &mut layout)? {
+        PlaneMode::Raw(r) => {
+            out.copy_from_slice(&coded[r]);
+            Ok(())
+        }
+        PlaneMode::Constant(b) => {
+            out.fill(b);
+            Ok(())
+        }
+        PlaneMode::Rans => {
+            let mut t = vec![0u8; plan::entropy_tables_len(layout.buckets)];
+            stage::device_tables(&layout, &mut t);
+            let ctx = context.filter(|_| layout.buckets > 1);
+            let words = &coded[layout.words.clone()];
+            match decode_rans_device(&t, words, layout.states, layout.scale, ctx, out) {
+                None => Ok(()),
+                Some(reason) => Err(plan::entropy_reason(reason)),
+            }
+        }
+    }
 }
 
 /// Positions from a gap stream (spec §5.5), checked as the kernel checks

@@ -40,6 +40,14 @@
 //!   ([`JobKind::SparseVarint`]) the positions are decoded on the CPU as
 //!   well, for the context.
 //!
+//! With device entropy decoding ([`Job::decoded`], opt-in) a chunk whose
+//! values stream is `PerPlane` with rANS planes and no zstd plane is not
+//! decoded here: its positions are staged as above and its planes as an
+//! *entropy input* (`fill_entropy`: parsed headers, device tables, the
+//! coded words), and the `tpde_entropy` kernel decodes them, reading a
+//! `RansBase` plane's context from the base in device memory (no base
+//! bytes are read on the CPU for it).
+//!
 //! Every chunk's stored bytes pass their CRC ([`Archive::chunk_bytes`]) and
 //! every stream must decode to exactly its declared length, as in the CPU
 //! reader.

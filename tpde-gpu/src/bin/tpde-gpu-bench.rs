@@ -937,11 +937,35 @@ fn dataset(
                 .with_slot_bytes(96 << 20)
                 .with_decode_bytes(512 << 20),
         ),
+        (
+            "gpuenthuge",
+            "rANS planes entropy-decoded on the device, 2x256 MiB + 2 GiB decode areas",
+            GpuOptions::default()
+                .with_entropy_on_device(true)
+                .with_slots(2)
+                .with_slot_bytes(256 << 20)
+                .with_decode_bytes(2 << 30),
+        ),
+        (
+            "gpuent4",
+            "rANS planes entropy-decoded on the device, 4x128 MiB + 1 GiB decode areas, 4 streams",
+            GpuOptions::default()
+                .with_entropy_on_device(true)
+                .with_slots(4)
+                .with_slot_bytes(128 << 20)
+                .with_decode_bytes(1 << 30)
+                .with_streams(4),
+        ),
     ]
     .into_iter()
     .filter(|(key, _, _)| configs_wanted.split(',').any(|w| w == *key))
-    .map(|(_, label, opts)| (label, opts))
     .collect();
+    // The device entropy configurations only where they differ from the
+    // default and take seconds rather than minutes: archives with rANS
+    // planes in chunks smaller than 2^20 elements (with 2^20-element
+    // chunks a launch has too few chunks: see BENCHMARKS-gpu.md run 9).
+    let applies = |key: &str, file: &str| !key.starts_with("gpuent") || file.contains("rans-c");
+    emit(rows, 0);
     for file in &archives {
         let path = dir.join(file);
         let t_open = Instant::now();
@@ -956,7 +980,11 @@ fn dataset(
             st.kinds,
             st.codecs
         );
-        for (label, opts) in &configs {
+        let first_row = rows.len();
+        for (key, label, opts) in &configs {
+            if !applies(key, file) {
+                continue;
+            }
             let a = Archive::open(&path)?;
             let gpu = GpuArchive::new(a, device, opts.clone())?;
             let mut checked = false;
@@ -979,7 +1007,10 @@ fn dataset(
             });
         }
         if file.starts_with("inline") && !a.index().bases.is_empty() {
-            for (label, opts) in &configs {
+            for (key, label, opts) in &configs {
+                if !applies(key, file) {
+                    continue;
+                }
                 let a = Archive::open(&path)?;
                 let gpu = GpuArchive::new(a, device, opts.clone())?;
                 let pristine = gpu.load_inline_bases()?;
@@ -1025,8 +1056,8 @@ fn dataset(
                 gbps: gb(ms),
                 note: String::new(),
             });
-            // What the CPU does in the default pipeline: headers parsed,
-            // words and tables staged, rANS planes left to the device.
+            // What the CPU does with device entropy decoding: headers
+            // parsed, words and tables staged, rANS planes left to the device.
             let (ms, min) = time_ms(reps, || cpu_decode_ms(&a, true, true, true, &rings))?;
             rows.push(Row {
                 case: format!(
@@ -1038,6 +1069,7 @@ fn dataset(
                 note: String::new(),
             });
         }
+        emit(rows, first_row);
     }
     Ok(())
 }
@@ -1473,6 +1505,18 @@ fn run_descs(
 }
 
 // ---------------------------------------------------------------- report
+
+/// Prints `rows[from..]` at once (the full table comes at the end), so a
+/// run cut short still leaves its measurements in the log.
+fn emit(rows: &[Row], from: usize) {
+    for r in rows.get(from..).unwrap_or_default() {
+        println!(
+            "row | {} | {:.2} | {:.2} | {:.1} | {} |",
+            r.case, r.ms, r.min_ms, r.gbps, r.note
+        );
+    }
+    let _ = std::io::stdout().flush();
+}
 
 fn run(dir: &Path, reps: usize, device: usize, configs: &str) -> Res<()> {
     let mut rows = Vec::new();
