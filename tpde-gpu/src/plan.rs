@@ -25,7 +25,8 @@ pub const DESC_BYTES: usize = 64;
 /// Staging regions start at multiples of this (keeps every vector load aligned).
 pub const REGION_ALIGN: usize = 256;
 /// Most descriptors in one batch (bounds the binary search in the kernels and
-/// the header size).
+/// the header size: 512 KiB). Large because a chunk entropy-decoded on the
+/// device is one sequential stream, so a launch needs thousands of chunks.
 pub const MAX_JOBS_PER_BATCH: usize = 8192;
 /// Bytes one block of the fill phase copies or zeroes.
 pub const FILL_BYTES_PER_TILE: u64 = THREADS as u64 * 16;
@@ -1406,6 +1407,18 @@ pub fn make_batches_with(
     slot_bytes: usize,
     decode_bytes: usize,
 ) -> Result<Vec<Batch>> {
+    make_batches_limited(jobs, slot_bytes, decode_bytes, MAX_JOBS_PER_BATCH)
+}
+
+/// [`make_batches_with`] with at most `max_descs` descriptors per batch
+/// (at most [`MAX_JOBS_PER_BATCH`]; tests use fewer to make batches spill).
+pub fn make_batches_limited(
+    jobs: &[Job<'_>],
+    slot_bytes: usize,
+    decode_bytes: usize,
+    max_descs: usize,
+) -> Result<Vec<Batch>> {
+    let max_descs = max_descs.clamp(2, MAX_JOBS_PER_BATCH);
     if slot_bytes < min_slot_bytes(jobs) {
         return Err(GpuError::Usage(format!(
             "staging slots of {slot_bytes} bytes cannot hold a job of {} bytes",
@@ -1440,7 +1453,7 @@ pub fn make_batches_with(
             if end > start
                 && (bytes > slot_bytes
                     || ndev > decode_bytes
-                    || d > MAX_JOBS_PER_BATCH
+                    || d > max_descs
                     || nt.iter().any(|&x| x > MAX_TILES_PER_BATCH))
             {
                 break;
