@@ -191,7 +191,7 @@ pub fn choose_op(width: usize, target: &[u8], base: Option<&[u8]>, comp: Compres
         }
         with_word!(width, W => combine::dense_delta_planes::<W>(op, base, target, &mut s.planes));
         // An entropy estimate, not a trial compression: 4 candidates per tensor.
-        let est = stream::estimate_planes_with(&s.planes, width, ctx) as u64;
+        let est = stream::estimate_planes_for(&s.planes, width, ctx, comp.coder) as u64;
         if est < best.0 {
             best = (est, op);
         }

@@ -36,6 +36,22 @@ pub fn estimate_planes(planes: &[u8], width: usize) -> f64 {
 /// byte under each value (`base_ctx`, one per element: spec §5.7), as a
 /// `RansBase` plane would be coded.
 pub fn estimate_planes_with(planes: &[u8], width: usize, base_ctx: Option<&[u8]>) -> f64 {
+    estimate_planes_for(planes, width, base_ctx, PlaneCoder::Rans)
+}
+
+/// [`estimate_planes_with`] for the plane coder `coder`: zstd planes see no
+/// context (a plane is one frame, its entropy stage order 0), so for
+/// [`PlaneCoder::Zstd`] each plane costs its order-0 entropy only. (Pricing
+/// zstd planes with the rANS coder's contexts made the op trial pick `Add`
+/// over `AddZigzag` on sparse bf16 deltas, whose `Add` planes split into
+/// 0x00 / 0xFF halves that a context separates and zstd does not: +4.4% on
+/// a fine-tune packed with `--planes zstd`.)
+pub fn estimate_planes_for(
+    planes: &[u8],
+    width: usize,
+    base_ctx: Option<&[u8]>,
+    coder: PlaneCoder,
+) -> f64 {
     if planes.is_empty() {
         return 0.0;
     }
@@ -44,7 +60,8 @@ pub fn estimate_planes_with(planes: &[u8], width: usize, base_ctx: Option<&[u8]>
     let mut total = 0.0;
     let mut prev: Option<&[u8]> = None;
     for plane in planes.chunks_exact(n) {
-        let c = plane_costs(plane, prev, base_ctx);
+        let prev_ctx = prev.filter(|_| coder == PlaneCoder::Rans);
+        let c = plane_costs(plane, prev_ctx, base_ctx);
         // As the coder does: a plane that is noise at order 0 is stored
         // raw, whatever a context would have saved.
         total += if c.noise {
