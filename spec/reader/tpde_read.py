@@ -240,6 +240,8 @@ def index_bytes(data: bytes, header: dict) -> bytes:
     stored = data[header["index_offset"]:]
     if not header["flags"] & FLAG_INDEX_ZSTD:
         return stored
+    if stored[:4] != b"\x28\xb5\x2f\xfd":  # a zstd frame, not a skippable one
+        raise FormatError("index: not a zstd frame")
     try:
         size = zstandard.get_frame_parameters(stored).content_size
     except zstandard.ZstdError as e:
@@ -248,6 +250,9 @@ def index_bytes(data: bytes, header: dict) -> bytes:
         raise FormatError("index: the zstd frame does not declare its size")
     if size > LIMITS["max_index_bytes"]:
         raise FormatError(f"limit max_index_bytes exceeded: the zstd index declares {size} bytes")
+    if size > max(64 * len(stored), 1 << 24):  # §4.0.5: at most 64x, or 16 MiB
+        raise FormatError(f"index: the zstd frame declares {size} bytes from {len(stored)}: "
+                          "more than 64 bytes per stored byte")
     return decode_zstd(stored, size)
 
 

@@ -1526,3 +1526,66 @@ fn checksum_progress_adds_up_to_the_stored_bytes_and_stops_at_the_first_bad_chun
     );
     assert!(seen < want);
 }
+
+#[test]
+fn windowed_streaming_reuses_buffers_without_leaking_stale_bytes() {
+    // Tensors of 2 MiB streamed in 1 MiB windows: unpack's buffer pool
+    // (buffers of 1 MiB and more) hands a window's buffer, full of the
+    // previous window's bytes, to a later one. A zero chunk over a base,
+    // an all-zero standalone tensor and a sparse delta after a dense noisy
+    // tensor must still come out exactly: the file digest checks it.
+    let dir = tempfile::tempdir().unwrap();
+    let n = 1usize << 19; // F32: 2 MiB
+    let mut x = 0x9e37_79b9u32;
+    let mut noise = || {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        x
+    };
+    let dense: Vec<u8> = (0..n).flat_map(|_| noise().to_le_bytes()).collect();
+    let base_same: Vec<u8> = (0..n).flat_map(|_| noise().to_le_bytes()).collect();
+    let mut sparse = base_same.clone();
+    for i in (0..sparse.len()).step_by(4099) {
+        sparse[i] ^= 0x40;
+    }
+    let zeros = vec![0u8; n * 4];
+    let f32 = |name: &str, b: &[u8]| (name.to_string(), Dtype::F32, vec![n as u64], b.to_vec());
+    let tp = dir.path().join("t.safetensors");
+    let bp = dir.path().join("b.safetensors");
+    write_safetensors(
+        &tp,
+        &[
+            f32("a.dense", &dense),
+            f32("b.same", &base_same),
+            f32("c.zeros", &zeros),
+            f32("d.sparse", &sparse),
+        ],
+    );
+    write_safetensors(
+        &bp,
+        &[f32("b.same", &base_same), f32("d.sparse", &base_same)],
+    );
+    let bytes = pack_minor(&tp, Some(&bp), BaseMode::Inline, 1 << 16, 3);
+    let archive = open(&bytes).unwrap();
+    let want = std::fs::read(&tp).unwrap();
+    for digests in [Digests::File, Digests::All] {
+        let mut out = Vec::new();
+        tpde_format::unpack::stream_file_windowed(
+            &archive,
+            0,
+            &NoBase,
+            digests,
+            1 << 20,
+            &mut |b| {
+                out.extend_from_slice(b);
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert!(
+            out == want,
+            "{digests:?}: stream differs from the target file"
+        );
+    }
+}

@@ -53,10 +53,7 @@ fn the_flag_without_a_compressed_index() {
     // The bincode bytes stored as they are under the flag: not a zstd frame.
     let p = Parts::parse(&vector("v13_delta_inline"));
     let raw = p.index_bytes();
-    index_error(
-        &p.with_stored_index(&raw),
-        "the zstd index's frame header is corrupt",
-    );
+    index_error(&p.with_stored_index(&raw), "the index is not a zstd frame");
 }
 
 #[test]
@@ -194,4 +191,23 @@ fn writing_1_2_keeps_the_index_uncompressed() {
         assert!(h.minor <= minor);
         decode_all(&a).unwrap();
     }
+}
+
+#[test]
+fn a_frame_expanding_more_than_64_times_is_refused() {
+    // 32 MiB declared from a frame of a few KiB (a decompression bomb's
+    // ratio): refused before anything is allocated, whatever the limits.
+    let p = Parts::parse(&vector("v13_rows_external"));
+    let bomb = zstd::bulk::compress(&vec![0u8; 32 << 20], 3).unwrap();
+    index_error(
+        &p.with_stored_index(&bomb),
+        "the zstd index declares more than 64 bytes per stored byte",
+    );
+    // A skippable frame (RFC 8878 §3.1.2) is not an index.
+    let mut skippable = vec![0x50, 0x2a, 0x4d, 0x18, 4, 0, 0, 0, 0, 0, 0, 0];
+    skippable.extend_from_slice(&zstd::bulk::compress(&p.index_bytes(), 3).unwrap());
+    index_error(
+        &p.with_stored_index(&skippable),
+        "the index is not a zstd frame",
+    );
 }

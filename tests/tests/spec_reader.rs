@@ -865,7 +865,11 @@ fn spec_reader_refuses_v13_violations() {
     );
     // The flag over an uncompressed index, and a frame with no content size.
     let err = failing(&p.with_stored_index(&raw), None);
-    assert!(err.contains("index: zstd frame header is corrupt"), "{err}");
+    assert!(err.contains("index: not a zstd frame"), "{err}");
+    // A frame expanding more than 64 times (and past 16 MiB).
+    let bomb = zstd::bulk::compress(&vec![0u8; 32 << 20], 3).unwrap();
+    let err = failing(&p.with_stored_index(&bomb), None);
+    assert!(err.contains("more than 64 bytes per stored byte"), "{err}");
     let mut enc = zstd::stream::Encoder::new(Vec::new(), 3).unwrap();
     enc.include_contentsize(false).unwrap();
     std::io::Write::write_all(&mut enc, &raw).unwrap();

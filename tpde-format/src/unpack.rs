@@ -174,18 +174,27 @@ enum Segment {
 /// Output buffers handed back after their bytes were consumed, reused by
 /// later segments: a fresh buffer per tensor or window costs a page fault
 /// and a kernel page clear per 4 KiB (about 10% of single-thread unpack
-/// time, measured with perf), a reused one nothing. Holds at most `cap`
-/// bytes of capacity. A reused buffer keeps stale bytes: every decode path
-/// overwrites its whole output (base bytes, zeros or a plain payload first).
+/// time, measured with perf), a reused one nothing. Only buffers of at
+/// least [`BufPool::MIN_POOLED`] bytes are kept (small ones are cheap to
+/// allocate), at most [`BufPool::MAX_HELD`] of them and `cap` bytes in all,
+/// so taking and giving are O(1) whatever the number of tensors. A reused
+/// buffer keeps stale bytes: every decode path overwrites its whole output
+/// (base bytes, zeros or a plain payload first).
 struct BufPool {
-    free: std::sync::Mutex<Vec<Vec<u8>>>,
+    /// The held buffers and their total capacity.
+    free: std::sync::Mutex<(Vec<Vec<u8>>, u64)>,
     cap: u64,
 }
 
 impl BufPool {
+    /// Smallest buffer worth keeping.
+    const MIN_POOLED: usize = 1 << 20;
+    /// Most buffers held (two segments in flight, a few tensors each).
+    const MAX_HELD: usize = 8;
+
     fn new(cap: u64) -> Self {
         BufPool {
-            free: std::sync::Mutex::new(Vec::new()),
+            free: std::sync::Mutex::new((Vec::new(), 0)),
             cap,
         }
     }
@@ -193,13 +202,20 @@ impl BufPool {
     /// A buffer of exactly `len` bytes: the smallest pooled one that holds
     /// them without growing, else a pooled one grown, else a new one.
     fn take(&self, len: usize) -> Vec<u8> {
-        let reused = self.free.lock().ok().and_then(|mut free| {
-            let fit = (0..free.len())
-                .filter(|&i| free[i].capacity() >= len)
-                .min_by_key(|&i| free[i].capacity());
-            let i = fit.or_else(|| (0..free.len()).max_by_key(|&i| free[i].capacity()))?;
-            Some(free.swap_remove(i))
-        });
+        let reused = if len < Self::MIN_POOLED {
+            None
+        } else {
+            self.free.lock().ok().and_then(|mut g| {
+                let (free, held) = &mut *g;
+                let fit = (0..free.len())
+                    .filter(|&i| free[i].capacity() >= len)
+                    .min_by_key(|&i| free[i].capacity());
+                let i = fit.or_else(|| (0..free.len()).max_by_key(|&i| free[i].capacity()))?;
+                let b = free.swap_remove(i);
+                *held -= b.capacity() as u64;
+                Some(b)
+            })
+        };
         let mut buf = reused.unwrap_or_default();
         if buf.len() > len {
             buf.truncate(len);
@@ -209,11 +225,16 @@ impl BufPool {
         buf
     }
 
-    /// Returns `buf` to the pool unless that would exceed its capacity.
+    /// Returns `buf` to the pool unless it is small or the pool is full.
     fn give(&self, buf: Vec<u8>) {
-        if let Ok(mut free) = self.free.lock() {
-            let held: u64 = free.iter().map(|b| b.capacity() as u64).sum();
-            if held + buf.capacity() as u64 <= self.cap {
+        if buf.capacity() < Self::MIN_POOLED {
+            return;
+        }
+        if let Ok(mut g) = self.free.lock() {
+            let (free, held) = &mut *g;
+            let c = buf.capacity() as u64;
+            if free.len() < Self::MAX_HELD && *held + c <= self.cap {
+                *held += c;
                 free.push(buf);
             }
         }

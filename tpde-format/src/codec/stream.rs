@@ -200,29 +200,42 @@ fn plane_costs(plane: &[u8], prev: Option<&[u8]>, base: Option<&[u8]>) -> PlaneC
     }
 }
 
-/// Order-0 entropy estimate of `bytes` in bits per byte (sampled on large inputs).
-fn entropy_bits(bytes: &[u8]) -> f64 {
+/// True when the order-0 entropy of `bytes` (sampled on large inputs) is at
+/// least [`RAW_ENTROPY_BITS`] bits per byte: the writer stores such a plane
+/// raw. Integer arithmetic with the rANS encoder's `log2_q16`, so the
+/// decision (and the archive) is the same on every platform; a float `log2`
+/// from the platform's libm could differ in its last bit on a plane at the
+/// threshold.
+fn is_noise(bytes: &[u8]) -> bool {
     let step = if bytes.len() > 1 << 16 { 4 } else { 1 };
     let mut hist = [0u32; 256];
-    let mut n = 0u32;
+    let mut n = 0u64;
     for &b in bytes.iter().step_by(step) {
-        hist[b as usize] += 1;
+        hist[usize::from(b)] += 1;
         n += 1;
     }
-    let n = f64::from(n.max(1));
-    hist.iter()
+    if n == 0 {
+        return false;
+    }
+    // n log2 n - sum c log2 c, in Q16 bits (at most 2^32 samples x 32 bits
+    // x 2^16: fits in u64 with room to spare).
+    let sum: u64 = hist
+        .iter()
         .filter(|&&c| c > 0)
-        .map(|&c| {
-            let p = f64::from(c) / n;
-            -p * p.log2()
-        })
-        .sum()
+        .map(|&c| u64::from(c) * log2_q16(u64::from(c)))
+        .sum();
+    let bits_q16 = (n * log2_q16(n)).saturating_sub(sum);
+    u128::from(bits_q16) * RAW_ENTROPY_DEN >= u128::from(n) * RAW_ENTROPY_NUM * 65536
 }
 
 /// Planes whose estimated entropy is at least this many bits per byte are
 /// stored raw without trying zstd: it could save at most ~1.5%, and skipping
 /// it is what makes packing fast (low mantissa bytes are noise).
 const RAW_ENTROPY_BITS: f64 = 7.88;
+/// [`RAW_ENTROPY_BITS`] as the exact fraction the integer test uses.
+const RAW_ENTROPY_NUM: u128 = 788;
+/// Denominator of [`RAW_ENTROPY_NUM`].
+const RAW_ENTROPY_DEN: u128 = 100;
 
 /// The coder the writer uses for byte planes that are not noise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -269,7 +282,7 @@ pub fn compress_planes_with(
     let mut entries = Vec::with_capacity(width);
     let mut prev: Option<&[u8]> = None;
     for plane in planes.chunks_exact(n) {
-        let packed = if entropy_bits(plane) >= RAW_ENTROPY_BITS {
+        let packed = if is_noise(plane) {
             None
         } else {
             match coder {

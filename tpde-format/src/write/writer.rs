@@ -195,6 +195,10 @@ pub struct ArchiveWriter {
     window: usize,
     /// Buffers of finished chunks, for the next reads.
     spare: Vec<Vec<u8>>,
+    /// An `add_tensor`/`add_base` failed part way: the index may hold a
+    /// half-built record, so [`ArchiveWriter::finish`] refuses (rather than
+    /// write an archive every reader rejects).
+    failed: bool,
 }
 
 /// Which table of the index a record is in.
@@ -296,6 +300,7 @@ impl ArchiveWriter {
             pending: std::collections::VecDeque::new(),
             window: (rayon::current_num_threads() * 2).max(1),
             spare: Vec::new(),
+            failed: false,
         })
     }
 
@@ -357,13 +362,14 @@ impl ArchiveWriter {
         shape: &[u64],
         source: &dyn ByteSource,
     ) -> Result<u32> {
-        if self.opts.plain_bases {
+        let r = if self.opts.plain_bases {
             // Written straight to the output: every chunk before it first,
             // so the layout does not depend on the thread count.
-            self.drain_all()?;
-            let rec = self.encode_plain(name, dtype, shape, source)?;
-            self.index.bases.push(rec);
-            Ok((self.index.bases.len() - 1) as u32)
+            self.drain_all().and_then(|()| {
+                let rec = self.encode_plain(name, dtype, shape, source)?;
+                self.index.bases.push(rec);
+                Ok((self.index.bases.len() - 1) as u32)
+            })
         } else {
             self.encode_tensor(
                 name,
@@ -374,7 +380,9 @@ impl ArchiveWriter {
                 Table::Bases,
                 &mut |_| {},
             )
-        }
+        };
+        self.failed |= r.is_err();
+        r
     }
 
     /// Adds a target tensor against `base`. `on_bytes` sees the target's
@@ -388,7 +396,9 @@ impl ArchiveWriter {
         base: BaseInput<'_>,
         on_bytes: &mut dyn FnMut(&[u8]),
     ) -> Result<u32> {
-        self.encode_tensor(name, dtype, shape, target, base, Table::Tensors, on_bytes)
+        let r = self.encode_tensor(name, dtype, shape, target, base, Table::Tensors, on_bytes);
+        self.failed |= r.is_err();
+        r
     }
 
     /// The smallest chunk size a tensor over `base` may use: an inline base
@@ -602,6 +612,16 @@ impl ArchiveWriter {
             &read_range,
         )?;
         let (op, ce) = (plan.op, plan.chunk_elems);
+        // Readers refuse a chunk size over their max_chunk_raw_bytes (spec
+        // §4.6.2, §7) whatever the tensor's length: refuse to write one the
+        // default limits reject rather than an archive nobody opens.
+        let limit = crate::ReadLimits::default().max_chunk_raw_bytes;
+        if ce.saturating_mul(w) > limit {
+            return Err(Error::Usage(format!(
+                "tensor {name:?}: chunks of {ce} elements of {w} bytes exceed the {limit} bytes \
+                 readers accept by default (max_chunk_raw_bytes); use a smaller --chunk-elems"
+            )));
+        }
         let nchunks = n.div_ceil(ce);
 
         let base_ref = match base {
@@ -826,6 +846,11 @@ impl ArchiveWriter {
     /// Writes the index and header, syncs, and renames the temp file onto
     /// the destination. Returns the archive's length in bytes.
     pub fn finish(mut self) -> Result<u64> {
+        if self.failed {
+            return Err(Error::Usage(
+                "a tensor failed to be added: the archive is incomplete and was not written".into(),
+            ));
+        }
         self.drain_all()?;
         let index_offset = align_up(self.pos).ok_or(Error::Usage("archive too large".into()))?;
         let index = bincode_options(u64::MAX)
@@ -1029,5 +1054,78 @@ mod tests {
             assert_eq!(one, pack_on(2, dir.path(), plain), "plain bases: {plain}");
             assert_eq!(one, pack_on(3, dir.path(), plain), "plain bases: {plain}");
         }
+    }
+
+    /// A source that fails once reads pass `fail_at` bytes.
+    struct Failing<'a>(&'a [u8], u64);
+
+    impl ByteSource for Failing<'_> {
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+            if offset + buf.len() as u64 > self.1 {
+                return Err(std::io::Error::other("disk went away"));
+            }
+            let at = offset as usize;
+            buf.copy_from_slice(&self.0[at..at + buf.len()]);
+            Ok(())
+        }
+        fn path(&self) -> &Path {
+            Path::new("failing")
+        }
+    }
+
+    #[test]
+    fn a_failed_tensor_poisons_finish() {
+        // The source fails part way through the second chunk: the record is
+        // half built, so finish must refuse and write nothing.
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("x.tpde");
+        let (t, _) = weights(3 << 16, 7);
+        let mut w = ArchiveWriter::create(&dest, WriteOptions::default().with_chunk_elems(1 << 16))
+            .unwrap();
+        let n = (t.len() / 4) as u64;
+        let bad = Failing(&t, (t.len() / 2) as u64);
+        assert!(w
+            .add_tensor("t", Dtype::F32, &[n], &bad, BaseInput::None, &mut |_| {})
+            .is_err());
+        assert!(matches!(w.finish(), Err(Error::Usage(m)) if m.contains("incomplete")));
+        assert!(!dest.exists());
+    }
+
+    #[test]
+    fn chunks_readers_refuse_are_not_written() {
+        // 2^29 F32 elements are 2 GiB per chunk: over every default reader's
+        // max_chunk_raw_bytes, even for a 10-element tensor.
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = ArchiveWriter::create(
+            dir.path().join("x.tpde"),
+            WriteOptions::default().with_chunk_elems(1 << 29),
+        )
+        .unwrap();
+        let t = vec![0u8; 40];
+        let r = w.add_tensor(
+            "t",
+            Dtype::F32,
+            &[10],
+            &SliceSource(&t),
+            BaseInput::None,
+            &mut |_| {},
+        );
+        assert!(matches!(r, Err(Error::Usage(m)) if m.contains("max_chunk_raw_bytes")));
+        // 2^28 two-byte elements (512 MiB) are fine.
+        let mut w = ArchiveWriter::create(
+            dir.path().join("y.tpde"),
+            WriteOptions::default().with_chunk_elems(1 << 28),
+        )
+        .unwrap();
+        let t = vec![0u8; 20];
+        w.add_tensor(
+            "t",
+            Dtype::BF16,
+            &[10],
+            &SliceSource(&t),
+            BaseInput::None,
+            &mut |_| {},
+        )
+        .unwrap();
     }
 }
