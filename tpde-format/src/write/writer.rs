@@ -760,18 +760,34 @@ impl ArchiveWriter {
             }
             let (tx, rx) = std::sync::mpsc::sync_channel(1);
             let width = w as usize;
-            rayon::spawn(move || {
-                let e = ENCODE_SCRATCH.with(|s| {
-                    chunk::encode(width, &t, b.as_deref(), op, comp, &mut s.borrow_mut())
-                });
-                let crc = if e.bytes.is_empty() {
-                    0
-                } else {
-                    crc32fast::hash(&e.bytes)
-                };
-                // The writer may have failed and gone: nobody to tell.
-                let _ = tx.send((e, crc, t, b));
-            });
+            let job = move || {
+                // A panic (none is reachable: the library denies them) must
+                // not abort the process, as it would inside `rayon::spawn`:
+                // the sender is dropped instead and the writer reports it.
+                let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let e = ENCODE_SCRATCH.with(|s| {
+                        chunk::encode(width, &t, b.as_deref(), op, comp, &mut s.borrow_mut())
+                    });
+                    let crc = if e.bytes.is_empty() {
+                        0
+                    } else {
+                        crc32fast::hash(&e.bytes)
+                    };
+                    (e, crc)
+                }));
+                if let Ok((e, crc)) = encoded {
+                    // The writer may have failed and gone: nobody to tell.
+                    let _ = tx.send((e, crc, t, b));
+                }
+            };
+            // A tiny chunk costs less to encode here than to hand to the
+            // pool (a wake-up and a channel round trip per tensor: 15 µs,
+            // which dominated checkpoints of many tiny tensors).
+            if ce.min(n - start) * w < INLINE_CHUNK_BYTES {
+                job();
+            } else {
+                rayon::spawn(job);
+            }
             self.pending.push_back(PendingChunk {
                 table,
                 id,
@@ -907,6 +923,9 @@ impl ArchiveWriter {
 /// Waits for a chunk's result. A caller on a pool thread (inside
 /// `ThreadPool::install`) runs pool jobs meanwhile: the chunk may be queued
 /// behind it on that very thread, and blocking would deadlock a pool of one.
+/// Chunks of fewer bytes are encoded on the calling thread.
+const INLINE_CHUNK_BYTES: u64 = 16 << 10;
+
 fn wait(rx: &std::sync::mpsc::Receiver<Encoded>) -> Result<Encoded> {
     use std::sync::mpsc::RecvTimeoutError;
     loop {
