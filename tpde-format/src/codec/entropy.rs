@@ -959,8 +959,11 @@ pub(crate) fn with_tables<R>(
     r
 }
 
-fn decode_rans(bytes: &[u8], context: Option<&[u8]>, out: &mut [u8]) -> Result<(), &'static str> {
-    let mut c = Cursor { b: bytes, p: 0 };
+/// Reads a rANS plane's `scale`, bucket count and cuts (spec §5.6.2), after
+/// its mode byte: returns the scale, the bucket count and the context byte
+/// -> bucket map. Shared with [`super::rans_layout`], so both readers check
+/// the same things in the same order.
+pub(crate) fn read_header(c: &mut Cursor<'_>) -> Result<(u32, usize, [u8; 256]), &'static str> {
     let scale = u32::from(c.u8()?);
     if !(MIN_SCALE_BITS..=MAX_SCALE_BITS).contains(&scale) {
         return Err("entropy: scale out of range");
@@ -982,6 +985,12 @@ fn decode_rans(bytes: &[u8], context: Option<&[u8]>, out: &mut [u8]) -> Result<(
         }
         prev = cut;
     }
+    Ok((scale, buckets, bucket_of))
+}
+
+fn decode_rans(bytes: &[u8], context: Option<&[u8]>, out: &mut [u8]) -> Result<(), &'static str> {
+    let mut c = Cursor { b: bytes, p: 0 };
+    let (scale, buckets, bucket_of) = read_header(&mut c)?;
     let ctx = if buckets > 1 {
         match context {
             Some(ctx) if ctx.len() == out.len() => ctx,

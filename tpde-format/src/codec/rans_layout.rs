@@ -16,8 +16,7 @@
 use std::ops::Range;
 
 use super::entropy::{
-    read_table, with_tables, Cursor, LANES, MAX_BUCKETS, MAX_SCALE_BITS, MIN_SCALE_BITS,
-    MODE_CONST, MODE_RANS, MODE_RAW, RANS_L,
+    read_table, with_tables, Cursor, LANES, MAX_BUCKETS, MODE_CONST, MODE_RANS, MODE_RAW, RANS_L,
 };
 
 /// What a coded plane holds (its mode byte, spec §5.6.1).
@@ -132,26 +131,7 @@ fn parse_rans(
     layout: &mut RansLayout,
 ) -> Result<(), &'static str> {
     let mut c = Cursor { b: bytes, p: 0 };
-    let scale = u32::from(c.u8()?);
-    if !(MIN_SCALE_BITS..=MAX_SCALE_BITS).contains(&scale) {
-        return Err("entropy: scale out of range");
-    }
-    let buckets = usize::from(c.u8()?);
-    if !(1..=MAX_BUCKETS).contains(&buckets) {
-        return Err("entropy: bucket count out of range");
-    }
-    let mut bucket_of = [0u8; 256];
-    let mut prev = 0u8;
-    for b in 1..buckets {
-        let cut = c.u8()?;
-        if cut <= prev {
-            return Err("entropy: bucket cuts not strictly increasing");
-        }
-        for slot in bucket_of.iter_mut().skip(usize::from(cut)) {
-            *slot = b as u8;
-        }
-        prev = cut;
-    }
+    let (scale, buckets, bucket_of) = super::entropy::read_header(&mut c)?;
     if buckets > 1 {
         match context_len {
             Some(n) if n == m => {}
