@@ -110,24 +110,13 @@ pub fn stream_file_with<D: AsRef<[u8]> + Sync>(
     digests: Digests,
     sink: &mut dyn FnMut(&[u8]) -> Result<()>,
 ) -> Result<()> {
-    stream_file_inner(a, fi, base, digests, WINDOW_BYTES, sink)
+    stream_file_windowed(a, fi, base, digests, WINDOW_BYTES, sink)
 }
 
 /// [`stream_file`] with decode windows of `window` bytes instead of
 /// 64 MiB, so tests can drive the windowed path with small tensors.
 #[doc(hidden)]
 pub fn stream_file_windowed<D: AsRef<[u8]> + Sync>(
-    a: &Archive<D>,
-    fi: usize,
-    base: &dyn BaseProvider,
-    digests: Digests,
-    window: u64,
-    sink: &mut dyn FnMut(&[u8]) -> Result<()>,
-) -> Result<()> {
-    stream_file_inner(a, fi, base, digests, window, sink)
-}
-
-fn stream_file_inner<D: AsRef<[u8]> + Sync>(
     a: &Archive<D>,
     fi: usize,
     base: &dyn BaseProvider,
