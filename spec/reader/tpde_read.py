@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""An independent reader for `.tpde` v1.0, v1.1 and v1.2 archives, written only
+"""An independent reader for `.tpde` v1.0 to v1.4 archives, written only
 from spec/FORMAT.md (section numbers below refer to it). Python 3.11, standard
 library plus `zstandard` (pip install zstandard). Nothing here comes from the
 Rust implementation.
@@ -45,7 +45,7 @@ ALIGN = 64
 REQUIRED_FLAGS = 0x0000FFFF
 FLAG_INDEX_ZSTD = 0x1  # §8.3 (v1.3): the index is stored as one zstd frame
 KNOWN_REQUIRED_FLAGS = FLAG_INDEX_ZSTD
-KNOWN_MINOR = 3  # §8.2: the newest minor this reader implements
+KNOWN_MINOR = 4  # §8.2: the newest minor this reader implements
 
 # §4.1: code -> (safetensors name, width)
 DTYPES = [
@@ -55,7 +55,7 @@ DTYPES = [
     ("I64", 8), ("U64", 8), ("F64", 8),
 ]
 KINDS = ["zero", "dense", "sparse"]  # §5.2
-OPS = ["xor", "add", "replace", "add-zigzag"]  # §6.1 ("add-zigzag" = AddZigzag, v1.1)
+OPS = ["xor", "add", "replace", "add-zigzag", "replace-rot"]  # §6.1 (AddZigzag v1.1, ReplaceRot v1.4)
 CODECS = ["raw", "zstd", "planes"]  # §5.3 ("planes" = PerPlane, v1.1)
 PLANE_CODECS = ["raw", "zstd", "rans", "rans-base"]  # §5.3 (v1.1; "rans": §5.6; "rans-base": v1.2, §5.7)
 BASE_KINDS = ["none", "inline", "external", "inline_widened", "external_widened",
@@ -574,6 +574,13 @@ def dequantize(t: dict, q: bytes, q_dtype: str, scales: bytes, axis: str) -> byt
 
 def check_minor_features(header: dict, idx: dict) -> None:
     """§8.2: a file uses only variants that its `minor` defines."""
+    if header["minor"] < 4:
+        for table, is_base in ((idx["bases"], True), (idx["tensors"], False)):
+            for t in table:
+                for i, c in enumerate(t["payload"].get("chunks", [])):
+                    if c["op"] == "replace-rot":
+                        raise FormatError(f"{tname(t, is_base)} chunk {i}: op ReplaceRot (v1.4) "
+                                          f"in a minor {header['minor']} file")
     if header["minor"] < 2:
         for t in idx["tensors"]:
             if t["base"]["kind"] in ("inline_rows", "external_rows",
@@ -1010,7 +1017,15 @@ def unzigzag(v: int, mask: int) -> int:  # §6.1 (v1.1)
     return (v >> 1) ^ (-(v & 1) & mask)
 
 
+def rotr1(v: int, w: int) -> int:  # §6.1 (v1.4): rotate a w-byte word right by one bit
+    bits = 8 * w
+    return (v >> 1) | ((v & 1) << (bits - 1))
+
+
 def combine(op: str, base: int, value: int, mask: int) -> int:  # §6.1
+    w = (mask.bit_length() + 7) // 8
+    if op == "replace-rot":
+        return rotr1(value, w)
     if op == "xor":
         return base ^ value
     if op == "add":
@@ -1039,7 +1054,10 @@ def decode_chunk(c: dict, w: int, stored: bytes, out: bytearray) -> None:
         if len(raw) != n * w:
             raise FormatError("dense values length differs from the element count")
         values = from_planes(raw, w, n)
-        if op == "replace":
+        if op == "replace-rot":  # §6.1 (v1.4)
+            fmt = f"<{n}{WORD[w]}"
+            out[:] = struct.pack(fmt, *(rotr1(y, w) for y in struct.unpack(fmt, values)))
+        elif op == "replace":
             out[:] = values
         elif op == "xor":
             x = int.from_bytes(out, "little") ^ int.from_bytes(values, "little")
@@ -1276,7 +1294,7 @@ def describe_tensor(t: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="Independent .tpde v1.0-v1.3 reader (spec/FORMAT.md).")
+    ap = argparse.ArgumentParser(description="Independent .tpde v1.0-v1.4 reader (spec/FORMAT.md).")
     ap.add_argument("archive")
     ap.add_argument("--base", action="append", default=[],
                     help="external base: a .safetensors file or a directory of them (repeatable)")

@@ -37,6 +37,7 @@ const BASE_FILE_V12: &str = "base_v12.safetensors";
 const BASE_FILE_V12_DEQUANT: &str = "base_v12_dequant.safetensors";
 /// The external base file of the v1.2 base-context (RansBase) vectors.
 const BASE_FILE_V12_RANS_BASE: &str = "base_v12_rans_base.safetensors";
+const BASE_FILE_V14: &str = "base_v14.safetensors";
 
 enum Target {
     /// One safetensors file: name, tensors, `__metadata__`.
@@ -1299,6 +1300,104 @@ fn v13_vectors() -> Vec<Vector> {
     ]
 }
 
+/// A weight-like float of `w` bytes (4: F32, 2: BF16): random sign and
+/// mantissa, exponent 121 or 122 (|x| in [2^-6, 2^-4)). The exponent's
+/// last bit is set by its upper bits, so it costs nothing once the
+/// exponent sits whole in one plane (`ReplaceRot`), and a full bit when
+/// it shares a plane with seven mantissa bits (`Replace`).
+fn weightish(rng: &mut Rng, w: usize) -> u64 {
+    let exp = 121 + rng.below(2);
+    let sign = rng.below(2);
+    match w {
+        4 => sign << 31 | exp << 23 | (rng.next_u64() & 0x7f_ffff),
+        _ => sign << 15 | exp << 7 | (rng.next_u64() & 0x7f),
+    }
+}
+
+/// v1.4 `ReplaceRot` (spec §6.1): 4 chunks of 1024 elements per tensor.
+/// `a.f32`, `b.bf16`: no base; chunks dense, sparse (3 nonzero), zero,
+/// dense. `c.f32`: a base of the same name, unrelated (every op with it
+/// loses to `ReplaceRot`, so the op has a base it ignores); that base,
+/// inline, is stored with `ReplaceRot` too. `d.f32`: small adds against its
+/// base (`AddZigzag`), so the archive mixes rotated and other ops.
+fn v14_set() -> (Vec<TensorData>, Vec<TensorData>) {
+    let mut rng = Rng(0x0014_0014);
+    let n = 4096;
+    let standalone = |w: usize, rng: &mut Rng| {
+        let mut t = vec![0u8; n * w];
+        for i in 0..n {
+            let v = match i / 1024 {
+                1 if matches!(i - 1024, 7 | 300 | 1000) => weightish(rng, w),
+                1 | 2 => 0,
+                _ => weightish(rng, w),
+            };
+            put(&mut t, i, w, v);
+        }
+        t
+    };
+    let a = standalone(4, &mut rng);
+    let b = standalone(2, &mut rng);
+    let words = |rng: &mut Rng| -> Vec<u8> {
+        let mut t = vec![0u8; n * 4];
+        for i in 0..n {
+            put(&mut t, i, 4, weightish(rng, 4));
+        }
+        t
+    };
+    let (c_base, c) = (words(&mut rng), words(&mut rng));
+    let d_base = words(&mut rng);
+    let mut d = d_base.clone();
+    for i in 0..n {
+        let v = get(&d_base, i, 4);
+        let step = rng.below(5);
+        put(&mut d, i, 4, if i % 2 == 0 { v + step } else { v - step });
+    }
+    let shape = [16, 256];
+    (
+        vec![
+            td("a.f32", Dtype::F32, &shape, a),
+            td("b.bf16", Dtype::BF16, &shape, b),
+            td("c.f32", Dtype::F32, &shape, c),
+            td("d.f32", Dtype::F32, &shape, d),
+        ],
+        vec![
+            td("c.f32", Dtype::F32, &shape, c_base),
+            td("d.f32", Dtype::F32, &shape, d_base),
+        ],
+    )
+}
+
+/// v1.4: the `ReplaceRot` op, with an inline and an external base.
+fn v14_vectors() -> Vec<Vector> {
+    let (t, b) = v14_set();
+    let v = |name, description, mode| Vector {
+        name,
+        description,
+        chunk_elems: 1024,
+        target: Target::Single("target.safetensors", t.clone(), None),
+        base: Some((b.clone(), mode)),
+        base_file: BASE_FILE_V14,
+        max_minor: 4,
+        expect_minor: 4,
+        plane_coder: PlaneCoder::Rans,
+        craft: None,
+    };
+    vec![
+        v(
+            "v14_rot_inline",
+            "v1.4 ReplaceRot (spec §6.1): weight-like F32 and BF16 tensors with no base \
+             (dense, sparse, zero chunks), an F32 tensor with an unrelated base, that base \
+             stored inline with ReplaceRot, and an AddZigzag tensor",
+            BaseMode::Inline,
+        ),
+        v(
+            "v14_rot_external",
+            "v1.4 ReplaceRot: the inputs of v14_rot_inline against base_v14.safetensors",
+            BaseMode::External,
+        ),
+    ]
+}
+
 fn vectors() -> Vec<Vector> {
     let (dt, db) = delta_set();
     let half = dt.len() / 2;
@@ -1401,6 +1500,7 @@ fn vectors() -> Vec<Vector> {
     .chain(rans_vectors())
     .chain(v12_vectors())
     .chain(v13_vectors())
+    .chain(v14_vectors())
     .collect()
 }
 

@@ -12,7 +12,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 use tpde_format::codec::chunk::{decode_into, DecodeScratch};
 use tpde_format::codec::{stream, widen};
-use tpde_format::format::{BaseRef, Chunk, ChunkKind, Codec, Payload, PlaneCodec, TensorRecord};
+use tpde_format::format::{
+    BaseRef, Chunk, ChunkKind, Codec, Op, Payload, PlaneCodec, TensorRecord,
+};
 use tpde_format::read::Table;
 use tpde_format::safetensors::Checkpoint;
 use tpde_format::unpack::{unpack, verify, UnpackOptions};
@@ -208,6 +210,11 @@ struct Coverage {
     /// A `RansBase` plane over a widened base.
     rans_base_widened: bool,
     minors: BTreeSet<u16>,
+    // v1.4
+    /// (table, chunk kind) of `ReplaceRot` chunks.
+    rot_in: BTreeSet<(&'static str, &'static str)>,
+    /// A `ReplaceRot` target chunk whose tensor has a base (which it ignores).
+    rot_over_base: bool,
     /// Header minors of the vectors whose index is zstd-compressed.
     zstd_index_minors: BTreeSet<u16>,
     // rANS planes (spec §5.6), read from their first bytes.
@@ -334,6 +341,9 @@ fn cover(a: &Archive<Vec<u8>>, base_file: Option<&Checkpoint>, c: &mut Coverage)
         });
         if let Payload::Chunked { chunks, .. } = &b.payload {
             for ch in chunks {
+                if ch.op == Op::ReplaceRot && ch.kind != ChunkKind::Zero {
+                    c.rot_in.insert(("base", ch.kind.name()));
+                }
                 if let Codec::PerPlane(planes) = &ch.values.codec {
                     c.per_plane_in.insert(("base", ch.kind.name()));
                     c.plane_codecs.extend(planes.iter().map(|p| p.codec.name()));
@@ -520,6 +530,10 @@ fn cover(a: &Archive<Vec<u8>>, base_file: Option<&Checkpoint>, c: &mut Coverage)
                 continue; // a zero chunk's op means nothing
             }
             c.kind_ops.insert((ch.kind.name(), ch.op.name()));
+            if ch.op == Op::ReplaceRot {
+                c.rot_in.insert(("target", ch.kind.name()));
+                c.rot_over_base |= !matches!(t.base, BaseRef::None);
+            }
             c.value_codecs.insert(ch.values.codec.name());
             if ch.kind == ChunkKind::Sparse {
                 c.position_codecs.insert(ch.positions.codec.name());
@@ -555,7 +569,7 @@ fn vectors_cover_every_dtype_kind_op_and_codec() {
     );
     let mut want_ops = BTreeSet::new();
     for k in ["dense", "sparse"] {
-        for op in ["add", "add-zigzag", "replace", "xor"] {
+        for op in ["add", "add-zigzag", "replace", "replace-rot", "xor"] {
             want_ops.insert((k, op));
         }
     }
@@ -602,9 +616,20 @@ fn vectors_cover_every_dtype_kind_op_and_codec() {
     );
 
     // v1.1 (spec §5.3, §6.2, §8.2, §11).
-    assert_eq!(c.minors, [0, 1, 2, 3].into(), "header minors");
-    // (v1.3, spec §4.0.5) Compressed indexes, and only in minor-3 headers.
-    assert_eq!(c.zstd_index_minors, [3].into(), "zstd indexes");
+    assert_eq!(c.minors, [0, 1, 2, 3, 4].into(), "header minors");
+    // (v1.4, spec §6.1) ReplaceRot in dense and sparse target chunks, in
+    // inline base chunks, and over a base it ignores.
+    assert_eq!(
+        c.rot_in,
+        [("base", "dense"), ("target", "dense"), ("target", "sparse")].into(),
+        "ReplaceRot chunks"
+    );
+    assert!(
+        c.rot_over_base,
+        "a ReplaceRot chunk of a tensor with a base"
+    );
+    // (v1.3, spec §4.0.6) Compressed indexes, from minor 3 on.
+    assert_eq!(c.zstd_index_minors, [3, 4].into(), "zstd indexes");
     assert_eq!(
         c.plane_codecs,
         ["rans", "rans-base", "raw", "zstd"].into(),

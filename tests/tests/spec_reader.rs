@@ -889,3 +889,35 @@ fn spec_reader_refuses_v13_violations() {
     let err = failing(&q.to_bytes(), None);
     assert!(err.contains("unknown required flags 0x0002"), "{err}");
 }
+
+#[test]
+fn spec_reader_refuses_v14_violations() {
+    use tpde_format::format::Op;
+    use tpde_tests::hostile::{Parts, Table};
+    require_python();
+    let good = std::fs::read(vectors_v1().join("v14_rot_inline.tpde")).unwrap();
+    // A ReplaceRot chunk in a minor-3 file (§8.2.3).
+    let mut p = Parts::parse(&good);
+    p.header.minor = 3;
+    let err = failing(&p.to_bytes(), None);
+    assert!(
+        err.contains("op ReplaceRot (v1.4) in a minor 3 file"),
+        "{err}"
+    );
+    // Relabelled plain Replace: the values come out rotated, and the
+    // tensor's digest says so.
+    let mut p = Parts::parse(&good);
+    let t = p
+        .index
+        .tensors
+        .iter()
+        .position(|t| t.name == "a.f32")
+        .unwrap();
+    let Payload::Chunked { chunks, .. } = &p.index.tensors[t].payload else {
+        panic!("a.f32 is chunked")
+    };
+    assert_eq!(chunks[0].op, Op::ReplaceRot);
+    p.edit_chunk(Table::Target, t, 0, |ch, _| ch.op = Op::Replace);
+    let err = failing(&p.to_bytes(), None);
+    assert!(err.contains("a.f32") && err.contains("sha256"), "{err}");
+}

@@ -89,9 +89,9 @@ pub struct PackArgs {
     pub planes: Planes,
     /// Newest format version to write, for older readers: 1.0 (no per-plane
     /// streams, widened bases or zigzag adds), 1.1 (no row-mapped bases), 1.2
-    /// (no compressed index) or 1.3 (the default). The archive records the
-    /// lowest version it needs.
-    #[arg(long, value_name = "VERSION", value_enum, default_value_t = Format::V1_3)]
+    /// (no compressed index), 1.3 (no rotated ops) or 1.4 (the default). The
+    /// archive records the lowest version it needs.
+    #[arg(long, value_name = "VERSION", value_enum, default_value_t = Format::V1_4)]
     pub format: Format,
     /// Same as `--format 1.0`.
     #[arg(long, conflicts_with = "format")]
@@ -193,6 +193,9 @@ pub enum Format {
     /// 1.3
     #[value(name = "1.3")]
     V1_3,
+    /// 1.4
+    #[value(name = "1.4")]
+    V1_4,
 }
 
 impl Format {
@@ -203,6 +206,7 @@ impl Format {
             Format::V1_1 => 1,
             Format::V1_2 => 2,
             Format::V1_3 => 3,
+            Format::V1_4 => 4,
         }
     }
 }

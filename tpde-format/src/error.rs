@@ -34,7 +34,7 @@ pub enum Error {
         reason: &'static str,
     },
     /// A major version this reader does not know (spec §8).
-    #[error("unsupported tpde format version {major}.{minor} (this reader knows 1.0 to 1.3)")]
+    #[error("unsupported tpde format version {major}.{minor} (this reader knows 1.0 to 1.4)")]
     UnsupportedVersion {
         /// Major version in the file.
         major: u16,

@@ -49,13 +49,23 @@ struct Job {
     u32 pad;
 };
 
+// Rotate right by one bit within T (v1.4 rotated ops).
+template <typename T> __device__ __forceinline__ T rotr1(T v) {
+    return (T)((T)(v >> 1) | (T)(v << (8 * sizeof(T) - 1)));
+}
+
 template <typename T> __device__ __forceinline__ T comb(u32 op, T b, T v) {
     // op 3 (v1.1 zigzag add): b + unzigzag(v), unzigzag(v) = (v >> 1) ^ -(v & 1).
+    // op 4 (v1.4 ReplaceRot): rotr1(v).
     return op == 0 ? (T)(b ^ v)
          : op == 1 ? (T)(b + v)
          : op == 3 ? (T)(b + (T)((T)(v >> 1) ^ (T)((T)0 - (T)(v & 1))))
+         : op == 4 ? rotr1<T>(v)
          : v;
 }
+
+// Ops whose result does not depend on the base (Replace, ReplaceRot).
+__device__ __forceinline__ bool ignores_base(u32 op) { return op == 2 || op == 4; }
 
 // Block -> job: the last job whose tile_start <= blockIdx.x.
 __device__ __forceinline__ const Job* find_job(const Job* jobs, u32 njobs, u32 tile) {
@@ -96,7 +106,7 @@ __device__ __forceinline__ void dense(const Job& j, u64 tile) {
             for (int k = 0; k < W; k++) v |= (T)pl[k].b[e] << (8 * (W - 1 - k));
             o.t[e] = v;
         }
-        if (op != 2 && base) {
+        if (!ignores_base(op) && base) {
             #pragma unroll
             for (int q = 0; q < (E * W + 15) / 16; q++) b.q[q] = ((const uint4*)(base + i0))[q];
             #pragma unroll
@@ -109,7 +119,7 @@ __device__ __forceinline__ void dense(const Job& j, u64 tile) {
         for (u64 i = i0; i < end; i++) {
             T v = 0;
             for (int k = 0; k < W; k++) v |= (T)vals[(u64)k * n + i] << (8 * (W - 1 - k));
-            T bv = (base && op != 2) ? base[i] : (T)0;
+            T bv = (base && !ignores_base(op)) ? base[i] : (T)0;
             dst[i] = comb<T>(op, bv, v);
         }
     }

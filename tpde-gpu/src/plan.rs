@@ -1811,6 +1811,7 @@ pub const fn op_code(op: Op) -> u8 {
         Op::Add => 1,
         Op::Replace => 2,
         Op::AddZigzag => 3,
+        Op::ReplaceRot => 4,
     }
 }
 

@@ -632,7 +632,7 @@ fn check_hazards(jobs: &[Job<'_>], b: &Batch, touched: &mut Vec<Span>) -> Result
                 let reads_base = j.base != 0
                     && j.base != j.dst
                     && matches!(j.kind, JobKind::Fill | JobKind::Dense)
-                    && !(j.kind == JobKind::Dense && j.op == Op::Replace);
+                    && !(j.kind == JobKind::Dense && matches!(j.op, Op::Replace | Op::ReplaceRot));
                 (
                     w,
                     reads_base
@@ -726,6 +726,7 @@ fn op_of(code: u8) -> Op {
         0 => Op::Xor,
         1 => Op::Add,
         3 => Op::AddZigzag,
+        4 => Op::ReplaceRot,
         _ => Op::Replace,
     }
 }
@@ -745,7 +746,19 @@ fn combine(op: Op, width: usize, base: u64, value: u64) -> u64 {
             let d = (value >> 1) ^ (value & 1).wrapping_neg();
             base.wrapping_add(d) & mask
         }
+        Op::ReplaceRot => rotr1(width, value),
     }
+}
+
+/// `value` rotated right by one bit within `width` bytes (v1.4 `ReplaceRot`).
+fn rotr1(width: usize, value: u64) -> u64 {
+    let bits = 8 * width.min(8) as u32;
+    let mask = if bits >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << bits) - 1
+    };
+    ((value >> 1) | (value << (bits - 1))) & mask
 }
 
 fn load(b: &[u8]) -> u64 {
@@ -784,7 +797,7 @@ fn apply_phase1(d: &Desc, mem: &mut HostMemory) -> Result<()> {
         1 => {
             let planes = mem.get(d.vals, bytes)?.to_vec();
             let op = op_of(d.op);
-            let base = if d.base == 0 || op == Op::Replace {
+            let base = if d.base == 0 || matches!(op, Op::Replace | Op::ReplaceRot) {
                 None
             } else {
                 Some(mem.get(d.base, bytes)?.to_vec())

@@ -41,7 +41,7 @@ fn matrix_covers_every_kind_and_op() {
     let a = open(&built.bytes);
     let seen = common::coverage(a.index());
     for kind in [ChunkKind::Dense, ChunkKind::Sparse] {
-        for op in [Op::Xor, Op::Add, Op::Replace, Op::AddZigzag] {
+        for op in [Op::Xor, Op::Add, Op::Replace, Op::AddZigzag, Op::ReplaceRot] {
             assert!(seen.contains(&(kind, op)), "no {kind:?} {op:?} chunk");
         }
     }

@@ -84,8 +84,13 @@ pub fn encode(
     comp: Compression,
     s: &mut EncodeScratch,
 ) -> EncodedChunk {
-    // With no base every op means the same thing; record the plainest.
-    let op = if base.is_none() { Op::Replace } else { op };
+    // With no base every op means the same as `Replace`, or (v1.4) as
+    // `ReplaceRot` for the rotated ones; record the plainest.
+    let op = match (base, op.is_rotated()) {
+        (Some(_), _) => op,
+        (None, false) => Op::Replace,
+        (None, true) => Op::ReplaceRot,
+    };
     let n = target.len() / width;
     // Count first: positions are needed only for a sparse candidate.
     let changed = with_word!(width, W => combine::count_changed::<W>(base, target)) as u64;
@@ -167,36 +172,89 @@ pub fn encode(
     sparse
 }
 
-/// Tries each combine op on a sample range (dense) and returns the one whose
-/// byte planes are estimated to store fewest bytes. With no base the answer is `Replace`.
-pub fn choose_op(width: usize, target: &[u8], base: Option<&[u8]>, comp: Compression) -> Op {
-    if base.is_none() {
-        return Op::Replace;
+/// The ops the writer tries, in trial order (ties go to the earlier one):
+/// with a base `Xor`, `Add` and (v1.1) `AddZigzag`; then `Replace` and
+/// (v1.4, multi-byte elements) `ReplaceRot`. Rotating a 1-byte element
+/// only moves its top bit, so it is not tried there.
+pub fn candidate_ops(width: usize, has_base: bool, max_minor: u16) -> Vec<Op> {
+    let mut ops = if has_base {
+        vec![Op::Xor, Op::Add]
+    } else {
+        vec![]
+    };
+    if has_base && max_minor >= 1 {
+        ops.push(Op::AddZigzag);
+    }
+    ops.push(Op::Replace);
+    if width > 1 && max_minor >= 4 {
+        ops.push(Op::ReplaceRot);
+    }
+    ops
+}
+
+/// Tries each candidate op ([`candidate_ops`]) on a sample and returns
+/// the one whose byte planes are estimated to store fewest bytes.
+///
+/// (v1.4) When the winner is `Replace` or `ReplaceRot`, the two are
+/// compared again with the sample split into `pieces` equal runs, each
+/// estimated on its own statistics, as separate chunks are coded. The two
+/// store the same bits, and differ only in which plane holds a float
+/// exponent's last bit; how predictable that bit
+/// is depends on the exponents of one region of the tensor, which a sample
+/// drawn from all over it blurs (MiniLM's F32 word embedding: `Replace` on
+/// the whole sample, `ReplaceRot` on pieces, 115 KB smaller). The other ops
+/// keep the whole-sample comparison: on pieces, the bf16 fine-tune's
+/// embedding picked `Add` over `AddZigzag`, 69 KB larger.
+pub fn choose_op(
+    width: usize,
+    target: &[u8],
+    base: Option<&[u8]>,
+    comp: Compression,
+    pieces: usize,
+) -> Op {
+    let ops = candidate_ops(width, base.is_some(), comp.max_minor);
+    if let [only] = ops[..] {
+        return only;
     }
     let mut s = EncodeScratch::default();
+    let mut base_msb = Vec::new();
     // Writing 1.2 with rANS planes, planes may use the base as context
     // (spec §5.7): the op that is cheapest that way may be another one.
-    let mut base_msb = Vec::new();
-    let ctx = match base {
-        Some(b) if comp.max_minor >= 2 && comp.coder == stream::PlaneCoder::Rans && width > 1 => {
-            base_context(b, width, None, &mut base_msb);
-            Some(base_msb.as_slice())
+    let use_base_ctx = comp.max_minor >= 2 && comp.coder == stream::PlaneCoder::Rans && width > 1;
+    let mut estimate = |op: Op, pieces: usize| -> u64 {
+        let n = target.len() / width.max(1);
+        let piece = n.div_ceil(pieces.max(1)).max(1) * width;
+        let mut est = 0u64;
+        for (k, t) in target.chunks(piece).enumerate() {
+            let b = base.and_then(|b| b.get(k * piece..k * piece + t.len()));
+            let ctx = match b {
+                Some(b) if use_base_ctx => {
+                    base_context(b, width, None, &mut base_msb);
+                    Some(base_msb.as_slice())
+                }
+                _ => None,
+            };
+            with_word!(width, W => combine::dense_delta_planes::<W>(op, b, t, &mut s.planes));
+            // An entropy estimate, not a trial compression: a few candidates per tensor.
+            est += stream::estimate_planes_for(&s.planes, width, ctx, comp.coder) as u64;
         }
-        _ => None,
+        est
     };
     let mut best = (u64::MAX, Op::Xor);
-    for op in [Op::Xor, Op::Add, Op::AddZigzag, Op::Replace] {
-        if op == Op::AddZigzag && comp.max_minor < 1 {
-            continue; // a v1.1 op: not in archives limited to v1.0
-        }
-        with_word!(width, W => combine::dense_delta_planes::<W>(op, base, target, &mut s.planes));
-        // An entropy estimate, not a trial compression: 4 candidates per tensor.
-        let est = stream::estimate_planes_for(&s.planes, width, ctx, comp.coder) as u64;
+    for &op in &ops {
+        let est = estimate(op, 1);
         if est < best.0 {
             best = (est, op);
         }
     }
-    best.1
+    if pieces <= 1 || !matches!(best.1, Op::Replace | Op::ReplaceRot) {
+        return best.1;
+    }
+    if estimate(Op::ReplaceRot, pieces) < estimate(Op::Replace, pieces) {
+        Op::ReplaceRot
+    } else {
+        Op::Replace
+    }
 }
 
 /// Reusable buffers for [`decode_into`].
@@ -409,7 +467,7 @@ mod tests {
             let n = 1000;
             let base: Vec<u8> = (0..n * w).map(|i| (i * 7 % 251) as u8).collect();
             let target: Vec<u8> = (0..n * w).map(|i| (i * 13 % 241) as u8).collect();
-            for op in [Op::Xor, Op::Add, Op::Replace, Op::AddZigzag] {
+            for op in [Op::Xor, Op::Add, Op::Replace, Op::AddZigzag, Op::ReplaceRot] {
                 let e = encode(
                     w,
                     &target,
@@ -431,5 +489,65 @@ mod tests {
                 assert_eq!(out, target, "w={w} op={op:?}");
             }
         }
+    }
+
+    /// Weight-like F32 values: random sign and mantissa, exponent 121 or
+    /// 122, so the exponent's last bit follows from its upper bits.
+    fn weightish_f32(n: usize) -> Vec<u8> {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        (0..n)
+            .flat_map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let exp = 121 + (x >> 40 & 1) as u32;
+                let v = (x as u32 & 0x8000_0000) | exp << 23 | (x >> 8) as u32 & 0x7f_ffff;
+                v.to_le_bytes()
+            })
+            .collect()
+    }
+
+    /// (v1.4, spec §6.1) With the exponent split over two planes, its last
+    /// bit costs a whole bit in a raw plane; rotated, the top plane holds
+    /// the exponent whole and the sign moves into the noise. The trial
+    /// finds that with no base and with an unrelated one, only when writing
+    /// 1.4, and the chunk decodes back exactly.
+    #[test]
+    fn weights_are_stored_rotated_from_format_1_4() {
+        let n = 1 << 16;
+        let target = weightish_f32(n);
+        let other: Vec<u8> = weightish_f32(n + 7)[28..].to_vec();
+        let v14 = Compression {
+            max_minor: 4,
+            ..TEST_COMP
+        };
+        for base in [None, Some(other.as_slice())] {
+            assert_eq!(choose_op(4, &target, base, v14, 1), Op::ReplaceRot);
+            assert_eq!(choose_op(4, &target, base, v14, 8), Op::ReplaceRot);
+            assert!(!choose_op(4, &target, base, TEST_COMP, 8).is_rotated());
+            let mut s = EncodeScratch::default();
+            let rot = encode(4, &target, base, Op::ReplaceRot, v14, &mut s);
+            let plain = encode(4, &target, base, Op::Replace, v14, &mut s);
+            assert_eq!(rot.op, Op::ReplaceRot);
+            // Close to one bit per element smaller.
+            assert!(
+                rot.bytes.len() + n / 8 * 9 / 10 < plain.bytes.len(),
+                "{} vs {}",
+                rot.bytes.len(),
+                plain.bytes.len()
+            );
+            let mut out = base.map_or(vec![0u8; 4 * n], <[u8]>::to_vec);
+            decode_into(
+                &chunk_of(&rot, n as u64),
+                4,
+                &rot.bytes,
+                &mut out,
+                &mut DecodeScratch::default(),
+            )
+            .unwrap();
+            assert_eq!(out, target);
+        }
+        // 1-byte elements are never rotated.
+        assert_eq!(choose_op(1, &target, None, v14, 8), Op::Replace);
     }
 }

@@ -58,6 +58,7 @@ macro_rules! word {
                     Op::Replace => value,
                     // unzigzag: (v >> 1) ^ -(v & 1)
                     Op::AddZigzag => base.wrapping_add((value >> 1) ^ (value & 1).wrapping_neg()),
+                    Op::ReplaceRot => value.rotate_right(1),
                 }
             }
             #[inline(always)]
@@ -71,6 +72,7 @@ macro_rules! word {
                         let d = target.wrapping_sub(base);
                         (d << 1) ^ (((d as $s) >> (<$t>::BITS - 1)) as $t)
                     }
+                    Op::ReplaceRot => target.rotate_left(1),
                 }
             }
         }
@@ -143,6 +145,9 @@ fn dense_n<W: Word, const N: usize>(op: Op, planes: &[u8], out: &mut [u8]) {
             elems.for_each(|(i, e)| W::combine(Op::AddZigzag, W::load(e), gather(i)).store(e))
         }
         Op::Replace => elems.for_each(|(i, e)| gather(i).store(e)),
+        Op::ReplaceRot => {
+            elems.for_each(|(i, e)| W::combine(Op::ReplaceRot, W::load(e), gather(i)).store(e))
+        }
     }
 }
 
@@ -291,7 +296,7 @@ mod tests {
     #[test]
     fn add_wraps_and_inverts_exactly() {
         for (b, t) in [(0xffffu16, 0x0001u16), (3, 2), (0x8000, 0x7fff)] {
-            for op in [Op::Xor, Op::Add, Op::Replace, Op::AddZigzag] {
+            for op in [Op::Xor, Op::Add, Op::Replace, Op::AddZigzag, Op::ReplaceRot] {
                 let d = u16::delta(op, b, t);
                 assert_eq!(u16::combine(op, b, d), t, "{op:?} {b:#x} {t:#x}");
             }
@@ -327,5 +332,19 @@ mod tests {
                 assert_eq!(u32::combine(op, *b, u32::delta(op, *b, *t)), *t);
             }
         }
+    }
+
+    /// (v1.4, spec §6.1) The F32 `-1.5` (`0xbfc00000`) is stored as
+    /// `0x7f800001`: the exponent fills the top byte, the sign is bit 0.
+    #[test]
+    fn replace_rot_is_the_spec_rotation_at_every_width() {
+        assert_eq!(u32::delta(Op::ReplaceRot, 0, 0xbfc0_0000), 0x7f80_0001);
+        assert_eq!(
+            u32::combine(Op::ReplaceRot, 0x1234, 0x7f80_0001),
+            0xbfc0_0000
+        );
+        assert_eq!(u8::delta(Op::ReplaceRot, 0, 0x81), 0x03);
+        assert_eq!(u16::combine(Op::ReplaceRot, 0, 0x0001), 0x8000);
+        assert_eq!(u64::combine(Op::ReplaceRot, 0, 3), 0x8000_0000_0000_0001);
     }
 }

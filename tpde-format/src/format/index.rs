@@ -318,6 +318,11 @@ pub enum Op {
     /// stored zigzag-coded (`0, -1, 1, -2, … → 0, 1, 2, 3, …`), so small negative
     /// residuals have zero high bytes instead of 0xff ones (spec §6.1).
     AddZigzag,
+    /// (v1.4) `target = rotr1(value)`: the value is the target rotated left
+    /// by one bit within its width, so a float's sign drops to bit 0 and its
+    /// whole exponent fills the top byte plane (an F32 or BF16 exponent
+    /// otherwise straddles two planes, its last bit in the noise plane).
+    ReplaceRot,
 }
 
 /// Stream compression (spec §5.3).
@@ -377,7 +382,13 @@ impl Op {
             Op::Add => "add",
             Op::Replace => "replace",
             Op::AddZigzag => "add-zigzag",
+            Op::ReplaceRot => "replace-rot",
         }
+    }
+
+    /// (v1.4) True for the ops whose value is rotated (only [`Op::ReplaceRot`]).
+    pub const fn is_rotated(self) -> bool {
+        matches!(self, Op::ReplaceRot)
     }
 }
 
@@ -406,9 +417,13 @@ impl PlaneCodec {
 
 impl Index {
     /// The lowest format minor version that can express this index (spec §8):
-    /// 2 when it uses row-mapped or quantized bases; 1 when it uses per-plane streams,
-    /// widened bases or zigzag adds; else 0.
+    /// 4 when a chunk uses a rotated op; 2 when it uses row-mapped or
+    /// quantized bases; 1 when it uses per-plane streams, widened bases or
+    /// zigzag adds; else 0. (Minor 3 is a header flag, not an index variant.)
     pub fn min_minor(&self) -> u16 {
+        if self.uses_rotated_ops() {
+            return 4;
+        }
         if self.tensors.iter().any(|t| t.base.is_v12()) || self.uses_base_context() {
             return 2;
         }
@@ -433,6 +448,17 @@ impl Index {
 }
 
 impl Index {
+    /// True when any chunk (of a target or an inline base) has a rotated op (v1.4).
+    pub fn uses_rotated_ops(&self) -> bool {
+        self.bases
+            .iter()
+            .chain(&self.tensors)
+            .any(|t| match &t.payload {
+                Payload::Chunked { chunks, .. } => chunks.iter().any(|c| c.op.is_rotated()),
+                Payload::Plain { .. } => false,
+            })
+    }
+
     /// True when any values stream has a [`PlaneCodec::RansBase`] plane (v1.2).
     pub fn uses_base_context(&self) -> bool {
         self.bases

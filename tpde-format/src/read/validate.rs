@@ -342,6 +342,24 @@ fn check_rows(t: &TensorRecord, base_shape: &[u64], map: &[crate::format::RowRun
 /// it too, and whether a file is valid never depends on the reader's version
 /// (it also catches writers that record too low a minor).
 fn check_minor_features(header: &Header, index: &Index) -> Result<()> {
+    if header.minor < 4 {
+        for (table, base) in [(&index.bases, true), (&index.tensors, false)] {
+            for t in table {
+                if let Payload::Chunked { chunks, .. } = &t.payload {
+                    if let Some(i) = chunks.iter().position(|c| c.op.is_rotated()) {
+                        return Err(bad(
+                            Location::Chunk {
+                                tensor: t.name.clone(),
+                                base,
+                                chunk: i as u64,
+                            },
+                            "op ReplaceRot (v1.4) in a file whose header says minor 3 or lower (spec §8.2)",
+                        ));
+                    }
+                }
+            }
+        }
+    }
     if header.minor < 2 {
         if let Some(t) = index.tensors.iter().find(|t| t.base.is_v12()) {
             return Err(bad(

@@ -18,6 +18,9 @@ const RUN: u64 = 1024;
 /// elements), one in the middle of each equal stratum of the tensor.
 const OP_RUNS: u64 = 64;
 const OP_RUN: u64 = 1024;
+/// The op trial compares `Replace` and `ReplaceRot` on this many pieces of consecutive
+/// strata, each on its own statistics (see [`chunk::choose_op`]).
+const OP_PIECES: usize = 8;
 /// The finest chunk size the writer chooses, and the unit of its
 /// statistics: every candidate is a multiple of it.
 const BLOCK: u64 = 1 << 17;
@@ -66,21 +69,23 @@ pub(super) type ReadRange<'a> = dyn Fn(u64, u64) -> Result<(Vec<u8>, Option<Vec<
 /// Chooses the op (by trial on [`OP_RUNS`] runs spread over the tensor)
 /// and the chunk size: `fixed` when given, else the candidate of at least
 /// `min_ce` elements with the smallest estimated size.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn plan(
     n: u64,
     width: usize,
-    has_base: bool,
     comp: Compression,
     fixed: Option<u64>,
     min_ce: u64,
     read: &ReadRange<'_>,
 ) -> Result<Plan> {
-    let op = if n == 0 || !has_base {
+    let op = if n == 0 {
         Op::Replace
     } else {
         let (t, b) = sample(n, width, read)?;
-        chunk::choose_op(width, &t, b.as_deref(), comp)
+        // `Replace` and `ReplaceRot` are compared again on OP_PIECES runs of
+        // strata (8192 elements each) of a sampled tensor; a small one is
+        // one chunk, compared whole.
+        let pieces = if n <= OP_RUNS * OP_RUN { 1 } else { OP_PIECES };
+        chunk::choose_op(width, &t, b.as_deref(), comp, pieces)
     };
     let chunk_elems = match fixed {
         Some(ce) => ce,

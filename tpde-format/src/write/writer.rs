@@ -605,7 +605,6 @@ impl ArchiveWriter {
         let plan = plan::plan(
             n,
             w as usize,
-            base_src.is_some(),
             comp,
             self.opts.chunk_elems,
             self.min_chunk_elems(&base),
@@ -881,7 +880,7 @@ impl ArchiveWriter {
             // The lowest minor whose features this archive uses, so readers
             // of older minors can still read archives that need nothing newer.
             minor: if flags & FLAG_INDEX_ZSTD != 0 {
-                3
+                self.index.min_minor().max(3)
             } else {
                 self.index.min_minor()
             },

@@ -687,7 +687,8 @@ pub fn build(specs: &[Spec]) -> Built {
     }
 }
 
-/// The full matrix: every width (1, 2, 4, 8) × op × base mode, with an
+/// The full matrix: every width (1, 2, 4, 8) × op (v1.4 `ReplaceRot`
+/// included) × base mode, with an
 /// aligned (256) and an unaligned (100) chunk size, plus an empty and a 0-d
 /// tensor.
 pub fn matrix(seed: u64) -> Vec<Spec> {
@@ -703,9 +704,11 @@ pub fn matrix(seed: u64) -> Vec<Spec> {
     ];
     for dtype in dtypes {
         for kind in kinds {
-            for op in [Op::Xor, Op::Add, Op::Replace, Op::AddZigzag] {
-                if matches!(kind, BaseKind::None { .. }) && op != Op::Replace {
-                    continue; // with no base every op is stored as Replace
+            for op in [Op::Xor, Op::Add, Op::Replace, Op::AddZigzag, Op::ReplaceRot] {
+                if matches!(kind, BaseKind::None { .. })
+                    && !matches!(op, Op::Replace | Op::ReplaceRot)
+                {
+                    continue; // with no base every other op is stored as Replace
                 }
                 for ce in [256usize, 100] {
                     let has_base = !matches!(kind, BaseKind::None { .. });
