@@ -106,9 +106,13 @@ __device__ __forceinline__ void dense(const Job& j, u64 tile) {
             for (int k = 0; k < W; k++) v |= (T)pl[k].b[e] << (8 * (W - 1 - k));
             o.t[e] = v;
         }
-        if (!ignores_base(op) && base) {
+        // Every op but Replace transforms the value, with no base too
+        // (its base is zero: AddZigzag unzigzags, ReplaceRot rotates).
+        if (op != 2) {
+            const bool has_base = base && !ignores_base(op);
             #pragma unroll
-            for (int q = 0; q < (E * W + 15) / 16; q++) b.q[q] = ((const uint4*)(base + i0))[q];
+            for (int q = 0; q < (E * W + 15) / 16; q++)
+                b.q[q] = has_base ? ((const uint4*)(base + i0))[q] : make_uint4(0, 0, 0, 0);
             #pragma unroll
             for (int e = 0; e < E; e++) o.t[e] = comb<T>(op, b.t[e], o.t[e]);
         }

@@ -287,6 +287,16 @@ fn chunked(
 ) -> Payload {
     let w = dtype.width();
     let n = (target.len() / w) as u64;
+    // `encode` records Replace (or ReplaceRot) for a chunk with no base;
+    // explicit zeros keep the op asked for, and decode the same way.
+    let zeros;
+    let base = match base {
+        None if !matches!(op, Op::Replace | Op::ReplaceRot) => {
+            zeros = vec![0u8; target.len()];
+            Some(zeros.as_slice())
+        }
+        b => b,
+    };
     let mut chunks = Vec::new();
     let mut s = EncodeScratch::default();
     let mut i = 0u64;
@@ -704,12 +714,11 @@ pub fn matrix(seed: u64) -> Vec<Spec> {
     ];
     for dtype in dtypes {
         for kind in kinds {
+            // With no base every op is kept too (its chunks are encoded
+            // against explicit zeros, see `chunked`): the writer records
+            // only Replace or ReplaceRot there, but a reader must apply
+            // each chunk's op over the zero base (spec §6.1).
             for op in [Op::Xor, Op::Add, Op::Replace, Op::AddZigzag, Op::ReplaceRot] {
-                if matches!(kind, BaseKind::None { .. })
-                    && !matches!(op, Op::Replace | Op::ReplaceRot)
-                {
-                    continue; // with no base every other op is stored as Replace
-                }
                 for ce in [256usize, 100] {
                     let has_base = !matches!(kind, BaseKind::None { .. });
                     let (base, target, n) = pair(&mut rng, dtype.width(), ce, has_base);
