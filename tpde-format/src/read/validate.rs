@@ -7,8 +7,8 @@ use crate::codec::widen::can_widen;
 use crate::codec::{dequant, rows};
 use crate::error::{Error, Location, Result};
 use crate::format::{
-    align_up, BaseRef, ChunkKind, Codec, Dtype, Header, Index, Op, Payload, PlaneCodec, Stream,
-    TensorRecord, HEADER_LEN,
+    align_up, BaseRef, Chunk, ChunkKind, Codec, Dtype, Header, Index, Op, Payload, PlaneCodec,
+    Stream, TensorRecord, HEADER_LEN,
 };
 use crate::limits::ReadLimits;
 
@@ -337,27 +337,35 @@ fn check_rows(t: &TensorRecord, base_shape: &[u64], map: &[crate::format::RowRun
     rows::check(&t.shape, base_shape, map).map_err(|reason| bad(tensor_loc(t, false), reason))
 }
 
+/// The first chunk (inline bases first, then targets, each in index order)
+/// for which `pred` holds.
+fn first_chunk(index: &Index, pred: impl Fn(&Chunk) -> bool) -> Option<Location> {
+    [(&index.bases, true), (&index.tensors, false)]
+        .into_iter()
+        .flat_map(|(table, base)| table.iter().map(move |t| (t, base)))
+        .find_map(|(t, base)| match &t.payload {
+            Payload::Chunked { chunks, .. } => {
+                chunks.iter().position(&pred).map(|i| Location::Chunk {
+                    tensor: t.name.clone(),
+                    base,
+                    chunk: i as u64,
+                })
+            }
+            Payload::Plain { .. } => None,
+        })
+}
+
 /// A file uses only variants its minor defines (spec §8.2): a v1.0 reader
 /// refuses a minor-0 file holding a v1.1 variant, so a newer reader refuses
 /// it too, and whether a file is valid never depends on the reader's version
 /// (it also catches writers that record too low a minor).
 fn check_minor_features(header: &Header, index: &Index) -> Result<()> {
     if header.minor < 4 {
-        for (table, base) in [(&index.bases, true), (&index.tensors, false)] {
-            for t in table {
-                if let Payload::Chunked { chunks, .. } = &t.payload {
-                    if let Some(i) = chunks.iter().position(|c| c.op.is_rotated()) {
-                        return Err(bad(
-                            Location::Chunk {
-                                tensor: t.name.clone(),
-                                base,
-                                chunk: i as u64,
-                            },
-                            "op ReplaceRot (v1.4) in a file whose header says minor 3 or lower (spec §8.2)",
-                        ));
-                    }
-                }
-            }
+        if let Some(at) = first_chunk(index, |c| c.op.is_rotated()) {
+            return Err(bad(
+                at,
+                "op ReplaceRot (v1.4) in a file whose header says minor 3 or lower (spec §8.2)",
+            ));
         }
     }
     if header.minor < 2 {
@@ -367,21 +375,11 @@ fn check_minor_features(header: &Header, index: &Index) -> Result<()> {
                 "row-mapped or quantized base (v1.2) in a file whose header says minor 0 or 1 (spec §8.2)",
             ));
         }
-        for (table, base) in [(&index.bases, true), (&index.tensors, false)] {
-            for t in table {
-                if let Payload::Chunked { chunks, .. } = &t.payload {
-                    if let Some(i) = chunks.iter().position(|c| c.values.uses_base_context()) {
-                        return Err(bad(
-                            Location::Chunk {
-                                tensor: t.name.clone(),
-                                base,
-                                chunk: i as u64,
-                            },
-                            "rANS plane with the base as context (v1.2) in a file whose header says minor 0 or 1 (spec §8.2)",
-                        ));
-                    }
-                }
-            }
+        if let Some(at) = first_chunk(index, |c| c.values.uses_base_context()) {
+            return Err(bad(
+                at,
+                "rANS plane with the base as context (v1.2) in a file whose header says minor 0 or 1 (spec §8.2)",
+            ));
         }
     }
     if header.minor >= 1 {
