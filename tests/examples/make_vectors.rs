@@ -1309,6 +1309,12 @@ fn weightish(rng: &mut Rng, w: usize) -> u64 {
     let exp = 121 + rng.below(2);
     let sign = rng.below(2);
     match w {
+        // F64: exponent 1000 to 1015. Unrotated, its low 4 bits make the
+        // second plane noise (stored raw) and the top plane holds the sign
+        // and exponent bits 10-4 (2 bits of entropy); rotated, the top
+        // plane is exponent bits 10-3, whose bit 3 follows from the rest
+        // (1 bit): ReplaceRot wins by the sign's bit.
+        8 => sign << 63 | (1000 + rng.below(16)) << 52 | (rng.next_u64() & 0xf_ffff_ffff_ffff),
         4 => sign << 31 | exp << 23 | (rng.next_u64() & 0x7f_ffff),
         _ => sign << 15 | exp << 7 | (rng.next_u64() & 0x7f),
     }
@@ -1367,6 +1373,23 @@ fn v14_set() -> (Vec<TensorData>, Vec<TensorData>) {
     )
 }
 
+/// v1.4 `ReplaceRot` at width 8: an F64 tensor of weights, no base
+/// (dense, sparse, zero and dense chunks of 1024 elements).
+fn v14_f64_set() -> Vec<TensorData> {
+    let mut rng = Rng(0x0014_0064);
+    let n = 4096;
+    let mut t = vec![0u8; n * 8];
+    for i in 0..n {
+        let v = match i / 1024 {
+            1 if matches!(i - 1024, 11 | 512 | 1023) => weightish(&mut rng, 8),
+            1 | 2 => 0,
+            _ => weightish(&mut rng, 8),
+        };
+        put(&mut t, i, 8, v);
+    }
+    vec![td("e.f64", Dtype::F64, &[16, 256], t)]
+}
+
 /// v1.4: the `ReplaceRot` op, with an inline and an external base.
 fn v14_vectors() -> Vec<Vector> {
     let (t, b) = v14_set();
@@ -1395,6 +1418,19 @@ fn v14_vectors() -> Vec<Vector> {
             "v1.4 ReplaceRot: the inputs of v14_rot_inline against base_v14.safetensors",
             BaseMode::External,
         ),
+        Vector {
+            name: "v14_rot_f64",
+            description: "v1.4 ReplaceRot at width 8: an F64 tensor of weights with no base \
+                          (dense, sparse, zero chunks)",
+            chunk_elems: 1024,
+            target: Target::Single("target.safetensors", v14_f64_set(), None),
+            base: None,
+            base_file: BASE_FILE_V14,
+            max_minor: 4,
+            expect_minor: 4,
+            plane_coder: PlaneCoder::Rans,
+            craft: None,
+        },
     ]
 }
 

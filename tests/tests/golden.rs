@@ -215,6 +215,8 @@ struct Coverage {
     rot_in: BTreeSet<(&'static str, &'static str)>,
     /// A `ReplaceRot` target chunk whose tensor has a base (which it ignores).
     rot_over_base: bool,
+    /// Element widths of `ReplaceRot` target chunks.
+    rot_widths: BTreeSet<usize>,
     /// Header minors of the vectors whose index is zstd-compressed.
     zstd_index_minors: BTreeSet<u16>,
     // rANS planes (spec §5.6), read from their first bytes.
@@ -533,6 +535,7 @@ fn cover(a: &Archive<Vec<u8>>, base_file: Option<&Checkpoint>, c: &mut Coverage)
             if ch.op == Op::ReplaceRot {
                 c.rot_in.insert(("target", ch.kind.name()));
                 c.rot_over_base |= !matches!(t.base, BaseRef::None);
+                c.rot_widths.insert(t.dtype.width());
             }
             c.value_codecs.insert(ch.values.codec.name());
             if ch.kind == ChunkKind::Sparse {
@@ -628,6 +631,9 @@ fn vectors_cover_every_dtype_kind_op_and_codec() {
         c.rot_over_base,
         "a ReplaceRot chunk of a tensor with a base"
     );
+    // Widths 2 (BF16), 4 (F32) and 8 (F64); the writer never rotates 1-byte
+    // elements (spec §11), so width 1 is left to the unit tests.
+    assert_eq!(c.rot_widths, [2, 4, 8].into(), "ReplaceRot widths");
     // (v1.3, spec §4.0.6) Compressed indexes, from minor 3 on.
     assert_eq!(c.zstd_index_minors, [3, 4].into(), "zstd indexes");
     assert_eq!(

@@ -96,3 +96,56 @@ fn a_replace_rot_chunk_relabelled_replace_fails_its_digest() {
         "{e:?}"
     );
 }
+
+/// A writer capped at an older minor (`--format 1.0` to `1.3`) never
+/// stores `ReplaceRot`, even where it would win: a tensor large enough for
+/// the op trial's piecewise re-comparison (over 65,536 elements) whose
+/// base is noise, so `Replace` wins the whole-sample trial. (A review
+/// found the re-comparison brought `ReplaceRot` back below minor 4.)
+#[test]
+fn a_writer_capped_below_1_4_never_rotates() {
+    use tpde_format::pack::{pack, BaseMode, PackOptions};
+    use tpde_format::safetensors::Checkpoint;
+    use tpde_format::{Dtype, WriteOptions};
+    let n = 1usize << 17;
+    let mut rng = tpde_tests::Rng(0x0014_cafe);
+    // Weights: random sign and mantissa, exponent 121 or 122.
+    let target: Vec<u8> = (0..n)
+        .flat_map(|_| {
+            let x = rng.next_u64();
+            let v = (x as u32 & 0x8000_0000)
+                | (121 + (x >> 40 & 1) as u32) << 23
+                | (x >> 8) as u32 & 0x7f_ffff;
+            v.to_le_bytes()
+        })
+        .collect();
+    let noise = rng.bytes(4 * n);
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("t.safetensors");
+    let b = dir.path().join("b.safetensors");
+    let one = |data: Vec<u8>| vec![("w".to_string(), Dtype::F32, vec![n as u64], data)];
+    std::fs::write(&t, tpde_tests::safetensors_bytes(&one(target), None)).unwrap();
+    std::fs::write(&b, tpde_tests::safetensors_bytes(&one(noise), None)).unwrap();
+    let (t, b) = (Checkpoint::open(&t).unwrap(), Checkpoint::open(&b).unwrap());
+    for max in 0..=4u16 {
+        for mode in [BaseMode::External, BaseMode::Inline] {
+            let out = dir.path().join(format!("a{max}{mode:?}.tpde"));
+            let opts = PackOptions {
+                write: WriteOptions::default().with_max_minor(max),
+                base_mode: mode,
+            };
+            pack(&t, Some(&b), &out, &opts, &mut |_| {}).unwrap();
+            let bytes = std::fs::read(&out).unwrap();
+            let minor = Header::parse(&bytes).unwrap().minor;
+            let rot = rotated(&Parts::parse(&bytes));
+            assert!(minor <= max, "max {max} {mode:?}: header minor {minor}");
+            if max < 4 {
+                assert!(rot.is_empty(), "max {max} {mode:?}: {rot:?}");
+            } else {
+                // Writing 1.4 the target is stored rotated: the case is real.
+                assert!(rot.iter().any(|r| r.0 == Table::Target), "{mode:?}");
+            }
+            decode_all_with(&bytes, &b).unwrap();
+        }
+    }
+}

@@ -247,7 +247,12 @@ pub fn choose_op(
             best = (est, op);
         }
     }
-    if pieces <= 1 || !matches!(best.1, Op::Replace | Op::ReplaceRot) {
+    // Only where ReplaceRot is a candidate (writing 1.4, 2 bytes or more):
+    // a file capped at an older minor must never get it from here.
+    if pieces <= 1
+        || !ops.contains(&Op::ReplaceRot)
+        || !matches!(best.1, Op::Replace | Op::ReplaceRot)
+    {
         return best.1;
     }
     if estimate(Op::ReplaceRot, pieces) < estimate(Op::Replace, pieces) {
@@ -549,5 +554,19 @@ mod tests {
         }
         // 1-byte elements are never rotated.
         assert_eq!(choose_op(1, &target, None, v14, 8), Op::Replace);
+        // Over a noise base `Replace` wins the whole-sample trial, so the
+        // piecewise re-comparison runs: below 1.4 it must not bring the
+        // rotated op back.
+        let noise: Vec<u8> = weightish_f32(n + 3)
+            .iter()
+            .map(|b| b.wrapping_mul(167).wrapping_add(13))
+            .skip(5)
+            .take(4 * n)
+            .collect();
+        assert_eq!(
+            choose_op(4, &target, Some(&noise), TEST_COMP, 8),
+            Op::Replace
+        );
+        assert_eq!(choose_op(4, &target, Some(&noise), v14, 8), Op::ReplaceRot);
     }
 }

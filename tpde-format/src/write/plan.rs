@@ -69,23 +69,28 @@ pub(super) type ReadRange<'a> = dyn Fn(u64, u64) -> Result<(Vec<u8>, Option<Vec<
 /// Chooses the op (by trial on [`OP_RUNS`] runs spread over the tensor)
 /// and the chunk size: `fixed` when given, else the candidate of at least
 /// `min_ce` elements with the smallest estimated size.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn plan(
     n: u64,
     width: usize,
+    has_base: bool,
     comp: Compression,
     fixed: Option<u64>,
     min_ce: u64,
     read: &ReadRange<'_>,
 ) -> Result<Plan> {
-    let op = if n == 0 {
-        Op::Replace
-    } else {
-        let (t, b) = sample(n, width, read)?;
-        // `Replace` and `ReplaceRot` are compared again on OP_PIECES runs of
-        // strata (8192 elements each) of a sampled tensor; a small one is
-        // one chunk, compared whole.
-        let pieces = if n <= OP_RUNS * OP_RUN { 1 } else { OP_PIECES };
-        chunk::choose_op(width, &t, b.as_deref(), comp, pieces)
+    let op = match chunk::candidate_ops(width, has_base, comp.max_minor)[..] {
+        _ if n == 0 => Op::Replace,
+        // Nothing to choose: no sample is read.
+        [only] => only,
+        _ => {
+            let (t, b) = sample(n, width, read)?;
+            // `Replace` and `ReplaceRot` are compared again on OP_PIECES
+            // runs of strata (8192 elements each) of a sampled tensor; a
+            // small one is one chunk, compared whole.
+            let pieces = if n <= OP_RUNS * OP_RUN { 1 } else { OP_PIECES };
+            chunk::choose_op(width, &t, b.as_deref(), comp, pieces)
+        }
     };
     let chunk_elems = match fixed {
         Some(ce) => ce,

@@ -605,6 +605,7 @@ impl ArchiveWriter {
         let plan = plan::plan(
             n,
             w as usize,
+            base_src.is_some(),
             comp,
             self.opts.chunk_elems,
             self.min_chunk_elems(&base),
