@@ -501,6 +501,11 @@ pub fn roundtrip(input: &RoundtripInput) {
         _ => BaseMode::External,
     };
     let base_ck = (mode != 3).then_some(&b);
+    let max_minor = if input.v10 {
+        0
+    } else {
+        tpde_format::format::VERSION_MINOR
+    };
     let opts = PackOptions {
         write: WriteOptions::default()
             .with_chunk_elems(1 + u64::from(input.chunk_elems) % 3000)
@@ -510,11 +515,7 @@ pub fn roundtrip(input: &RoundtripInput) {
             } else {
                 PlaneCoder::Rans
             })
-            .with_max_minor(if input.v10 {
-                0
-            } else {
-                tpde_format::format::VERSION_MINOR
-            }),
+            .with_max_minor(max_minor),
         base_mode,
     };
     let bytes = pack_to(&dir.path().join("a.tpde"), &t, base_ck, &opts);
@@ -522,6 +523,8 @@ pub fn roundtrip(input: &RoundtripInput) {
     assert!(bytes == serial, "archive bytes depend on the thread count");
 
     let a = Archive::from_bytes(&bytes[..], ReadLimits::default()).expect("own archive opens");
+    // The writer keeps to the minor it was capped at (spec §8.2.1).
+    assert!(a.header().minor <= max_minor, "minor over the writer's cap");
     let provider: &dyn BaseProvider = if mode == 2 { &b } else { &NoBase };
     verify(&a, provider, Some(&t), &mut |_| {}).expect("verify against the original");
     for (name, _, _, want) in &target {
