@@ -15,7 +15,8 @@ use crate::read::{Archive, BaseProvider};
 use crate::safetensors::{make_header, Checkpoint};
 use crate::write::{temp_dir_in, temp_file_in};
 
-/// Target bytes decoded per parallel window: bounds memory during unpack.
+/// The largest decode window (see [`window_bytes`]): bounds memory during
+/// unpack, whatever the thread count.
 const WINDOW_BYTES: u64 = 64 << 20;
 
 /// Options for [`unpack`].
@@ -110,7 +111,22 @@ pub fn stream_file_with<D: AsRef<[u8]> + Sync>(
     digests: Digests,
     sink: &mut dyn FnMut(&[u8]) -> Result<()>,
 ) -> Result<()> {
-    stream_file_windowed(a, fi, base, digests, WINDOW_BYTES, sink)
+    stream_file_windowed(a, fi, base, digests, window_bytes(), sink)
+}
+
+/// The decode window for this thread pool: 4 MiB per thread, at least
+/// 8 MiB and at most [`WINDOW_BYTES`]. Windows are the pipeline's stages
+/// (decode window `k + 1` while window `k` is hashed and written), so
+/// small ones overlap the serial part sooner and stay in cache; but a
+/// large tensor decodes one window at a time, chunk-parallel, so a window
+/// must hold a few chunks (up to 4 MiB each) per thread. Measured on the
+/// 2-core development machine (BENCHMARKS.md, session 4): 8 MiB instead of
+/// 64 MiB made unpack 30-100% and decode 30-60% faster on 1 thread, and
+/// decode on 2 threads no slower.
+fn window_bytes() -> u64 {
+    (rayon::current_num_threads() as u64)
+        .saturating_mul(4 << 20)
+        .clamp(8 << 20, WINDOW_BYTES)
 }
 
 /// [`stream_file`] with decode windows of `window` bytes instead of
