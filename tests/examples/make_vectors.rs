@@ -24,7 +24,7 @@ use tpde_format::pack::{pack, BaseMode, PackOptions};
 use tpde_format::safetensors::Checkpoint;
 use tpde_format::{Dtype, WriteOptions};
 use tpde_tests::hostile::{Parts, Table};
-use tpde_tests::{safetensors_bytes, sha256_hex, vectors_v1, Rng, TensorData};
+use tpde_tests::{safetensors_bytes, sha256_hex, vectors_v1, weight_bits, Rng, TensorData};
 
 /// The shared external base file of the v1.0 vectors, shipped beside the archives.
 const BASE_FILE: &str = "base.safetensors";
@@ -1300,24 +1300,21 @@ fn v13_vectors() -> Vec<Vector> {
     ]
 }
 
-/// A weight-like float of `w` bytes (4: F32, 2: BF16): random sign and
-/// mantissa, exponent 121 or 122 (|x| in [2^-6, 2^-4)). The exponent's
-/// last bit is set by its upper bits, so it costs nothing once the
-/// exponent sits whole in one plane (`ReplaceRot`), and a full bit when
-/// it shares a plane with seven mantissa bits (`Replace`).
-fn weightish(rng: &mut Rng, w: usize) -> u64 {
-    let exp = 121 + rng.below(2);
-    let sign = rng.below(2);
-    match w {
-        // F64: exponent 1000 to 1015. Unrotated, its low 4 bits make the
-        // second plane noise (stored raw) and the top plane holds the sign
-        // and exponent bits 10-4 (2 bits of entropy); rotated, the top
-        // plane is exponent bits 10-3, whose bit 3 follows from the rest
-        // (1 bit): ReplaceRot wins by the sign's bit.
-        8 => sign << 63 | (1000 + rng.below(16)) << 52 | (rng.next_u64() & 0xf_ffff_ffff_ffff),
-        4 => sign << 31 | exp << 23 | (rng.next_u64() & 0x7f_ffff),
-        _ => sign << 15 | exp << 7 | (rng.next_u64() & 0x7f),
+/// A tensor of 4 chunks of 1024 weight-like elements of `w` bytes
+/// ([`weight_bits`]): dense, sparse (nonzero only at the three offsets of
+/// `sparse`), zero, dense.
+fn rot_chunks(rng: &mut Rng, w: usize, sparse: [usize; 3]) -> Vec<u8> {
+    let n = 4096;
+    let mut t = vec![0u8; n * w];
+    for i in 0..n {
+        let v = match i / 1024 {
+            1 if sparse.contains(&(i - 1024)) => weight_bits(rng, w),
+            1 | 2 => 0,
+            _ => weight_bits(rng, w),
+        };
+        put(&mut t, i, w, v);
     }
+    t
 }
 
 /// v1.4 `ReplaceRot` (spec §6.1): 4 chunks of 1024 elements per tensor.
@@ -1329,24 +1326,12 @@ fn weightish(rng: &mut Rng, w: usize) -> u64 {
 fn v14_set() -> (Vec<TensorData>, Vec<TensorData>) {
     let mut rng = Rng(0x0014_0014);
     let n = 4096;
-    let standalone = |w: usize, rng: &mut Rng| {
-        let mut t = vec![0u8; n * w];
-        for i in 0..n {
-            let v = match i / 1024 {
-                1 if matches!(i - 1024, 7 | 300 | 1000) => weightish(rng, w),
-                1 | 2 => 0,
-                _ => weightish(rng, w),
-            };
-            put(&mut t, i, w, v);
-        }
-        t
-    };
-    let a = standalone(4, &mut rng);
-    let b = standalone(2, &mut rng);
+    let a = rot_chunks(&mut rng, 4, [7, 300, 1000]);
+    let b = rot_chunks(&mut rng, 2, [7, 300, 1000]);
     let words = |rng: &mut Rng| -> Vec<u8> {
         let mut t = vec![0u8; n * 4];
         for i in 0..n {
-            put(&mut t, i, 4, weightish(rng, 4));
+            put(&mut t, i, 4, weight_bits(rng, 4));
         }
         t
     };
@@ -1376,17 +1361,7 @@ fn v14_set() -> (Vec<TensorData>, Vec<TensorData>) {
 /// v1.4 `ReplaceRot` at width 8: an F64 tensor of weights, no base
 /// (dense, sparse, zero and dense chunks of 1024 elements).
 fn v14_f64_set() -> Vec<TensorData> {
-    let mut rng = Rng(0x0014_0064);
-    let n = 4096;
-    let mut t = vec![0u8; n * 8];
-    for i in 0..n {
-        let v = match i / 1024 {
-            1 if matches!(i - 1024, 11 | 512 | 1023) => weightish(&mut rng, 8),
-            1 | 2 => 0,
-            _ => weightish(&mut rng, 8),
-        };
-        put(&mut t, i, 8, v);
-    }
+    let t = rot_chunks(&mut Rng(0x0014_0064), 8, [11, 512, 1023]);
     vec![td("e.f64", Dtype::F64, &[16, 256], t)]
 }
 

@@ -72,6 +72,26 @@ impl Rng {
     }
 }
 
+/// A weight-like float of `w` bytes (8: F64, 4: F32, else BF16): random sign and
+/// mantissa, exponent 121 or 122 (|x| in [2^-6, 2^-4)). The exponent's
+/// last bit is set by its upper bits, so it costs nothing once the
+/// exponent sits whole in one plane (`ReplaceRot`), and a full bit when
+/// it shares a plane with seven mantissa bits (`Replace`).
+pub fn weight_bits(rng: &mut Rng, w: usize) -> u64 {
+    let exp = 121 + rng.below(2);
+    let sign = rng.below(2);
+    match w {
+        // F64: exponent 1000 to 1015. Unrotated, its low 4 bits make the
+        // second plane noise (stored raw) and the top plane holds the sign
+        // and exponent bits 10-4 (2 bits of entropy); rotated, the top
+        // plane is exponent bits 10-3, whose bit 3 follows from the rest
+        // (1 bit): ReplaceRot wins by the sign's bit.
+        8 => sign << 63 | (1000 + rng.below(16)) << 52 | (rng.next_u64() & 0xf_ffff_ffff_ffff),
+        4 => sign << 31 | exp << 23 | (rng.next_u64() & 0x7f_ffff),
+        _ => sign << 15 | exp << 7 | (rng.next_u64() & 0x7f),
+    }
+}
+
 /// One tensor for [`safetensors_bytes`]: name, dtype, shape, little-endian bytes.
 pub type TensorData = (String, tpde_format::Dtype, Vec<u64>, Vec<u8>);
 

@@ -109,15 +109,8 @@ fn a_writer_capped_below_1_4_never_rotates() {
     use tpde_format::{Dtype, WriteOptions};
     let n = 1usize << 17;
     let mut rng = tpde_tests::Rng(0x0014_cafe);
-    // Weights: random sign and mantissa, exponent 121 or 122.
     let target: Vec<u8> = (0..n)
-        .flat_map(|_| {
-            let x = rng.next_u64();
-            let v = (x as u32 & 0x8000_0000)
-                | (121 + (x >> 40 & 1) as u32) << 23
-                | (x >> 8) as u32 & 0x7f_ffff;
-            v.to_le_bytes()
-        })
+        .flat_map(|_| (tpde_tests::weight_bits(&mut rng, 4) as u32).to_le_bytes())
         .collect();
     let noise = rng.bytes(4 * n);
     let dir = tempfile::tempdir().unwrap();
