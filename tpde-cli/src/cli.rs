@@ -89,9 +89,9 @@ pub struct PackArgs {
     pub planes: Planes,
     /// Newest format version to write, for older readers: 1.0 (no per-plane
     /// streams, widened bases or zigzag adds), 1.1 (no row-mapped bases), 1.2
-    /// (no compressed index), 1.3 (no rotated ops) or 1.4 (the default). The
-    /// archive records the lowest version it needs.
-    #[arg(long, value_name = "VERSION", value_enum, default_value_t = Format::V1_4)]
+    /// (no compressed index), 1.3 (no rotated ops), 1.4 (no sliced bases) or
+    /// 1.5 (the default). The archive records the lowest version it needs.
+    #[arg(long, value_name = "VERSION", value_enum, default_value_t = Format::V1_5)]
     pub format: Format,
     /// Same as `--format 1.0`.
     #[arg(long, conflicts_with = "format")]
@@ -196,6 +196,9 @@ pub enum Format {
     /// 1.4
     #[value(name = "1.4")]
     V1_4,
+    /// 1.5
+    #[value(name = "1.5")]
+    V1_5,
 }
 
 impl Format {
@@ -207,6 +210,7 @@ impl Format {
             Format::V1_2 => 2,
             Format::V1_3 => 3,
             Format::V1_4 => 4,
+            Format::V1_5 => 5,
         }
     }
 }

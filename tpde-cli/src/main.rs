@@ -218,6 +218,12 @@ fn cmd_pack(a: PackArgs) -> Result<String> {
                     r.quantized_tensors
                 ));
             }
+            if r.sliced_tensors > 0 {
+                kinds.push(format!(
+                    "{} sliced: rows of a base of another shape or order",
+                    r.sliced_tensors
+                ));
+            }
             let rows = if kinds.is_empty() {
                 String::new()
             } else {
@@ -241,6 +247,7 @@ fn cmd_pack(a: PackArgs) -> Result<String> {
             "delta_tensors": r.delta_tensors,
             "row_mapped_tensors": r.row_mapped_tensors,
             "quantized_tensors": r.quantized_tensors,
+            "sliced_tensors": r.sliced_tensors,
             "base_mode": match (&a.base, base_mode) {
                 (None, _) => "none",
                 (Some(_), BaseMode::External) => "external",

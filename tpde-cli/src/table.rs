@@ -75,8 +75,19 @@ fn base(t: &TensorSummary) -> String {
         Some(b) if b != &t.name => notes.push(printable(b)),
         _ => {}
     }
-    if let (Some(m), Some(&rows)) = (t.mapped_rows, t.shape.first()) {
-        notes.push(format!("{m}/{rows} rows"));
+    match (t.mapped_rows, t.row_elems) {
+        // A sliced base's rows are its own length, not the first dimension.
+        (Some(m), Some(r)) if t.base.ends_with("-slices") && r > 0 => {
+            let n = t.shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
+            let rows = n.unwrap_or(0) / r;
+            notes.push(format!("{m}/{rows} rows of {r}"));
+        }
+        (Some(m), _) => {
+            if let Some(&rows) = t.shape.first() {
+                notes.push(format!("{m}/{rows} rows"));
+            }
+        }
+        _ => {}
     }
     if !notes.is_empty() {
         s = format!("{s} ({})", notes.join(", "));

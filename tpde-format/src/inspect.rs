@@ -35,13 +35,18 @@ pub struct TensorSummary {
     /// Stream count by codec.
     pub codecs: BTreeMap<String, u64>,
     /// `none`, `inline`, `external`, `inline-widened`, `external-widened`,
-    /// `inline-rows`, `external-rows`, `inline-dequant` or `external-dequant`.
+    /// `inline-rows`, `external-rows`, `inline-dequant`, `external-dequant`,
+    /// `inline-slices` or `external-slices`.
     pub base: String,
     /// The base tensor's name, when there is one.
     pub base_tensor: Option<String>,
-    /// For a row-mapped base (`inline-rows`, `external-rows`): target rows
+    /// For a row-mapped or sliced base (`*-rows`, `*-slices`): target rows
     /// predicted by base rows (the others are predicted by zero).
     pub mapped_rows: Option<u64>,
+    /// For a row-mapped or sliced base: elements per row (a sliced base
+    /// states its own; a row-mapped base's rows are slices along the first
+    /// dimension).
+    pub row_elems: Option<u64>,
     /// sha256 of the reconstructed tensor (hex).
     pub sha256: String,
 }
@@ -154,8 +159,11 @@ fn summarize(t: &TensorRecord, bases: &[TensorRecord]) -> TensorSummary {
         BaseRef::ExternalRows { name, .. } => ("external-rows", Some(name.clone())),
         BaseRef::InlineDequant { q, .. } => ("inline-dequant", inline_name(q)),
         BaseRef::ExternalDequant { q_name, .. } => ("external-dequant", Some(q_name.clone())),
+        BaseRef::InlineSlices { index, .. } => ("inline-slices", inline_name(index)),
+        BaseRef::ExternalSlices { name, .. } => ("external-slices", Some(name.clone())),
     };
     let mapped_rows = t.base.rows().map(|r| r.iter().map(|r| r.count).sum());
+    let row_elems = t.base.row_map(&t.shape).map(|(_, r)| r);
     let stored = t.stored_bytes();
     TensorSummary {
         name: t.name.clone(),
@@ -172,6 +180,7 @@ fn summarize(t: &TensorRecord, bases: &[TensorRecord]) -> TensorSummary {
         base: base.into(),
         base_tensor,
         mapped_rows,
+        row_elems,
         sha256: hex(&t.sha256),
     }
 }

@@ -1,13 +1,16 @@
-//! Row-mapped bases (spec §6.3): which base bytes predict which target bytes
-//! when a tensor's rows are a subset, superset or reordering-free edit of its
-//! base's rows (a vocabulary pruned, extended, or with rows inserted).
+//! Row-mapped (spec §6.3) and sliced (§6.3.4) bases: which base bytes
+//! predict which target bytes when a tensor's rows are a subset, superset or
+//! reordering of its base's rows (a vocabulary pruned or extended, RNN gates
+//! exported in another order, a slice of a fused tensor).
 //!
-//! A row is a slice along the first dimension. The row map is a list of runs
-//! `(start, base_start, count)`: target rows `start..start + count` are
-//! predicted by base rows `base_start..base_start + count`; rows no run
-//! covers are predicted by zero bits. Runs increase in both tensors, so a
-//! reader walks the base forwards once per target range, and the base
-//! ranges of successive target ranges never overlap.
+//! A row-mapped base's row is a slice along the first dimension; a sliced
+//! base reads both tensors as flat sequences of rows of a length it states.
+//! The row map is a list of runs `(start, base_start, count)`: target rows
+//! `start..start + count` are predicted by base rows `base_start..base_start
+//! + count`; rows no run covers are predicted by zero bits. Runs increase in
+//! the target, so the predictor of a target range is found by one binary
+//! search; a row-mapped base's runs also increase in the base (a sliced
+//! base's may take base rows in any order).
 
 use std::ops::Range;
 
@@ -40,6 +43,41 @@ pub fn check(
     if base_shape.len() != target_shape.len() || base_shape[1..] != target_shape[1..] {
         return Err("row-mapped base differs from the tensor in more than its first dimension");
     }
+    check_runs(rows, t_rows, b_rows, true)
+}
+
+/// (v1.5) Checks a sliced base's row map (spec §6.3.4): rows of `row_elems`
+/// elements (at least 1) tile both tensors, of `target_elems` and
+/// `base_elems` elements, exactly; runs are non-empty, in bounds, and
+/// strictly increasing in target rows, their base rows in any order.
+pub fn check_slices(
+    target_elems: u64,
+    base_elems: u64,
+    row_elems: u64,
+    rows: &[RowRun],
+) -> Result<(), &'static str> {
+    if row_elems == 0 {
+        return Err("sliced base with rows of 0 elements");
+    }
+    if target_elems % row_elems != 0 || base_elems % row_elems != 0 {
+        return Err("sliced base rows do not tile the tensor and its base");
+    }
+    check_runs(
+        rows,
+        target_elems / row_elems,
+        base_elems / row_elems,
+        false,
+    )
+}
+
+/// The run rules shared by both maps; `base_ordered` adds row-mapped
+/// bases' rule that runs also increase in the base.
+fn check_runs(
+    rows: &[RowRun],
+    t_rows: u64,
+    b_rows: u64,
+    base_ordered: bool,
+) -> Result<(), &'static str> {
     let (mut t_next, mut b_next) = (0u64, 0u64);
     for r in rows {
         let (Some(t_end), Some(b_end)) = (
@@ -51,7 +89,7 @@ pub fn check(
         if r.count == 0 {
             return Err("empty row run");
         }
-        if r.start < t_next || r.base_start < b_next {
+        if r.start < t_next || (base_ordered && r.base_start < b_next) {
             return Err("row runs overlap or are out of order");
         }
         if t_end > t_rows || b_end > b_rows {
@@ -154,6 +192,45 @@ mod tests {
             ]
         );
         assert_eq!(segments(&rows, 4, 20..40).count(), 0);
+    }
+
+    #[test]
+    fn sliced_maps_take_base_rows_in_any_order_and_must_tile_both_tensors() {
+        // A [384] bias from a fused [1, 768] one, gates swapped: rows of 128.
+        let gates = [run(0, 1, 1), run(1, 0, 1), run(2, 2, 1)];
+        assert_eq!(check_slices(384, 768, 128, &gates), Ok(()));
+        // The same base row twice is allowed too (a repeated slice).
+        assert_eq!(check_slices(256, 128, 128, &[run(0, 0, 1), run(1, 0, 1)]), Ok(()));
+        assert_eq!(
+            check_slices(384, 768, 0, &[]),
+            Err("sliced base with rows of 0 elements")
+        );
+        assert_eq!(
+            check_slices(384, 700, 128, &[]),
+            Err("sliced base rows do not tile the tensor and its base")
+        );
+        assert_eq!(
+            check_slices(300, 768, 128, &[]),
+            Err("sliced base rows do not tile the tensor and its base")
+        );
+        // Target rows still increase and never overlap.
+        assert_eq!(
+            check_slices(384, 768, 128, &[run(1, 0, 1), run(0, 1, 1)]),
+            Err("row runs overlap or are out of order")
+        );
+        assert_eq!(
+            check_slices(384, 768, 128, &[run(2, 5, 2)]),
+            Err("row run past the last row")
+        );
+        assert_eq!(
+            check_slices(384, 768, 128, &[run(0, 6, 1)]),
+            Err("row run past the last row")
+        );
+        // Predicted bytes follow the runs, whatever their base order.
+        let base: Vec<u8> = (0..6u8).flat_map(|r| [r, r]).collect();
+        let mut out = vec![9u8; 6];
+        predict(&gates, 2, &base, 0..6, &mut out);
+        assert_eq!(out, [1, 1, 0, 0, 2, 2]);
     }
 
     #[test]

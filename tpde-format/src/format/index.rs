@@ -170,6 +170,37 @@ pub enum BaseRef {
         /// Which elements share a scale.
         axis: ScaleAxis,
     },
+    /// (v1.5) Slices of an inline base of the same dtype and any shape: both
+    /// tensors are read as flat sequences of rows of `row_elems` elements,
+    /// and target rows covered by `rows` are predicted by base rows taken in
+    /// any order, the others by zero bits (spec §6.3.4). Rows reordered (RNN
+    /// gates exported in another order), a tensor reshaped, or a slice of a
+    /// fused tensor.
+    InlineSlices {
+        /// Index into [`Index::bases`].
+        index: u32,
+        /// Elements per row, in both tensors (at least 1).
+        row_elems: u64,
+        /// The row map: runs increasing and disjoint in the target, their
+        /// base rows in any order.
+        rows: Vec<RowRun>,
+    },
+    /// (v1.5) Slices of an external base tensor of the same dtype and any
+    /// shape (spec §6.3.4).
+    ExternalSlices {
+        /// Index into [`Index::base_files`].
+        file: u32,
+        /// Name of the tensor in the base checkpoint.
+        name: String,
+        /// SHA-256 of the base tensor's bytes; readers MUST check it.
+        sha256: Digest,
+        /// The base tensor's shape (its dtype is the target's).
+        shape: Vec<u64>,
+        /// Elements per row, in both tensors (at least 1).
+        row_elems: u64,
+        /// The row map, as in [`BaseRef::InlineSlices`].
+        rows: Vec<RowRun>,
+    },
 }
 
 /// (v1.2) Which target elements share one scale of a quantized base (spec §6.4).
@@ -218,10 +249,42 @@ impl BaseRef {
         )
     }
 
-    /// The row map of a row-mapped base (v1.2), if this is one.
+    /// True for the variants format 1.5 added (sliced bases).
+    pub fn is_v15(&self) -> bool {
+        matches!(
+            self,
+            BaseRef::InlineSlices { .. } | BaseRef::ExternalSlices { .. }
+        )
+    }
+
+    /// The row map of a row-mapped (v1.2) or sliced (v1.5) base, if this is one.
     pub fn rows(&self) -> Option<&[RowRun]> {
         match self {
-            BaseRef::InlineRows { rows, .. } | BaseRef::ExternalRows { rows, .. } => Some(rows),
+            BaseRef::InlineRows { rows, .. }
+            | BaseRef::ExternalRows { rows, .. }
+            | BaseRef::InlineSlices { rows, .. }
+            | BaseRef::ExternalSlices { rows, .. } => Some(rows),
+            _ => None,
+        }
+    }
+
+    /// The row map of a row-mapped or sliced base and its row length in
+    /// elements: a row-mapped base's rows are slices along the first
+    /// dimension of the target's `shape` (spec §6.3.1), a sliced base states
+    /// its own (§6.3.4). `None` for other bases; a row length of 0 for a
+    /// row-mapped base of a 0-d target (which validation rejects).
+    pub fn row_map(&self, shape: &[u64]) -> Option<(&[RowRun], u64)> {
+        match self {
+            BaseRef::InlineRows { rows, .. } | BaseRef::ExternalRows { rows, .. } => Some((
+                rows,
+                crate::codec::rows::row_bytes(shape, 1).unwrap_or(0),
+            )),
+            BaseRef::InlineSlices {
+                rows, row_elems, ..
+            }
+            | BaseRef::ExternalSlices {
+                rows, row_elems, ..
+            } => Some((rows, *row_elems)),
             _ => None,
         }
     }
@@ -421,6 +484,9 @@ impl Index {
     /// quantized bases; 1 when it uses per-plane streams, widened bases or
     /// zigzag adds; else 0. (Minor 3 is a header flag, not an index variant.)
     pub fn min_minor(&self) -> u16 {
+        if self.tensors.iter().any(|t| t.base.is_v15()) {
+            return 5;
+        }
         if self.uses_rotated_ops() {
             return 4;
         }

@@ -54,6 +54,9 @@ pub struct PackReport {
     /// Of those, F32 tensors stored against quantized codes and scales
     /// (spec §6.4).
     pub quantized_tensors: usize,
+    /// Of those, tensors stored against slices of a base tensor of another
+    /// shape, or its rows in another order (spec §6.3.4).
+    pub sliced_tensors: usize,
 }
 
 /// Packs `target` against `base` into `out`. `progress` is called with the
@@ -121,7 +124,19 @@ pub fn pack(
                 .flat_map(|f| f.tensors.iter().map(move |t| (f, t)))
                 .filter(|&(f, t)| match_base(b, f, t, &renamed, widen_ok).is_none())
                 .collect();
-            row_match::find_row_maps(b, &unmatched)?
+            let mut maps = row_match::find_row_maps(b, &unmatched)?;
+            if opts.write.max_minor() >= 5 {
+                // Still nothing, not even quantized codes: slices (v1.5).
+                let left: Vec<_> = unmatched
+                    .into_iter()
+                    .filter(|(f, t)| {
+                        !maps.contains_key(&(f.name.clone(), t.name.clone()))
+                            && find_quantized(b, t).is_none()
+                    })
+                    .collect();
+                maps.extend(row_match::find_slice_maps(b, &left)?);
+            }
+            maps
         }
         _ => HashMap::new(),
     };
@@ -228,11 +243,15 @@ pub fn pack(
                     };
                     match row_map {
                         Some(m) => {
-                            report.row_mapped_tensors += 1;
+                            match m.row_elems {
+                                None => report.row_mapped_tensors += 1,
+                                Some(_) => report.sliced_tensors += 1,
+                            }
                             let rows = BaseInput::Rows {
                                 base: &input,
                                 base_shape: &bt.shape,
                                 rows: &m.rows,
+                                row_elems: m.row_elems,
                             };
                             w.add_tensor(&t.name, t.dtype, &t.shape, &src, rows, &mut on_bytes)?
                         }

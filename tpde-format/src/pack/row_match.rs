@@ -8,7 +8,13 @@
 //! order-preserving (the format requires runs increasing in both tensors):
 //! each target row takes the next base row when that one is equal (runs
 //! continue), else the first equal base row after the last one matched.
-//! Reordered rows (a shuffled vocabulary) are not matched.
+//!
+//! (v1.5) Targets still without a base then get a *sliced* base (spec
+//! §6.3.4) when one is worth it: both tensors read as rows of a length the
+//! writer picks, base rows taken in any order. That finds rows reordered (an
+//! RNN's gates exported in another order), a tensor reshaped (`[1, 128]` as
+//! `[128, 1]`), and a slice of a fused tensor (one bias of a `[1, 768]`
+//! concatenation), whatever the names.
 
 use std::collections::HashMap;
 use std::hash::{Hash as _, Hasher as _};
@@ -35,6 +41,10 @@ pub struct RowMatch {
     pub tensor: usize,
     /// The runs.
     pub rows: Vec<RowRun>,
+    /// `None`: rows along the first dimension, runs increasing in both
+    /// tensors (a row-mapped base, v1.2); `Some(r)`: rows of `r` elements,
+    /// base rows in any order (a sliced base, v1.5).
+    pub row_elems: Option<u64>,
 }
 
 /// Hashes of the rows of one base tensor: hash -> rows, ascending.
@@ -76,7 +86,7 @@ pub fn find_row_maps(
             let index = match indexes.entry((bfi, bti)) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(index_rows(&bf.source(bt), bt)?)
+                    e.insert(index_rows(&bf.source(bt), bt.len, row_bytes(bt))?)
                 }
             };
             let same_name = bt.name == t.name;
@@ -84,10 +94,11 @@ pub fn find_row_maps(
             // a model whose tensors were all renamed (every tensor unmatched,
             // dozens of candidates each) costs hashes of samples, not of
             // every row against every candidate.
-            if !same_name && !sample_hits(&f.source(t), t, index)? {
+            if !same_name && !sample_hits(&f.source(t), t.len, row_bytes(t), index)? {
                 continue;
             }
-            let (matched, mut rows) = match_rows(&f.source(t), t, &bf.source(bt), index)?;
+            let (matched, mut rows) =
+                match_rows(&f.source(t), t.len, row_bytes(t), &bf.source(bt), index, true)?;
             let enough = matched as f64 >= MIN_MATCHED_SHARE * t.shape[0] as f64;
             if !enough && same_name {
                 // Few verbatim rows, same name: a resized vocabulary whose
@@ -109,6 +120,7 @@ pub fn find_row_maps(
                         file: bfi,
                         tensor: bti,
                         rows,
+                        row_elems: None,
                     },
                 ));
                 if same_name {
@@ -129,9 +141,8 @@ const SAMPLE_ROWS: u64 = 32;
 /// True when one of up to [`SAMPLE_ROWS`] evenly spaced rows of `t` has a
 /// hash in `index` (a quarter of the rows matching makes a miss on all of
 /// them unlikely: (3/4)^32 < 10^-4).
-fn sample_hits(src: &dyn ByteSource, t: &SourceTensor, index: &RowIndex) -> Result<bool> {
-    let rb = row_bytes(t);
-    let rows = t.shape[0];
+fn sample_hits(src: &dyn ByteSource, len: u64, rb: u64, index: &RowIndex) -> Result<bool> {
+    let rows = len / rb;
     let step = (rows / SAMPLE_ROWS).max(1);
     let mut row = vec![0u8; rb as usize];
     for r in (0..rows).step_by(step as usize).take(SAMPLE_ROWS as usize) {
@@ -155,14 +166,15 @@ fn hash_row(row: &[u8]) -> u64 {
     h.finish()
 }
 
-/// Calls `each(row, bytes)` for every row of `t`, reading a block at a time.
+/// Calls `each(row, bytes)` for every row of `rb` bytes of the `len` bytes
+/// of `src`, reading a block at a time.
 fn for_rows(
     src: &dyn ByteSource,
-    t: &SourceTensor,
+    len: u64,
+    rb: u64,
     each: &mut dyn FnMut(u64, &[u8]) -> Result<()>,
 ) -> Result<()> {
-    let rb = row_bytes(t);
-    let rows = t.shape[0];
+    let rows = len / rb;
     let per_block = (BLOCK_BYTES / rb.max(1)).max(1);
     let mut buf = Vec::new();
     let mut r = 0;
@@ -179,29 +191,33 @@ fn for_rows(
     Ok(())
 }
 
-fn index_rows(src: &dyn ByteSource, t: &SourceTensor) -> Result<RowIndex> {
+fn index_rows(src: &dyn ByteSource, len: u64, rb: u64) -> Result<RowIndex> {
     let mut index: RowIndex = HashMap::new();
-    for_rows(src, t, &mut |r, row| {
+    for_rows(src, len, rb, &mut |r, row| {
         index.entry(hash_row(row)).or_default().push(r);
         Ok(())
     })?;
     Ok(index)
 }
 
-/// Maps the rows of target `t` onto base `b` (order-preserving); returns the
-/// number of matched rows and the runs.
+/// Maps the target's rows of `rb` bytes (`len` bytes in all) onto base
+/// rows: each continues the current run when the next base row is equal,
+/// else takes the first equal base row — after the last one used when
+/// `ordered` (a row-mapped base's runs increase in both tensors), anywhere
+/// otherwise (a sliced base). Returns the number of matched rows and the runs.
 fn match_rows(
     tsrc: &dyn ByteSource,
-    t: &SourceTensor,
+    len: u64,
+    rb: u64,
     bsrc: &dyn ByteSource,
     index: &RowIndex,
+    ordered: bool,
 ) -> Result<(u64, Vec<RowRun>)> {
-    let rb = row_bytes(t);
     let mut runs: Vec<RowRun> = Vec::new();
-    let mut next_base = 0u64; // the lowest base row still free
+    let mut next_base = 0u64; // the lowest base row still free, when ordered
     let mut matched = 0u64;
     let mut probe = vec![0u8; rb as usize];
-    for_rows(tsrc, t, &mut |r, row| {
+    for_rows(tsrc, len, rb, &mut |r, row| {
         let Some(list) = index.get(&hash_row(row)) else {
             return Ok(());
         };
@@ -210,7 +226,11 @@ fn match_rows(
             .last()
             .filter(|x| x.start + x.count == r)
             .map(|x| x.base_start + x.count);
-        let from = list.partition_point(|&b| b < next_base);
+        let from = if ordered {
+            list.partition_point(|&b| b < next_base)
+        } else {
+            0
+        };
         let tries = cont
             .filter(|c| list.binary_search(c).is_ok())
             .into_iter()
@@ -236,6 +256,128 @@ fn match_rows(
         Ok(())
     })?;
     Ok((matched, runs))
+}
+
+/// (v1.5) Targets and base rows this small are not sliced: the index entry
+/// costs more than such a target stores.
+const MIN_SLICE_TARGET_BYTES: u64 = 64;
+/// Nor are rows under this many bytes matched (equal short rows are common
+/// by chance: zeros, ones).
+const MIN_SLICE_ROW_BYTES: u64 = 16;
+/// A 1-d target is tried as up to this many equal rows (the gates of an
+/// RNN bias: 3 for a GRU, 4 for an LSTM; a fused QKV bias: 3).
+const MAX_SLICE_PARTS: u64 = 8;
+/// A row length that is not the target's own row (a 1-d target's parts, a
+/// whole tensor) is looked for only in base tensors at most this many times
+/// the target's size: a fused tensor holds a few such parts, and indexing
+/// every large base tensor for every small target would cost more than it finds.
+const MAX_SLICE_SPREAD: u64 = 16;
+/// Base bytes hashed by the sliced search, at most, besides four times the
+/// bytes of the targets it looks for: bounds a pack against an unrelated
+/// base, where every target is looked for and none is found.
+const SLICE_BUDGET_BYTES: u64 = 64 << 20;
+
+/// (v1.5) Finds sliced maps (spec §6.3.4) for the target tensors `wanted`
+/// (file name, tensor), which have no base of any other kind. Each target
+/// is tried with the row lengths [`slice_lengths`] lists, longest first,
+/// against base tensors of its dtype whose length they divide; the map
+/// matching the most bytes is kept when it covers at least a quarter of the
+/// target's rows (ties: the longer rows, which need fewer runs). A map that
+/// a row-mapped base (v1.2) can state is returned as one (`row_elems: None`).
+pub fn find_slice_maps(
+    base: &Checkpoint,
+    wanted: &[(&SourceFile, &SourceTensor)],
+) -> Result<HashMap<(String, String), RowMatch>> {
+    let mut budget = wanted
+        .iter()
+        .fold(SLICE_BUDGET_BYTES, |a, (_, t)| a.saturating_add(t.len.saturating_mul(4)));
+    let mut indexes: HashMap<(usize, usize, u64), RowIndex> = HashMap::new();
+    let mut found = HashMap::new();
+    for &(f, t) in wanted {
+        if t.len < MIN_SLICE_TARGET_BYTES {
+            continue;
+        }
+        let w = t.dtype.width() as u64;
+        let natural = t.shape.first().filter(|&&d| d > 0).map(|&d| t.len / d / w);
+        let mut best: Option<(u64, RowMatch)> = None;
+        for r in slice_lengths(t) {
+            let rb = r * w;
+            let t_rows = t.len / rb;
+            for (bfi, bf) in base.files.iter().enumerate() {
+                for (bti, bt) in bf.tensors.iter().enumerate() {
+                    if bt.dtype != t.dtype
+                        || bt.len < rb
+                        || bt.len % rb != 0
+                        || (Some(r) != natural || t.shape.len() < 2)
+                            && bt.len > t.len.saturating_mul(MAX_SLICE_SPREAD)
+                    {
+                        continue;
+                    }
+                    let index = match indexes.entry((bfi, bti, rb)) {
+                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            if bt.len > budget {
+                                continue;
+                            }
+                            budget -= bt.len;
+                            e.insert(index_rows(&bf.source(bt), bt.len, rb)?)
+                        }
+                    };
+                    let tsrc = f.source(t);
+                    if t_rows > SAMPLE_ROWS && !sample_hits(&tsrc, t.len, rb, index)? {
+                        continue;
+                    }
+                    let (matched, rows) =
+                        match_rows(&tsrc, t.len, rb, &bf.source(bt), index, false)?;
+                    let enough = matched as f64 >= MIN_MATCHED_SHARE * t_rows as f64;
+                    if enough && best.as_ref().is_none_or(|(m, _)| matched * rb > *m) {
+                        let ordered = rows.windows(2).all(|p| {
+                            p[0].base_start + p[0].count <= p[1].base_start
+                        });
+                        let v12 = ordered
+                            && Some(r) == natural
+                            && t.shape.len() == bt.shape.len()
+                            && t.shape[1..] == bt.shape[1..];
+                        let m = RowMatch {
+                            file: bfi,
+                            tensor: bti,
+                            rows,
+                            row_elems: (!v12).then_some(r),
+                        };
+                        best = Some((matched * rb, m));
+                    }
+                }
+            }
+            if best.as_ref().is_some_and(|(m, _)| *m == t.len) {
+                break; // every byte found: shorter rows only add runs
+            }
+        }
+        if let Some((_, m)) = best {
+            found.insert((f.name.clone(), t.name.clone()), m);
+        }
+    }
+    Ok(found)
+}
+
+/// Row lengths (elements) the sliced search tries for `t`, longest first:
+/// its own rows (along the first dimension) and the whole tensor for a
+/// tensor of rank >= 2; the whole tensor and its equal parts, up to
+/// [`MAX_SLICE_PARTS`], for a 1-d one. Rows under [`MIN_SLICE_ROW_BYTES`]
+/// are left out.
+fn slice_lengths(t: &SourceTensor) -> Vec<u64> {
+    let w = t.dtype.width() as u64;
+    let n = t.len / w;
+    let mut out: Vec<u64> = match t.shape.len() {
+        0 => vec![],
+        1 => (1..=MAX_SLICE_PARTS)
+            .filter(|k| n % k == 0)
+            .map(|k| n / k)
+            .collect(),
+        _ => vec![n, n / t.shape[0].max(1)],
+    };
+    out.retain(|&r| r > 0 && r * w >= MIN_SLICE_ROW_BYTES);
+    out.dedup();
+    out
 }
 
 /// Maps unmatched target rows lying between two matched runs onto the base

@@ -388,6 +388,28 @@ impl<D: AsRef<[u8]> + Sync> Archive<D> {
                 rows,
                 row_bytes,
             ),
+            // Validated at open: rows of `row_elems` tile both tensors.
+            BaseRef::InlineSlices {
+                index,
+                row_elems,
+                rows,
+            } => BaseView::Rows(
+                inline(*index)?,
+                rows,
+                row_elems.saturating_mul(rec.dtype.width() as u64),
+            ),
+            BaseRef::ExternalSlices {
+                file,
+                name,
+                sha256,
+                shape,
+                row_elems,
+                rows,
+            } => BaseView::Rows(
+                WidenSource::Bytes(external(*file, name, sha256, rec.dtype, shape)?),
+                rows,
+                row_elems.saturating_mul(rec.dtype.width() as u64),
+            ),
             BaseRef::ExternalWidened {
                 file,
                 name,
@@ -444,10 +466,11 @@ impl<D: AsRef<[u8]> + Sync> Archive<D> {
         Ok(())
     }
 
-    /// Fills `out` with the predictor of a row-mapped base (spec §6.3) for
-    /// the target bytes starting at `start`. A chunked inline base is
-    /// decoded chunk by chunk as the (increasing) segments walk it, one
-    /// chunk held at a time.
+    /// Fills `out` with the predictor of a row-mapped or sliced base (spec
+    /// §6.3) for the target bytes starting at `start`. A chunked inline base
+    /// is decoded chunk by chunk as the segments walk it, one chunk held at a
+    /// time (a sliced base's segments may return to a chunk, which is then
+    /// decoded again: §6.3.1's work bound counts every run's chunks).
     fn predict_rows(
         &self,
         src: WidenSource<'_>,

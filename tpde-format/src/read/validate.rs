@@ -128,7 +128,29 @@ pub fn validate(data: &[u8], header: &Header, index: &Index, limits: &ReadLimits
                 // bytes decoded are bounded by the runs, not by this tensor's
                 // size. They are charged to the output budget, so a small
                 // index cannot make the reader decode without bound.
-                total_out = total_out.saturating_add(rows_base_work(t, b, rows));
+                let row_elems = rows::row_bytes(&t.shape, 1).unwrap_or(0);
+                total_out = total_out.saturating_add(rows_base_work(t, b, rows, row_elems));
+            }
+            BaseRef::InlineSlices {
+                index: i,
+                row_elems,
+                rows,
+            } => {
+                let Some(b) = index.bases.get(*i as usize) else {
+                    return Err(bad(tensor_loc(t, false), "inline base index out of range"));
+                };
+                if b.dtype != t.dtype {
+                    return Err(bad(
+                        tensor_loc(t, false),
+                        "sliced base dtype differs from the tensor's (spec §6.3.4)",
+                    ));
+                }
+                // Both element counts fit: their byte lengths passed the
+                // tensor checks above.
+                check_slices(t, element_count(&b.shape), *row_elems, rows)?;
+                check_base_chunks(t, b)?;
+                // Charged like a row-mapped base's runs (spec §6.3.4).
+                total_out = total_out.saturating_add(rows_base_work(t, b, rows, *row_elems));
             }
             BaseRef::InlineDequant { q, scale, axis } => {
                 let (Some(qb), Some(sb)) = (
@@ -182,6 +204,9 @@ pub fn validate(data: &[u8], header: &Header, index: &Index, limits: &ReadLimits
             }
             BaseRef::ExternalRows {
                 file, shape, rows, ..
+            }
+            | BaseRef::ExternalSlices {
+                file, shape, rows, ..
             } => {
                 if *file as usize >= index.base_files.len() {
                     return Err(bad(
@@ -207,7 +232,12 @@ pub fn validate(data: &[u8], header: &Header, index: &Index, limits: &ReadLimits
                     // output budget.
                     Some(b) => total_out = total_out.saturating_add(b),
                 }
-                check_rows(t, shape, rows)?;
+                match &t.base {
+                    BaseRef::ExternalSlices { row_elems, .. } => {
+                        check_slices(t, element_count(shape), *row_elems, rows)?
+                    }
+                    _ => check_rows(t, shape, rows)?,
+                }
             }
             BaseRef::External { file, .. } | BaseRef::ExternalWidened { file, .. } => {
                 if *file as usize >= index.base_files.len() {
@@ -306,9 +336,13 @@ fn check_base_chunks(t: &TensorRecord, b: &TensorRecord) -> Result<()> {
 /// the inline base `b` (spec §6.3.1): every base chunk a run touches, once
 /// per run, plus one boundary chunk per target chunk; the whole base when
 /// it is stored plain (it is read, not decoded, but counted all the same).
-fn rows_base_work(t: &TensorRecord, b: &TensorRecord, map: &[crate::format::RowRun]) -> u64 {
+fn rows_base_work(
+    t: &TensorRecord,
+    b: &TensorRecord,
+    map: &[crate::format::RowRun],
+    row_elems: u64,
+) -> u64 {
     let w = t.dtype.width() as u64;
-    let row_elems = rows::row_bytes(&t.shape, 1).unwrap_or(0);
     let Payload::Chunked {
         chunk_elems: bce, ..
     } = &b.payload
@@ -330,6 +364,24 @@ fn rows_base_work(t: &TensorRecord, b: &TensorRecord, map: &[crate::format::RowR
         })
         .fold(target_chunks, u64::saturating_add);
     touched.saturating_mul(bce.saturating_mul(w))
+}
+
+/// (v1.5) The row map of a sliced base (spec §6.3.4), see [`rows::check_slices`].
+fn check_slices(
+    t: &TensorRecord,
+    base_elems: Option<u64>,
+    row_elems: u64,
+    map: &[crate::format::RowRun],
+) -> Result<()> {
+    let (Some(n), Some(m)) = (element_count(&t.shape), base_elems) else {
+        return Err(bad(tensor_loc(t, false), "element count overflows"));
+    };
+    rows::check_slices(n, m, row_elems, map).map_err(|reason| bad(tensor_loc(t, false), reason))
+}
+
+/// Elements of a tensor of `shape` (`None` on overflow).
+fn element_count(shape: &[u64]) -> Option<u64> {
+    shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d))
 }
 
 /// The row map of a row-mapped base (spec §6.3), see [`rows::check`].
@@ -360,6 +412,14 @@ fn first_chunk(index: &Index, pred: impl Fn(&Chunk) -> bool) -> Option<Location>
 /// it too, and whether a file is valid never depends on the reader's version
 /// (it also catches writers that record too low a minor).
 fn check_minor_features(header: &Header, index: &Index) -> Result<()> {
+    if header.minor < 5 {
+        if let Some(t) = index.tensors.iter().find(|t| t.base.is_v15()) {
+            return Err(bad(
+                tensor_loc(t, false),
+                "sliced base (v1.5) in a file whose header says minor 4 or lower (spec §8.2)",
+            ));
+        }
+    }
     if header.minor < 4 {
         if let Some(at) = first_chunk(index, |c| c.op.is_rotated()) {
             return Err(bad(

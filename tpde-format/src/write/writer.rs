@@ -142,7 +142,9 @@ pub enum BaseInput<'a> {
         source: &'a dyn ByteSource,
     },
     /// (v1.2) Rows of an inline or external base of the target's dtype
-    /// whose shape differs only in the first dimension (spec §6.3).
+    /// whose shape differs only in the first dimension (spec §6.3); or
+    /// (v1.5, `row_elems` given) slices of one of any shape, both tensors
+    /// read as rows of `row_elems` elements, base rows in any order (§6.3.4).
     Rows {
         /// The base tensor, as [`BaseInput::Inline`] or [`BaseInput::External`].
         base: &'a BaseInput<'a>,
@@ -150,6 +152,9 @@ pub enum BaseInput<'a> {
         base_shape: &'a [u64],
         /// Target rows predicted by base rows; the other rows by zero bits.
         rows: &'a [RowRun],
+        /// `None`: rows are slices along the first dimension (a row-mapped
+        /// base, v1.2); `Some(r)`: rows of `r` elements (a sliced base, v1.5).
+        row_elems: Option<u64>,
     },
     /// (v1.2) A quantized base predicting an F32 target (spec §6.4): codes
     /// and scales, both [`BaseInput::Inline`] or both [`BaseInput::External`]
@@ -491,6 +496,7 @@ impl ArchiveWriter {
                 base: inner,
                 base_shape,
                 rows,
+                row_elems,
             } => {
                 let (BaseInput::Inline {
                     source, dtype: bd, ..
@@ -503,17 +509,32 @@ impl ArchiveWriter {
                         "tensor {name:?}: a row-mapped base must be an inline or external base"
                     )));
                 };
-                if self.opts.max_minor < 2 || bd != dtype {
+                let (minor, kind) = match row_elems {
+                    None => (2, "row-mapped"),
+                    Some(_) => (5, "sliced"),
+                };
+                if self.opts.max_minor < minor || bd != dtype {
                     return Err(Error::Usage(format!(
-                        "tensor {name:?}: a row-mapped {bd} base needs format 1.2 and the target's dtype ({dtype})"
+                        "tensor {name:?}: a {kind} {bd} base needs format 1.{minor} and the target's dtype ({dtype})"
                     )));
                 }
-                row_map::check(shape, base_shape, rows)
-                    .map_err(|why| Error::Usage(format!("tensor {name:?}: {why}")))?;
+                let row_bytes = match row_elems {
+                    None => {
+                        row_map::check(shape, base_shape, rows)
+                            .map_err(|why| Error::Usage(format!("tensor {name:?}: {why}")))?;
+                        row_map::row_bytes(shape, dtype.width()).unwrap_or(0)
+                    }
+                    Some(r) => {
+                        let m = base_shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
+                        row_map::check_slices(n, m.unwrap_or(u64::MAX), r, rows)
+                            .map_err(|why| Error::Usage(format!("tensor {name:?}: {why}")))?;
+                        r * w
+                    }
+                };
                 mapped = RowMapped {
                     base: source,
                     rows,
-                    row_bytes: row_map::row_bytes(shape, dtype.width()).unwrap_or(0),
+                    row_bytes,
                 };
                 Some((&mapped as &dyn ByteSource, dtype))
             }
@@ -629,6 +650,7 @@ impl ArchiveWriter {
             BaseInput::Rows {
                 base: BaseInput::Inline { index, .. },
                 rows,
+                row_elems: None,
                 ..
             } => BaseRef::InlineRows {
                 index: *index,
@@ -641,11 +663,38 @@ impl ArchiveWriter {
                     },
                 base_shape,
                 rows,
+                row_elems: None,
             } => BaseRef::ExternalRows {
                 file: *file,
                 name: (*name).to_owned(),
                 sha256: *sha256,
                 shape: base_shape.to_vec(),
+                rows: rows.to_vec(),
+            },
+            BaseInput::Rows {
+                base: BaseInput::Inline { index, .. },
+                rows,
+                row_elems: Some(r),
+                ..
+            } => BaseRef::InlineSlices {
+                index: *index,
+                row_elems: r,
+                rows: rows.to_vec(),
+            },
+            BaseInput::Rows {
+                base:
+                    BaseInput::External {
+                        file, name, sha256, ..
+                    },
+                base_shape,
+                rows,
+                row_elems: Some(r),
+            } => BaseRef::ExternalSlices {
+                file: *file,
+                name: (*name).to_owned(),
+                sha256: *sha256,
+                shape: base_shape.to_vec(),
+                row_elems: r,
                 rows: rows.to_vec(),
             },
             // Refused before any chunk was written (`base_src` above).
