@@ -951,12 +951,12 @@ pub fn device_base_plan<D: AsRef<[u8]> + Sync>(
     addr: u64,
 ) -> BasePlan<'_> {
     let rec = archive.record(Table::Target, t);
-    if let Some(rows) = rec.base.rows() {
+    if let Some((rows, row_elems)) = rec.base.row_map(&rec.shape) {
         return BasePlan::Rows {
             src: WidenSrc::Device(addr),
             rows,
-            // Validated at open: the map fits the shape.
-            row_bytes: rows::row_bytes(&rec.shape, rec.dtype.width()).unwrap_or(0),
+            // Validated at open: the map fits the shapes.
+            row_bytes: row_elems.saturating_mul(rec.dtype.width() as u64),
         };
     }
     match base_dtype(archive, t) {
@@ -1076,13 +1076,15 @@ pub fn base_dtype<D: AsRef<[u8]> + Sync>(archive: &Archive<D>, t: usize) -> Opti
 }
 
 /// The shape of target `t`'s base as stored (another row count for a
-/// row-mapped base, v1.2), if it has one.
+/// row-mapped base, v1.2; any shape for a sliced one, v1.5), if it has one.
 pub fn base_shape<D: AsRef<[u8]> + Sync>(archive: &Archive<D>, t: usize) -> Option<&[u64]> {
     let rec = archive.record(Table::Target, t);
     match &rec.base {
         BaseRef::None => None,
-        BaseRef::InlineRows { index, .. } => Some(&archive.index().bases[*index as usize].shape),
-        BaseRef::ExternalRows { shape, .. } => Some(shape),
+        BaseRef::InlineRows { index, .. } | BaseRef::InlineSlices { index, .. } => {
+            Some(&archive.index().bases[*index as usize].shape)
+        }
+        BaseRef::ExternalRows { shape, .. } | BaseRef::ExternalSlices { shape, .. } => Some(shape),
         _ => Some(&rec.shape),
     }
 }
@@ -1135,10 +1137,10 @@ pub fn base_name<D: AsRef<[u8]> + Sync>(archive: &Archive<D>, t: usize) -> Optio
         BaseRef::None => None,
         BaseRef::Inline { index } => Some(&archive.index().bases[*index as usize].name),
         BaseRef::External { name, .. } | BaseRef::ExternalWidened { name, .. } => Some(name),
-        BaseRef::InlineWidened { index } | BaseRef::InlineRows { index, .. } => {
-            Some(&archive.index().bases[*index as usize].name)
-        }
-        BaseRef::ExternalRows { name, .. } => Some(name),
+        BaseRef::InlineWidened { index }
+        | BaseRef::InlineRows { index, .. }
+        | BaseRef::InlineSlices { index, .. } => Some(&archive.index().bases[*index as usize].name),
+        BaseRef::ExternalRows { name, .. } | BaseRef::ExternalSlices { name, .. } => Some(name),
         BaseRef::InlineDequant { q, .. } => Some(&archive.index().bases[*q as usize].name),
         BaseRef::ExternalDequant { q_name, .. } => Some(q_name),
     }

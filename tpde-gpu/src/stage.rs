@@ -581,7 +581,10 @@ fn predict<D: AsRef<[u8]> + Sync>(
             }
             out.fill(0);
             // One read of the span of base bytes the runs use (one
-            // device→host copy rather than one per run).
+            // device→host copy rather than one per run), unless the runs lie
+            // far apart in the base (a sliced base's rows in any order, or
+            // a hostile map): then one read per run, so the buffer stays
+            // the size of the output, not of the base.
             let segs: Vec<rows::Segment> = rows::segments(map, row_bytes, target.clone()).collect();
             let (Some(lo), Some(hi)) = (
                 segs.iter().map(|s| s.base).min(),
@@ -589,6 +592,14 @@ fn predict<D: AsRef<[u8]> + Sync>(
             ) else {
                 return Ok(());
             };
+            if hi - lo > 2 * out.len() as u64 {
+                for s in segs {
+                    let t = (s.target - target.start) as usize;
+                    let dst = &mut out[t..t + s.len as usize];
+                    read_src(archive, src, s.base..s.base + s.len, dev, &mut bufs.held, dst)?;
+                }
+                return Ok(());
+            }
             bufs.a.clear();
             bufs.a.resize((hi - lo) as usize, 0);
             read_src(archive, src, lo..hi, dev, &mut bufs.held, &mut bufs.a)?;

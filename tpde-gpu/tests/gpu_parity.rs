@@ -244,8 +244,10 @@ fn base_name(rec: &tpde_format::format::TensorRecord) -> Option<String> {
         tpde_format::format::BaseRef::External { name, .. }
         | tpde_format::format::BaseRef::ExternalWidened { name, .. } => Some(name.clone()),
         tpde_format::format::BaseRef::InlineWidened { .. }
-        | tpde_format::format::BaseRef::InlineRows { .. } => Some(format!("{}.base", rec.name)),
-        tpde_format::format::BaseRef::ExternalRows { name, .. } => Some(name.clone()),
+        | tpde_format::format::BaseRef::InlineRows { .. }
+        | tpde_format::format::BaseRef::InlineSlices { .. } => Some(format!("{}.base", rec.name)),
+        tpde_format::format::BaseRef::ExternalRows { name, .. }
+        | tpde_format::format::BaseRef::ExternalSlices { name, .. } => Some(name.clone()),
         // Two tensors (codes, scales): see `dequant_bases_on_the_device`.
         tpde_format::format::BaseRef::InlineDequant { .. }
         | tpde_format::format::BaseRef::ExternalDequant { .. } => None,

@@ -264,9 +264,10 @@ fn row_archive(seed: u64) -> common::Built {
     common::build(&common::row_specs(&mut common::Rng::new(seed)))
 }
 
-/// The row-mapped fixtures (format v1.2) hold what the tests below claim to
-/// cover: every base source, gaps, runs that start or end mid-chunk, and
-/// more one-row runs than a batch holds jobs.
+/// The row-mapped fixtures (format v1.2) and sliced ones (v1.5) hold what
+/// the tests below claim to cover: every base source for both, gaps, runs
+/// that start or end mid-chunk, more one-row runs than a batch holds jobs,
+/// and (sliced) runs out of base order and base rows used twice.
 #[test]
 fn row_mapped_fixtures_cover_every_source_and_shape() {
     use tpde_format::format::{BaseRef, Payload};
@@ -274,21 +275,32 @@ fn row_mapped_fixtures_cover_every_source_and_shape() {
     let a = open(&built.bytes);
     let idx = a.index();
     let mut sources = (false, false, false);
+    let mut sliced_sources = (false, false, false);
     let (mut gaps, mut mid_chunk, mut many) = (false, false, false);
+    let (mut out_of_order, mut reused) = (false, false);
     for t in &idx.tensors {
-        let Some(runs) = t.base.rows() else {
+        let Some((runs, row_elems)) = t.base.row_map(&t.shape) else {
             continue;
         };
+        let plain = |i: &u32| matches!(idx.bases[*i as usize].payload, Payload::Plain { .. });
         match &t.base {
-            BaseRef::InlineRows { index, .. } => match idx.bases[*index as usize].payload {
-                Payload::Plain { .. } => sources.0 = true,
-                Payload::Chunked { .. } => sources.1 = true,
-            },
+            BaseRef::InlineRows { index, .. } if plain(index) => sources.0 = true,
+            BaseRef::InlineRows { .. } => sources.1 = true,
             BaseRef::ExternalRows { .. } => sources.2 = true,
+            BaseRef::InlineSlices { index, .. } if plain(index) => sliced_sources.0 = true,
+            BaseRef::InlineSlices { .. } => sliced_sources.1 = true,
+            BaseRef::ExternalSlices { .. } => sliced_sources.2 = true,
             _ => {}
         }
-        let rows = t.shape[0];
-        let row_elems: u64 = t.shape[1..].iter().product();
+        if t.base.is_v15() {
+            out_of_order |= runs.windows(2).any(|p| p[1].base_start < p[0].base_start);
+            reused |= runs.iter().enumerate().any(|(i, a)| {
+                runs[i + 1..].iter().any(|b| {
+                    a.base_start < b.base_start + b.count && b.base_start < a.base_start + a.count
+                })
+            });
+        }
+        let rows = t.shape.iter().product::<u64>() / row_elems.max(1);
         gaps |= runs.iter().map(|r| r.count).sum::<u64>() < rows;
         if let Payload::Chunked { chunk_elems, .. } = t.payload {
             mid_chunk |= runs.iter().any(|r| {
@@ -299,7 +311,8 @@ fn row_mapped_fixtures_cover_every_source_and_shape() {
         many |= runs.len() > SPILL_DESCS;
     }
     assert_eq!(sources, (true, true, true));
-    assert!(gaps && mid_chunk && many);
+    assert_eq!(sliced_sources, (true, true, true));
+    assert!(gaps && mid_chunk && many && out_of_order && reused);
     // The whole matrix carries them too (every other test sees them).
     let m = common::build(&common::matrix(1));
     assert!(open(&m.bytes)

@@ -73,11 +73,13 @@ pub struct Quant {
     pub scale_chunk: u64,
 }
 
-/// A row-mapped base's shape and row map (spec §6.3).
+/// A row-mapped base's shape and row map (spec §6.3); with `row_elems`, a
+/// sliced base (v1.5, §6.3.4): rows of that many elements, any base order.
 #[derive(Debug, Clone)]
 pub struct RowMap {
     pub base_shape: Vec<u64>,
     pub runs: Vec<RowRun>,
+    pub row_elems: Option<u64>,
 }
 
 /// Ways to break a positions stream the CRC cannot catch.
@@ -473,7 +475,10 @@ pub fn build(specs: &[Spec]) -> Built {
         if let (Some(r), Some(b)) = (&s.rows, &s.base) {
             // A row-mapped base (spec §6.3): the target is encoded against
             // the predictor the reader builds from the base's rows.
-            let rb = rows::row_bytes(&s.shape, s.dtype.width()).unwrap();
+            let rb = match r.row_elems {
+                Some(e) => e * s.dtype.width() as u64,
+                None => rows::row_bytes(&s.shape, s.dtype.width()).unwrap(),
+            };
             let mut pred = vec![0u8; s.target.len()];
             rows::predict(&r.runs, rb, b, 0..s.target.len() as u64, &mut pred);
             let base_ref = match s.kind {
@@ -491,9 +496,17 @@ pub fn build(specs: &[Spec]) -> Built {
                         base: BaseRef::None,
                         payload,
                     });
-                    BaseRef::InlineRows {
-                        index: (index.bases.len() - 1) as u32,
-                        rows: r.runs.clone(),
+                    let index = (index.bases.len() - 1) as u32;
+                    match r.row_elems {
+                        None => BaseRef::InlineRows {
+                            index,
+                            rows: r.runs.clone(),
+                        },
+                        Some(row_elems) => BaseRef::InlineSlices {
+                            index,
+                            row_elems,
+                            rows: r.runs.clone(),
+                        },
                     }
                 }
                 _ => {
@@ -508,12 +521,22 @@ pub fn build(specs: &[Spec]) -> Built {
                         base_name.clone(),
                         (s.dtype, r.base_shape.clone(), b.clone()),
                     );
-                    BaseRef::ExternalRows {
-                        file: 0,
-                        name: base_name.clone(),
-                        sha256: sha(b),
-                        shape: r.base_shape.clone(),
-                        rows: r.runs.clone(),
+                    match r.row_elems {
+                        None => BaseRef::ExternalRows {
+                            file: 0,
+                            name: base_name.clone(),
+                            sha256: sha(b),
+                            shape: r.base_shape.clone(),
+                            rows: r.runs.clone(),
+                        },
+                        Some(row_elems) => BaseRef::ExternalSlices {
+                            file: 0,
+                            name: base_name.clone(),
+                            sha256: sha(b),
+                            shape: r.base_shape.clone(),
+                            row_elems,
+                            rows: r.runs.clone(),
+                        },
                     }
                 }
             };
@@ -882,10 +905,67 @@ pub fn one_row_runs(target_rows: u64) -> Vec<RowRun> {
 /// inline plain, external): a pruned map, one with gaps (zero-predicted
 /// rows) inside and at both ends, a rank-1 tensor (one-byte rows), runs
 /// starting and ending mid-chunk, an empty map, a base of zero rows, and
-/// many one-row runs.
+/// many one-row runs. Then sliced ones (v1.5): a bias cut from a fused one
+/// with its gates swapped, a matrix from a rank-3 base with runs out of
+/// order and overlapping in the base, base rows used twice, and many
+/// one-row runs walking the base backwards.
 pub fn row_specs(rng: &mut Rng) -> Vec<Spec> {
     // (name, dtype, trailing dims, base rows, target rows, runs, chunk elems)
     type Case = (&'static str, Dtype, Vec<u64>, u64, u64, Vec<RowRun>, u64);
+    // (name, dtype, target shape, base shape, row elems, runs, chunk elems)
+    type Sliced = (
+        &'static str,
+        Dtype,
+        Vec<u64>,
+        Vec<u64>,
+        u64,
+        Vec<RowRun>,
+        u64,
+    );
+    let sliced: Vec<Sliced> = vec![
+        (
+            "gates",
+            Dtype::F32,
+            vec![384],
+            vec![1, 768],
+            128,
+            vec![run(0, 1, 1), run(1, 0, 1), run(2, 2, 1)],
+            100,
+        ),
+        (
+            "reordered",
+            Dtype::BF16,
+            vec![48, 16],
+            vec![1, 60, 16],
+            16,
+            vec![run(0, 20, 10), run(10, 0, 10), run(20, 40, 8), run(30, 5, 18)],
+            64,
+        ),
+        (
+            "repeated",
+            Dtype::U8,
+            vec![1000],
+            vec![250],
+            50,
+            (0..20)
+                .filter(|i| i % 6 != 5)
+                .map(|i| run(i, (i * 3) % 5, 1))
+                .collect(),
+            128,
+        ),
+        (
+            "backwards",
+            Dtype::BF16,
+            vec![1400, 8],
+            vec![24_000],
+            8,
+            (0..1400)
+                .filter(|i| i % 9 != 4)
+                .map(|i| run(i, 2999 - 2 * i, 1))
+                .collect(),
+            256,
+        ),
+    ];
     let cases: Vec<Case> = vec![
         (
             "pruned",
@@ -938,16 +1018,24 @@ pub fn row_specs(rng: &mut Rng) -> Vec<Spec> {
     ];
     let ops = [Op::Xor, Op::Add, Op::AddZigzag, Op::Replace];
     let mut specs = Vec::new();
-    for (ci, (name, dtype, trailing, base_rows, target_rows, runs, ce)) in
-        cases.into_iter().enumerate()
+    let rows_cases = cases.into_iter().map(|(name, dtype, trailing, b_rows, t_rows, runs, ce)| {
+        let row_elems: u64 = trailing.iter().product();
+        let shape: Vec<u64> = std::iter::once(t_rows).chain(trailing.clone()).collect();
+        let base_shape: Vec<u64> = std::iter::once(b_rows).chain(trailing).collect();
+        (name, dtype, shape, base_shape, row_elems, None, runs, ce)
+    });
+    let sliced_cases = sliced
+        .into_iter()
+        .map(|(name, dtype, shape, base_shape, r, runs, ce)| {
+            (name, dtype, shape, base_shape, r, Some(r), runs, ce)
+        });
+    for (ci, (name, dtype, shape, base_shape, row_elems, sliced, runs, ce)) in
+        rows_cases.chain(sliced_cases).enumerate()
     {
         let w = dtype.width();
-        let row_elems: u64 = trailing.iter().product();
         let rb = row_elems * w as u64;
-        let shape: Vec<u64> = std::iter::once(target_rows)
-            .chain(trailing.clone())
-            .collect();
-        let base_shape: Vec<u64> = std::iter::once(base_rows).chain(trailing).collect();
+        let base_rows = base_shape.iter().product::<u64>() / row_elems.max(1);
+        let target_rows = shape.iter().product::<u64>() / row_elems.max(1);
         for (ki, kind) in kinds.into_iter().enumerate() {
             let base = rng.bytes((base_rows * rb) as usize);
             let mut target = vec![0u8; (target_rows * rb) as usize];
@@ -989,6 +1077,7 @@ pub fn row_specs(rng: &mut Rng) -> Vec<Spec> {
                 rows: Some(RowMap {
                     base_shape: base_shape.clone(),
                     runs: runs.clone(),
+                    row_elems: sliced,
                 }),
                 quant: None,
             });
@@ -1378,6 +1467,7 @@ pub fn base_ctx_specs(rng: &mut Rng) -> Vec<Spec> {
         s.rows = Some(RowMap {
             base_shape: vec![rows_b, row],
             runs,
+            row_elems: None,
         });
         specs.push(s);
         // Quantized base: I8 codes, per-row scales.
