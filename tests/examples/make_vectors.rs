@@ -38,6 +38,7 @@ const BASE_FILE_V12_DEQUANT: &str = "base_v12_dequant.safetensors";
 /// The external base file of the v1.2 base-context (RansBase) vectors.
 const BASE_FILE_V12_RANS_BASE: &str = "base_v12_rans_base.safetensors";
 const BASE_FILE_V14: &str = "base_v14.safetensors";
+const BASE_FILE_V15: &str = "base_v15.safetensors";
 
 enum Target {
     /// One safetensors file: name, tensors, `__metadata__`.
@@ -1409,6 +1410,81 @@ fn v14_vectors() -> Vec<Vector> {
     ]
 }
 
+/// v1.5 sliced bases (spec §6.3.4), the shapes of an RNN exported twice
+/// (the real pair behind it: `akiki.st` against `akiki.onnx` in the shared
+/// corpus). Base (ONNX-style names): `onnx.w` `[1, 12, 8]`, `onnx.b`
+/// `[1, 96]`, `onnx.h` `[16, 1]`, all F32 weights. Target:
+/// - `gru.w` `[12, 8]`: `onnx.w`'s rows with its first two gate blocks of 4
+///   rows swapped, and one row retrained (no base row equals it: predicted
+///   by zero);
+/// - `gru.b` `[48]`: the first half of `onnx.b` as 3 rows of 16, the first
+///   two swapped (a sliced base of another rank, base rows out of order);
+/// - `head.w` `[1, 16]`: `onnx.h`'s bytes (the same elements, reshaped).
+fn v15_set() -> (Vec<TensorData>, Vec<TensorData>) {
+    let mut rng = Rng(0x0015_0015);
+    let words = |rng: &mut Rng, n: usize| -> Vec<u8> {
+        let mut t = vec![0u8; n * 4];
+        for i in 0..n {
+            put(&mut t, i, 4, weight_bits(rng, 4));
+        }
+        t
+    };
+    let (w, b, h) = (words(&mut rng, 96), words(&mut rng, 96), words(&mut rng, 16));
+    let row = |x: &[u8], r: usize, len: usize| x[r * len * 4..(r + 1) * len * 4].to_vec();
+    let mut gw: Vec<u8> = [4, 5, 6, 7, 0, 1, 2, 3, 8, 9, 10, 11]
+        .iter()
+        .flat_map(|&r| row(&w, r, 8))
+        .collect();
+    for i in 0..8 {
+        put(&mut gw, 9 * 8 + i, 4, weight_bits(&mut rng, 4));
+    }
+    let gb: Vec<u8> = [1, 0, 2].iter().flat_map(|&r| row(&b, r, 16)).collect();
+    (
+        vec![
+            td("gru.w", Dtype::F32, &[12, 8], gw),
+            td("gru.b", Dtype::F32, &[48], gb),
+            td("head.w", Dtype::F32, &[1, 16], h.clone()),
+        ],
+        vec![
+            td("onnx.w", Dtype::F32, &[1, 12, 8], w),
+            td("onnx.b", Dtype::F32, &[1, 96], b),
+            td("onnx.h", Dtype::F32, &[16, 1], h),
+        ],
+    )
+}
+
+/// v1.5: sliced bases, inline and external.
+fn v15_vectors() -> Vec<Vector> {
+    let (t, b) = v15_set();
+    let v = |name, description, mode| Vector {
+        name,
+        description,
+        chunk_elems: 32,
+        target: Target::Single("target.safetensors", t.clone(), None),
+        base: Some((b.clone(), mode)),
+        base_file: BASE_FILE_V15,
+        max_minor: 5,
+        expect_minor: 5,
+        plane_coder: PlaneCoder::Rans,
+        craft: None,
+    };
+    vec![
+        v(
+            "v15_slices_inline",
+            "v1.5 sliced bases (spec §6.3.4): an RNN's weight with gate blocks reordered \
+             and one row retrained, a bias cut from a fused one of another rank with its \
+             gates swapped, and a [1, 16] tensor stored as [16, 1]; bases inline",
+            BaseMode::Inline,
+        ),
+        v(
+            "v15_slices_external",
+            "v1.5 sliced bases: the inputs of v15_slices_inline against base_v15.safetensors \
+             (ExternalSlices: the base tensor's digest, shape and row length)",
+            BaseMode::External,
+        ),
+    ]
+}
+
 fn vectors() -> Vec<Vector> {
     let (dt, db) = delta_set();
     let half = dt.len() / 2;
@@ -1512,6 +1588,7 @@ fn vectors() -> Vec<Vector> {
     .chain(v12_vectors())
     .chain(v13_vectors())
     .chain(v14_vectors())
+    .chain(v15_vectors())
     .collect()
 }
 

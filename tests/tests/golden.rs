@@ -197,6 +197,11 @@ struct Coverage {
     row_modes: BTreeSet<&'static str>,
     /// What the row maps exercise.
     row_features: BTreeSet<&'static str>,
+    // v1.5
+    /// Base modes of sliced bases.
+    slice_modes: BTreeSet<&'static str>,
+    /// What the sliced maps exercise.
+    slice_features: BTreeSet<&'static str>,
     /// Base modes of quantized bases.
     dequant_modes: BTreeSet<&'static str>,
     /// (axis, codes dtype) of quantized bases.
@@ -375,6 +380,8 @@ fn cover(a: &Archive<Vec<u8>>, base_file: Option<&Checkpoint>, c: &mut Coverage)
             BaseRef::ExternalRows { .. } => "external-rows",
             BaseRef::InlineDequant { .. } => "inline-dequant",
             BaseRef::ExternalDequant { .. } => "external-dequant",
+            BaseRef::InlineSlices { .. } => "inline-slices",
+            BaseRef::ExternalSlices { .. } => "external-slices",
         });
         c.standalone_in_delta |= has_base && t.base == BaseRef::None;
         // v1.1: which bases, under which names, widened from what.
@@ -382,6 +389,7 @@ fn cover(a: &Archive<Vec<u8>>, base_file: Option<&Checkpoint>, c: &mut Coverage)
             BaseRef::Inline { index }
             | BaseRef::InlineWidened { index }
             | BaseRef::InlineRows { index, .. }
+            | BaseRef::InlineSlices { index, .. }
             | BaseRef::InlineDequant { q: index, .. } => {
                 *inline_users.entry(*index).or_default() += 1;
                 let b = &idx.bases[*index as usize];
@@ -394,6 +402,7 @@ fn cover(a: &Archive<Vec<u8>>, base_file: Option<&Checkpoint>, c: &mut Coverage)
             BaseRef::External { name, .. }
             | BaseRef::ExternalWidened { name, .. }
             | BaseRef::ExternalRows { name, .. }
+            | BaseRef::ExternalSlices { name, .. }
             | BaseRef::ExternalDequant { q_name: name, .. } => (Some(name.as_str()), "external"),
             BaseRef::None => (None, "none"),
         };
@@ -435,6 +444,37 @@ fn cover(a: &Archive<Vec<u8>>, base_file: Option<&Checkpoint>, c: &mut Coverage)
         }
         if is_dequant {
             // Codes under another name are not a rename.
+        } else if let (true, Some((map, row_elems))) = (t.base.is_v15(), t.base.row_map(&t.shape)) {
+            // v1.5 (spec §6.3.4).
+            c.slice_modes.insert(mode);
+            let base_shape = match &t.base {
+                BaseRef::InlineSlices { index, .. } => &idx.bases[*index as usize].shape,
+                BaseRef::ExternalSlices { shape, .. } => shape,
+                _ => unreachable!("is_v15"),
+            };
+            let n: u64 = t.shape.iter().product();
+            let covered: u64 = map.iter().map(|r| r.count).sum();
+            for (has, what) in [
+                (covered < n / row_elems, "rows predicted by zero"),
+                (
+                    map.windows(2).any(|p| p[1].base_start < p[0].base_start),
+                    "base rows out of order",
+                ),
+                (base_shape.len() != t.shape.len(), "a base of another rank"),
+                (
+                    base_shape.len() == t.shape.len() && *base_shape != t.shape,
+                    "a base of the same rank, another shape",
+                ),
+                (
+                    t.shape.len() == 1 && row_elems < n,
+                    "a 1-d tensor cut into rows",
+                ),
+                (row_elems == n, "one row: the whole tensor"),
+            ] {
+                if has {
+                    c.slice_features.insert(what);
+                }
+            }
         } else if let Some(map) = t.base.rows() {
             // v1.2 (spec §6.3).
             c.row_modes.insert(mode);
@@ -589,10 +629,12 @@ fn vectors_cover_every_dtype_kind_op_and_codec() {
             "external",
             "external-dequant",
             "external-rows",
+            "external-slices",
             "external-widened",
             "inline",
             "inline-dequant",
             "inline-rows",
+            "inline-slices",
             "inline-widened",
             "none"
         ]
@@ -619,7 +661,7 @@ fn vectors_cover_every_dtype_kind_op_and_codec() {
     );
 
     // v1.1 (spec §5.3, §6.2, §8.2, §11).
-    assert_eq!(c.minors, [0, 1, 2, 3, 4].into(), "header minors");
+    assert_eq!(c.minors, [0, 1, 2, 3, 4, 5].into(), "header minors");
     // (v1.4, spec §6.1) ReplaceRot in dense and sparse target chunks, in
     // inline base chunks, and over a base it ignores.
     assert_eq!(
@@ -635,7 +677,7 @@ fn vectors_cover_every_dtype_kind_op_and_codec() {
     // elements (spec §11), so width 1 is left to the unit tests.
     assert_eq!(c.rot_widths, [2, 4, 8].into(), "ReplaceRot widths");
     // (v1.3, spec §4.0.6) Compressed indexes, from minor 3 on.
-    assert_eq!(c.zstd_index_minors, [3, 4].into(), "zstd indexes");
+    assert_eq!(c.zstd_index_minors, [3, 4, 5].into(), "zstd indexes");
     assert_eq!(
         c.plane_codecs,
         ["rans", "rans-base", "raw", "zstd"].into(),
@@ -710,6 +752,26 @@ fn vectors_cover_every_dtype_kind_op_and_codec() {
         ]
         .into(),
         "row maps"
+    );
+
+    // v1.5 sliced bases (spec §6.3.4).
+    assert_eq!(
+        c.slice_modes,
+        ["external", "inline"].into(),
+        "sliced bases in each base mode"
+    );
+    assert_eq!(
+        c.slice_features,
+        [
+            "a 1-d tensor cut into rows",
+            "a base of another rank",
+            "a base of the same rank, another shape",
+            "base rows out of order",
+            "one row: the whole tensor",
+            "rows predicted by zero",
+        ]
+        .into(),
+        "sliced maps"
     );
 
     // v1.2 quantized bases (spec §6.4).

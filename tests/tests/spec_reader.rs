@@ -128,6 +128,22 @@ fn tensor_json(t: &TensorRecord) -> Value {
             rows,
         } => json!({"kind": "external_rows", "file": file, "name": name,
                     "sha256": hex(sha256), "shape": shape, "rows": rows_json(rows)}),
+        BaseRef::InlineSlices {
+            index,
+            row_elems,
+            rows,
+        } => json!({"kind": "inline_slices", "index": index, "row_elems": row_elems,
+                    "rows": rows_json(rows)}),
+        BaseRef::ExternalSlices {
+            file,
+            name,
+            sha256,
+            shape,
+            row_elems,
+            rows,
+        } => json!({"kind": "external_slices", "file": file, "name": name,
+                    "sha256": hex(sha256), "shape": shape, "row_elems": row_elems,
+                    "rows": rows_json(rows)}),
         BaseRef::InlineDequant { q, scale, axis } => {
             json!({"kind": "inline_dequant", "q": q, "scale": scale, "axis": axis.name()})
         }
