@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""An independent reader for `.tpde` v1.0 to v1.4 archives, written only
+"""An independent reader for `.tpde` v1.0 to v1.5 archives, written only
 from spec/FORMAT.md (section numbers below refer to it). Python 3.11, standard
 library plus `zstandard` (pip install zstandard). Nothing here comes from the
 Rust implementation.
@@ -10,7 +10,7 @@ It checks the header (§2), the header+index CRC, the minor version (§8.2),
 decodes the bincode index by hand (§4.0), applies every validation rule of
 §3-§5.1, §8.2 and the limits of §7, reconstructs every target tensor (§5, §6,
 §9; per-plane streams §5.3, rANS planes §5.6, widened bases §6.2 and
-row-mapped bases §6.3 included) checking chunk CRCs and tensor SHA-256s, reconstructs every target file and checks its SHA-256 (§10), and
+row-mapped bases §6.3 and sliced bases §6.3.4 included) checking chunk CRCs and tensor SHA-256s, reconstructs every target file and checks its SHA-256 (§10), and
 with --out writes the files (and extra files) into DIR. Exit status 0 when
 everything checked, 1 when the archive (or the given base) is bad, 2 on usage
 errors.
@@ -45,7 +45,7 @@ ALIGN = 64
 REQUIRED_FLAGS = 0x0000FFFF
 FLAG_INDEX_ZSTD = 0x1  # §8.3 (v1.3): the index is stored as one zstd frame
 KNOWN_REQUIRED_FLAGS = FLAG_INDEX_ZSTD
-KNOWN_MINOR = 4  # §8.2: the newest minor this reader implements
+KNOWN_MINOR = 5  # §8.2: the newest minor this reader implements
 
 # §4.1: code -> (safetensors name, width)
 DTYPES = [
@@ -60,7 +60,8 @@ CODECS = ["raw", "zstd", "planes"]  # §5.3 ("planes" = PerPlane, v1.1)
 PLANE_CODECS = ["raw", "zstd", "rans", "rans-base"]  # §5.3 (v1.1; "rans": §5.6; "rans-base": v1.2, §5.7)
 BASE_KINDS = ["none", "inline", "external", "inline_widened", "external_widened",
               "inline_rows", "external_rows",
-              "inline_dequant", "external_dequant"]  # §4.5 (5-8: v1.2)
+              "inline_dequant", "external_dequant",
+              "inline_slices", "external_slices"]  # §4.5 (5-8: v1.2; 9-10: v1.5)
 SCALE_AXES = ["tensor", "rows", "columns"]  # §6.4 (v1.2)
 
 # §7: the reference defaults.
@@ -210,6 +211,11 @@ def read_tensor(c: Cursor) -> dict:
                 "dtype": DTYPES[c.variant(DTYPES, "base dtype")][0]}
     elif b == "inline_rows":  # §4.0.5 (v1.2)
         base = {"kind": b, "index": c.u32(), "rows": read_rows(c)}
+    elif b == "inline_slices":  # §4.0.8 (v1.5)
+        base = {"kind": b, "index": c.u32(), "row_elems": c.u64(), "rows": read_rows(c)}
+    elif b == "external_slices":
+        base = {"kind": b, "file": c.u32(), "name": c.string(), "sha256": c.digest(),
+                "shape": c.vec(c.u64, 8), "row_elems": c.u64(), "rows": read_rows(c)}
     elif b == "inline_dequant":
         base = {"kind": b, "q": c.u32(), "scale": c.u32(),
                 "axis": SCALE_AXES[c.variant(SCALE_AXES, "scale axis")]}
@@ -219,7 +225,7 @@ def read_tensor(c: Cursor) -> dict:
                 "scale_name": c.string(), "scale_sha256": c.digest(),
                 "scale_shape": c.vec(c.u64, 8),
                 "axis": SCALE_AXES[c.variant(SCALE_AXES, "scale axis")]}
-    else:
+    else:  # external_rows
         base = {"kind": b, "file": c.u32(), "name": c.string(), "sha256": c.digest(),
                 "shape": c.vec(c.u64, 8), "rows": read_rows(c)}
     p = c.variant(["plain", "chunked"], "payload")
@@ -423,20 +429,21 @@ def validate(data: bytes, header: dict, idx: dict) -> None:
             if (bt["payload"]["kind"] == "chunked" and t["payload"]["kind"] == "chunked"
                     and bt["payload"]["chunk_elems"] > t["payload"]["chunk_elems"]):
                 raise FormatError(f"{where}: inline base has larger chunks than the tensor")
-        elif b["kind"] == "inline_rows":  # §4.5, §6.3 (v1.2)
+        elif b["kind"] in ("inline_rows", "inline_slices"):  # §4.5, §6.3 (v1.2), §6.3.4 (v1.5)
             if b["index"] >= len(bases):
                 raise FormatError(f"{where}: inline base index out of range")
             bt = bases[b["index"]]
             if bt["dtype"] != t["dtype"]:
-                raise FormatError(f"{where}: row-mapped inline base dtype differs")
-            check_row_map(t["shape"], bt["shape"], b["rows"], where)
+                raise FormatError(f"{where}: {map_kind(b)} inline base dtype differs")
+            r = check_base_map(t, bt["shape"], b, where)
             if (bt["payload"]["kind"] == "chunked" and t["payload"]["kind"] == "chunked"
                     and bt["payload"]["chunk_elems"] > t["payload"]["chunk_elems"]):
                 raise FormatError(f"{where}: inline base has larger chunks than the tensor")
-            # §6.3.1: the base work of a row map counts against the output limit.
+            # §6.3.1, §6.3.4: the base work of a row map counts against the
+            # output limit (for a sliced map, every run counts, base chunks
+            # visited again included).
             if bt["payload"]["kind"] == "chunked":
                 bce = bt["payload"]["chunk_elems"]
-                r = row_elems(t["shape"]) if t["shape"] else 0
                 k = sum(((b0 + cnt) * r - 1) // bce - (b0 * r) // bce + 1
                         for _, b0, cnt in b["rows"] if cnt > 0 and r > 0)
                 c = len(t["payload"]["chunks"]) if t["payload"]["kind"] == "chunked" else 1
@@ -461,7 +468,7 @@ def validate(data: bytes, header: dict, idx: dict) -> None:
             if n > U64_MAX or n > LIMITS["max_tensor_bytes"]:
                 raise FormatError(f"{where}: limit max_tensor_bytes exceeded by the scales")
             check_dequant(t, b["q_dtype"], t["shape"], "F32", b["scale_shape"], b["axis"], where)
-        elif b["kind"] == "external_rows":
+        elif b["kind"] in ("external_rows", "external_slices"):  # §4.5 (v1.2; v1.5)
             if b["file"] >= len(idx["base_files"]):
                 raise FormatError(f"{where}: external base file index out of range")
             n = 1
@@ -471,8 +478,8 @@ def validate(data: bytes, header: dict, idx: dict) -> None:
                 raise FormatError(f"{where}: base element count overflows")
             if n * t["width"] > LIMITS["max_tensor_bytes"]:
                 raise FormatError(f"{where}: limit max_tensor_bytes exceeded by the base")
-            check_row_map(t["shape"], b["shape"], b["rows"], where)
-            total += n * t["width"]  # §6.3.1: the base is hashed whole
+            check_base_map(t, b["shape"], b, where)
+            total += n * t["width"]  # §6.3.1, §6.3.4: the base is hashed whole
         elif b["kind"] in ("external", "external_widened"):
             if b["file"] >= len(idx["base_files"]):
                 raise FormatError(f"{where}: external base file index out of range")
@@ -500,19 +507,52 @@ def validate(data: bytes, header: dict, idx: dict) -> None:
     check_layout(data, header, idx)
 
 
-def check_row_map(tshape: list, bshape: list, rows: list, where: str) -> None:  # §6.3.1
-    if not tshape or len(tshape) != len(bshape) or tshape[1:] != bshape[1:]:
-        raise FormatError(f"{where}: row-mapped base shape {bshape} does not fit {tshape}")
+def map_kind(b: dict) -> str:
+    return "sliced" if b["kind"].endswith("_slices") else "row-mapped"
+
+
+def check_base_map(t: dict, bshape: list, b: dict, where: str) -> int:
+    """The map of a row-mapped (§6.3.1) or sliced (§6.3.4, v1.5) base `b`
+    of shape `bshape`, predicting target `t`, is valid; returns the row
+    length in elements."""
+    tshape = t["shape"]
+    if b["kind"].endswith("_rows"):  # §6.3.1 rule 1: rows along the first dimension
+        if not tshape or len(tshape) != len(bshape) or tshape[1:] != bshape[1:]:
+            raise FormatError(f"{where}: row-mapped base shape {bshape} does not fit {tshape}")
+        check_runs(b["rows"], tshape[0], bshape[0], True, where)
+        return row_elems(tshape)
+    # §6.3.4 rule 1: rows of R consecutive elements; R divides both counts.
+    r = b["row_elems"]
+    n, m = elem_count(t), 1
+    for d in bshape:
+        m *= d
+    if r < 1:
+        raise FormatError(f"{where}: sliced base row_elems 0 (must be at least 1)")
+    if n % r:
+        raise FormatError(f"{where}: sliced base row_elems {r} does not divide the tensor's {n} elements")
+    if m % r:
+        raise FormatError(f"{where}: sliced base row_elems {r} does not divide the base's {m} elements")
+    # Rules 2 and 3: bounds as §6.3.1; increasing in the target only.
+    check_runs(b["rows"], n // r, m // r, False, where)
+    return r
+
+
+def check_runs(rows: list, t_rows: int, b_rows: int, base_ordered: bool, where: str) -> None:
+    """§6.3.1 rules 2 and 3 over a target of `t_rows` rows and a base of
+    `b_rows`; with `base_ordered` false (a sliced base, §6.3.4 rule 3) the
+    base rows may come in any order and repeat."""
     t_next = b_next = 0
     for start, base_start, count in rows:
         if count < 1:
             raise FormatError(f"{where}: empty row run")
         if start + count > U64_MAX or base_start + count > U64_MAX:
             raise FormatError(f"{where}: row run overflows")
-        if start < t_next or base_start < b_next:
+        if start < t_next or (base_ordered and base_start < b_next):
             raise FormatError(f"{where}: row runs overlap or are out of order")
-        if start + count > tshape[0] or base_start + count > bshape[0]:
-            raise FormatError(f"{where}: row run past the last row")
+        if start + count > t_rows:
+            raise FormatError(f"{where}: row run past the last row of the tensor ({t_rows} rows)")
+        if base_start + count > b_rows:
+            raise FormatError(f"{where}: row run past the last row of the base ({b_rows} rows)")
         t_next, b_next = start + count, base_start + count
 
 
@@ -574,6 +614,10 @@ def dequantize(t: dict, q: bytes, q_dtype: str, scales: bytes, axis: str) -> byt
 
 def check_minor_features(header: dict, idx: dict) -> None:
     """§8.2: a file uses only variants that its `minor` defines."""
+    if header["minor"] < 5:
+        for t in idx["tensors"]:
+            if t["base"]["kind"] in ("inline_slices", "external_slices"):
+                raise FormatError(f"{tname(t, False)}: a sliced base (v1.5) in a minor {header['minor']} file")
     if header["minor"] < 4:
         for table, is_base in ((idx["bases"], True), (idx["tensors"], False)):
             for t in table:
@@ -1170,8 +1214,8 @@ class Reader:
             return widen(self.inline_base(b["index"]), bt["dtype"], t["dtype"])
         if b["kind"] == "external":
             return self.external_base(t, b, t["dtype"], nbytes)
-        if b["kind"] == "inline_rows":  # §6.3.2 (v1.2)
-            return row_predictor(t, self.inline_base(b["index"]), b["rows"])
+        if b["kind"] in ("inline_rows", "inline_slices"):  # §6.3.2 (v1.2), §6.3.4 (v1.5)
+            return row_predictor(t, self.inline_base(b["index"]), b)
         if b["kind"] == "inline_dequant":  # §6.4.2 (v1.2)
             qt = self.index["bases"][b["q"]]
             return dequantize(t, self.inline_base(b["q"]), qt["dtype"],
@@ -1185,12 +1229,12 @@ class Reader:
             s = self.external_base(t, {"file": b["file"], "name": b["scale_name"], "sha256": b["scale_sha256"]},
                                    "F32", 4 * count, b["scale_shape"])
             return dequantize(t, q, b["q_dtype"], s, b["axis"])
-        if b["kind"] == "external_rows":
+        if b["kind"] in ("external_rows", "external_slices"):
             bn = 1
             for d in b["shape"]:
                 bn *= d
             data = self.external_base(t, b, t["dtype"], bn * t["width"], b["shape"])
-            return row_predictor(t, data, b["rows"])
+            return row_predictor(t, data, b)
         narrow = self.external_base(t, b, b["dtype"], n * DTYPES_BY_NAME[b["dtype"]])
         return widen(narrow, b["dtype"], t["dtype"])
 
@@ -1257,13 +1301,13 @@ class Reader:
             yield x["name"], x["contents"]
 
 
-def row_predictor(t: dict, base: bytes, rows: list) -> bytes:  # §6.3.2 (v1.2)
-    """The target-sized predictor: mapped rows copied from the base, the rest zero."""
-    rb = t["width"]
-    for d in t["shape"][1:]:
-        rb *= d
+def row_predictor(t: dict, base: bytes, b: dict) -> bytes:  # §6.3.2 (v1.2), §6.3.4 (v1.5)
+    """The target-sized predictor of a row-mapped or sliced base `b`: mapped
+    rows copied from the base, the rest zero."""
+    r = b["row_elems"] if b["kind"].endswith("_slices") else row_elems(t["shape"])
+    rb = r * t["width"]
     out = bytearray(elem_count(t) * t["width"])
-    for start, base_start, count in rows:
+    for start, base_start, count in b["rows"]:
         out[start * rb:(start + count) * rb] = base[base_start * rb:(base_start + count) * rb]
     return bytes(out)
 
@@ -1294,7 +1338,7 @@ def describe_tensor(t: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="Independent .tpde v1.0-v1.4 reader (spec/FORMAT.md).")
+    ap = argparse.ArgumentParser(description="Independent .tpde v1.0-v1.5 reader (spec/FORMAT.md).")
     ap.add_argument("archive")
     ap.add_argument("--base", action="append", default=[],
                     help="external base: a .safetensors file or a directory of them (repeatable)")

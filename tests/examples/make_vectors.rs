@@ -1429,7 +1429,11 @@ fn v15_set() -> (Vec<TensorData>, Vec<TensorData>) {
         }
         t
     };
-    let (w, b, h) = (words(&mut rng, 96), words(&mut rng, 96), words(&mut rng, 16));
+    let (w, b, h) = (
+        words(&mut rng, 96),
+        words(&mut rng, 96),
+        words(&mut rng, 16),
+    );
     let row = |x: &[u8], r: usize, len: usize| x[r * len * 4..(r + 1) * len * 4].to_vec();
     let mut gw: Vec<u8> = [4, 5, 6, 7, 0, 1, 2, 3, 8, 9, 10, 11]
         .iter()

@@ -937,3 +937,101 @@ fn spec_reader_refuses_v14_violations() {
     let err = failing(&p.to_bytes(), None);
     assert!(err.contains("a.f32") && err.contains("sha256"), "{err}");
 }
+
+/// The v1.5 rules of §6.3.4 and §8.2.3, each broken in a copy of a sliced
+/// vector (gru.w [12, 8], gru.b [48] and head.w [1, 16] over inline bases
+/// [1, 12, 8], [1, 96] and [16, 1]): the spec reader refuses every one,
+/// and accepts base rows out of order or taken twice.
+#[test]
+fn spec_reader_refuses_v15_violations() {
+    use tpde_format::format::RowRun;
+    use tpde_tests::hostile::Parts;
+    require_python();
+    let good = std::fs::read(vectors_v1().join("v15_slices_inline.tpde")).unwrap();
+    let edit = |name: &str, f: &dyn Fn(&mut u64, &mut Vec<RowRun>)| {
+        let mut p = Parts::parse(&good);
+        let t = p.target(name);
+        let BaseRef::InlineSlices {
+            row_elems, rows, ..
+        } = &mut p.index.tensors[t].base
+        else {
+            panic!("{name} has a sliced base")
+        };
+        f(row_elems, rows);
+        p.to_bytes()
+    };
+    // The control: the vector taken apart and put back unchanged (its index
+    // recompressed), whose runs take base rows out of order (gru.w: 4..,
+    // then 0..; gru.b: 1, then 0), is read.
+    let p = Parts::parse(&good);
+    let BaseRef::InlineSlices { rows, .. } = &p.index.tensors[p.target("gru.b")].base else {
+        panic!("gru.b has a sliced base")
+    };
+    assert!(rows[1].base_start < rows[0].base_start, "{rows:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("same.tpde");
+    std::fs::write(&path, edit("gru.b", &|_, _| {})).unwrap();
+    run_ok(&path, None, None);
+    // (a) A minor-4 header over a sliced base.
+    let mut p = Parts::parse(&good);
+    p.header.minor = 4;
+    let err = failing(&p.to_bytes(), None);
+    assert!(
+        err.contains("sliced base (v1.5) in a minor 4 file"),
+        "{err}"
+    );
+    // (b) row_elems 0.
+    let err = failing(&edit("gru.w", &|r, _| *r = 0), None);
+    assert!(
+        err.contains("'gru.w'") && err.contains("row_elems 0"),
+        "{err}"
+    );
+    // (c) row_elems not dividing the target's element count (96)...
+    let err = failing(&edit("gru.w", &|r, _| *r = 7), None);
+    assert!(
+        err.contains("row_elems 7 does not divide the tensor's 96 elements"),
+        "{err}"
+    );
+    // ... or the base's: every divisor of an inline base's count here
+    // divides its target's too, so an external base's recorded shape.
+    let ext = std::fs::read(vectors_v1().join("v15_slices_external.tpde")).unwrap();
+    let mut p = Parts::parse(&ext);
+    let t = p.target("gru.w");
+    let BaseRef::ExternalSlices { shape, .. } = &mut p.index.tensors[t].base else {
+        panic!("gru.w has a sliced base")
+    };
+    *shape = vec![1, 100];
+    let base = vectors_v1().join("base_v15.safetensors");
+    let err = failing(&p.to_bytes(), Some(&base));
+    assert!(
+        err.contains("row_elems 8 does not divide the base's 100 elements"),
+        "{err}"
+    );
+    // (d) Runs out of order, and overlapping, in the target.
+    let err = failing(&edit("gru.w", &|_, r| r.swap(0, 1)), None);
+    assert!(err.contains("out of order"), "{err}");
+    let err = failing(&edit("gru.w", &|_, r| r[1].start = 2), None);
+    assert!(err.contains("overlap"), "{err}");
+    // (e) A run past the last row: of the target (12 rows of 8)...
+    let err = failing(
+        &edit("gru.w", &|_, r| r.last_mut().unwrap().count += 1),
+        None,
+    );
+    assert!(err.contains("past the last row of the tensor"), "{err}");
+    // ... and of the base (6 rows of 16).
+    let err = failing(&edit("gru.b", &|_, r| r[2].base_start = 6), None);
+    assert!(err.contains("past the last row of the base"), "{err}");
+    let err = failing(&edit("gru.b", &|_, r| r[0].base_start = u64::MAX), None);
+    assert!(err.contains("overflows"), "{err}");
+    // An empty run.
+    let err = failing(&edit("head.w", &|_, r| r[0].count = 0), None);
+    assert!(err.contains("empty row run"), "{err}");
+    // Two runs taking the same base row are a valid map (§6.3.4 rule 3):
+    // the reader builds the predictor, and only the digest tells it is
+    // not the one the tensor was packed with.
+    let err = failing(&edit("gru.b", &|_, r| r[1].base_start = 1), None);
+    assert!(
+        err.contains("'gru.b'") && err.contains("sha256") && !err.contains("row run"),
+        "{err}"
+    );
+}

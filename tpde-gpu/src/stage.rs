@@ -596,7 +596,14 @@ fn predict<D: AsRef<[u8]> + Sync>(
                 for s in segs {
                     let t = (s.target - target.start) as usize;
                     let dst = &mut out[t..t + s.len as usize];
-                    read_src(archive, src, s.base..s.base + s.len, dev, &mut bufs.held, dst)?;
+                    read_src(
+                        archive,
+                        src,
+                        s.base..s.base + s.len,
+                        dev,
+                        &mut bufs.held,
+                        dst,
+                    )?;
                 }
                 return Ok(());
             }

@@ -6,11 +6,11 @@
 //! A row-mapped base's row is a slice along the first dimension; a sliced
 //! base reads both tensors as flat sequences of rows of a length it states.
 //! The row map is a list of runs `(start, base_start, count)`: target rows
-//! `start..start + count` are predicted by base rows `base_start..base_start
-//! + count`; rows no run covers are predicted by zero bits. Runs increase in
-//! the target, so the predictor of a target range is found by one binary
-//! search; a row-mapped base's runs also increase in the base (a sliced
-//! base's may take base rows in any order).
+//! from `start` on (`count` of them) are predicted by base rows from
+//! `base_start` on; rows no run covers are predicted by zero bits. Runs
+//! increase in the target, so the predictor of a target range is found by
+//! one binary search; a row-mapped base's runs also increase in the base (a
+//! sliced base's may take base rows in any order).
 
 use std::ops::Range;
 
@@ -200,7 +200,10 @@ mod tests {
         let gates = [run(0, 1, 1), run(1, 0, 1), run(2, 2, 1)];
         assert_eq!(check_slices(384, 768, 128, &gates), Ok(()));
         // The same base row twice is allowed too (a repeated slice).
-        assert_eq!(check_slices(256, 128, 128, &[run(0, 0, 1), run(1, 0, 1)]), Ok(()));
+        assert_eq!(
+            check_slices(256, 128, 128, &[run(0, 0, 1), run(1, 0, 1)]),
+            Ok(())
+        );
         assert_eq!(
             check_slices(384, 768, 0, &[]),
             Err("sliced base with rows of 0 elements")

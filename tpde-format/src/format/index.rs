@@ -275,10 +275,9 @@ impl BaseRef {
     /// row-mapped base of a 0-d target (which validation rejects).
     pub fn row_map(&self, shape: &[u64]) -> Option<(&[RowRun], u64)> {
         match self {
-            BaseRef::InlineRows { rows, .. } | BaseRef::ExternalRows { rows, .. } => Some((
-                rows,
-                crate::codec::rows::row_bytes(shape, 1).unwrap_or(0),
-            )),
+            BaseRef::InlineRows { rows, .. } | BaseRef::ExternalRows { rows, .. } => {
+                Some((rows, crate::codec::rows::row_bytes(shape, 1).unwrap_or(0)))
+            }
             BaseRef::InlineSlices {
                 rows, row_elems, ..
             }

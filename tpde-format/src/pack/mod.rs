@@ -126,15 +126,25 @@ pub fn pack(
                 .collect();
             let mut maps = row_match::find_row_maps(b, &unmatched)?;
             if opts.write.max_minor() >= 5 {
-                // Still nothing, not even quantized codes: slices (v1.5).
+                // No row map, nor quantized codes, or a row map that leaves
+                // rows unmatched (rows in another order): slices (v1.5),
+                // kept where they match more bytes.
                 let left: Vec<_> = unmatched
                     .into_iter()
-                    .filter(|(f, t)| {
-                        !maps.contains_key(&(f.name.clone(), t.name.clone()))
-                            && find_quantized(b, t).is_none()
+                    .filter(|(f, t)| match maps.get(&(f.name.clone(), t.name.clone())) {
+                        Some(m) => m.matched_bytes < t.len,
+                        None => find_quantized(b, t).is_none(),
                     })
                     .collect();
-                maps.extend(row_match::find_slice_maps(b, &left)?);
+                let embedded = opts.base_mode != BaseMode::External;
+                for (k, m) in row_match::find_slice_maps(b, &left, embedded)? {
+                    if maps
+                        .get(&k)
+                        .is_none_or(|old| m.matched_bytes > old.matched_bytes)
+                    {
+                        maps.insert(k, m);
+                    }
+                }
             }
             maps
         }

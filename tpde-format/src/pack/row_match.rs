@@ -45,6 +45,9 @@ pub struct RowMatch {
     /// tensors (a row-mapped base, v1.2); `Some(r)`: rows of `r` elements,
     /// base rows in any order (a sliced base, v1.5).
     pub row_elems: Option<u64>,
+    /// Target bytes in rows equal to their base row (the others are
+    /// predicted by another row, or by zero).
+    pub matched_bytes: u64,
 }
 
 /// Hashes of the rows of one base tensor: hash -> rows, ascending.
@@ -97,8 +100,14 @@ pub fn find_row_maps(
             if !same_name && !sample_hits(&f.source(t), t.len, row_bytes(t), index)? {
                 continue;
             }
-            let (matched, mut rows) =
-                match_rows(&f.source(t), t.len, row_bytes(t), &bf.source(bt), index, true)?;
+            let (matched, mut rows) = match_rows(
+                &f.source(t),
+                t.len,
+                row_bytes(t),
+                &bf.source(bt),
+                index,
+                true,
+            )?;
             let enough = matched as f64 >= MIN_MATCHED_SHARE * t.shape[0] as f64;
             if !enough && same_name {
                 // Few verbatim rows, same name: a resized vocabulary whose
@@ -121,6 +130,7 @@ pub fn find_row_maps(
                         tensor: bti,
                         rows,
                         row_elems: None,
+                        matched_bytes: matched * row_bytes(t),
                     },
                 ));
                 if same_name {
@@ -267,6 +277,11 @@ const MIN_SLICE_ROW_BYTES: u64 = 16;
 /// A 1-d target is tried as up to this many equal rows (the gates of an
 /// RNN bias: 3 for a GRU, 4 for an LSTM; a fused QKV bias: 3).
 const MAX_SLICE_PARTS: u64 = 8;
+/// Where the archive embeds its bases, a sliced base is taken only when
+/// the base tensor is at most this many times the bytes it predicts
+/// verbatim: embedding a large tensor to predict a few of its rows costs
+/// more than storing those rows.
+const MAX_EMBEDDED_SPREAD: u64 = 2;
 /// A row length that is not the target's own row (a 1-d target's parts, a
 /// whole tensor) is looked for only in base tensors at most this many times
 /// the target's size: a fused tensor holds a few such parts, and indexing
@@ -278,19 +293,23 @@ const MAX_SLICE_SPREAD: u64 = 16;
 const SLICE_BUDGET_BYTES: u64 = 64 << 20;
 
 /// (v1.5) Finds sliced maps (spec §6.3.4) for the target tensors `wanted`
-/// (file name, tensor), which have no base of any other kind. Each target
+/// (file name, tensor), which have no base of any other kind, or a row map
+/// that leaves rows unmatched (the caller keeps whichever matches more). Each target
 /// is tried with the row lengths [`slice_lengths`] lists, longest first,
 /// against base tensors of its dtype whose length they divide; the map
 /// matching the most bytes is kept when it covers at least a quarter of the
 /// target's rows (ties: the longer rows, which need fewer runs). A map that
 /// a row-mapped base (v1.2) can state is returned as one (`row_elems: None`).
+/// `embedded`: the archive embeds the base tensors it uses (see
+/// [`MAX_EMBEDDED_SPREAD`]).
 pub fn find_slice_maps(
     base: &Checkpoint,
     wanted: &[(&SourceFile, &SourceTensor)],
+    embedded: bool,
 ) -> Result<HashMap<(String, String), RowMatch>> {
-    let mut budget = wanted
-        .iter()
-        .fold(SLICE_BUDGET_BYTES, |a, (_, t)| a.saturating_add(t.len.saturating_mul(4)));
+    let mut budget = wanted.iter().fold(SLICE_BUDGET_BYTES, |a, (_, t)| {
+        a.saturating_add(t.len.saturating_mul(4))
+    });
     let mut indexes: HashMap<(usize, usize, u64), RowIndex> = HashMap::new();
     let mut found = HashMap::new();
     for &(f, t) in wanted {
@@ -329,11 +348,12 @@ pub fn find_slice_maps(
                     }
                     let (matched, rows) =
                         match_rows(&tsrc, t.len, rb, &bf.source(bt), index, false)?;
-                    let enough = matched as f64 >= MIN_MATCHED_SHARE * t_rows as f64;
+                    let enough = matched as f64 >= MIN_MATCHED_SHARE * t_rows as f64
+                        && !(embedded && bt.len > MAX_EMBEDDED_SPREAD * matched * rb);
                     if enough && best.as_ref().is_none_or(|(m, _)| matched * rb > *m) {
-                        let ordered = rows.windows(2).all(|p| {
-                            p[0].base_start + p[0].count <= p[1].base_start
-                        });
+                        let ordered = rows
+                            .windows(2)
+                            .all(|p| p[0].base_start + p[0].count <= p[1].base_start);
                         let v12 = ordered
                             && Some(r) == natural
                             && t.shape.len() == bt.shape.len()
@@ -343,6 +363,7 @@ pub fn find_slice_maps(
                             tensor: bti,
                             rows,
                             row_elems: (!v12).then_some(r),
+                            matched_bytes: matched * rb,
                         };
                         best = Some((matched * rb, m));
                     }

@@ -938,7 +938,12 @@ pub fn row_specs(rng: &mut Rng) -> Vec<Spec> {
             vec![48, 16],
             vec![1, 60, 16],
             16,
-            vec![run(0, 20, 10), run(10, 0, 10), run(20, 40, 8), run(30, 5, 18)],
+            vec![
+                run(0, 20, 10),
+                run(10, 0, 10),
+                run(20, 40, 8),
+                run(30, 5, 18),
+            ],
             64,
         ),
         (
@@ -1018,12 +1023,14 @@ pub fn row_specs(rng: &mut Rng) -> Vec<Spec> {
     ];
     let ops = [Op::Xor, Op::Add, Op::AddZigzag, Op::Replace];
     let mut specs = Vec::new();
-    let rows_cases = cases.into_iter().map(|(name, dtype, trailing, b_rows, t_rows, runs, ce)| {
-        let row_elems: u64 = trailing.iter().product();
-        let shape: Vec<u64> = std::iter::once(t_rows).chain(trailing.clone()).collect();
-        let base_shape: Vec<u64> = std::iter::once(b_rows).chain(trailing).collect();
-        (name, dtype, shape, base_shape, row_elems, None, runs, ce)
-    });
+    let rows_cases = cases
+        .into_iter()
+        .map(|(name, dtype, trailing, b_rows, t_rows, runs, ce)| {
+            let row_elems: u64 = trailing.iter().product();
+            let shape: Vec<u64> = std::iter::once(t_rows).chain(trailing.clone()).collect();
+            let base_shape: Vec<u64> = std::iter::once(b_rows).chain(trailing).collect();
+            (name, dtype, shape, base_shape, row_elems, None, runs, ce)
+        });
     let sliced_cases = sliced
         .into_iter()
         .map(|(name, dtype, shape, base_shape, r, runs, ce)| {
