@@ -108,6 +108,12 @@ pub fn builtin(root: &Path, shared: &Path, corpus: &Path) -> Vec<Pair> {
             Kind::Related,
         ),
         pair(
+            "akiki vad: safetensors, base = its ONNX export (renamed, reshaped, gates reordered)",
+            Some(c("akiki.onnx.fp32.safetensors")),
+            c("akiki.st.fp32.safetensors"),
+            Kind::Related,
+        ),
+        pair(
             "minilm6 fp32 alone (no base)",
             None,
             c("minilm6.fp32.safetensors"),

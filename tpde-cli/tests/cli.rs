@@ -1042,6 +1042,107 @@ fn row_mapped_bases_for_a_resized_vocabulary() {
     assert!(sizes[1] * 3 < sizes[2], "{sizes:?}");
 }
 
+/// An RNN exported twice (format 1.5 sliced bases): the target's weight is
+/// the base's rank-3 tensor with two gate blocks swapped, its bias a slice of
+/// a fused one with gates swapped, its head a `[1, 64]` stored as `[64, 1]`,
+/// all under other names. `pack` says how many tensors are sliced, `inspect`
+/// shows the rows and their length, `--format 1.4` gives them up (stored
+/// standalone: the archive holds every element), and every archive unpacks
+/// byte-identically.
+#[test]
+fn sliced_bases_for_an_rnn_exported_under_other_names_and_shapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut words = |n: usize| -> Vec<u8> {
+        (0..n)
+            .flat_map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x as u32).to_le_bytes()
+            })
+            .collect()
+    };
+    let (w, b, h) = (words(6 * 64), words(6 * 64), words(64));
+    let row = |m: &[u8], r: usize| m[r * 256..(r + 1) * 256].to_vec();
+    let base = dir.path().join("export.safetensors");
+    write_safetensors(
+        &base,
+        &[
+            ("onnx::GRU_1", Dtype::F32, &[1, 6, 64], &w),
+            ("onnx::GRU_2", Dtype::F32, &[1, 384], &b),
+            ("onnx::MatMul_3", Dtype::F32, &[64, 1], &h),
+        ],
+    );
+    let gw: Vec<u8> = [2, 3, 0, 1, 4, 5]
+        .iter()
+        .flat_map(|&r| row(&w, r))
+        .collect();
+    let gb: Vec<u8> = [4, 3, 5].iter().flat_map(|&r| row(&b, r)).collect();
+    let target = dir.path().join("native.safetensors");
+    write_safetensors(
+        &target,
+        &[
+            ("rnn.weight", Dtype::F32, &[6, 64], &gw),
+            ("rnn.bias", Dtype::F32, &[192], &gb),
+            ("head.weight", Dtype::F32, &[1, 64], &h),
+        ],
+    );
+    let (t, bp) = (p(&target).to_owned(), p(&base).to_owned());
+    let mut sizes = Vec::new();
+    for (name, extra) in [
+        ("inline.tpde", vec![]),
+        ("external.tpde", vec!["--external-base"]),
+        ("v14.tpde", vec!["--external-base", "--format", "1.4"]),
+    ] {
+        let archive = dir.path().join(name);
+        let mut args = vec!["pack", "--target", &t, "--base", &bp, "-o", p(&archive)];
+        args.extend(extra.iter().copied());
+        let o = tpde(&args);
+        expect_code(&o, 0);
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        let o = tpde(["inspect", p(&archive), "--json"]);
+        expect_code(&o, 0);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let tensors = v["tensors"].as_array().unwrap();
+        if name == "v14.tpde" {
+            assert!(!out.contains("sliced"), "{out}");
+            // The lowest version it needs: 1.3 (a compressed index).
+            assert_eq!(v["format_version"], "1.3");
+            assert!(tensors.iter().all(|x| x["base"] == "none"), "{v}");
+        } else {
+            assert!(out.contains("(3 sliced"), "{out}");
+            assert_eq!(v["format_version"], "1.5");
+            for (tensor, rows, row_elems) in [
+                ("rnn.weight", 6, 64),
+                ("rnn.bias", 3, 64),
+                ("head.weight", 1, 64),
+            ] {
+                let x = tensors.iter().find(|x| x["name"] == tensor).unwrap();
+                assert!(x["base"].as_str().unwrap().ends_with("-slices"), "{x}");
+                assert_eq!(
+                    (x["mapped_rows"].clone(), x["row_elems"].clone()),
+                    (rows.into(), row_elems.into())
+                );
+            }
+            let table =
+                String::from_utf8_lossy(&tpde(["inspect", p(&archive)]).stdout).into_owned();
+            assert!(table.contains("onnx::GRU_2, 3/3 rows of 64"), "{table}");
+        }
+        let back = dir.path().join(format!("{name}.out"));
+        let o = tpde(["unpack", p(&archive), "--base", &bp, "-o", p(&back)]);
+        expect_code(&o, 0);
+        assert_eq!(
+            fs::read(&back).unwrap(),
+            fs::read(&target).unwrap(),
+            "{name}"
+        );
+        sizes.push(fs::metadata(&archive).unwrap().len());
+    }
+    // Sliced, the delta is the index; given up, every element is stored.
+    assert!(sizes[1] * 2 < sizes[2], "{sizes:?}");
+}
+
 /// An int8 release as the base of its F32 original (format 1.2 quantized
 /// bases): `pack` finds `NAME.q` and `NAME.scale`, an F32 target that is
 /// exactly `f32(q) × scale` costs nothing, and every archive unpacks

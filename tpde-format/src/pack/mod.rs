@@ -126,14 +126,18 @@ pub fn pack(
                 .collect();
             let mut maps = row_match::find_row_maps(b, &unmatched)?;
             if opts.write.max_minor() >= 5 {
-                // No row map, nor quantized codes, or a row map that leaves
-                // rows unmatched (rows in another order): slices (v1.5),
-                // kept where they match more bytes.
-                let left: Vec<_> = unmatched
+                // No row map, nor quantized codes: slices of any base
+                // tensor (v1.5); a row map that leaves rows unmatched (rows
+                // in another order?): slices of its own base tensor, kept
+                // where they match more bytes.
+                let left: Vec<row_match::SliceWanted<'_>> = unmatched
                     .into_iter()
-                    .filter(|(f, t)| match maps.get(&(f.name.clone(), t.name.clone())) {
-                        Some(m) => m.matched_bytes < t.len,
-                        None => find_quantized(b, t).is_none(),
+                    .filter_map(|(f, t)| match maps.get(&(f.name.clone(), t.name.clone())) {
+                        Some(m) if m.matched_bytes < t.len => {
+                            Some((f, t, Some((m.file, m.tensor))))
+                        }
+                        Some(_) => None,
+                        None => find_quantized(b, t).is_none().then_some((f, t, None)),
                     })
                     .collect();
                 let embedded = opts.base_mode != BaseMode::External;

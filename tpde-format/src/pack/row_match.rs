@@ -293,8 +293,10 @@ const MAX_SLICE_SPREAD: u64 = 16;
 const SLICE_BUDGET_BYTES: u64 = 64 << 20;
 
 /// (v1.5) Finds sliced maps (spec §6.3.4) for the target tensors `wanted`
-/// (file name, tensor), which have no base of any other kind, or a row map
-/// that leaves rows unmatched (the caller keeps whichever matches more). Each target
+/// (file, tensor, and the one base tensor `(file, tensor)` to try, if
+/// restricted), which have no base of any other kind, or a row map that
+/// leaves rows unmatched (retried against its own base tensor, rows in any
+/// order; the caller keeps whichever matches more). Each target
 /// is tried with the row lengths [`slice_lengths`] lists, longest first,
 /// against base tensors of its dtype whose length they divide; the map
 /// matching the most bytes is kept when it covers at least a quarter of the
@@ -304,15 +306,15 @@ const SLICE_BUDGET_BYTES: u64 = 64 << 20;
 /// [`MAX_EMBEDDED_SPREAD`]).
 pub fn find_slice_maps(
     base: &Checkpoint,
-    wanted: &[(&SourceFile, &SourceTensor)],
+    wanted: &[SliceWanted<'_>],
     embedded: bool,
 ) -> Result<HashMap<(String, String), RowMatch>> {
-    let mut budget = wanted.iter().fold(SLICE_BUDGET_BYTES, |a, (_, t)| {
+    let mut budget = wanted.iter().fold(SLICE_BUDGET_BYTES, |a, (_, t, _)| {
         a.saturating_add(t.len.saturating_mul(4))
     });
     let mut indexes: HashMap<(usize, usize, u64), RowIndex> = HashMap::new();
     let mut found = HashMap::new();
-    for &(f, t) in wanted {
+    for &(f, t, only) in wanted {
         if t.len < MIN_SLICE_TARGET_BYTES {
             continue;
         }
@@ -324,7 +326,8 @@ pub fn find_slice_maps(
             let t_rows = t.len / rb;
             for (bfi, bf) in base.files.iter().enumerate() {
                 for (bti, bt) in bf.tensors.iter().enumerate() {
-                    if bt.dtype != t.dtype
+                    if only.is_some_and(|o| o != (bfi, bti))
+                        || bt.dtype != t.dtype
                         || bt.len < rb
                         || bt.len % rb != 0
                         || (Some(r) != natural || t.shape.len() < 2)
@@ -379,6 +382,10 @@ pub fn find_slice_maps(
     }
     Ok(found)
 }
+
+/// A target file and tensor for [`find_slice_maps`], and the one base
+/// tensor (file, tensor indices) to try, if restricted.
+pub type SliceWanted<'a> = (&'a SourceFile, &'a SourceTensor, Option<(usize, usize)>);
 
 /// Row lengths (elements) the sliced search tries for `t`, longest first:
 /// its own rows (along the first dimension) and the whole tensor for a
