@@ -564,3 +564,69 @@ impl TensorRecord {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bincode::Options as _;
+
+    fn wire(b: &BaseRef) -> Vec<u8> {
+        super::super::bincode_options(1 << 20).serialize(b).unwrap()
+    }
+
+    fn le(words: &[u64]) -> Vec<u8> {
+        words.iter().flat_map(|w| w.to_le_bytes()).collect()
+    }
+
+    fn run(start: u64, base_start: u64, count: u64) -> RowRun {
+        RowRun {
+            start,
+            base_start,
+            count,
+        }
+    }
+
+    #[test]
+    fn spec_4_0_5_row_map_example() {
+        // `InlineRows { index: 0, rows: [(0, 0, 2), (2, 3, 2)] }`: the
+        // variant, the index, then the 56-byte run list the spec spells out.
+        let b = BaseRef::InlineRows {
+            index: 0,
+            rows: vec![run(0, 0, 2), run(2, 3, 2)],
+        };
+        let mut want = vec![5, 0, 0, 0, 0, 0, 0, 0];
+        want.extend(le(&[2, 0, 0, 2, 2, 3, 2]));
+        assert_eq!(wire(&b), want);
+    }
+
+    #[test]
+    fn spec_4_0_8_sliced_base_example() {
+        // A [384] bias from a fused [1, 768] one, first two gates of 128
+        // swapped: 96 bytes.
+        let b = BaseRef::InlineSlices {
+            index: 2,
+            row_elems: 128,
+            rows: vec![run(0, 1, 1), run(1, 0, 1), run(2, 2, 1)],
+        };
+        let mut want = vec![9, 0, 0, 0, 2, 0, 0, 0];
+        want.extend(le(&[128, 3, 0, 1, 1, 1, 0, 1, 2, 2, 1]));
+        assert_eq!(want.len(), 96);
+        assert_eq!(wire(&b), want);
+        // ExternalSlices is variant 10 (`0A 00 00 00`), `row_elems` after
+        // the base shape.
+        let e = BaseRef::ExternalSlices {
+            file: 0,
+            name: "b".into(),
+            sha256: [7; 32],
+            shape: vec![1, 768],
+            row_elems: 128,
+            rows: vec![],
+        };
+        let mut want = vec![10, 0, 0, 0, 0, 0, 0, 0];
+        want.extend(le(&[1]));
+        want.push(b'b');
+        want.extend([7u8; 32]);
+        want.extend(le(&[2, 1, 768, 128, 0]));
+        assert_eq!(wire(&e), want);
+    }
+}
