@@ -52,11 +52,7 @@ fn edit_slices(name: &str, f: impl FnOnce(&mut u64, &mut Vec<RowRun>)) -> Vec<u8
 }
 
 fn run(start: u64, base_start: u64, count: u64) -> RowRun {
-    RowRun {
-        start,
-        base_start,
-        count,
-    }
+    RowRun::new(start, base_start, count)
 }
 
 #[test]

@@ -105,6 +105,42 @@ fn p(path: &Path) -> &str {
 }
 
 /// Packs the example pair into `dir/name` with `extra` flags.
+/// `tpde pack --target T --base B -o ARCHIVE EXTRA…` (must succeed), then
+/// `inspect --json`; `unpack --base B` must rebuild `target` byte for byte.
+/// Returns pack's stdout and the inspect JSON.
+fn pack_inspect_unpack(
+    target: &Path,
+    base: &Path,
+    archive: &Path,
+    extra: &[&str],
+) -> (String, serde_json::Value) {
+    let mut args = vec![
+        "pack",
+        "--target",
+        p(target),
+        "--base",
+        p(base),
+        "-o",
+        p(archive),
+    ];
+    args.extend(extra.iter().copied());
+    let o = tpde(&args);
+    expect_code(&o, 0);
+    let out = stdout(&o);
+    let o = tpde(["inspect", p(archive), "--json"]);
+    expect_code(&o, 0);
+    let v = serde_json::from_slice(&o.stdout).unwrap();
+    let back = archive.with_extension("out");
+    let o = tpde(["unpack", p(archive), "--base", p(base), "-o", p(&back)]);
+    expect_code(&o, 0);
+    assert!(
+        fs::read(&back).unwrap() == fs::read(target).unwrap(),
+        "{}: unpacked file differs",
+        archive.display()
+    );
+    (out, v)
+}
+
 fn pack_example(dir: &Path, name: &str, extra: &[&str]) -> PathBuf {
     let out = dir.join(name);
     let mut args = vec!["pack", "--target", TARGET, "--base", BASE, "-o", p(&out)];
@@ -989,8 +1025,6 @@ fn row_mapped_bases_for_a_resized_vocabulary() {
             ("bias", Dtype::U8, &[64], &other),
         ],
     );
-    let t = p(&target).to_owned();
-    let b = p(&base).to_owned();
     let size = |a: &Path| fs::metadata(a).unwrap().len();
     let mut sizes = Vec::new();
     for (name, extra) in [
@@ -999,14 +1033,7 @@ fn row_mapped_bases_for_a_resized_vocabulary() {
         ("v11.tpde", vec!["--external-base", "--format", "1.1"]),
     ] {
         let archive = dir.path().join(name);
-        let mut args = vec!["pack", "--target", &t, "--base", &b, "-o", p(&archive)];
-        args.extend(extra.iter().copied());
-        let o = tpde(&args);
-        expect_code(&o, 0);
-        let out = String::from_utf8_lossy(&o.stdout).into_owned();
-        let o = tpde(["inspect", p(&archive), "--json"]);
-        expect_code(&o, 0);
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let (out, v) = pack_inspect_unpack(&target, &base, &archive, &extra);
         let embed = v["tensors"]
             .as_array()
             .unwrap()
@@ -1028,14 +1055,6 @@ fn row_mapped_bases_for_a_resized_vocabulary() {
                 String::from_utf8_lossy(&tpde(["inspect", p(&archive)]).stdout).into_owned();
             assert!(table.contains("133/143 rows"), "{table}");
         }
-        let back = dir.path().join(format!("{name}.out"));
-        let o = tpde(["unpack", p(&archive), "--base", &b, "-o", p(&back)]);
-        expect_code(&o, 0);
-        assert_eq!(
-            fs::read(&back).unwrap(),
-            fs::read(&target).unwrap(),
-            "{name}"
-        );
         sizes.push(size(&archive));
     }
     // The row map stores nothing for the kept rows; 1.1 stores them all.
@@ -1088,7 +1107,6 @@ fn sliced_bases_for_an_rnn_exported_under_other_names_and_shapes() {
             ("head.weight", Dtype::F32, &[1, 64], &h),
         ],
     );
-    let (t, bp) = (p(&target).to_owned(), p(&base).to_owned());
     let mut sizes = Vec::new();
     for (name, extra) in [
         ("inline.tpde", vec![]),
@@ -1096,14 +1114,7 @@ fn sliced_bases_for_an_rnn_exported_under_other_names_and_shapes() {
         ("v14.tpde", vec!["--external-base", "--format", "1.4"]),
     ] {
         let archive = dir.path().join(name);
-        let mut args = vec!["pack", "--target", &t, "--base", &bp, "-o", p(&archive)];
-        args.extend(extra.iter().copied());
-        let o = tpde(&args);
-        expect_code(&o, 0);
-        let out = String::from_utf8_lossy(&o.stdout).into_owned();
-        let o = tpde(["inspect", p(&archive), "--json"]);
-        expect_code(&o, 0);
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let (out, v) = pack_inspect_unpack(&target, &base, &archive, &extra);
         let tensors = v["tensors"].as_array().unwrap();
         if name == "v14.tpde" {
             assert!(!out.contains("sliced"), "{out}");
@@ -1129,14 +1140,6 @@ fn sliced_bases_for_an_rnn_exported_under_other_names_and_shapes() {
                 String::from_utf8_lossy(&tpde(["inspect", p(&archive)]).stdout).into_owned();
             assert!(table.contains("onnx::GRU_2, 3/3 rows of 64"), "{table}");
         }
-        let back = dir.path().join(format!("{name}.out"));
-        let o = tpde(["unpack", p(&archive), "--base", &bp, "-o", p(&back)]);
-        expect_code(&o, 0);
-        assert_eq!(
-            fs::read(&back).unwrap(),
-            fs::read(&target).unwrap(),
-            "{name}"
-        );
         sizes.push(fs::metadata(&archive).unwrap().len());
     }
     // Sliced, the delta is the index; given up, every element is stored.
@@ -1171,21 +1174,13 @@ fn quantized_base_for_a_dequantized_target() {
         &target,
         &[("w", Dtype::F32, &[rows as u64, cols as u64], &target_bytes)],
     );
-    let (t, b) = (p(&target).to_owned(), p(&base).to_owned());
     for (name, extra) in [
         ("inline.tpde", vec![]),
         ("external.tpde", vec!["--external-base"]),
         ("v11.tpde", vec!["--format", "1.1"]),
     ] {
         let archive = dir.path().join(name);
-        let mut args = vec!["pack", "--target", &t, "--base", &b, "-o", p(&archive)];
-        args.extend(extra.iter().copied());
-        let o = tpde(&args);
-        expect_code(&o, 0);
-        let out = String::from_utf8_lossy(&o.stdout).into_owned();
-        let o = tpde(["inspect", p(&archive), "--json"]);
-        expect_code(&o, 0);
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let (out, v) = pack_inspect_unpack(&target, &base, &archive, &extra);
         let w = &v["tensors"][0];
         if name == "v11.tpde" {
             assert_eq!(w["base"], "none", "{name}");
@@ -1196,14 +1191,6 @@ fn quantized_base_for_a_dequantized_target() {
             assert_eq!(w["base_tensor"], "w.q");
             assert_eq!(w["stored_bytes"], 0, "{name}: the predictor is exact");
         }
-        let back = dir.path().join(format!("{name}.out"));
-        let o = tpde(["unpack", p(&archive), "--base", &b, "-o", p(&back)]);
-        expect_code(&o, 0);
-        assert_eq!(
-            fs::read(&back).unwrap(),
-            fs::read(&target).unwrap(),
-            "{name}"
-        );
     }
 }
 

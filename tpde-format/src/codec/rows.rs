@@ -149,11 +149,7 @@ mod tests {
     use super::*;
 
     fn run(start: u64, base_start: u64, count: u64) -> RowRun {
-        RowRun {
-            start,
-            base_start,
-            count,
-        }
+        RowRun::new(start, base_start, count)
     }
 
     #[test]

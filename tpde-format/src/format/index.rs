@@ -237,6 +237,17 @@ pub struct RowRun {
     pub count: u64,
 }
 
+impl RowRun {
+    /// Target rows `start..start + count` predicted by base rows from `base_start`.
+    pub const fn new(start: u64, base_start: u64, count: u64) -> RowRun {
+        RowRun {
+            start,
+            base_start,
+            count,
+        }
+    }
+}
+
 impl BaseRef {
     /// True for the variants format 1.2 added (row-mapped and quantized bases).
     pub fn is_v12(&self) -> bool {
@@ -579,11 +590,7 @@ mod tests {
     }
 
     fn run(start: u64, base_start: u64, count: u64) -> RowRun {
-        RowRun {
-            start,
-            base_start,
-            count,
-        }
+        RowRun::new(start, base_start, count)
     }
 
     #[test]

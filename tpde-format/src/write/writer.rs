@@ -650,12 +650,19 @@ impl ArchiveWriter {
             BaseInput::Rows {
                 base: BaseInput::Inline { index, .. },
                 rows,
-                row_elems: None,
+                row_elems,
                 ..
-            } => BaseRef::InlineRows {
-                index: *index,
-                rows: rows.to_vec(),
-            },
+            } => {
+                let (index, rows) = (*index, rows.to_vec());
+                match row_elems {
+                    None => BaseRef::InlineRows { index, rows },
+                    Some(row_elems) => BaseRef::InlineSlices {
+                        index,
+                        row_elems,
+                        rows,
+                    },
+                }
+            }
             BaseInput::Rows {
                 base:
                     BaseInput::External {
@@ -663,40 +670,28 @@ impl ArchiveWriter {
                     },
                 base_shape,
                 rows,
-                row_elems: None,
-            } => BaseRef::ExternalRows {
-                file: *file,
-                name: (*name).to_owned(),
-                sha256: *sha256,
-                shape: base_shape.to_vec(),
-                rows: rows.to_vec(),
-            },
-            BaseInput::Rows {
-                base: BaseInput::Inline { index, .. },
-                rows,
-                row_elems: Some(r),
-                ..
-            } => BaseRef::InlineSlices {
-                index: *index,
-                row_elems: r,
-                rows: rows.to_vec(),
-            },
-            BaseInput::Rows {
-                base:
-                    BaseInput::External {
-                        file, name, sha256, ..
+                row_elems,
+            } => {
+                let (file, name, sha256) = (*file, (*name).to_owned(), *sha256);
+                let (shape, rows) = (base_shape.to_vec(), rows.to_vec());
+                match row_elems {
+                    None => BaseRef::ExternalRows {
+                        file,
+                        name,
+                        sha256,
+                        shape,
+                        rows,
                     },
-                base_shape,
-                rows,
-                row_elems: Some(r),
-            } => BaseRef::ExternalSlices {
-                file: *file,
-                name: (*name).to_owned(),
-                sha256: *sha256,
-                shape: base_shape.to_vec(),
-                row_elems: r,
-                rows: rows.to_vec(),
-            },
+                    Some(row_elems) => BaseRef::ExternalSlices {
+                        file,
+                        name,
+                        sha256,
+                        shape,
+                        row_elems,
+                        rows,
+                    },
+                }
+            }
             // Refused before any chunk was written (`base_src` above).
             BaseInput::Rows { .. } => {
                 return Err(Error::Usage(format!(

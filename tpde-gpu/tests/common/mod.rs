@@ -885,11 +885,7 @@ pub fn coverage(index: &Index) -> Vec<(ChunkKind, Op)> {
 }
 
 fn run(start: u64, base_start: u64, count: u64) -> RowRun {
-    RowRun {
-        start,
-        base_start,
-        count,
-    }
+    RowRun::new(start, base_start, count)
 }
 
 /// Target rows predicted by base row `2 i` one row at a time (never
