@@ -225,23 +225,23 @@ fn a_sliced_external_base_recorded_with_another_shape() {
     );
 }
 
-/// A `[1024, 16]` U8 target `emb2` whose rows are those of base `emb` (a
+/// A `[1024, 64]` U8 target `emb2` whose rows are those of base `emb` (a
 /// different name, so it is not its delta base), in the order `order`
 /// gives, packed by the writer with 4096-element chunks.
 fn reordered_rows(order: impl Fn(u64) -> u64) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let (tp, bp) = (dir.path().join("t.st"), dir.path().join("b.st"));
     let mut rng = tpde_tests::Rng(0x15);
-    let base: Vec<u8> = (0..1024 * 16).map(|_| rng.next_u64() as u8).collect();
+    let base: Vec<u8> = (0..1024 * 64).map(|_| rng.next_u64() as u8).collect();
     let target: Vec<u8> = (0..1024)
         .flat_map(|r| {
             let b = order(r) as usize;
-            base[b * 16..(b + 1) * 16].to_vec()
+            base[b * 64..(b + 1) * 64].to_vec()
         })
         .collect();
     let u8 = tpde_format::Dtype::U8;
-    write_safetensors(&tp, &[("emb2".into(), u8, vec![1024, 16], target)]);
-    write_safetensors(&bp, &[("emb".into(), u8, vec![1024, 16], base)]);
+    write_safetensors(&tp, &[("emb2".into(), u8, vec![1024, 64], target)]);
+    write_safetensors(&bp, &[("emb".into(), u8, vec![1024, 64], base)]);
     pack_bytes_with(
         &tp,
         Some(&bp),
@@ -253,8 +253,8 @@ fn reordered_rows(order: impl Fn(u64) -> u64) -> Vec<u8> {
 #[test]
 fn sliced_runs_that_revisit_base_chunks_count_against_the_output_limit() {
     // Rows reversed: 1024 one-row runs, each decoding a 4 KiB base chunk
-    // for 16 target bytes (§6.3.4 counts every run's chunks): about 4 MiB
-    // charged for a 16 KiB target. A rotation (two runs) is charged a few
+    // for 64 target bytes (§6.3.4 counts every run's chunks): about 4 MiB
+    // charged for a 64 KiB target. A rotation (two runs) is charged a few
     // chunks and passes the same limit.
     let limits = ReadLimits {
         max_total_output: 1 << 20,
@@ -268,7 +268,7 @@ fn sliced_runs_that_revisit_base_chunks_count_against_the_output_limit() {
     else {
         panic!("a sliced base: {:?}", p.index.tensors[0].base)
     };
-    assert_eq!((*row_elems, rows.len()), (16, 1024));
+    assert_eq!((*row_elems, rows.len()), (64, 1024));
     assert_err!(
         Archive::from_bytes(reversed.as_slice(), limits),
         Error::LimitExceeded {
@@ -291,13 +291,13 @@ fn a_writer_capped_below_1_5_never_slices() {
     let dir = tempfile::tempdir().unwrap();
     let (tp, bp) = (dir.path().join("t.st"), dir.path().join("b.st"));
     let u8 = tpde_format::Dtype::U8;
-    let base: Vec<u8> = (0..64 * 16).map(|i| (i * 7 % 251) as u8).collect();
+    let base: Vec<u8> = (0..64 * 64).map(|i| (i * 7 % 251) as u8).collect();
     let target: Vec<u8> = (0..64)
         .rev()
-        .flat_map(|r: usize| base[r * 16..(r + 1) * 16].to_vec())
+        .flat_map(|r: usize| base[r * 64..(r + 1) * 64].to_vec())
         .collect();
-    write_safetensors(&tp, &[("t".into(), u8, vec![64, 16], target)]);
-    write_safetensors(&bp, &[("b".into(), u8, vec![64, 16], base)]);
+    write_safetensors(&tp, &[("t".into(), u8, vec![64, 64], target)]);
+    write_safetensors(&bp, &[("b".into(), u8, vec![64, 64], base)]);
     for (minor, sliced) in [(4u16, false), (5, true)] {
         let a = pack_bytes_with(
             &tp,
@@ -310,4 +310,148 @@ fn a_writer_capped_below_1_5_never_slices() {
         assert!(p.header.minor <= minor, "cap 1.{minor}: {}", p.header.minor);
         decode_all_with(&a, &Checkpoint::open(&bp).unwrap()).unwrap();
     }
+}
+
+/// The v15 vectors' inputs packed again with `chunk_elems` (the target
+/// reconstructed from the vector, the base from its external base file).
+fn repack(chunk_elems: u64) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("target.safetensors");
+    let a = Archive::open(vectors_v1().join("v15_slices_inline.tpde")).unwrap();
+    tpde_format::unpack::unpack(&a, &NoBase, &target, &Default::default(), &mut |_| {}).unwrap();
+    pack_bytes_with(
+        &target,
+        Some(&vectors_v1().join("base_v15.safetensors")),
+        BaseMode::Inline,
+        WriteOptions::default().with_chunk_elems(chunk_elems),
+    )
+}
+
+#[test]
+fn a_sliced_inline_base_with_larger_chunks() {
+    // As for `Inline` (spec §4.5): base chunks larger than the target's
+    // would be decoded once per target chunk. Refused at open; smaller base
+    // chunks decode.
+    let mut p = Parts::parse(&repack(16));
+    p.graft_bases(&Parts::parse(&repack(64)));
+    let e = open_err(&p.to_bytes());
+    assert!(
+        matches!(&e, Error::InvalidIndex { location: Location::Tensor { base: false, .. }, reason }
+        if reason.contains("larger chunks")),
+        "{e:?}"
+    );
+    let mut p = Parts::parse(&repack(64));
+    p.graft_bases(&Parts::parse(&repack(16)));
+    decode_all_with(&p.to_bytes(), &NoBase).unwrap();
+}
+
+#[test]
+fn a_sliced_external_base_shape_past_the_tensor_limit() {
+    let mut p = Parts::parse(&vector("v15_slices_external"));
+    let t = p.target("gru.w");
+    let BaseRef::ExternalSlices { shape, .. } = &mut p.index.tensors[t].base else {
+        panic!("gru.w is sliced")
+    };
+    *shape = vec![1 << 40, 8];
+    assert_err!(
+        open(&p.to_bytes()),
+        Error::LimitExceeded {
+            what: "max_tensor_bytes",
+            ..
+        }
+    );
+}
+
+#[test]
+fn a_sliced_base_under_a_plain_payload() {
+    // §4.6: a plain payload has no base. gru.w's chunked payload replaced
+    // by head.w's plain-sized one is refused for the base, not decoded.
+    let mut p = Parts::parse(&vector("v15_slices_inline"));
+    let t = p.target("gru.w");
+    p.index.tensors[t].payload = tpde_format::format::Payload::Plain {
+        offset: 0,
+        len: 0,
+        crc32: 0,
+    };
+    p.index.tensors[t].shape = vec![0, 8];
+    let e = open_err(&p.to_bytes());
+    assert!(e.to_string().contains("gru.w"), "{e}");
+}
+
+/// Packs `target` against `base` (written as safetensors, F32) with the
+/// default options and the base mode given; returns the archive's parts.
+fn pack_f32(
+    target: &[(&str, &[u64], Vec<u8>)],
+    base: &[(&str, &[u64], Vec<u8>)],
+    mode: BaseMode,
+) -> Parts {
+    let dir = tempfile::tempdir().unwrap();
+    let (tp, bp) = (dir.path().join("t.st"), dir.path().join("b.st"));
+    let f32 = tpde_format::Dtype::F32;
+    let raw = |x: &[(&str, &[u64], Vec<u8>)]| -> Vec<RawTensor> {
+        x.iter()
+            .map(|(n, s, d)| (n.to_string(), f32, s.to_vec(), d.clone()))
+            .collect()
+    };
+    write_safetensors(&tp, &raw(target));
+    write_safetensors(&bp, &raw(base));
+    let a = pack_bytes_with(&tp, Some(&bp), mode, WriteOptions::default());
+    decode_all_with(&a, &Checkpoint::open(&bp).unwrap()).unwrap();
+    Parts::parse(&a)
+}
+
+fn f32_words(seed: u64, n: usize) -> Vec<u8> {
+    let mut rng = tpde_tests::Rng(seed);
+    (0..n)
+        .flat_map(|_| (tpde_tests::weight_bits(&mut rng, 4) as u32).to_le_bytes())
+        .collect()
+}
+
+#[test]
+fn a_row_map_keeps_its_trained_rows_over_a_sliced_map_that_matches_more() {
+    // A vocabulary of 100 rows: rows 0..40 trained (low bits changed), 40..100
+    // verbatim, and a new row 100 copied from row 5 (out of order). The row
+    // map covers 100 rows (40 of them trained, predicted in place); a sliced
+    // map would match 61 verbatim but predict the trained rows by zero.
+    let base = f32_words(1, 100 * 64);
+    let mut target = base.clone();
+    for i in 0..40 * 64 {
+        target[i * 4] ^= 0x35;
+    }
+    target.extend_from_slice(&base[5 * 256..6 * 256]);
+    let p = pack_f32(
+        &[("emb", &[101, 64], target)],
+        &[("emb", &[100, 64], base)],
+        BaseMode::External,
+    );
+    assert!(
+        matches!(&p.index.tensors[0].base, BaseRef::ExternalRows { .. }),
+        "{:?}",
+        p.index.tensors[0].base
+    );
+}
+
+#[test]
+fn embedded_slices_are_taken_only_when_they_pay_for_their_base() {
+    // A [1, 768] base tensor nothing else uses: one [384] half of it alone
+    // would embed 3 KiB to predict 1.5 KiB (stored baseless); both halves
+    // together pay for it (sliced).
+    let fused = f32_words(2, 768);
+    let half = |i: usize| fused[i * 1536..(i + 1) * 1536].to_vec();
+    let base = [("fused", &[1u64, 768][..], fused.clone())];
+    let one = pack_f32(&[("a", &[384], half(0))], &base, BaseMode::Inline);
+    assert_eq!(one.index.tensors[0].base, BaseRef::None);
+    let both = pack_f32(
+        &[("a", &[384], half(0)), ("b", &[384], half(1))],
+        &base,
+        BaseMode::Inline,
+    );
+    assert!(
+        both.index.tensors.iter().all(|t| t.base.is_v15()),
+        "{:?}",
+        both.index.tensors
+    );
+    // With the base kept outside the archive, one half is sliced too.
+    let ext = pack_f32(&[("a", &[384], half(0))], &base, BaseMode::External);
+    assert!(ext.index.tensors[0].base.is_v15());
 }

@@ -126,29 +126,19 @@ pub fn pack(
                 .collect();
             let mut maps = row_match::find_row_maps(b, &unmatched)?;
             if opts.write.max_minor() >= 5 {
-                // No row map, nor quantized codes: slices of any base
-                // tensor (v1.5); a row map that leaves rows unmatched (rows
-                // in another order?): slices of its own base tensor, kept
-                // where they match more bytes.
-                let left: Vec<row_match::SliceWanted<'_>> = unmatched
-                    .into_iter()
-                    .filter_map(|(f, t)| match maps.get(&(f.name.clone(), t.name.clone())) {
-                        Some(m) if m.matched_bytes < t.len => {
-                            Some((f, t, Some((m.file, m.tensor))))
-                        }
-                        Some(_) => None,
-                        None => find_quantized(b, t).is_none().then_some((f, t, None)),
-                    })
-                    .collect();
                 let embedded = opts.base_mode != BaseMode::External;
-                for (k, m) in row_match::find_slice_maps(b, &left, embedded)? {
-                    if maps
-                        .get(&k)
-                        .is_none_or(|old| m.matched_bytes > old.matched_bytes)
-                    {
-                        maps.insert(k, m);
-                    }
-                }
+                let kept = |bf: &SourceFile, bt: &SourceTensor| -> bool {
+                    // Another target uses the base tensor as it is, so it
+                    // is embedded anyway.
+                    target.files.iter().any(|f| {
+                        f.tensors.iter().any(|t| {
+                            match_base(b, f, t, &renamed, widen_ok).is_some_and(|(xf, xt)| {
+                                std::ptr::eq(xf, bf) && std::ptr::eq(xt, bt)
+                            })
+                        })
+                    })
+                };
+                add_slice_maps(b, unmatched, &mut maps, embedded, &kept)?;
             }
             maps
         }
@@ -292,6 +282,56 @@ pub fn pack(
     report.tensors = w.tensor_count();
     report.archive_bytes = w.finish()?;
     Ok(report)
+}
+
+/// (v1.5) Adds sliced maps (spec §6.3.4) to the row maps `maps`: for
+/// targets with no base yet (nor quantized codes), slices of any base
+/// tensor; for targets whose row map leaves rows without a predictor, rows
+/// of that map's base tensor in any order, kept where they match more bytes
+/// than the row map covers (rows it maps in place, trained, predict well).
+/// When the archive embeds its bases (`embedded`), a base tensor that only
+/// sliced targets use is embedded for them alone: its slices are kept only
+/// if together they match at least its size, or `kept` says it is embedded
+/// anyway.
+fn add_slice_maps(
+    b: &Checkpoint,
+    unmatched: Vec<(&SourceFile, &SourceTensor)>,
+    maps: &mut HashMap<(String, String), row_match::RowMatch>,
+    embedded: bool,
+    kept: &dyn Fn(&SourceFile, &SourceTensor) -> bool,
+) -> Result<()> {
+    let left: Vec<row_match::SliceWanted<'_>> = unmatched
+        .into_iter()
+        .filter_map(|(f, t)| match maps.get(&(f.name.clone(), t.name.clone())) {
+            Some(m) if m.covered_bytes < t.len => Some((f, t, Some((m.file, m.tensor)))),
+            Some(_) => None,
+            None => find_quantized(b, t).is_none().then_some((f, t, None)),
+        })
+        .collect();
+    let mut found: Vec<_> = row_match::find_slice_maps(b, &left)?
+        .into_iter()
+        .filter(|(k, m)| {
+            maps.get(k)
+                .is_none_or(|old| m.matched_bytes > old.covered_bytes)
+        })
+        .collect();
+    if embedded {
+        // Bytes each base tensor predicts verbatim, over the sliced targets.
+        let mut matched: HashMap<(usize, usize), u64> = HashMap::new();
+        for (_, m) in &found {
+            *matched.entry((m.file, m.tensor)).or_default() += m.matched_bytes;
+        }
+        let in_row_maps: Vec<(usize, usize)> = maps.values().map(|m| (m.file, m.tensor)).collect();
+        found.retain(|(_, m)| {
+            let bf = &b.files[m.file];
+            let bt = &bf.tensors[m.tensor];
+            matched[&(m.file, m.tensor)] >= bt.len
+                || in_row_maps.contains(&(m.file, m.tensor))
+                || kept(bf, bt)
+        });
+    }
+    maps.extend(found);
+    Ok(())
 }
 
 /// The index of `bf` among the base checkpoint's files, as registered.

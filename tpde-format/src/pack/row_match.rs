@@ -45,13 +45,37 @@ pub struct RowMatch {
     /// tensors (a row-mapped base, v1.2); `Some(r)`: rows of `r` elements,
     /// base rows in any order (a sliced base, v1.5).
     pub row_elems: Option<u64>,
-    /// Target bytes in rows equal to their base row (the others are
-    /// predicted by another row, or by zero).
+    /// Target bytes in rows equal to their base row.
     pub matched_bytes: u64,
+    /// Target bytes in rows some base row predicts (equal, or edited in
+    /// place); the others are predicted by zero.
+    pub covered_bytes: u64,
 }
 
-/// Hashes of the rows of one base tensor: hash -> rows, ascending.
-type RowIndex = HashMap<u64, Vec<u64>>;
+/// The rows of one base tensor by hash: `(hash, row)` pairs sorted, so the
+/// rows of one hash are adjacent and ascending. 16 bytes a row (a hash map
+/// of lists took about 60).
+struct RowIndex(Vec<(u64, u64)>);
+
+impl RowIndex {
+    /// Hashes every row of `rb` bytes of the `len` bytes of `src`.
+    fn build(src: &dyn ByteSource, len: u64, rb: u64) -> Result<RowIndex> {
+        let mut v = Vec::with_capacity((len / rb.max(1)) as usize);
+        for_rows(src, len, rb, &mut |r, row| {
+            v.push((hash_row(row), r));
+            Ok(())
+        })?;
+        v.sort_unstable();
+        Ok(RowIndex(v))
+    }
+
+    /// The rows whose hash is `h` (as `(h, row)` pairs), ascending.
+    fn get(&self, h: u64) -> &[(u64, u64)] {
+        let lo = self.0.partition_point(|p| p.0 < h);
+        let hi = lo + self.0[lo..].partition_point(|p| p.0 == h);
+        &self.0[lo..hi]
+    }
+}
 
 /// Finds row maps for the target tensors `wanted` (file name, tensor),
 /// which have no base tensor of the same name and shape nor an identical
@@ -89,7 +113,7 @@ pub fn find_row_maps(
             let index = match indexes.entry((bfi, bti)) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(index_rows(&bf.source(bt), bt.len, row_bytes(bt))?)
+                    e.insert(RowIndex::build(&bf.source(bt), bt.len, row_bytes(bt))?)
                 }
             };
             let same_name = bt.name == t.name;
@@ -123,6 +147,7 @@ pub fn find_row_maps(
                 fill_aligned_gaps(&mut rows, t.shape[0], bt.shape[0]);
             }
             if (enough || same_name) && best.as_ref().is_none_or(|(m, _)| matched > *m) {
+                let covered: u64 = rows.iter().map(|r| r.count).sum();
                 best = Some((
                     matched,
                     RowMatch {
@@ -131,6 +156,7 @@ pub fn find_row_maps(
                         rows,
                         row_elems: None,
                         matched_bytes: matched * row_bytes(t),
+                        covered_bytes: covered * row_bytes(t),
                     },
                 ));
                 if same_name {
@@ -158,7 +184,7 @@ fn sample_hits(src: &dyn ByteSource, len: u64, rb: u64, index: &RowIndex) -> Res
     for r in (0..rows).step_by(step as usize).take(SAMPLE_ROWS as usize) {
         src.read_at(r * rb, &mut row)
             .map_err(|e| Error::io(src.path(), e))?;
-        if index.contains_key(&hash_row(&row)) {
+        if !index.get(hash_row(&row)).is_empty() {
             return Ok(true);
         }
     }
@@ -201,15 +227,6 @@ fn for_rows(
     Ok(())
 }
 
-fn index_rows(src: &dyn ByteSource, len: u64, rb: u64) -> Result<RowIndex> {
-    let mut index: RowIndex = HashMap::new();
-    for_rows(src, len, rb, &mut |r, row| {
-        index.entry(hash_row(row)).or_default().push(r);
-        Ok(())
-    })?;
-    Ok(index)
-}
-
 /// Maps the target's rows of `rb` bytes (`len` bytes in all) onto base
 /// rows: each continues the current run when the next base row is equal,
 /// else takes the first equal base row — after the last one used when
@@ -228,23 +245,24 @@ fn match_rows(
     let mut matched = 0u64;
     let mut probe = vec![0u8; rb as usize];
     for_rows(tsrc, len, rb, &mut |r, row| {
-        let Some(list) = index.get(&hash_row(row)) else {
+        let list = index.get(hash_row(row));
+        if list.is_empty() {
             return Ok(());
-        };
+        }
         // Prefer continuing the current run, then the first equal row after it.
         let cont = runs
             .last()
             .filter(|x| x.start + x.count == r)
             .map(|x| x.base_start + x.count);
         let from = if ordered {
-            list.partition_point(|&b| b < next_base)
+            list.partition_point(|p| p.1 < next_base)
         } else {
             0
         };
         let tries = cont
-            .filter(|c| list.binary_search(c).is_ok())
+            .filter(|c| list.binary_search_by_key(c, |p| p.1).is_ok())
             .into_iter()
-            .chain(list[from..].iter().copied().take(MAX_PROBES));
+            .chain(list[from..].iter().map(|p| p.1).take(MAX_PROBES));
         for b in tries {
             bsrc.read_at(b * rb, &mut probe)
                 .map_err(|e| Error::io(bsrc.path(), e))?;
@@ -271,25 +289,24 @@ fn match_rows(
 /// (v1.5) Targets and base rows this small are not sliced: the index entry
 /// costs more than such a target stores.
 const MIN_SLICE_TARGET_BYTES: u64 = 64;
-/// Nor are rows under this many bytes matched (equal short rows are common
-/// by chance: zeros, ones).
-const MIN_SLICE_ROW_BYTES: u64 = 16;
+/// Nor are rows under this many bytes matched: equal short rows are common
+/// by chance (zeros, ones), and an index of short rows costs more memory
+/// per base byte (a `[d, 1, 4]` F32 convolution's 16-byte rows are matched
+/// only as a whole tensor).
+const MIN_SLICE_ROW_BYTES: u64 = 64;
 /// A 1-d target is tried as up to this many equal rows (the gates of an
 /// RNN bias: 3 for a GRU, 4 for an LSTM; a fused QKV bias: 3).
 const MAX_SLICE_PARTS: u64 = 8;
-/// Where the archive embeds its bases, a sliced base is taken only when
-/// the base tensor is at most this many times the bytes it predicts
-/// verbatim: embedding a large tensor to predict a few of its rows costs
-/// more than storing those rows.
-const MAX_EMBEDDED_SPREAD: u64 = 2;
 /// A row length that is not the target's own row (a 1-d target's parts, a
 /// whole tensor) is looked for only in base tensors at most this many times
 /// the target's size: a fused tensor holds a few such parts, and indexing
 /// every large base tensor for every small target would cost more than it finds.
 const MAX_SLICE_SPREAD: u64 = 16;
-/// Base bytes hashed by the sliced search, at most, besides four times the
-/// bytes of the targets it looks for: bounds a pack against an unrelated
-/// base, where every target is looked for and none is found.
+/// Base bytes the sliced search indexes, at most, besides as many as the
+/// targets it looks for hold: bounds the time and memory (16 bytes a row of
+/// at least 64 bytes) of a pack against an unrelated base, where every
+/// target is looked for and none is found. A whole tensor of the target's
+/// size is compared directly and counts nothing.
 const SLICE_BUDGET_BYTES: u64 = 64 << 20;
 
 /// (v1.5) Finds sliced maps (spec §6.3.4) for the target tensors `wanted`
@@ -301,17 +318,15 @@ const SLICE_BUDGET_BYTES: u64 = 64 << 20;
 /// against base tensors of its dtype whose length they divide; the map
 /// matching the most bytes is kept when it covers at least a quarter of the
 /// target's rows (ties: the longer rows, which need fewer runs). A map that
-/// a row-mapped base (v1.2) can state is returned as one (`row_elems: None`).
-/// `embedded`: the archive embeds the base tensors it uses (see
-/// [`MAX_EMBEDDED_SPREAD`]).
+/// a row-mapped base (v1.2) can state is returned as one (`row_elems:
+/// None`), its gaps filled as [`find_row_maps`] fills them.
 pub fn find_slice_maps(
     base: &Checkpoint,
     wanted: &[SliceWanted<'_>],
-    embedded: bool,
 ) -> Result<HashMap<(String, String), RowMatch>> {
-    let mut budget = wanted.iter().fold(SLICE_BUDGET_BYTES, |a, (_, t, _)| {
-        a.saturating_add(t.len.saturating_mul(4))
-    });
+    let mut budget = wanted
+        .iter()
+        .fold(SLICE_BUDGET_BYTES, |a, (_, t, _)| a.saturating_add(t.len));
     let mut indexes: HashMap<(usize, usize, u64), RowIndex> = HashMap::new();
     let mut found = HashMap::new();
     for &(f, t, only) in wanted {
@@ -335,6 +350,16 @@ pub fn find_slice_maps(
                     {
                         continue;
                     }
+                    let tsrc = f.source(t);
+                    if bt.len == t.len && r == t.len / w {
+                        // The whole tensor under another shape: compare.
+                        if best.as_ref().is_none_or(|(m, _)| t.len > *m)
+                            && super::same_bytes(&tsrc, &bf.source(bt), t.len)?
+                        {
+                            best = Some((t.len, whole_tensor(bfi, bti, r, t.len)));
+                        }
+                        continue;
+                    }
                     let index = match indexes.entry((bfi, bti, rb)) {
                         std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                         std::collections::hash_map::Entry::Vacant(e) => {
@@ -342,17 +367,15 @@ pub fn find_slice_maps(
                                 continue;
                             }
                             budget -= bt.len;
-                            e.insert(index_rows(&bf.source(bt), bt.len, rb)?)
+                            e.insert(RowIndex::build(&bf.source(bt), bt.len, rb)?)
                         }
                     };
-                    let tsrc = f.source(t);
                     if t_rows > SAMPLE_ROWS && !sample_hits(&tsrc, t.len, rb, index)? {
                         continue;
                     }
-                    let (matched, rows) =
+                    let (matched, mut rows) =
                         match_rows(&tsrc, t.len, rb, &bf.source(bt), index, false)?;
-                    let enough = matched as f64 >= MIN_MATCHED_SHARE * t_rows as f64
-                        && !(embedded && bt.len > MAX_EMBEDDED_SPREAD * matched * rb);
+                    let enough = matched as f64 >= MIN_MATCHED_SHARE * t_rows as f64;
                     if enough && best.as_ref().is_none_or(|(m, _)| matched * rb > *m) {
                         let ordered = rows
                             .windows(2)
@@ -361,12 +384,17 @@ pub fn find_slice_maps(
                             && Some(r) == natural
                             && t.shape.len() == bt.shape.len()
                             && t.shape[1..] == bt.shape[1..];
+                        if v12 {
+                            fill_aligned_gaps(&mut rows, t_rows, bt.len / rb);
+                        }
+                        let covered: u64 = rows.iter().map(|r| r.count).sum();
                         let m = RowMatch {
                             file: bfi,
                             tensor: bti,
                             rows,
                             row_elems: (!v12).then_some(r),
                             matched_bytes: matched * rb,
+                            covered_bytes: covered * rb,
                         };
                         best = Some((matched * rb, m));
                     }
@@ -381,6 +409,19 @@ pub fn find_slice_maps(
         }
     }
     Ok(found)
+}
+
+/// A sliced map of one row: a whole base tensor of `len` bytes predicts the
+/// whole target, `r` elements.
+fn whole_tensor(file: usize, tensor: usize, r: u64, len: u64) -> RowMatch {
+    RowMatch {
+        file,
+        tensor,
+        rows: vec![RowRun::new(0, 0, 1)],
+        row_elems: Some(r),
+        matched_bytes: len,
+        covered_bytes: len,
+    }
 }
 
 /// A target file and tensor for [`find_slice_maps`], and the one base

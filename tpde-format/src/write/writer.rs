@@ -525,10 +525,15 @@ impl ArchiveWriter {
                         row_map::row_bytes(shape, dtype.width()).unwrap_or(0)
                     }
                     Some(r) => {
-                        let m = base_shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
-                        row_map::check_slices(n, m.unwrap_or(u64::MAX), r, rows)
-                            .map_err(|why| Error::Usage(format!("tensor {name:?}: {why}")))?;
-                        r * w
+                        let usage = |why: &str| Error::Usage(format!("tensor {name:?}: {why}"));
+                        let m = base_shape
+                            .iter()
+                            .try_fold(1u64, |a, &d| a.checked_mul(d))
+                            .filter(|m| m.checked_mul(w).is_some())
+                            .ok_or_else(|| usage("the base shape's byte length overflows"))?;
+                        row_map::check_slices(n, m, r, rows).map_err(&usage)?;
+                        r.checked_mul(w)
+                            .ok_or_else(|| usage("sliced rows' byte length overflows"))?
                     }
                 };
                 mapped = RowMapped {
@@ -1029,6 +1034,56 @@ mod tests {
             b.extend_from_slice(&w.wrapping_sub(d).to_le_bytes());
         }
         (t, b)
+    }
+
+    #[test]
+    fn sliced_maps_a_reader_would_reject_are_refused_before_writing() {
+        // A base shape whose element count overflows (the reader refuses
+        // it), rows whose byte length overflows (an empty F32 target: any
+        // row length divides 0), and rows that do not tile the base.
+        let dir = tempfile::tempdir().unwrap();
+        let mut w =
+            ArchiveWriter::create(dir.path().join("a.tpde"), WriteOptions::default()).unwrap();
+        let file = w.add_base_file(BaseFile {
+            name: "b".into(),
+            size: 0,
+            sha256: [0; 32],
+        });
+        let empty = SliceSource(&[]);
+        for (dtype, shape, base_shape, row_elems, want) in [
+            (
+                Dtype::U8,
+                vec![12u64],
+                vec![1u64 << 40, 1 << 40],
+                3u64,
+                "overflows",
+            ),
+            (Dtype::F32, vec![0], vec![0], u64::MAX, "overflows"),
+            (Dtype::U8, vec![12], vec![7], 3, "do not tile"),
+        ] {
+            let twelve = [0u8; 12];
+            let src = SliceSource(&twelve[..shape[0] as usize]);
+            let ext = BaseInput::External {
+                file,
+                name: "b",
+                sha256: [0; 32],
+                dtype,
+                source: &empty,
+            };
+            let rows = BaseInput::Rows {
+                base: &ext,
+                base_shape: &base_shape,
+                rows: &[],
+                row_elems: Some(row_elems),
+            };
+            let e = w
+                .add_tensor("t", dtype, &shape, &src, rows, &mut |_| {})
+                .unwrap_err();
+            assert!(
+                matches!(&e, Error::Usage(m) if m.contains(want)),
+                "{shape:?} {base_shape:?} {row_elems}: {e}"
+            );
+        }
     }
 
     /// Many tensors, small and large (several chunks, chosen sizes), with
