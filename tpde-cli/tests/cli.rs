@@ -451,6 +451,8 @@ fn inspect_json_has_the_documented_shape() {
         }
         assert_eq!(t["base"], "external");
         assert_eq!(t["base_tensor"], t["name"]);
+        // Row maps only for row-mapped and sliced bases.
+        assert!(t["mapped_rows"].is_null() && t["row_elems"].is_null());
         assert_eq!(t["sha256"].as_str().unwrap().len(), 64);
     }
     let tot = &v["totals"];
