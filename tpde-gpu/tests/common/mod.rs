@@ -1390,7 +1390,8 @@ pub const CTX_CHUNK: u64 = 32768;
 /// Trained-weight-like pairs (format v1.2) whose dense and sparse chunks
 /// the writer codes with `RansBase` planes (spec §5.7), over a plain BF16
 /// base, a BF16 base widened to F32, a row-mapped BF16 base (rows no run
-/// covers predicted by zero) and a quantized base (I8 codes, per-row F32
+/// covers predicted by zero), a sliced one (v1.5, runs scattered over the
+/// base) and a quantized base (I8 codes, per-row F32
 /// scales), each inline chunked, inline plain and external. Chunks: dense,
 /// sparse, zero, and a dense tail.
 pub fn base_ctx_specs(rng: &mut Rng) -> Vec<Spec> {
@@ -1471,6 +1472,33 @@ pub fn base_ctx_specs(rng: &mut Rng) -> Vec<Spec> {
             base_shape: vec![rows_b, row],
             runs,
             row_elems: None,
+        });
+        specs.push(s);
+        // Sliced BF16 base (v1.5) of another shape: one-row runs scattered
+        // over the whole base (row `37 i mod rows_b`, base rows reused), so
+        // a chunk's runs span far more base bytes than the chunk holds and
+        // the base context is read run by run; every seventh row
+        // predicted by zero.
+        let runs: Vec<RowRun> = (0..rows_t)
+            .filter(|i| i % 7 != 3)
+            .map(|i| run(i, (37 * i) % rows_b, 1))
+            .collect();
+        let base: Vec<u8> = (0..rows_b * row).flat_map(|_| bf16(weight(rng))).collect();
+        let mut pred = vec![0u8; (n * 2) as usize];
+        rows::predict(&runs, rb, &base, 0..n * 2, &mut pred);
+        let target = stepped(rng, &pred, 2, ce);
+        let mut s = spec(
+            format!("ctx-sliced-{kn}"),
+            Dtype::BF16,
+            vec![rows_t, row],
+            Some(base),
+            target,
+            kind,
+        );
+        s.rows = Some(RowMap {
+            base_shape: vec![1, rows_b * row],
+            runs,
+            row_elems: Some(row),
         });
         specs.push(s);
         // Quantized base: I8 codes, per-row scales.
