@@ -162,6 +162,15 @@ fn scratch_path() -> PathBuf {
 
 /// Target 3: readers and schedules that must agree.
 pub fn equivalence(data: &[u8]) {
+    equivalence_once(data);
+    // As for `open_decode`: with the header CRC recomputed, mutated
+    // indexes reach both readers' validation.
+    if let Some(fixed) = with_header_crc_fixed(data) {
+        equivalence_once(&fixed);
+    }
+}
+
+fn equivalence_once(data: &[u8]) {
     let path = scratch_path();
     std::fs::write(&path, data).expect("write scratch file");
     let mem = Archive::from_bytes(data, ReadLimits::strict());
