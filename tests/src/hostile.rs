@@ -375,6 +375,30 @@ pub fn pack_bytes_with(
     std::fs::read(&out).unwrap()
 }
 
+/// The inputs of golden vector `vector` (an inline-base vector of
+/// `tests/vectors/v1/`) packed again with `chunk_elems`: the target
+/// reconstructed from the vector, the base read from `base_file` beside it.
+pub fn repack_vector(vector: &str, base_file: &str, chunk_elems: u64) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("target.safetensors");
+    let v1 = crate::vectors_v1();
+    let a = tpde_format::Archive::open(v1.join(format!("{vector}.tpde"))).unwrap();
+    tpde_format::unpack::unpack(
+        &a,
+        &tpde_format::NoBase,
+        &target,
+        &Default::default(),
+        &mut |_| {},
+    )
+    .unwrap();
+    pack_bytes_with(
+        &target,
+        Some(&v1.join(base_file)),
+        BaseMode::Inline,
+        WriteOptions::default().with_chunk_elems(chunk_elems),
+    )
+}
+
 /// Packs like [`pack_bytes`], allowing features up to format minor `max_minor`.
 /// Byte planes use zstd (the attacks edit zstd planes; rANS planes are
 /// checked by `tpde_format::codec::entropy`'s own hostile-input tests and by

@@ -179,19 +179,8 @@ fn a_row_mapped_inline_base_of_another_dtype() {
     assert!(invalid_at(&e, "vocab.pruned", "dtype differs"), "{e:?}");
 }
 
-/// The v12 vectors' inputs packed again with `chunk_elems` (the target
-/// reconstructed from the vector, the base from its external base file).
 fn repack(chunk_elems: u64) -> Vec<u8> {
-    let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("target.safetensors");
-    let a = Archive::open(vectors_v1().join("v12_rows_inline.tpde")).unwrap();
-    tpde_format::unpack::unpack(&a, &NoBase, &target, &Default::default(), &mut |_| {}).unwrap();
-    pack_bytes_with(
-        &target,
-        Some(&vectors_v1().join("base_v12.safetensors")),
-        tpde_format::pack::BaseMode::Inline,
-        tpde_format::WriteOptions::default().with_chunk_elems(chunk_elems),
-    )
+    repack_vector("v12_rows_inline", "base_v12.safetensors", chunk_elems)
 }
 
 #[test]

@@ -312,19 +312,8 @@ fn a_writer_capped_below_1_5_never_slices() {
     }
 }
 
-/// The v15 vectors' inputs packed again with `chunk_elems` (the target
-/// reconstructed from the vector, the base from its external base file).
 fn repack(chunk_elems: u64) -> Vec<u8> {
-    let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("target.safetensors");
-    let a = Archive::open(vectors_v1().join("v15_slices_inline.tpde")).unwrap();
-    tpde_format::unpack::unpack(&a, &NoBase, &target, &Default::default(), &mut |_| {}).unwrap();
-    pack_bytes_with(
-        &target,
-        Some(&vectors_v1().join("base_v15.safetensors")),
-        BaseMode::Inline,
-        WriteOptions::default().with_chunk_elems(chunk_elems),
-    )
+    repack_vector("v15_slices_inline", "base_v15.safetensors", chunk_elems)
 }
 
 #[test]
