@@ -399,6 +399,29 @@ pub fn repack_vector(vector: &str, base_file: &str, chunk_elems: u64) -> Vec<u8>
     )
 }
 
+/// Spec §4.5's chunk-size rule for a row-mapped or sliced inline base,
+/// on golden vector `vector`'s inputs repacked ([`repack_vector`]): the
+/// bases of a `large`-chunk packing grafted under `small`-chunk targets are
+/// refused at open (each base chunk would be decoded once per target chunk
+/// over it); the other way round they decode.
+pub fn assert_larger_base_chunks_refused(vector: &str, base_file: &str, small: u64, large: u64) {
+    let repack = |ce| repack_vector(vector, base_file, ce);
+    let mut p = Parts::parse(&repack(small));
+    p.graft_bases(&Parts::parse(&repack(large)));
+    let e = match open(&p.to_bytes()) {
+        Err(e) => e,
+        Ok(_) => panic!("{vector}: larger base chunks accepted"),
+    };
+    assert!(
+        matches!(&e, tpde_format::Error::InvalidIndex { location: tpde_format::Location::Tensor { base: false, .. }, reason }
+        if reason.contains("larger chunks")),
+        "{e:?}"
+    );
+    let mut p = Parts::parse(&repack(large));
+    p.graft_bases(&Parts::parse(&repack(small)));
+    decode_all_with(&p.to_bytes(), &tpde_format::NoBase).unwrap();
+}
+
 /// Packs like [`pack_bytes`], allowing features up to format minor `max_minor`.
 /// Byte planes use zstd (the attacks edit zstd planes; rANS planes are
 /// checked by `tpde_format::codec::entropy`'s own hostile-input tests and by

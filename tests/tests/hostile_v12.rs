@@ -179,26 +179,12 @@ fn a_row_mapped_inline_base_of_another_dtype() {
     assert!(invalid_at(&e, "vocab.pruned", "dtype differs"), "{e:?}");
 }
 
-fn repack(chunk_elems: u64) -> Vec<u8> {
-    repack_vector("v12_rows_inline", "base_v12.safetensors", chunk_elems)
-}
-
 #[test]
 fn a_row_mapped_inline_base_with_larger_chunks() {
     // As for `Inline` (spec §4.5): base chunks larger than the target's
     // would be decoded once per target chunk. Refused at open; smaller base
     // chunks decode.
-    let mut p = Parts::parse(&repack(64));
-    p.graft_bases(&Parts::parse(&repack(256)));
-    let e = open_err(&p.to_bytes());
-    assert!(
-        matches!(&e, Error::InvalidIndex { location: Location::Tensor { base: false, .. }, reason }
-        if reason.contains("larger chunks")),
-        "{e:?}"
-    );
-    let mut p = Parts::parse(&repack(256));
-    p.graft_bases(&Parts::parse(&repack(64)));
-    decode_all_with(&p.to_bytes(), &NoBase).unwrap();
+    assert_larger_base_chunks_refused("v12_rows_inline", "base_v12.safetensors", 64, 256);
 }
 
 #[test]

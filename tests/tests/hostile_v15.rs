@@ -312,26 +312,12 @@ fn a_writer_capped_below_1_5_never_slices() {
     }
 }
 
-fn repack(chunk_elems: u64) -> Vec<u8> {
-    repack_vector("v15_slices_inline", "base_v15.safetensors", chunk_elems)
-}
-
 #[test]
 fn a_sliced_inline_base_with_larger_chunks() {
     // As for `Inline` (spec §4.5): base chunks larger than the target's
     // would be decoded once per target chunk. Refused at open; smaller base
     // chunks decode.
-    let mut p = Parts::parse(&repack(16));
-    p.graft_bases(&Parts::parse(&repack(64)));
-    let e = open_err(&p.to_bytes());
-    assert!(
-        matches!(&e, Error::InvalidIndex { location: Location::Tensor { base: false, .. }, reason }
-        if reason.contains("larger chunks")),
-        "{e:?}"
-    );
-    let mut p = Parts::parse(&repack(64));
-    p.graft_bases(&Parts::parse(&repack(16)));
-    decode_all_with(&p.to_bytes(), &NoBase).unwrap();
+    assert_larger_base_chunks_refused("v15_slices_inline", "base_v15.safetensors", 16, 64);
 }
 
 #[test]

@@ -334,9 +334,15 @@ impl<D: AsRef<[u8]> + Sync> Archive<D> {
                 }
                 Ok(bt.data)
             };
-        // Validated at open: the row map fits both shapes, so a 0-d tensor
-        // or an overflowing row size (possible only with zero rows) has no runs.
-        let row_bytes = rows::row_bytes(&rec.shape, rec.dtype.width()).unwrap_or(0);
+        // Validated at open: a row map fits both shapes (a 0-d tensor or an
+        // overflowing row size, possible only with zero rows, has no runs),
+        // and a sliced base's rows tile both tensors.
+        let row_bytes = rec
+            .base
+            .row_map(&rec.shape)
+            .map_or(0, |(_, e)| e.saturating_mul(rec.dtype.width() as u64));
+        // A quantized base's per-row scales: rows along the first dimension.
+        let row_elems = rows::row_bytes(&rec.shape, 1).unwrap_or(0);
         Ok(match &rec.base {
             BaseRef::None => BaseView::Zero,
             BaseRef::Inline { index } => inline(*index)?.into(),
@@ -347,13 +353,15 @@ impl<D: AsRef<[u8]> + Sync> Archive<D> {
             BaseRef::External { file, name, sha256 } => {
                 BaseView::Bytes(external(*file, name, sha256, rec.dtype, &rec.shape)?)
             }
-            BaseRef::InlineRows { index, rows } => BaseView::Rows(inline(*index)?, rows, row_bytes),
+            BaseRef::InlineRows { index, rows } | BaseRef::InlineSlices { index, rows, .. } => {
+                BaseView::Rows(inline(*index)?, rows, row_bytes)
+            }
             BaseRef::InlineDequant { q, scale, axis } => BaseView::Dequant(DequantView {
                 q: inline(*q)?,
                 signed: self.index.bases[*q as usize].dtype == Dtype::I8,
                 scale: inline(*scale)?,
                 axis: *axis,
-                row_elems: row_bytes / 4,
+                row_elems,
             }),
             BaseRef::ExternalDequant {
                 file,
@@ -375,7 +383,7 @@ impl<D: AsRef<[u8]> + Sync> Archive<D> {
                     scale_shape,
                 )?),
                 axis: *axis,
-                row_elems: row_bytes / 4,
+                row_elems,
             }),
             BaseRef::ExternalRows {
                 file,
@@ -383,32 +391,18 @@ impl<D: AsRef<[u8]> + Sync> Archive<D> {
                 sha256,
                 shape,
                 rows,
-            } => BaseView::Rows(
-                WidenSource::Bytes(external(*file, name, sha256, rec.dtype, shape)?),
-                rows,
-                row_bytes,
-            ),
-            // Validated at open: rows of `row_elems` tile both tensors.
-            BaseRef::InlineSlices {
-                index,
-                row_elems,
-                rows,
-            } => BaseView::Rows(
-                inline(*index)?,
-                rows,
-                row_elems.saturating_mul(rec.dtype.width() as u64),
-            ),
-            BaseRef::ExternalSlices {
+            }
+            | BaseRef::ExternalSlices {
                 file,
                 name,
                 sha256,
                 shape,
-                row_elems,
                 rows,
+                ..
             } => BaseView::Rows(
                 WidenSource::Bytes(external(*file, name, sha256, rec.dtype, shape)?),
                 rows,
-                row_elems.saturating_mul(rec.dtype.width() as u64),
+                row_bytes,
             ),
             BaseRef::ExternalWidened {
                 file,
