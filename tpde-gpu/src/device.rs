@@ -794,8 +794,11 @@ impl<D: AsRef<[u8]> + Sync> GpuArchive<D> {
         cuda("cuCtxSetCurrent", self.ctx.bind_to_thread())?;
         let mut outs: Vec<DeviceTensor> = Vec::with_capacity(targets.len());
         let mut plans: Vec<plan::Target<'_>> = Vec::with_capacity(targets.len());
-        // Device scratch for narrow bases, freed once the load is done.
+        // Device scratch for chunked inline bases read through a widening,
+        // row map or dequantization: one per base tensor, shared by the
+        // targets that read it, freed once the load is done.
         let mut scratch: Vec<DeviceBuffer> = Vec::new();
+        let mut scratch_of: HashMap<usize, u64> = HashMap::new();
         for &t in targets {
             let rec = self.archive.record(Table::Target, t);
             let len = rec.byte_len().unwrap_or(0) as usize; // validated at open
@@ -830,10 +833,18 @@ impl<D: AsRef<[u8]> + Sync> GpuArchive<D> {
                     // quantized (codes, scales) decode into device scratch
                     // first.
                     let mut addrs = Vec::new();
-                    for n in plan::needs_scratch(&self.archive, &base) {
-                        let sb = DeviceBuffer::alloc(&self.ctx, n as usize)?;
-                        addrs.push(sb.device_ptr());
-                        scratch.push(sb);
+                    for (bi, n) in plan::needs_scratch(&self.archive, &base) {
+                        let addr = match scratch_of.get(&bi) {
+                            Some(&a) => a,
+                            None => {
+                                let sb = DeviceBuffer::alloc(&self.ctx, n as usize)?;
+                                let a = sb.device_ptr();
+                                scratch.push(sb);
+                                scratch_of.insert(bi, a);
+                                a
+                            }
+                        };
+                        addrs.push(addr);
                     }
                     (
                         DeviceBuffer::alloc(&self.ctx, len)?,

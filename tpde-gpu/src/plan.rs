@@ -6,6 +6,7 @@
 //! Device memory is named by 64-bit addresses. On the GPU they are real
 //! device pointers; the CPU reference hands out its own address space.
 
+use std::collections::HashMap;
 use std::ops::Range;
 
 use tpde_format::codec::entropy::MAX_BUCKETS;
@@ -426,6 +427,7 @@ pub fn targets_jobs<'a, D: AsRef<[u8]> + Sync>(
     opts: PlanOptions,
     jobs: &mut Vec<Job<'a>>,
 ) -> Result<()> {
+    let mut decoded = Decoded::new();
     let mut at = 0;
     while at < targets.len() {
         let mut end = at;
@@ -438,7 +440,7 @@ pub fn targets_jobs<'a, D: AsRef<[u8]> + Sync>(
         let mut parts = Parts::default();
         for tg in &targets[at..end] {
             let first = parts.delta.len();
-            split_jobs(archive, tg.t, tg.dst, tg.base, opts, &mut parts)?;
+            split_jobs(archive, tg, opts, &mut decoded, &mut parts)?;
             if tg.cut {
                 if let Some(j) = parts.delta.get_mut(first) {
                     j.cut_before = true;
@@ -502,15 +504,105 @@ struct Parts<'a> {
     delta: Vec<Job<'a>>,
 }
 
-/// Appends target `t`'s jobs to the window's parts.
-fn split_jobs<'a, D: AsRef<[u8]> + Sync>(
+/// Which base chunks each scratch buffer (by device address) already has
+/// jobs decoding them, earlier in this plan: targets of one load that read
+/// the same chunked inline base share its scratch (see [`needs_scratch`]),
+/// and each of its chunks is decoded once.
+type Decoded = HashMap<u64, Vec<bool>>;
+
+/// Which chunks of an inline base a target reads from its scratch.
+#[derive(Clone, Copy)]
+enum Need<'a> {
+    /// Every chunk (a base widened or dequantized element by element).
+    All,
+    /// The chunks under the rows this row map copies (row-mapped and sliced
+    /// bases, `row_bytes` each): a target sliced from a large fused base
+    /// decodes only what it reads, so the device's work stays within what
+    /// the reader charged at open (spec §6.3.1: every base chunk a run
+    /// touches) rather than the whole base once per target.
+    Rows(&'a [RowRun], u64, u64),
+}
+
+/// Appends the jobs decoding the chunks of inline base `bi` that `need`
+/// selects and no earlier target of this plan decoded into `scratch`.
+fn scratch_jobs<'a, D: AsRef<[u8]> + Sync>(
     archive: &'a Archive<D>,
-    t: usize,
-    dst: u64,
-    base: BasePlan<'a>,
+    bi: usize,
+    scratch: u64,
+    need: Need<'_>,
     opts: PlanOptions,
+    decoded: &mut Decoded,
     parts: &mut Parts<'a>,
 ) -> Result<()> {
+    let rec = archive.record(Table::Base, bi);
+    let Payload::Chunked {
+        chunks,
+        chunk_elems,
+        ..
+    } = &rec.payload
+    else {
+        // A plain inline base (resolved as host bytes, so not reached from
+        // the reader's plans): staged raw, once.
+        if let std::collections::hash_map::Entry::Vacant(e) = decoded.entry(scratch) {
+            e.insert(Vec::new());
+            parts.base_on_device = true;
+            base_tensor_jobs(archive, bi, scratch, opts, &mut parts.base)?;
+        }
+        return Ok(());
+    };
+    let w = rec.dtype.width();
+    let done = decoded
+        .entry(scratch)
+        .or_insert_with(|| vec![false; chunks.len()]);
+    let mut want = vec![false; chunks.len()];
+    match need {
+        Need::All => want.fill(true),
+        Need::Rows(rows, row_bytes, len) => {
+            // Validated at open: chunks are uniform and cover the base, the
+            // runs lie within it.
+            let chunk_bytes = chunk_elems.saturating_mul(w as u64).max(1);
+            for sg in rows::segments(rows, row_bytes, 0..len) {
+                let first = sg.base / chunk_bytes;
+                let last = (sg.base + sg.len - 1) / chunk_bytes;
+                for k in first..=last {
+                    if let Some(x) = want.get_mut(k as usize) {
+                        *x = true;
+                    }
+                }
+            }
+        }
+    }
+    for (i, c) in chunks.iter().enumerate() {
+        if want[i] && !done[i] {
+            done[i] = true;
+            parts.base_on_device = true;
+            chunk_jobs(
+                archive.bytes(),
+                Table::Base,
+                bi,
+                i,
+                c,
+                w,
+                scratch,
+                Resolved::Zero,
+                BasePlan::Zero,
+                opts,
+                &mut parts.base,
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Appends target `tg`'s jobs to the window's parts.
+fn split_jobs<'a, D: AsRef<[u8]> + Sync>(
+    archive: &'a Archive<D>,
+    tg: &Target<'a>,
+    opts: PlanOptions,
+    decoded: &mut Decoded,
+    parts: &mut Parts<'a>,
+) -> Result<()> {
+    let (t, dst, base) = (tg.t, tg.dst, tg.base);
     let rec = archive.record(Table::Target, t);
     let w = rec.dtype.width();
     match &rec.payload {
@@ -546,8 +638,7 @@ fn split_jobs<'a, D: AsRef<[u8]> + Sync>(
                             widen_jobs(b, None, n, code, w, dst, &mut parts.widen)
                         }
                         WidenSrc::InlineChunked { bi, scratch } => {
-                            base_tensor_jobs(archive, bi, scratch, opts, &mut parts.base)?;
-                            parts.base_on_device = true;
+                            scratch_jobs(archive, bi, scratch, Need::All, opts, decoded, parts)?;
                             widen_jobs(&[], Some(scratch), n, code, w, dst, &mut parts.widen);
                         }
                         WidenSrc::Device(addr) => {
@@ -567,8 +658,8 @@ fn split_jobs<'a, D: AsRef<[u8]> + Sync>(
                             rows_host_jobs(b, rows, row_bytes, len, dst, w, &mut parts.base)
                         }
                         WidenSrc::InlineChunked { bi, scratch } => {
-                            base_tensor_jobs(archive, bi, scratch, opts, &mut parts.base)?;
-                            parts.base_on_device = true;
+                            let need = Need::Rows(rows, row_bytes, len);
+                            scratch_jobs(archive, bi, scratch, need, opts, decoded, parts)?;
                             rows_device_jobs(
                                 scratch,
                                 rows,
@@ -602,8 +693,15 @@ fn split_jobs<'a, D: AsRef<[u8]> + Sync>(
                         Ok(match src {
                             WidenSrc::HostBytes(b) => QSource::Host(b),
                             WidenSrc::InlineChunked { bi, scratch } => {
-                                base_tensor_jobs(archive, bi, scratch, opts, &mut parts.base)?;
-                                parts.base_on_device = true;
+                                scratch_jobs(
+                                    archive,
+                                    bi,
+                                    scratch,
+                                    Need::All,
+                                    opts,
+                                    decoded,
+                                    parts,
+                                )?;
                                 QSource::Device(scratch)
                             }
                             WidenSrc::Device(addr) => QSource::Device(addr),
@@ -995,14 +1093,22 @@ pub fn device_dequant_plan<D: AsRef<[u8]> + Sync>(
 
 /// For a base plan that decodes chunked inline base tensors on the device
 /// before reading them (a narrow base to widen, a row-mapped base whose rows
-/// are copied, a quantized base's codes and scales): the scratch bytes each
-/// needs, in order. The caller allocates them and sets their addresses with
-/// [`with_scratch`].
-pub fn needs_scratch<D: AsRef<[u8]> + Sync>(archive: &Archive<D>, base: &BasePlan<'_>) -> Vec<u64> {
+/// are copied, a quantized base's codes and scales): each one's index in
+/// the base table and its scratch bytes, in order. The caller allocates
+/// them and sets their addresses with [`with_scratch`]; targets of one load
+/// that read the same base should share its scratch, which
+/// [`targets_jobs`] then decodes once (only the chunks some target reads).
+pub fn needs_scratch<D: AsRef<[u8]> + Sync>(
+    archive: &Archive<D>,
+    base: &BasePlan<'_>,
+) -> Vec<(usize, u64)> {
     let len = |src: &WidenSrc<'_>| match src {
         WidenSrc::InlineChunked { bi, .. } => {
             // Validated at open: every tensor's byte length fits.
-            Some(archive.record(Table::Base, *bi).byte_len().unwrap_or(0))
+            Some((
+                *bi,
+                archive.record(Table::Base, *bi).byte_len().unwrap_or(0),
+            ))
         }
         _ => None,
     };

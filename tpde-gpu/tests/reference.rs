@@ -776,3 +776,137 @@ fn rans_chunks_are_planned_for_the_device_entropy_decoder() {
         j.decoded > 0 && j.decoded == vals as usize * (j.width + 1)
     }));
 }
+
+/// Targets sliced from one fused inline base (a fine-tune that split a
+/// `qkv` weight into `q`, `k` and `v`): the loader gives them one scratch
+/// buffer, decodes each of its chunks once, and only the chunks under the
+/// rows its targets read — so a hostile archive of many small targets over
+/// one large inline base costs the device what the reader charged at open
+/// (spec §6.3.1), not the whole base once per target.
+#[test]
+fn targets_sliced_from_one_inline_base_decode_each_base_chunk_they_read_once() {
+    use tpde_format::read::Table;
+    use tpde_format::safetensors::{make_header, Checkpoint};
+    use tpde_gpu::plan::{self, Input, Target};
+    let (rows, cols, ce) = (64u64, 256u64, 4096u64);
+    let mut rng = common::Rng::new(11);
+    let qkv = rng.bytes((3 * rows * cols * 4) as usize);
+    let third = (rows * cols * 4) as usize;
+    let tmp = tempfile::tempdir().unwrap();
+    let write = |name: &str, tensors: &[(&str, &[u64], &[u8])]| {
+        let f32 = tpde_format::Dtype::F32;
+        let list: Vec<_> = tensors.iter().map(|(n, s, _)| (*n, f32, *s)).collect();
+        let header = make_header(&list);
+        let mut out = (header.len() as u64).to_le_bytes().to_vec();
+        out.extend_from_slice(&header);
+        for (_, _, b) in tensors {
+            out.extend_from_slice(b);
+        }
+        let p = tmp.path().join(name);
+        std::fs::write(&p, out).unwrap();
+        Checkpoint::open(&p).unwrap()
+    };
+    let shape = [rows, cols];
+    let base = write("base.st", &[("qkv", &[3 * rows, cols], &qkv)]);
+    let target = write(
+        "target.st",
+        &[
+            ("q", &shape, &qkv[..third]),
+            ("k", &shape, &qkv[third..2 * third]),
+            ("v", &shape, &qkv[2 * third..]),
+        ],
+    );
+    let out = tmp.path().join("a.tpde");
+    let opts = tpde_format::pack::PackOptions {
+        write: tpde_format::WriteOptions::default().with_chunk_elems(ce),
+        base_mode: tpde_format::pack::BaseMode::Inline,
+    };
+    tpde_format::pack::pack(&target, Some(&base), &out, &opts, &mut |_| {}).unwrap();
+    let a = Archive::open(&out).unwrap();
+    assert_eq!(a.index().bases.len(), 1, "one embedded base, qkv");
+    let base_chunks = match &a.index().bases[0].payload {
+        tpde_format::format::Payload::Chunked { chunks, .. } => chunks.len(),
+        p => panic!("the embedded base is chunked, not {p:?}"),
+    };
+    assert_eq!(base_chunks as u64, 3 * rows * cols / ce);
+    for t in &a.index().tensors {
+        assert!(
+            t.base.row_map(&t.shape).is_some(),
+            "{} is row-mapped",
+            t.name
+        );
+    }
+    // The mirror (which shares the scratch the same way) rebuilds all three.
+    let got = reconstruct(
+        &a,
+        BaseMode::Host(&tpde_format::NoBase),
+        &HashMap::new(),
+        0,
+        PLANS[2],
+    );
+    for (i, bytes) in got.unwrap().iter().enumerate() {
+        let name = &a.index().tensors[i].name;
+        assert_eq!(
+            bytes,
+            &a.decode_tensor(name, &tpde_format::NoBase).unwrap(),
+            "{name}"
+        );
+    }
+    // The base chunks the plan of `names`, loaded together, decodes.
+    let planned = |names: &[&str]| -> Vec<usize> {
+        let mut scratch_of: HashMap<usize, u64> = HashMap::new();
+        let targets: Vec<Target<'_>> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let t = a.tensor_index(n).unwrap();
+                let base = plan::host_base_plan(&a, t, &tpde_format::NoBase).unwrap();
+                let next = (scratch_of.len() as u64 + 1) << 40;
+                let addrs: Vec<u64> = plan::needs_scratch(&a, &base)
+                    .into_iter()
+                    .map(|(bi, _)| *scratch_of.entry(bi).or_insert(next))
+                    .collect();
+                let base = plan::with_scratch(base, &addrs);
+                Target {
+                    t,
+                    dst: (i as u64 + 8) << 40,
+                    base,
+                    cut: false,
+                }
+            })
+            .collect();
+        let mut jobs = Vec::new();
+        plan::targets_jobs(&a, &targets, PLANS[2], &mut jobs).unwrap();
+        let mut chunks: Vec<usize> = jobs
+            .iter()
+            .filter_map(|j| match j.input {
+                Input::Chunk {
+                    table: Table::Base,
+                    chunk,
+                    ..
+                } => Some(chunk),
+                _ => None,
+            })
+            .collect();
+        chunks.sort_unstable();
+        chunks
+    };
+    // The jobs that decode the whole base once.
+    let mut once = Vec::new();
+    plan::base_tensor_jobs(&a, 0, 1 << 40, PLANS[2], &mut once).unwrap();
+    let mut whole: Vec<usize> = once
+        .iter()
+        .filter_map(|j| match j.input {
+            Input::Chunk { chunk, .. } => Some(chunk),
+            _ => None,
+        })
+        .collect();
+    whole.sort_unstable();
+    assert_eq!(planned(&["q", "k", "v"]), whole, "each base chunk once");
+    // `k` alone reads base rows 64..128: the middle third of the chunks.
+    let per_third = base_chunks / 3;
+    let middle: Vec<usize> = (per_third..2 * per_third).collect();
+    let mut k = planned(&["k"]);
+    k.dedup();
+    assert_eq!(k, middle, "only the chunks under k's rows");
+}
