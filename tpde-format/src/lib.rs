@@ -14,6 +14,7 @@
 //!   and dequantization (the predictors of row-mapped and quantized bases), zstd and
 //!   context-modelled rANS streams, chunk encode/decode) — the low-level
 //!   layer another runtime can drive chunk by chunk;
+//! - [`digest`]: SHA-256 of a file and of each tensor in it, from one pass;
 //! - [`read`] / [`write`](mod@write): the validated archive view and streaming writer;
 //! - [`safetensors`]: the input/output adapter;
 //! - [`pack`], [`unpack`], [`inspect`]: whole-checkpoint operations.
@@ -25,6 +26,7 @@
 )]
 
 pub mod codec;
+pub mod digest;
 pub mod error;
 pub mod format;
 pub mod inspect;

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
 
+use crate::digest::FileDigest;
 use crate::error::{hex, Error, Result};
 use crate::read::{Archive, BaseProvider};
 use crate::safetensors::{make_header, Checkpoint};
@@ -142,15 +143,14 @@ pub fn stream_file_windowed<D: AsRef<[u8]> + Sync>(
 ) -> Result<()> {
     let all = digests == Digests::All;
     let rec = &a.index().files[fi];
-    let mut sha = Sha256::new();
-    let mut hashed = |bytes: &[u8]| -> Result<()> {
-        sha.update(bytes);
-        sink(bytes)
-    };
-    hashed(&(rec.header.len() as u64).to_le_bytes())?;
-    hashed(&rec.header)?;
-    pipelined(a, &rec.tensors, base, window, all, &mut hashed)?;
-    let actual: [u8; 32] = sha.finalize().into();
+    let mut sha = FileDigest::new();
+    let len = (rec.header.len() as u64).to_le_bytes();
+    for part in [&len[..], &rec.header] {
+        sha.update_file(part);
+        sink(part)?;
+    }
+    pipelined(a, &rec.tensors, base, window, all, &mut sha, sink)?;
+    let actual = sha.finish().unwrap_or_default();
     if actual != rec.sha256 {
         if !all {
             // Name the culprit: the first tensor whose own (or whose base's)
@@ -262,6 +262,7 @@ fn pipelined<D: AsRef<[u8]> + Sync>(
     base: &dyn BaseProvider,
     window: u64,
     all: bool,
+    file: &mut FileDigest,
     consume: &mut dyn FnMut(&[u8]) -> Result<()>,
 ) -> Result<()> {
     let len = |t: u32| a.index().tensors[t as usize].byte_len().unwrap_or(0);
@@ -323,8 +324,9 @@ fn pipelined<D: AsRef<[u8]> + Sync>(
             }
         }
     };
-    // With `all`, a windowed tensor's digest runs over its windows in order.
-    let mut tensor_sha: Option<Sha256> = None;
+    // With `all`, a windowed tensor's digest runs over its windows in order,
+    // beside the file's (one pass, see `FileDigest`); other tensors' were
+    // checked where they were decoded.
     let mut current: Option<Vec<Result<Vec<u8>>>> = None;
     for k in 0..=segments.len() {
         let mut next = None;
@@ -339,21 +341,25 @@ fn pipelined<D: AsRef<[u8]> + Sync>(
             };
             for bytes in current.take().into_iter().flatten() {
                 let bytes = bytes?;
-                if let (true, Segment::Window(t, chunks)) = (all, done) {
-                    let sha = tensor_sha.get_or_insert_with(Sha256::new);
-                    sha.update(&bytes);
-                    if chunks.end == a.chunk_count(*t) {
-                        let rec = &a.index().tensors[*t];
-                        let actual: [u8; 32] =
-                            tensor_sha.take().unwrap_or_default().finalize().into();
-                        if actual != rec.sha256 {
-                            return Err(Error::TensorDigest {
-                                tensor: rec.name.clone(),
-                                expected: hex(&rec.sha256),
-                                actual: hex(&actual),
-                            });
+                match (all, done) {
+                    (true, Segment::Window(t, chunks)) => {
+                        if chunks.start == 0 {
+                            file.begin_tensor();
+                        }
+                        file.update_tensor(&bytes);
+                        if chunks.end == a.chunk_count(*t) {
+                            let rec = &a.index().tensors[*t];
+                            let actual = file.end_tensor();
+                            if actual != rec.sha256 {
+                                return Err(Error::TensorDigest {
+                                    tensor: rec.name.clone(),
+                                    expected: hex(&rec.sha256),
+                                    actual: hex(&actual),
+                                });
+                            }
                         }
                     }
+                    _ => file.update_file(&bytes),
                 }
                 consume(&bytes)?;
                 pool.give(bytes);

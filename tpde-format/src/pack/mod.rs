@@ -10,6 +10,7 @@ use crate::format::{BaseFile, Digest, FileRecord};
 use std::collections::HashMap;
 
 use crate::codec::widen::can_widen;
+use crate::digest::FileDigest;
 use crate::format::{Dtype, ScaleAxis};
 use crate::safetensors::{Checkpoint, SourceFile, SourceTensor};
 use crate::write::{ArchiveWriter, BaseInput, ByteSource, WriteOptions};
@@ -146,9 +147,11 @@ pub fn pack(
     };
     let mut inline_ids: HashMap<String, u32> = HashMap::new();
     for f in &target.files {
-        let mut file_sha = Sha256::new();
-        file_sha.update((f.header_len as u64).to_le_bytes());
-        file_sha.update(f.header());
+        // The file's digest and each tensor's, from one pass (the writer
+        // feeds both as it reads the tensor).
+        let mut file_sha = FileDigest::new();
+        file_sha.update_file(&(f.header_len as u64).to_le_bytes());
+        file_sha.update_file(f.header());
         let mut ids = Vec::with_capacity(f.tensors.len());
         for t in &f.tensors {
             let src = f.source(t);
@@ -170,10 +173,8 @@ pub fn pack(
                 (Some(b), None) if opts.write.max_minor() >= 2 => find_quantized(b, t),
                 _ => None,
             };
-            let mut on_bytes = |bytes: &[u8]| {
-                file_sha.update(bytes);
-                progress(bytes.len() as u64);
-            };
+            let mut on_bytes = |bytes: &[u8]| progress(bytes.len() as u64);
+            let fs = &mut file_sha;
             let id = match (matched, quantized) {
                 (None, Some((b, bf, qt, st, axis))) => {
                     report.delta_tensors += 1;
@@ -218,14 +219,15 @@ pub fn pack(
                         scale_shape: &st.shape,
                         axis,
                     };
-                    w.add_tensor(&t.name, t.dtype, &t.shape, &src, input, &mut on_bytes)?
+                    w.add_tensor_in_file(&t.name, t.dtype, &t.shape, &src, input, fs, &mut on_bytes)?
                 }
-                (None, None) => w.add_tensor(
+                (None, None) => w.add_tensor_in_file(
                     &t.name,
                     t.dtype,
                     &t.shape,
                     &src,
                     BaseInput::None,
+                    fs,
                     &mut on_bytes,
                 )?,
                 (Some((b, bf, bt)), _) => {
@@ -257,10 +259,10 @@ pub fn pack(
                                 rows: &m.rows,
                                 row_elems: m.row_elems,
                             };
-                            w.add_tensor(&t.name, t.dtype, &t.shape, &src, rows, &mut on_bytes)?
+                            w.add_tensor_in_file(&t.name, t.dtype, &t.shape, &src, rows, fs, &mut on_bytes)?
                         }
                         None => {
-                            w.add_tensor(&t.name, t.dtype, &t.shape, &src, input, &mut on_bytes)?
+                            w.add_tensor_in_file(&t.name, t.dtype, &t.shape, &src, input, fs, &mut on_bytes)?
                         }
                     }
                 }
@@ -270,7 +272,7 @@ pub fn pack(
         w.add_file(FileRecord {
             name: f.name.clone(),
             size: f.size(),
-            sha256: file_sha.finalize().into(),
+            sha256: file_sha.finish().unwrap_or_default(),
             header: f.header().to_vec(),
             tensors: ids,
         });
@@ -550,49 +552,73 @@ pub fn file_sha256(path: &Path) -> Result<Digest> {
 /// SHA-256 of the file `f` and of each of its tensors' bytes (in
 /// `f.tensors` order), in one read of the file: an external base's tensors
 /// are recorded by digest, and reading the file twice cost a copy of it.
+/// The file's stream and the current tensor's run interleaved
+/// ([`FileDigest`]).
 fn file_and_tensor_sha256(f: &SourceFile) -> Result<(Digest, Vec<Digest>)> {
     let mut file = std::fs::File::open(&f.path).map_err(|e| Error::io(&f.path, e))?;
     let mut order: Vec<usize> = (0..f.tensors.len()).collect();
-    order.sort_by_key(|&i| (f.tensors[i].offset, i));
-    let mut hashers: Vec<Sha256> = f.tensors.iter().map(|_| Sha256::new()).collect();
-    let mut h = Sha256::new();
-    // 1 MiB: the bytes are still in cache when the hashers read them.
+    order.sort_by_key(|&i| (f.tensors[i].offset, f.tensors[i].len, i));
+    // Tensor byte ranges in file order, each fed while the file passes it.
+    // Safetensors tensors do not overlap (the reader refuses it); one that
+    // repeats its predecessor's range (a zero-length tensor included) is
+    // hashed on its own.
+    let mut digests: Vec<Option<Digest>> = vec![None; f.tensors.len()];
+    let mut d = FileDigest::new();
+    // 1 MiB: the bytes are still in cache when both streams read them.
     let mut buf = vec![0u8; 1 << 20];
     let mut pos = 0u64;
-    let mut first = 0usize;
+    let mut next = 0usize;
+    let mut current: Option<usize> = None;
     loop {
         let n = file.read(&mut buf).map_err(|e| Error::io(&f.path, e))?;
         if n == 0 {
             break;
         }
-        let chunk = &buf[..n];
-        h.update(chunk);
-        let end = pos + n as u64;
-        // Tensors may not overlap (safetensors), but are fed by intersection
-        // anyway: a tensor is done once the window passed its end.
-        while first < order.len() && {
-            let t = &f.tensors[order[first]];
-            t.offset + t.len <= pos
-        } {
-            first += 1;
-        }
-        for &i in &order[first..] {
-            let t = &f.tensors[i];
-            if t.offset >= end {
-                break;
+        let mut chunk = &buf[..n];
+        while !chunk.is_empty() {
+            // Where the bytes at `pos` belong: the current tensor up to its
+            // end, else the file up to the next tensor's start.
+            if current.is_none() {
+                while let Some(&i) = order.get(next) {
+                    let t = &f.tensors[i];
+                    if t.len > 0 && t.offset >= pos {
+                        break;
+                    }
+                    next += 1;
+                }
+                if let Some(&i) = order.get(next).filter(|&&i| f.tensors[i].offset == pos) {
+                    d.begin_tensor();
+                    current = Some(i);
+                    next += 1;
+                }
             }
-            let lo = t.offset.max(pos);
-            let hi = (t.offset + t.len).min(end);
-            if lo < hi {
-                hashers[i].update(&chunk[(lo - pos) as usize..(hi - pos) as usize]);
+            let end = match current {
+                Some(i) => f.tensors[i].offset + f.tensors[i].len,
+                None => order.get(next).map_or(u64::MAX, |&i| f.tensors[i].offset),
+            };
+            let take = (end - pos).min(chunk.len() as u64) as usize;
+            let (here, rest) = chunk.split_at(take);
+            match current {
+                Some(_) => d.update_tensor(here),
+                None => d.update_file(here),
+            }
+            pos += take as u64;
+            chunk = rest;
+            if let Some(i) = current.filter(|_| pos == end) {
+                digests[i] = Some(d.end_tensor());
+                current = None;
             }
         }
-        pos = end;
     }
-    Ok((
-        h.finalize().into(),
-        hashers.into_iter().map(|x| x.finalize().into()).collect(),
-    ))
+    let file_digest = d.finish().unwrap_or_default();
+    // Empty tensors, repeated ranges, or a file shorter than its header
+    // says (it changed under us: hashed as it reads now).
+    let tensors = digests
+        .into_iter()
+        .zip(&f.tensors)
+        .map(|(d, t)| d.map_or_else(|| source_sha256(&f.source(t), t.len), Ok))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((file_digest, tensors))
 }
 
 /// The digest of base tensor `t` of `bf`: from the pass over its file when

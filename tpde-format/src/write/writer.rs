@@ -16,6 +16,7 @@ use crate::codec::dequant;
 use crate::codec::rows as row_map;
 use crate::codec::stream::PlaneCoder;
 use crate::codec::widen;
+use crate::digest::FileDigest;
 use crate::error::{Error, Result};
 use crate::format::{
     align_up, bincode_options, BaseFile, BaseRef, Chunk, Digest, Dtype, ExtraFile, FileRecord,
@@ -383,6 +384,7 @@ impl ArchiveWriter {
                 source,
                 BaseInput::None,
                 Table::Bases,
+                &mut FileDigest::tensors_only(),
                 &mut |_| {},
             )
         };
@@ -401,7 +403,34 @@ impl ArchiveWriter {
         base: BaseInput<'_>,
         on_bytes: &mut dyn FnMut(&[u8]),
     ) -> Result<u32> {
-        let r = self.encode_tensor(name, dtype, shape, target, base, Table::Tensors, on_bytes);
+        let mut digest = FileDigest::tensors_only();
+        self.add_tensor_in_file(name, dtype, shape, target, base, &mut digest, on_bytes)
+    }
+
+    /// [`ArchiveWriter::add_tensor`] for a tensor of the file `file` hashes:
+    /// the target's bytes feed the file's digest and the tensor's in one
+    /// pass (see [`FileDigest`]); `on_bytes` still sees them (for progress).
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_tensor_in_file(
+        &mut self,
+        name: &str,
+        dtype: Dtype,
+        shape: &[u64],
+        target: &dyn ByteSource,
+        base: BaseInput<'_>,
+        file: &mut FileDigest,
+        on_bytes: &mut dyn FnMut(&[u8]),
+    ) -> Result<u32> {
+        let r = self.encode_tensor(
+            name,
+            dtype,
+            shape,
+            target,
+            base,
+            Table::Tensors,
+            file,
+            on_bytes,
+        );
         self.failed |= r.is_err();
         r
     }
@@ -475,6 +504,7 @@ impl ArchiveWriter {
         target: &dyn ByteSource,
         base: BaseInput<'_>,
         table: Table,
+        digest: &mut FileDigest,
         on_bytes: &mut dyn FnMut(&[u8]),
     ) -> Result<u32> {
         let len = byte_len(name, dtype, shape)?;
@@ -793,7 +823,7 @@ impl ArchiveWriter {
         // no longer run one after another). They are written in submission
         // order as they finish, so the archive is the same whatever the
         // thread count; at most `window` chunks are in flight.
-        let mut sha = Sha256::new();
+        digest.begin_tensor();
         for i in 0..nchunks {
             let start = i * ce;
             let (t, b) = read_chunk(
@@ -802,7 +832,7 @@ impl ArchiveWriter {
                 ce.min(n - start),
                 &mut self.spare,
             )?;
-            sha.update(&t);
+            digest.update_tensor(&t);
             on_bytes(&t);
             while self.pending.len() >= self.window {
                 self.drain_one()?;
@@ -845,9 +875,9 @@ impl ArchiveWriter {
                 rx,
             });
         }
-        let digest: Digest = sha.finalize().into();
+        let sha256 = digest.end_tensor();
         if let Some(r) = self.table_mut(table).get_mut(id) {
-            r.sha256 = digest;
+            r.sha256 = sha256;
         }
         Ok(id as u32)
     }
