@@ -4,7 +4,7 @@
 //! can drive itself: it needs only the [`Chunk`] descriptor, the chunk's
 //! stored bytes and a buffer holding the base range.
 
-use super::combine::{self, Word};
+use super::combine::{self, DenseBase, Word};
 use super::{positions, stream};
 use crate::format::{Chunk, ChunkKind, Op, Stream};
 use crate::with_word;
@@ -280,9 +280,70 @@ pub fn decode_into(
     out: &mut [u8],
     s: &mut DecodeScratch,
 ) -> Result<(), &'static str> {
+    decode_over(chunk, width, stored, DenseBase::InPlace, out, s)
+}
+
+/// [`decode_into`] with the chunk's base range read from `base` (or `out`,
+/// for [`DenseBase::InPlace`]). A dense chunk then writes `out` once; other
+/// chunks (zero, sparse) first copy the base into `out` and apply in place.
+/// `out`'s bytes on entry are not read unless `base` is `InPlace`.
+pub fn decode_over(
+    chunk: &Chunk,
+    width: usize,
+    stored: &[u8],
+    base: DenseBase<'_>,
+    out: &mut [u8],
+    s: &mut DecodeScratch,
+) -> Result<(), &'static str> {
     if out.len() as u64 != chunk.elem_count.saturating_mul(width as u64) {
         return Err("output range does not match the chunk's element count");
     }
+    if matches!(base, DenseBase::Bytes(b) if b.len() != out.len()) {
+        return Err("base range does not match the chunk's element count");
+    }
+    // Only a dense chunk over a base elsewhere, whose values need no base
+    // context from a zero base, skips putting the base into `out`.
+    let dense_over = chunk.kind == ChunkKind::Dense
+        && match base {
+            DenseBase::InPlace => false,
+            DenseBase::Bytes(_) => true,
+            DenseBase::Zero => !chunk.values.uses_base_context(),
+        };
+    if !dense_over {
+        match base {
+            DenseBase::InPlace => {}
+            DenseBase::Zero => out.fill(0),
+            DenseBase::Bytes(b) => out.copy_from_slice(b),
+        }
+        return decode_in_place(chunk, width, stored, out, s);
+    }
+    let pos_len = usize::try_from(chunk.positions.stored_len).map_err(|_| "stream too long")?;
+    let val_bytes = stored
+        .get(pos_len..)
+        .ok_or("positions stream longer than the chunk")?;
+    let ctx = match base {
+        DenseBase::Bytes(b) if chunk.values.uses_base_context() => {
+            base_context(b, width, None, &mut s.base_ctx);
+            Some(s.base_ctx.as_slice())
+        }
+        _ => None,
+    };
+    stream::decompress_with(&chunk.values, val_bytes, ctx, &mut s.raw)?;
+    if s.raw.len() != out.len() {
+        return Err("dense values length differs from the element count");
+    }
+    with_word!(width, W => combine::apply_dense_planes_over::<W>(chunk.op, &s.raw, base, out));
+    Ok(())
+}
+
+/// [`decode_into`]'s body: `out` holds the base.
+fn decode_in_place(
+    chunk: &Chunk,
+    width: usize,
+    stored: &[u8],
+    out: &mut [u8],
+    s: &mut DecodeScratch,
+) -> Result<(), &'static str> {
     let pos_len = usize::try_from(chunk.positions.stored_len).map_err(|_| "stream too long")?;
     let (pos_bytes, val_bytes) = stored
         .split_at_checked(pos_len)
@@ -423,6 +484,20 @@ mod tests {
         )
         .unwrap();
         assert_eq!(out, target);
+        // The context is read from a base elsewhere as from the output.
+        let mut got = vec![0u8; out.len()];
+        let over = DenseBase::Bytes(&base);
+        let c = chunk_of(&e, n as u64);
+        decode_over(
+            &c,
+            2,
+            &e.bytes,
+            over,
+            &mut got,
+            &mut DecodeScratch::default(),
+        )
+        .unwrap();
+        assert_eq!(got, target);
         // Another base under the chunk: the context is wrong, and the
         // decode fails or differs; never the target by accident.
         let mut other = base.clone();
@@ -494,6 +569,48 @@ mod tests {
                 assert_eq!(out, target, "w={w} op={op:?}");
             }
         }
+    }
+
+    /// `decode_over` reads a base from elsewhere (or none) as `decode_into`
+    /// reads it from the output: same result for every chunk kind, width
+    /// and op, with or without base-context planes, whatever `out` held.
+    #[test]
+    fn decoding_over_a_base_elsewhere_is_decoding_in_place() {
+        for w in [1usize, 2, 4, 8] {
+            let n = 3000;
+            let base: Vec<u8> = (0..n * w).map(|i| (i * 7 % 251) as u8).collect();
+            let dense: Vec<u8> = (0..n * w).map(|i| (i * 13 % 241) as u8).collect();
+            let mut sparse = base.clone();
+            sparse[w * 17] ^= 0x40;
+            let zero = vec![0u8; n * w];
+            for target in [&dense, &sparse, &base, &zero] {
+                for op in [Op::Xor, Op::Add, Op::Replace, Op::AddZigzag, Op::ReplaceRot] {
+                    for (b, over) in [(&base, DenseBase::Bytes(&base)), (&zero, DenseBase::Zero)] {
+                        let has_base = over_is_bytes(over);
+                        let e = encode(
+                            w,
+                            target,
+                            has_base.then_some(b.as_slice()),
+                            op,
+                            TEST_COMP,
+                            &mut EncodeScratch::default(),
+                        );
+                        let c = chunk_of(&e, n as u64);
+                        let mut want = b.clone();
+                        let mut sc = DecodeScratch::default();
+                        decode_into(&c, w, &e.bytes, &mut want, &mut sc).unwrap();
+                        assert_eq!(&want, target, "w={w} op={op:?} {:?}", e.kind);
+                        let mut got = vec![0xA5u8; n * w];
+                        decode_over(&c, w, &e.bytes, over, &mut got, &mut sc).unwrap();
+                        assert_eq!(got, want, "w={w} op={op:?} {:?} {over:?}", e.kind);
+                    }
+                }
+            }
+        }
+    }
+
+    fn over_is_bytes(b: DenseBase<'_>) -> bool {
+        matches!(b, DenseBase::Bytes(_))
     }
 
     /// Weight-like F32 values: random sign and mantissa, exponent 121 or

@@ -13,6 +13,7 @@ use sha2::{Digest as _, Sha256};
 use super::base::BaseProvider;
 use super::validate;
 use crate::codec::chunk::{self, DecodeScratch};
+use crate::codec::combine::DenseBase;
 use crate::codec::{dequant, rows, widen};
 use crate::error::{hex, Error, Location, Result};
 use crate::format::{
@@ -553,6 +554,18 @@ impl<D: AsRef<[u8]> + Sync> Archive<D> {
 
     /// Decodes chunk `i` of `table[t]` over `out`, which holds the base range.
     fn decode_chunk(&self, table: Table, t: usize, i: usize, out: &mut [u8]) -> Result<()> {
+        self.decode_chunk_over(table, t, i, DenseBase::InPlace, out)
+    }
+
+    /// [`Archive::decode_chunk`] with the chunk's base read from `base`.
+    fn decode_chunk_over(
+        &self,
+        table: Table,
+        t: usize,
+        i: usize,
+        base: DenseBase<'_>,
+        out: &mut [u8],
+    ) -> Result<()> {
         let rec = self.record(table, t);
         let Payload::Chunked { chunks, .. } = &rec.payload else {
             return Ok(());
@@ -560,7 +573,10 @@ impl<D: AsRef<[u8]> + Sync> Archive<D> {
         let c = &chunks[i];
         let stored = self.chunk_bytes(table, t, i, c)?;
         SCRATCH
-            .with(|s| chunk::decode_into(c, rec.dtype.width(), stored, out, &mut s.borrow_mut()))
+            .with(|s| {
+                let w = rec.dtype.width();
+                chunk::decode_over(c, w, stored, base, out, &mut s.borrow_mut())
+            })
             .map_err(|reason| Error::ChunkDecode {
                 location: self.chunk_loc(table, t, i),
                 reason,
@@ -606,11 +622,16 @@ impl<D: AsRef<[u8]> + Sync> Archive<D> {
                     .map(|(j, (o, c))| -> Result<()> {
                         let i = chunks.start + j;
                         let range = c.elem_start..c.elem_start + c.elem_count;
+                        // A base the chunk reads where it is (no copy into
+                        // `o` first), else one built in `o`.
+                        let mut over = DenseBase::InPlace;
                         match base {
-                            BaseView::Zero => o.fill(0),
-                            BaseView::Bytes(b) => o.copy_from_slice(
-                                &b[(range.start * w) as usize..(range.end * w) as usize],
-                            ),
+                            BaseView::Zero => over = DenseBase::Zero,
+                            BaseView::Bytes(b) => {
+                                over = DenseBase::Bytes(
+                                    &b[(range.start * w) as usize..(range.end * w) as usize],
+                                )
+                            }
                             BaseView::Inline(bi) => {
                                 self.read_baseless(Table::Base, bi, range, o)?
                             }
@@ -646,7 +667,7 @@ impl<D: AsRef<[u8]> + Sync> Archive<D> {
                                 })?
                             }
                         }
-                        self.decode_chunk(Table::Target, t, i, o)
+                        self.decode_chunk_over(Table::Target, t, i, over, o)
                     })
                     .find_first(Result::is_err)
                     .unwrap_or(Ok(()))
