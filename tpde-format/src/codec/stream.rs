@@ -158,16 +158,35 @@ fn plane_costs(plane: &[u8], prev: Option<&[u8]>, base: Option<&[u8]>) -> PlaneC
         }
     }
     let mut t = vec![[0u32; 256]; rows];
-    for i in (0..n).step_by(step) {
-        let x = usize::from(plane[i]);
-        h0[x] += 1;
-        if let Some(p) = prev {
-            h1[bucket(p[i])][x] += 1;
-        }
-        if let Some(b) = base {
-            t[usize::from(row_of[usize::from(b[i])])][x] += 1;
-        }
+    // Samples alternate between two copies of each histogram, summed at the
+    // end: a skewed plane increments one counter sample after sample, and
+    // each increment waited for the last one's store (this loop was a tenth
+    // of packing). The counts, hence the estimates, are the same.
+    let (mut h0b, mut h1b, mut tb) = ([0u32; 256], [[0u32; 256]; 16], vec![[0u32; 256]; rows]);
+    let count =
+        |i: usize, h0: &mut [u32; 256], h1: &mut [[u32; 256]; 16], t: &mut [[u32; 256]]| {
+            let x = usize::from(plane[i]);
+            h0[x] += 1;
+            if let Some(p) = prev {
+                h1[bucket(p[i])][x] += 1;
+            }
+            if let Some(b) = base {
+                t[usize::from(row_of[usize::from(b[i])])][x] += 1;
+            }
+        };
+    let mut i = 0;
+    while i + step < n {
+        count(i, &mut h0, &mut h1, &mut t);
+        count(i + step, &mut h0b, &mut h1b, &mut tb);
+        i += 2 * step;
     }
+    if i < n {
+        count(i, &mut h0, &mut h1, &mut t);
+    }
+    let add = |a: &mut [u32; 256], b: &[u32; 256]| a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+    add(&mut h0, &h0b);
+    h1.iter_mut().zip(&h1b).for_each(|(a, b)| add(a, b));
+    t.iter_mut().zip(&tb).for_each(|(a, b)| add(a, b));
     let (bits0, used0) = h(&h0);
     let samples = n.div_ceil(step) as f64;
     let noise = bits0 >= RAW_ENTROPY_BITS * samples;
