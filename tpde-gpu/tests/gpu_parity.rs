@@ -109,6 +109,39 @@ fn load_all_matches_the_cpu_reader() {
     }
 }
 
+/// Targets sliced from one embedded base (`q`, `k`, `v` from `qkv`)
+/// share its device scratch in one load, which decodes each base chunk
+/// once; one of them loaded alone decodes only the chunks under its rows.
+#[test]
+fn targets_sliced_from_one_inline_base_on_the_device() {
+    if !device_or_skip() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (path, _) = common::qkv_archive(tmp.path());
+    for opts in option_sets() {
+        let a = Archive::open(&path).unwrap();
+        let gpu = GpuArchive::new(a, 0, opts.clone()).unwrap();
+        let base = tpde_format::NoBase;
+        for t in gpu.load_all_with(&base).unwrap() {
+            let cpu = gpu.archive().decode_tensor(&t.name, &base).unwrap();
+            assert_eq!(
+                sha(&t.copy_to_host().unwrap()),
+                sha(&cpu),
+                "{} {opts:?}",
+                t.name
+            );
+        }
+        let k = gpu.load_with("k", &base).unwrap();
+        let cpu = gpu.archive().decode_tensor("k", &base).unwrap();
+        assert_eq!(
+            sha(&k.copy_to_host().unwrap()),
+            sha(&cpu),
+            "k alone {opts:?}"
+        );
+    }
+}
+
 #[test]
 fn load_one_by_name_and_verify_option() {
     if !device_or_skip() {

@@ -786,42 +786,9 @@ fn rans_chunks_are_planned_for_the_device_entropy_decoder() {
 #[test]
 fn targets_sliced_from_one_inline_base_decode_each_base_chunk_they_read_once() {
     use tpde_format::read::Table;
-    use tpde_format::safetensors::{make_header, Checkpoint};
     use tpde_gpu::plan::{self, Input, Target};
-    let (rows, cols, ce) = (64u64, 256u64, 4096u64);
-    let mut rng = common::Rng::new(11);
-    let qkv = rng.bytes((3 * rows * cols * 4) as usize);
-    let third = (rows * cols * 4) as usize;
     let tmp = tempfile::tempdir().unwrap();
-    let write = |name: &str, tensors: &[(&str, &[u64], &[u8])]| {
-        let f32 = tpde_format::Dtype::F32;
-        let list: Vec<_> = tensors.iter().map(|(n, s, _)| (*n, f32, *s)).collect();
-        let header = make_header(&list);
-        let mut out = (header.len() as u64).to_le_bytes().to_vec();
-        out.extend_from_slice(&header);
-        for (_, _, b) in tensors {
-            out.extend_from_slice(b);
-        }
-        let p = tmp.path().join(name);
-        std::fs::write(&p, out).unwrap();
-        Checkpoint::open(&p).unwrap()
-    };
-    let shape = [rows, cols];
-    let base = write("base.st", &[("qkv", &[3 * rows, cols], &qkv)]);
-    let target = write(
-        "target.st",
-        &[
-            ("q", &shape, &qkv[..third]),
-            ("k", &shape, &qkv[third..2 * third]),
-            ("v", &shape, &qkv[2 * third..]),
-        ],
-    );
-    let out = tmp.path().join("a.tpde");
-    let opts = tpde_format::pack::PackOptions {
-        write: tpde_format::WriteOptions::default().with_chunk_elems(ce),
-        base_mode: tpde_format::pack::BaseMode::Inline,
-    };
-    tpde_format::pack::pack(&target, Some(&base), &out, &opts, &mut |_| {}).unwrap();
+    let (out, (rows, cols, ce)) = common::qkv_archive(tmp.path());
     let a = Archive::open(&out).unwrap();
     assert_eq!(a.index().bases.len(), 1, "one embedded base, qkv");
     let base_chunks = match &a.index().bases[0].payload {

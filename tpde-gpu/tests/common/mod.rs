@@ -1553,3 +1553,48 @@ pub fn rans_base_chunks(index: &Index) -> Vec<(String, Vec<ChunkKind>)> {
         })
         .collect()
 }
+
+/// An archive whose targets `q`, `k` and `v` (`[rows, cols]` F32) are the
+/// three thirds of its one embedded base `qkv` (`[3 rows, cols]`), packed
+/// by the public writer with `ce`-element chunks into `dir`: sliced bases
+/// that share one chunked inline base. Returns the archive's path and
+/// `(rows, cols, ce)`.
+pub fn qkv_archive(dir: &std::path::Path) -> (std::path::PathBuf, (u64, u64, u64)) {
+    use tpde_format::safetensors::{make_header, Checkpoint};
+    let (rows, cols, ce) = (64u64, 256u64, 4096u64);
+    let mut rng = Rng::new(11);
+    let qkv = rng.bytes((3 * rows * cols * 4) as usize);
+    let third = (rows * cols * 4) as usize;
+    let write = |name: &str, tensors: &[(&str, &[u64], &[u8])]| {
+        let list: Vec<_> = tensors
+            .iter()
+            .map(|(n, s, _)| (*n, Dtype::F32, *s))
+            .collect();
+        let header = make_header(&list);
+        let mut out = (header.len() as u64).to_le_bytes().to_vec();
+        out.extend_from_slice(&header);
+        for (_, _, b) in tensors {
+            out.extend_from_slice(b);
+        }
+        let p = dir.join(name);
+        std::fs::write(&p, out).unwrap();
+        Checkpoint::open(&p).unwrap()
+    };
+    let shape = [rows, cols];
+    let base = write("base.st", &[("qkv", &[3 * rows, cols], &qkv)]);
+    let target = write(
+        "target.st",
+        &[
+            ("q", &shape, &qkv[..third]),
+            ("k", &shape, &qkv[third..2 * third]),
+            ("v", &shape, &qkv[2 * third..]),
+        ],
+    );
+    let out = dir.join("qkv.tpde");
+    let opts = tpde_format::pack::PackOptions {
+        write: tpde_format::WriteOptions::default().with_chunk_elems(ce),
+        base_mode: tpde_format::pack::BaseMode::Inline,
+    };
+    tpde_format::pack::pack(&target, Some(&base), &out, &opts, &mut |_| {}).unwrap();
+    (out, (rows, cols, ce))
+}
