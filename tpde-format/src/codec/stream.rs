@@ -163,17 +163,16 @@ fn plane_costs(plane: &[u8], prev: Option<&[u8]>, base: Option<&[u8]>) -> PlaneC
     // each increment waited for the last one's store (this loop was a tenth
     // of packing). The counts, hence the estimates, are the same.
     let (mut h0b, mut h1b, mut tb) = ([0u32; 256], [[0u32; 256]; 16], vec![[0u32; 256]; rows]);
-    let count =
-        |i: usize, h0: &mut [u32; 256], h1: &mut [[u32; 256]; 16], t: &mut [[u32; 256]]| {
-            let x = usize::from(plane[i]);
-            h0[x] += 1;
-            if let Some(p) = prev {
-                h1[bucket(p[i])][x] += 1;
-            }
-            if let Some(b) = base {
-                t[usize::from(row_of[usize::from(b[i])])][x] += 1;
-            }
-        };
+    let count = |i: usize, h0: &mut [u32; 256], h1: &mut [[u32; 256]; 16], t: &mut [[u32; 256]]| {
+        let x = usize::from(plane[i]);
+        h0[x] += 1;
+        if let Some(p) = prev {
+            h1[bucket(p[i])][x] += 1;
+        }
+        if let Some(b) = base {
+            t[usize::from(row_of[usize::from(b[i])])][x] += 1;
+        }
+    };
     let mut i = 0;
     while i + step < n {
         count(i, &mut h0, &mut h1, &mut t);

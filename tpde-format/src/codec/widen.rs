@@ -149,7 +149,10 @@ mod tests {
             assert_eq!(f16_to_f32_fast(h), f16_to_f32(h), "h={h:#06x}");
         }
         // And through `widen` (the buffer loop), with an odd element count.
-        let src: Vec<u8> = (0..=u16::MAX).chain([0x7c01]).flat_map(u16::to_le_bytes).collect();
+        let src: Vec<u8> = (0..=u16::MAX)
+            .chain([0x7c01])
+            .flat_map(u16::to_le_bytes)
+            .collect();
         let mut out = vec![0u8; src.len() * 2];
         widen(Dtype::F16, Dtype::F32, &src, &mut out);
         for (s, o) in src.chunks_exact(2).zip(out.chunks_exact(4)) {

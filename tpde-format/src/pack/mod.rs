@@ -219,7 +219,15 @@ pub fn pack(
                         scale_shape: &st.shape,
                         axis,
                     };
-                    w.add_tensor_in_file(&t.name, t.dtype, &t.shape, &src, input, fs, &mut on_bytes)?
+                    w.add_tensor_in_file(
+                        &t.name,
+                        t.dtype,
+                        &t.shape,
+                        &src,
+                        input,
+                        fs,
+                        &mut on_bytes,
+                    )?
                 }
                 (None, None) => w.add_tensor_in_file(
                     &t.name,
@@ -259,11 +267,25 @@ pub fn pack(
                                 rows: &m.rows,
                                 row_elems: m.row_elems,
                             };
-                            w.add_tensor_in_file(&t.name, t.dtype, &t.shape, &src, rows, fs, &mut on_bytes)?
+                            w.add_tensor_in_file(
+                                &t.name,
+                                t.dtype,
+                                &t.shape,
+                                &src,
+                                rows,
+                                fs,
+                                &mut on_bytes,
+                            )?
                         }
-                        None => {
-                            w.add_tensor_in_file(&t.name, t.dtype, &t.shape, &src, input, fs, &mut on_bytes)?
-                        }
+                        None => w.add_tensor_in_file(
+                            &t.name,
+                            t.dtype,
+                            &t.shape,
+                            &src,
+                            input,
+                            fs,
+                            &mut on_bytes,
+                        )?,
                     }
                 }
             };
