@@ -6,9 +6,10 @@
 #
 # Needs the nightly toolchain; installs cargo-fuzz if it is missing. Each
 # target's corpus grows in fuzz/corpus/<target>/ (git-ignored), seeded from
-# fuzz/seeds/<target>/ (fuzz/make_seeds.sh) and, for the archive targets,
-# the golden vectors in tests/vectors/v1/. libFuzzer prints its execution
-# count at the end of each target ("stat::number_of_executed_units").
+# fuzz/seeds/<target>/ (fuzz/make_seeds.sh; gpu_reference uses open_decode's)
+# and, for the archive targets, the golden vectors in tests/vectors/v1/.
+# libFuzzer prints its execution count at the end of each target
+# ("stat::number_of_executed_units").
 #
 # A finding stops the run with a non-zero exit status and leaves the input
 # in fuzz/artifacts/<target>/. Minimize it, fix the bug, and commit the
@@ -20,10 +21,16 @@ cd "$(dirname "$0")"
 secs="${1:-60}"
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 cargo +nightly fuzz build
-for t in open_decode roundtrip equivalence rans_plane; do
+for t in open_decode roundtrip equivalence rans_plane gpu_reference; do
     mkdir -p "corpus/$t"
-    set -- "corpus/$t" "seeds/$t"
-    if { [ "$t" = open_decode ] || [ "$t" = equivalence ]; } && [ -d ../tests/vectors/v1 ]; then
+    # gpu_reference takes open_decode's input (raw archive bytes) and seeds.
+    seeds="seeds/$t"
+    if [ "$t" = gpu_reference ]; then
+        seeds=seeds/open_decode
+    fi
+    set -- "corpus/$t" "$seeds"
+    if { [ "$t" = open_decode ] || [ "$t" = equivalence ] || [ "$t" = gpu_reference ]; } \
+        && [ -d ../tests/vectors/v1 ]; then
         set -- "$@" ../tests/vectors/v1
     fi
     echo "== fuzz target $t: $secs s"

@@ -14,6 +14,10 @@
 //!   chunk-by-chunk decode: identical results or identical errors.
 //! - [`rans_plane`]: the rANS byte-plane decoder on raw bytes, and
 //!   encode → decode round trips of arbitrary planes.
+//! - [`gpu_reference`]: raw bytes → open under [`ReadLimits::strict`] →
+//!   tpde-gpu's host-side pipeline (plan, batches, staging, descriptors)
+//!   through its CPU mirror (`tpde_gpu::reference::reconstruct`) → the same
+//!   bytes as the format crate's chunk decoder wherever both decode.
 
 #![forbid(unsafe_code)]
 
@@ -593,4 +597,273 @@ pub fn roundtrip(input: &RoundtripInput) {
         back == target_file,
         "unpacked file differs from the original"
     );
+}
+
+// ---- GPU pipeline (CPU mirror) -----------------------------------------------
+
+/// Staging slot sizes the mirror is run with: 0 (the smallest slot the
+/// largest job fits: many batches, every batch boundary exercised) up to
+/// 1 MiB (small archives in one batch). Capped so a unit's staging stays
+/// small; a job larger than the slot gets a slot of its own size, as on
+/// the GPU.
+const GPU_SLOTS: [usize; 4] = [0, 4096, 64 << 10, 1 << 20];
+
+/// Every combination of the two plan options: sparse positions staged as
+/// gap bytes (decoded by the device) or as CPU-decoded `u32`s, and rANS
+/// planes entropy-decoded by the device or on the CPU.
+const GPU_PLANS: [tpde_gpu::plan::PlanOptions; 4] = [
+    tpde_gpu::plan::PlanOptions {
+        positions_on_device: true,
+        entropy_on_device: false,
+    },
+    tpde_gpu::plan::PlanOptions {
+        positions_on_device: false,
+        entropy_on_device: false,
+    },
+    tpde_gpu::plan::PlanOptions {
+        positions_on_device: true,
+        entropy_on_device: true,
+    },
+    tpde_gpu::plan::PlanOptions {
+        positions_on_device: false,
+        entropy_on_device: true,
+    },
+];
+
+/// Target 5: tpde-gpu's host-side code — plan (jobs, windows, batches,
+/// descriptors), staging (chunk decode into slots, base contexts, entropy
+/// inputs) — run on raw archive bytes through the pipeline's CPU mirror
+/// (`tpde_gpu::reference::reconstruct`), which also checks the plan's device
+/// accesses (every address inside its buffer, no two jobs of a launch on the
+/// same bytes, tiles covering each job exactly). Each input runs as given
+/// and with its header CRC recomputed (as [`open_decode`]); each of those
+/// that opens runs again with its chunk and plain-payload CRCs recomputed
+/// (index re-serialized, stored uncompressed), so that mutated payloads
+/// reach the decoders behind the CRCs: staging's stream decoders and the
+/// mirrored device checks of gap streams and rANS words.
+///
+/// Only an archive that `Archive::from_bytes` opens under
+/// [`ReadLimits::strict`] reaches the mirror (it takes an opened archive).
+/// External bases are all-zero tensors shaped as the index asks
+/// ([`zero_base`], plus codes and scales of external quantized bases). The
+/// mirror runs twice, with settings taken from the input's CRC-32 (so every
+/// mutation may land on another combination):
+/// 1. bases from the archive and the host provider (`BaseMode::Host`, as
+///    `GpuArchive::load_all_with`; an external base's SHA-256 is checked, so
+///    only archives packed over zeros get past it), one of the four
+///    [`GPU_PLANS`] and one of the [`GPU_SLOTS`];
+/// 2. when the archive names external bases: the same zero bases handed in
+///    "on the device" (`BaseMode::DeviceBorrowed` or `DeviceInPlace`, as
+///    `load_onto` / `load_all_onto`: lengths checked, no digest), another
+///    plan and slot. Base names that are also inline base tensors' names are
+///    left out (the device API would take them over the archive's own
+///    base, which the CPU reader never does).
+///
+/// The property:
+/// - no panic, no hang, no allocation past the limits;
+/// - the mirror never fails with `GpuError::Usage`: on an opened archive,
+///   bad data must be a typed `Format` (naming tensor and chunk) or
+///   `DeviceBase` error; `Usage` is the plan or staging disagreeing with
+///   itself (a device address out of its buffer — a memory fault on the
+///   GPU —, two jobs of one launch on the same bytes, tiles not covering a
+///   job, a context read of bytes an earlier batch writes);
+/// - where the mirror returns every target and the format crate's chunk
+///   decoder also decodes target `t` (`resolve_base_checked` without the
+///   base digest, then `decode_chunks_into` over all chunks, no tensor
+///   digest: the GPU path checks neither), the two byte strings are
+///   identical.
+///
+/// Not asserted: one refusing what the other decodes. The mirror stops at
+/// the first bad tensor, checks external bases' digests in host mode, and
+/// never checks targets' digests, while the CPU decoder is asked per
+/// tensor. With `TPDE_FUZZ_GPU_LOG` set, each such divergence is logged to
+/// stderr (`gpu_reference divergence: ...`), and so is each comparison
+/// (`gpu_reference compared K of N targets: ...`).
+pub fn gpu_reference(data: &[u8]) {
+    gpu_reference_payloads(data);
+    if let Some(fixed) = with_header_crc_fixed(data) {
+        gpu_reference_payloads(&fixed);
+    }
+}
+
+/// [`gpu_reference_once`] on `data` and, when it opens and a stored CRC of
+/// a chunk or plain payload is wrong, on `data` with those CRCs recomputed:
+/// else every mutated payload stops at its CRC in staging and the CPU
+/// reader alike, and the decoders behind it — the device's own checks of
+/// gap streams and rANS words among them — see only the seeds' payloads.
+fn gpu_reference_payloads(data: &[u8]) {
+    if let Some(refixed) = gpu_reference_once(data) {
+        gpu_reference_once(&refixed);
+    }
+}
+
+/// The opened archive `a` (of bytes `data`) with every chunk's and plain
+/// payload's CRC recomputed over its stored bytes, the index re-serialized
+/// (stored uncompressed) and the header re-sealed; `None` when every CRC is
+/// already right.
+fn with_payload_crcs_fixed(a: &Archive<&[u8]>, data: &[u8]) -> Option<Vec<u8>> {
+    use bincode::Options as _;
+    use tpde_format::format::{bincode_options, Payload, FLAG_INDEX_ZSTD, HEADER_LEN};
+    let mut index = a.index().clone();
+    let mut changed = false;
+    let mut fix = |crc: &mut u32, offset: u64, len: u64| {
+        // Validated at open: every blob lies inside the data section.
+        let bytes = data.get(offset as usize..offset.checked_add(len)? as usize)?;
+        let c = crc32fast::hash(bytes);
+        changed |= *crc != c;
+        *crc = c;
+        Some(())
+    };
+    for rec in index.bases.iter_mut().chain(index.tensors.iter_mut()) {
+        match &mut rec.payload {
+            Payload::Plain { offset, len, crc32 } => fix(crc32, *offset, *len)?,
+            Payload::Chunked { chunks, .. } => {
+                for c in chunks {
+                    fix(&mut c.crc32, c.offset, c.stored_len)?;
+                }
+            }
+        }
+    }
+    if !changed {
+        return None;
+    }
+    let raw = bincode_options(u64::MAX).serialize(&index).ok()?;
+    let mut header = *a.header();
+    header.flags &= !FLAG_INDEX_ZSTD;
+    header.index_len = raw.len() as u64;
+    header.file_len = header.index_offset.checked_add(header.index_len)?;
+    header.crc32 = header.compute_crc(&raw);
+    let mut out = data.get(..header.index_offset as usize)?.to_vec();
+    out.get_mut(..HEADER_LEN)?
+        .copy_from_slice(&header.to_bytes());
+    out.extend_from_slice(&raw);
+    Some(out)
+}
+
+fn gpu_log() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("TPDE_FUZZ_GPU_LOG").is_some())
+}
+
+/// [`zero_base`] plus all-zero codes and scales for external quantized bases.
+fn zero_base_all<D: AsRef<[u8]> + Sync>(a: &Archive<D>) -> MemBase {
+    let mut base = zero_base(a);
+    for rec in &a.index().tensors {
+        if let BaseRef::ExternalDequant {
+            q_name,
+            q_dtype,
+            scale_name,
+            scale_shape,
+            ..
+        } = &rec.base
+        {
+            for (name, dtype, shape) in [
+                (q_name, *q_dtype, &rec.shape),
+                (scale_name, Dtype::F32, scale_shape),
+            ] {
+                let len = shape
+                    .iter()
+                    .try_fold(dtype.width() as u64, |a, &d| a.checked_mul(d));
+                if let Some(len) = len.filter(|&l| l <= ZERO_BASE_MAX) {
+                    base.entry(name.clone())
+                        .or_insert_with(|| (dtype, shape.clone(), vec![0; len as usize]));
+                }
+            }
+        }
+    }
+    base
+}
+
+/// One archive through the mirror and the CPU reader (see
+/// [`gpu_reference`]); returns the archive with its payload CRCs fixed when
+/// it opened and some were wrong.
+fn gpu_reference_once(data: &[u8]) -> Option<Vec<u8>> {
+    use tpde_gpu::reference::{reconstruct, BaseMode};
+    let a = Archive::from_bytes(data, ReadLimits::strict()).ok()?;
+    let base = zero_base_all(&a);
+    let tensors = &a.index().tensors;
+    // The format crate's reconstruction of each target, digests unchecked.
+    let cpu: Vec<Outcome> = (0..tensors.len())
+        .map(|t| {
+            let len = tensors[t].byte_len().unwrap_or(0) as usize;
+            let mut out = vec![0u8; len];
+            a.resolve_base_checked(t, &base, false)
+                .and_then(|view| a.decode_chunks_into(t, 0..a.chunk_count(t), view, &mut out))
+                .map(|()| out)
+                .map_err(|e| format!("{e:?}"))
+        })
+        .collect();
+    // The same zero bases as device memory, but for names the archive's
+    // base table also uses.
+    let inline_names: std::collections::HashSet<&str> =
+        a.index().bases.iter().map(|b| b.name.as_str()).collect();
+    let device: HashMap<String, Vec<u8>> = base
+        .iter()
+        .filter(|(n, _)| !inline_names.contains(n.as_str()))
+        .map(|(n, (_, _, b))| (n.clone(), b.clone()))
+        .collect();
+    let sel = crc32fast::hash(data) as usize;
+    let mut runs = vec![(
+        BaseMode::Host(&base),
+        GPU_PLANS[sel % 4],
+        GPU_SLOTS[(sel >> 2) % 4],
+    )];
+    if !device.is_empty() {
+        let mode = if sel >> 4 & 1 == 0 {
+            BaseMode::DeviceBorrowed
+        } else {
+            BaseMode::DeviceInPlace
+        };
+        runs.push((mode, GPU_PLANS[(sel >> 5) % 4], GPU_SLOTS[(sel >> 7) % 4]));
+    }
+    let no_device = HashMap::new();
+    for (mode, plan, slot) in runs {
+        let dev = if matches!(mode, BaseMode::Host(_)) {
+            &no_device
+        } else {
+            &device
+        };
+        let setting = format!("{mode:?} {plan:?} slot {slot}");
+        match reconstruct(&a, mode, dev, slot, plan) {
+            Ok(got) => {
+                assert_eq!(got.len(), tensors.len(), "{setting}: target count");
+                for (t, (g, c)) in got.iter().zip(&cpu).enumerate() {
+                    match c {
+                        Ok(want) => assert!(
+                            g == want,
+                            "{setting}: {} differs from the CPU reader ({} / {} bytes)",
+                            tensors[t].name,
+                            g.len(),
+                            want.len()
+                        ),
+                        Err(e) if gpu_log() => eprintln!(
+                            "gpu_reference divergence: {setting}: mirror decodes {} (CPU reader: {e})",
+                            tensors[t].name
+                        ),
+                        Err(_) => {}
+                    }
+                }
+                if gpu_log() {
+                    let same = cpu.iter().filter(|c| c.is_ok()).count();
+                    eprintln!(
+                        "gpu_reference compared {same} of {} targets: {setting}",
+                        cpu.len()
+                    );
+                }
+            }
+            Err(e) => {
+                assert!(
+                    !matches!(e, tpde_gpu::GpuError::Usage(_)),
+                    "{setting}: the mirror disagrees with its own plan: {e}"
+                );
+                if gpu_log() && cpu.iter().all(Result::is_ok) {
+                    eprintln!(
+                        "gpu_reference divergence: {setting}: mirror refuses ({e:?}), CPU reader decodes all {} targets",
+                        cpu.len()
+                    );
+                }
+            }
+        }
+    }
+    with_payload_crcs_fixed(&a, data)
 }

@@ -72,3 +72,14 @@ fn roundtrip_replays() {
 fn rans_plane_replays() {
     replay("rans_plane", &[], 4, fuzz::rans_plane);
 }
+
+#[test]
+fn gpu_reference_replays() {
+    // Raw archive bytes, as for `open_decode`: its seeds and the vectors.
+    replay(
+        "gpu_reference",
+        &["fuzz/seeds/open_decode", "tests/vectors/v1"],
+        8,
+        fuzz::gpu_reference,
+    );
+}
