@@ -75,9 +75,20 @@ pub fn zero_base<D: AsRef<[u8]> + Sync>(a: &Archive<D>) -> MemBase {
 /// sliced-base checks were reached by 5 of 3,552 corpus inputs); with the
 /// CRC fixed, mutations of an uncompressed index do.
 pub fn open_decode(data: &[u8]) {
-    open_decode_once(data);
+    open_decode_payloads(data);
     if let Some(fixed) = with_header_crc_fixed(data) {
-        open_decode_once(&fixed);
+        open_decode_payloads(&fixed);
+    }
+}
+
+/// [`open_decode_once`] on `data` and, when it opens with a wrong payload
+/// CRC, again with the payload CRCs recomputed (see
+/// [`with_payload_crcs_fixed`]): else a mutated chunk stops at its CRC and
+/// the chunk decoders see only the seeds' payloads (found by the
+/// `gpu_reference` target in session 6).
+fn open_decode_payloads(data: &[u8]) {
+    if let Some(refixed) = open_decode_once(data) {
+        open_decode_once(&refixed);
     }
 }
 
@@ -105,10 +116,10 @@ pub fn with_header_crc_fixed(data: &[u8]) -> Option<Vec<u8>> {
     Some(fixed)
 }
 
-fn open_decode_once(data: &[u8]) {
-    let Ok(a) = Archive::from_bytes(data, ReadLimits::strict()) else {
-        return;
-    };
+/// Returns the archive with its payload CRCs fixed when it opened and
+/// some were wrong.
+fn open_decode_once(data: &[u8]) -> Option<Vec<u8>> {
+    let a = Archive::from_bytes(data, ReadLimits::strict()).ok()?;
     let base = zero_base(&a);
     let _ = tpde_format::inspect::summarize_archive(&a);
     let _ = a.check_crcs();
@@ -136,6 +147,7 @@ fn open_decode_once(data: &[u8]) {
             assert_eq!((len, digest), (rec.size, rec.sha256), "file {}", rec.name);
         }
     }
+    with_payload_crcs_fixed(&a, data)
 }
 
 /// A result reduced to something comparable: the bytes, or the error's
@@ -166,15 +178,25 @@ fn scratch_path() -> PathBuf {
 
 /// Target 3: readers and schedules that must agree.
 pub fn equivalence(data: &[u8]) {
-    equivalence_once(data);
+    equivalence_payloads(data);
     // As for `open_decode`: with the header CRC recomputed, mutated
     // indexes reach both readers' validation.
     if let Some(fixed) = with_header_crc_fixed(data) {
-        equivalence_once(&fixed);
+        equivalence_payloads(&fixed);
     }
 }
 
-fn equivalence_once(data: &[u8]) {
+/// As [`open_decode_payloads`]: mutated payloads, CRCs recomputed, reach
+/// both readers' chunk decoders.
+fn equivalence_payloads(data: &[u8]) {
+    if let Some(refixed) = equivalence_once(data) {
+        equivalence_once(&refixed);
+    }
+}
+
+/// Returns the archive with its payload CRCs fixed when it opened and
+/// some were wrong.
+fn equivalence_once(data: &[u8]) -> Option<Vec<u8>> {
     let path = scratch_path();
     std::fs::write(&path, data).expect("write scratch file");
     let mem = Archive::from_bytes(data, ReadLimits::strict());
@@ -184,7 +206,7 @@ fn equivalence_once(data: &[u8]) {
         (Err(a), Err(b)) => {
             assert_eq!(format!("{a:?}"), format!("{b:?}"), "open errors differ");
             let _ = std::fs::remove_file(&path);
-            return;
+            return None;
         }
         (a, b) => panic!(
             "in-memory open {:?} but mmap open {:?}",
@@ -229,6 +251,7 @@ fn equivalence_once(data: &[u8]) {
     }
     drop(map);
     let _ = std::fs::remove_file(&path);
+    with_payload_crcs_fixed(&mem, data)
 }
 
 // ---- rANS planes -------------------------------------------------------------
