@@ -213,6 +213,41 @@ fn main() {
     )
     .expect("index json");
 
+    // External bases the fuzz targets can supply (`zero_base`: all zeros of
+    // the recorded shape), read through a predictor: a row map (the
+    // target's `emb` has more rows than the base's), a sliced base (`head`
+    // has no same-name base; its zero rows are rows of `other`), and a
+    // quantized one (`q.weight` from zero codes and scales). Without them the
+    // mutated archives' row-mapped, sliced and quantized external paths fail
+    // the base digest and stop there (session 6: 8 of the gpu_reference
+    // corpus's inputs reached the host row-map staging).
+    let mut emb = vec![0u8; 24 * 16 * 4];
+    let mut head = vec![0u8; 16 * 32 * 4];
+    let mut qw = vec![0u8; 8 * 16 * 4];
+    for (k, e) in emb.iter_mut().enumerate().skip(20 * 64) {
+        *e = (k * 37 % 251) as u8; // rows 20.. are new
+    }
+    for (k, e) in head.iter_mut().enumerate().skip(8 * 128) {
+        *e = (k * 11 % 241) as u8; // rows 8.. match nothing
+    }
+    for (k, e) in qw.iter_mut().enumerate() {
+        *e = (k * 13 % 239) as u8;
+    }
+    let zero_pred = [
+        ("emb".into(), Dtype::F32, vec![20, 16], vec![0u8; 20 * 16 * 4]),
+        ("other".into(), Dtype::F32, vec![64, 16], vec![0u8; 64 * 16 * 4]),
+        ("q.weight.q".into(), Dtype::I8, vec![8, 16], vec![0u8; 8 * 16]),
+        ("q.weight.scale".into(), Dtype::F32, vec![8, 1], vec![0u8; 8 * 4]),
+    ];
+    let pred_target = [
+        ("emb".into(), Dtype::F32, vec![24, 16], emb),
+        ("head".into(), Dtype::F32, vec![16, 32], head),
+        ("q.weight".into(), Dtype::F32, vec![8, 16], qw),
+    ];
+    let (tzp, bzp) = (dir.join("tzp.safetensors"), dir.join("bzp.safetensors"));
+    write_st(&tzp, &pred_target);
+    write_st(&bzp, &zero_pred);
+
     let archives: Vec<(&str, PathBuf, Option<PathBuf>, BaseMode, u64)> = vec![
         ("inline", tp.clone(), Some(bp.clone()), BaseMode::Inline, 64),
         (
@@ -273,6 +308,13 @@ fn main() {
             Some(bp11.clone()),
             BaseMode::External,
             100,
+        ),
+        (
+            "external_zero_predictors",
+            tzp.clone(),
+            Some(bzp.clone()),
+            BaseMode::External,
+            64,
         ),
     ];
     for target in ["open_decode", "equivalence"] {
