@@ -234,10 +234,30 @@ fn main() {
         *e = (k * 13 % 239) as u8;
     }
     let zero_pred = [
-        ("emb".into(), Dtype::F32, vec![20, 16], vec![0u8; 20 * 16 * 4]),
-        ("other".into(), Dtype::F32, vec![64, 16], vec![0u8; 64 * 16 * 4]),
-        ("q.weight.q".into(), Dtype::I8, vec![8, 16], vec![0u8; 8 * 16]),
-        ("q.weight.scale".into(), Dtype::F32, vec![8, 1], vec![0u8; 8 * 4]),
+        (
+            "emb".into(),
+            Dtype::F32,
+            vec![20, 16],
+            vec![0u8; 20 * 16 * 4],
+        ),
+        (
+            "other".into(),
+            Dtype::F32,
+            vec![64, 16],
+            vec![0u8; 64 * 16 * 4],
+        ),
+        (
+            "q.weight.q".into(),
+            Dtype::I8,
+            vec![8, 16],
+            vec![0u8; 8 * 16],
+        ),
+        (
+            "q.weight.scale".into(),
+            Dtype::F32,
+            vec![8, 1],
+            vec![0u8; 8 * 4],
+        ),
     ];
     let pred_target = [
         ("emb".into(), Dtype::F32, vec![24, 16], emb),
