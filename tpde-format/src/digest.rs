@@ -99,8 +99,8 @@ enum Stream {
 impl Stream {
     fn new() -> Self {
         #[cfg(target_arch = "x86_64")]
-        if ni::available() {
-            return Stream::Ni(ni::State::new());
+        if let Some(s) = ni::State::new() {
+            return Stream::Ni(s);
         }
         Stream::Soft(<sha2::Sha256 as sha2::Digest>::new())
     }
@@ -175,7 +175,8 @@ mod ni {
     }
 
     /// A stream: the hash words, the bytes of a partial block, and the
-    /// length so far. Only made after [`available`] said yes.
+    /// length so far. Only [`State::new`] makes one, and only where
+    /// [`available`] says yes: the `unsafe` calls below rely on it.
     #[derive(Debug, Clone)]
     pub(super) struct State {
         h: [u32; 8],
@@ -185,13 +186,14 @@ mod ni {
     }
 
     impl State {
-        pub(super) fn new() -> Self {
-            State {
+        /// A fresh stream, or `None` on a CPU without the instructions.
+        pub(super) fn new() -> Option<Self> {
+            available().then_some(State {
                 h: IV,
                 buf: [0; 64],
                 buffered: 0,
                 len: 0,
-            }
+            })
         }
 
         /// Tops up the partial block from `bytes` and compresses it once

@@ -184,7 +184,8 @@ enum Segment {
 /// allocate), at most [`BufPool::MAX_HELD`] of them and `cap` bytes in all,
 /// so taking and giving are O(1) whatever the number of tensors. A reused
 /// buffer keeps stale bytes: every decode path overwrites its whole output
-/// (base bytes, zeros or a plain payload first).
+/// (base bytes, zeros or a plain payload first, or, for a dense chunk over
+/// an external or zero base, every element once).
 struct BufPool {
     /// The held buffers and their total capacity.
     free: std::sync::Mutex<(Vec<Vec<u8>>, u64)>,

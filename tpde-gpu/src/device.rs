@@ -798,7 +798,7 @@ impl<D: AsRef<[u8]> + Sync> GpuArchive<D> {
         // row map or dequantization: one per base tensor, shared by the
         // targets that read it, freed once the load is done.
         let mut scratch: Vec<DeviceBuffer> = Vec::new();
-        let mut scratch_of: HashMap<usize, u64> = HashMap::new();
+        let mut shared = plan::Scratch::default();
         for &t in targets {
             let rec = self.archive.record(Table::Target, t);
             let len = rec.byte_len().unwrap_or(0) as usize; // validated at open
@@ -832,24 +832,13 @@ impl<D: AsRef<[u8]> + Sync> GpuArchive<D> {
                     // Chunked inline bases that are widened, row-mapped or
                     // quantized (codes, scales) decode into device scratch
                     // first.
-                    let mut addrs = Vec::new();
-                    for (bi, n) in plan::needs_scratch(&self.archive, &base) {
-                        let addr = match scratch_of.get(&bi) {
-                            Some(&a) => a,
-                            None => {
-                                let sb = DeviceBuffer::alloc(&self.ctx, n as usize)?;
-                                let a = sb.device_ptr();
-                                scratch.push(sb);
-                                scratch_of.insert(bi, a);
-                                a
-                            }
-                        };
-                        addrs.push(addr);
-                    }
-                    (
-                        DeviceBuffer::alloc(&self.ctx, len)?,
-                        plan::with_scratch(base, &addrs),
-                    )
+                    let base = shared.assign(&self.archive, base, &mut |n| {
+                        let sb = DeviceBuffer::alloc(&self.ctx, n as usize)?;
+                        let a = sb.device_ptr();
+                        scratch.push(sb);
+                        Ok(a)
+                    })?;
+                    (DeviceBuffer::alloc(&self.ctx, len)?, base)
                 }
             };
             if len > 0 {

@@ -504,11 +504,13 @@ struct Parts<'a> {
     delta: Vec<Job<'a>>,
 }
 
-/// Which base chunks each scratch buffer (by device address) already has
-/// jobs decoding them, earlier in this plan: targets of one load that read
-/// the same chunked inline base share its scratch (see [`needs_scratch`]),
-/// and each of its chunks is decoded once.
-type Decoded = HashMap<u64, Vec<bool>>;
+/// Which chunks of each inline base (by base index and scratch address)
+/// already have jobs decoding them earlier in this plan, and how many do
+/// not yet: targets of one load that read the same chunked inline base
+/// share its scratch (see [`Scratch`]), and each of its chunks is decoded
+/// once. Keyed by both, so two bases given one address (a caller's
+/// placeholder) never share or overrun each other's record.
+type Decoded = HashMap<(usize, u64), (Vec<bool>, usize)>;
 
 /// Which chunks of an inline base a target reads from its scratch.
 #[derive(Clone, Copy)]
@@ -516,15 +518,18 @@ enum Need<'a> {
     /// Every chunk (a base widened or dequantized element by element).
     All,
     /// The chunks under the rows this row map copies (row-mapped and sliced
-    /// bases, `row_bytes` each): a target sliced from a large fused base
-    /// decodes only what it reads, so the device's work stays within what
-    /// the reader charged at open (spec §6.3.1: every base chunk a run
-    /// touches) rather than the whole base once per target.
+    /// bases, `row_bytes` each, over a target of `len` bytes): a target
+    /// sliced from a large fused base decodes only what it reads, so the
+    /// device's work stays within what the reader charged at open (spec
+    /// §6.3.1: every base chunk a run touches) rather than the whole base
+    /// once per target.
     Rows(&'a [RowRun], u64, u64),
 }
 
 /// Appends the jobs decoding the chunks of inline base `bi` that `need`
-/// selects and no earlier target of this plan decoded into `scratch`.
+/// selects and no earlier target of this plan decoded into `scratch`. The
+/// work is the chunks the runs touch (a base read whole: its chunk count,
+/// once per load), never a scan of the base per target.
 fn scratch_jobs<'a, D: AsRef<[u8]> + Sync>(
     archive: &'a Archive<D>,
     bi: usize,
@@ -543,20 +548,43 @@ fn scratch_jobs<'a, D: AsRef<[u8]> + Sync>(
     else {
         // A plain inline base (resolved as host bytes, so not reached from
         // the reader's plans): staged raw, once.
-        if let std::collections::hash_map::Entry::Vacant(e) = decoded.entry(scratch) {
-            e.insert(Vec::new());
+        if let std::collections::hash_map::Entry::Vacant(e) = decoded.entry((bi, scratch)) {
+            e.insert((Vec::new(), 0));
             parts.base_on_device = true;
             base_tensor_jobs(archive, bi, scratch, opts, &mut parts.base)?;
         }
         return Ok(());
     };
     let w = rec.dtype.width();
-    let done = decoded
-        .entry(scratch)
-        .or_insert_with(|| vec![false; chunks.len()]);
-    let mut want = vec![false; chunks.len()];
+    let (done, left) = decoded
+        .entry((bi, scratch))
+        .or_insert_with(|| (vec![false; chunks.len()], chunks.len()));
+    let all_done = *left == 0;
+    let mut emit = |i: usize, parts: &mut Parts<'a>| {
+        if let (Some(c), Some(d)) = (chunks.get(i), done.get_mut(i)) {
+            if !*d {
+                *d = true;
+                *left -= 1;
+                parts.base_on_device = true;
+                chunk_jobs(
+                    archive.bytes(),
+                    Table::Base,
+                    bi,
+                    i,
+                    c,
+                    w,
+                    scratch,
+                    Resolved::Zero,
+                    BasePlan::Zero,
+                    opts,
+                    &mut parts.base,
+                );
+            }
+        }
+    };
     match need {
-        Need::All => want.fill(true),
+        Need::All if !all_done => (0..chunks.len()).for_each(|i| emit(i, parts)),
+        Need::All => {}
         Need::Rows(rows, row_bytes, len) => {
             // Validated at open: chunks are uniform and cover the base, the
             // runs lie within it.
@@ -564,31 +592,8 @@ fn scratch_jobs<'a, D: AsRef<[u8]> + Sync>(
             for sg in rows::segments(rows, row_bytes, 0..len) {
                 let first = sg.base / chunk_bytes;
                 let last = (sg.base + sg.len - 1) / chunk_bytes;
-                for k in first..=last {
-                    if let Some(x) = want.get_mut(k as usize) {
-                        *x = true;
-                    }
-                }
+                (first..=last).for_each(|k| emit(k as usize, parts));
             }
-        }
-    }
-    for (i, c) in chunks.iter().enumerate() {
-        if want[i] && !done[i] {
-            done[i] = true;
-            parts.base_on_device = true;
-            chunk_jobs(
-                archive.bytes(),
-                Table::Base,
-                bi,
-                i,
-                c,
-                w,
-                scratch,
-                Resolved::Zero,
-                BasePlan::Zero,
-                opts,
-                &mut parts.base,
-            );
         }
     }
     Ok(())
@@ -1163,6 +1168,42 @@ pub fn with_scratch<'a>(base: BasePlan<'a>, scratch: &[u64]) -> BasePlan<'a> {
             }
         }
         other => other,
+    }
+}
+
+/// The scratch buffers of one load: one per chunked inline base tensor that
+/// its targets read through a widening, a row map or a dequantization,
+/// shared by every target of the load that reads it (so that
+/// [`targets_jobs`] decodes each of its chunks once).
+#[derive(Debug, Default)]
+pub struct Scratch {
+    /// Base index -> scratch address.
+    of: HashMap<usize, u64>,
+}
+
+impl Scratch {
+    /// `base` with its scratch addresses set; `alloc` makes a buffer of the
+    /// given byte length for each base tensor this load has not seen yet
+    /// and returns its address.
+    pub fn assign<'a, D: AsRef<[u8]> + Sync>(
+        &mut self,
+        archive: &Archive<D>,
+        base: BasePlan<'a>,
+        alloc: &mut dyn FnMut(u64) -> Result<u64>,
+    ) -> Result<BasePlan<'a>> {
+        let mut addrs = Vec::new();
+        for (bi, n) in needs_scratch(archive, &base) {
+            let a = match self.of.get(&bi) {
+                Some(&a) => a,
+                None => {
+                    let a = alloc(n)?;
+                    self.of.insert(bi, a);
+                    a
+                }
+            };
+            addrs.push(a);
+        }
+        Ok(with_scratch(base, &addrs))
     }
 }
 

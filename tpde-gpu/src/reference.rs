@@ -147,7 +147,7 @@ pub fn reconstruct<D: AsRef<[u8]> + Sync>(
     let mut outs = Vec::with_capacity(n);
     let mut jobs: Vec<Job<'_>> = Vec::new();
     let mut plans = Vec::with_capacity(n);
-    let mut scratch_of: HashMap<usize, u64> = HashMap::new();
+    let mut shared = plan::Scratch::default();
     for t in 0..n {
         let rec = archive.record(Table::Target, t);
         let len = rec.byte_len().unwrap_or(0);
@@ -205,15 +205,8 @@ pub fn reconstruct<D: AsRef<[u8]> + Sync>(
                 let base = plan::host_base_plan(archive, t, host)?;
                 // One scratch per base tensor, shared by the targets that
                 // read it (as the device loader does).
-                let scratch: Vec<u64> = plan::needs_scratch(archive, &base)
-                    .into_iter()
-                    .map(|(bi, n)| {
-                        *scratch_of
-                            .entry(bi)
-                            .or_insert_with(|| mem.alloc(n as usize, 0xA5))
-                    })
-                    .collect();
-                let base = plan::with_scratch(base, &scratch);
+                let base =
+                    shared.assign(archive, base, &mut |n| Ok(mem.alloc(n as usize, 0xA5)))?;
                 (mem.alloc(len as usize, 0xA5), base)
             }
         };

@@ -131,7 +131,7 @@ pub fn predict(
         ScaleAxis::Rows => {
             let (mut r, mut off) = (start / row, start % row);
             while i < n {
-                let len = ((row - off) as usize).min(n - i);
+                let len = (row - off).min((n - i) as u64) as usize;
                 fill(
                     &q[i..i + len],
                     signed,
@@ -144,7 +144,7 @@ pub fn predict(
         ScaleAxis::Columns => {
             let mut k = start % row;
             while i < n {
-                let len = ((row - k) as usize).min(n - i);
+                let len = (row - k).min((n - i) as u64) as usize;
                 let at = ((k - scale_lo) * 4) as usize;
                 let s = &scales[at..at + 4 * len];
                 let o = &mut out[4 * i..4 * (i + len)];

@@ -669,3 +669,60 @@ fn source_sha256(src: &dyn ByteSource, len: u64) -> Result<Digest> {
     }
     Ok(h.finalize().into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::safetensors::make_header;
+
+    /// The one-pass digests of a file and its tensors (used for an external
+    /// base on one thread) equal each digest taken alone: tensors listed out
+    /// of file order, an empty one, and tensors across the 1 MiB read
+    /// boundaries.
+    #[test]
+    fn file_and_tensor_digests_in_one_pass_equal_each_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.safetensors");
+        let sizes: [(&str, u64); 5] = [
+            ("big", 700_001),
+            ("empty", 0),
+            ("odd", 77),
+            ("across", 400_003),
+            ("tail", 5),
+        ];
+        let list: Vec<(&str, Dtype, Vec<u64>)> = sizes
+            .iter()
+            .map(|&(n, len)| (n, Dtype::U8, vec![len]))
+            .collect();
+        let header = make_header(
+            &list
+                .iter()
+                .map(|(n, d, s)| (*n, *d, s.as_slice()))
+                .collect::<Vec<_>>(),
+        );
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(&header);
+        let mut x = 1u32;
+        for &(_, len) in &sizes {
+            bytes.extend((0..len).map(|_| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                (x >> 16) as u8
+            }));
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let f = SourceFile::open(&path).unwrap();
+        let (file, tensors) = file_and_tensor_sha256(&f).unwrap();
+        assert_eq!(file, file_sha256(&path).unwrap());
+        let want: [u8; 32] = Sha256::digest(&bytes).into();
+        assert_eq!(file, want);
+        for (t, d) in f.tensors.iter().zip(&tensors) {
+            assert_eq!(
+                *d,
+                source_sha256(&f.source(t), t.len).unwrap(),
+                "{}",
+                t.name
+            );
+        }
+        assert_eq!(tensors.len(), sizes.len());
+    }
+}

@@ -681,6 +681,11 @@ fn cpu_decode_ms<D: AsRef<[u8]> + Sync>(
     // GPU path copies those bytes device -> host). Built before the clock.
     let mut mem = tpde_gpu::reference::HostMemory::default();
     let mut targets = Vec::new();
+    // Scratch for narrow, row-mapped and quantized inline bases, one per
+    // base tensor as a load assigns it (addresses only: jobs are decoded
+    // on the CPU here, never run).
+    let mut shared = plan::Scratch::default();
+    let mut next_scratch = 2u64 << 40;
     for t in 0..a.index().tensors.len() {
         let (base, dst) = if onto_device && plan::base_name(a, t).is_some() {
             let rec = a.record(Table::Target, t);
@@ -701,7 +706,11 @@ fn cpu_decode_ms<D: AsRef<[u8]> + Sync>(
             }
             (plan::BasePlan::InPlace, mem.upload(&pred))
         } else {
-            (plan::host_base_plan(a, t, &NoBase)?, 1 << 40)
+            let base = shared.assign(a, plan::host_base_plan(a, t, &NoBase)?, &mut |_| {
+                next_scratch += 1 << 40;
+                Ok(next_scratch)
+            })?;
+            (base, 1 << 40)
         };
         targets.push(plan::Target {
             t,
