@@ -75,20 +75,22 @@ pub fn zero_base<D: AsRef<[u8]> + Sync>(a: &Archive<D>) -> MemBase {
 /// sliced-base checks were reached by 5 of 3,552 corpus inputs); with the
 /// CRC fixed, mutations of an uncompressed index do.
 pub fn open_decode(data: &[u8]) {
-    open_decode_payloads(data);
-    if let Some(fixed) = with_header_crc_fixed(data) {
-        open_decode_payloads(&fixed);
-    }
+    with_crc_variants(data, open_decode_once);
 }
 
-/// [`open_decode_once`] on `data` and, when it opens with a wrong payload
-/// CRC, again with the payload CRCs recomputed (see
-/// [`with_payload_crcs_fixed`]): else a mutated chunk stops at its CRC and
-/// the chunk decoders see only the seeds' payloads (found by the
-/// `gpu_reference` target in session 6).
-fn open_decode_payloads(data: &[u8]) {
-    if let Some(refixed) = open_decode_once(data) {
-        open_decode_once(&refixed);
+/// Runs `once` on `data` and on `data` with its header CRC recomputed
+/// ([`with_header_crc_fixed`]), and again on each input `once` hands back:
+/// an opened archive with its chunk and plain-payload CRCs recomputed
+/// ([`with_payload_crcs_fixed`]). Without these, a mutated index stops at
+/// the header CRC and a mutated chunk at its own, and the validation and
+/// decoders behind them see only the seeds' bytes (found for the index in
+/// session 5, for payloads by the `gpu_reference` target in session 6).
+fn with_crc_variants(data: &[u8], once: fn(&[u8]) -> Option<Vec<u8>>) {
+    let fixed = with_header_crc_fixed(data);
+    for d in std::iter::once(data).chain(fixed.as_deref()) {
+        if let Some(refixed) = once(d) {
+            once(&refixed);
+        }
     }
 }
 
@@ -178,20 +180,9 @@ fn scratch_path() -> PathBuf {
 
 /// Target 3: readers and schedules that must agree.
 pub fn equivalence(data: &[u8]) {
-    equivalence_payloads(data);
-    // As for `open_decode`: with the header CRC recomputed, mutated
-    // indexes reach both readers' validation.
-    if let Some(fixed) = with_header_crc_fixed(data) {
-        equivalence_payloads(&fixed);
-    }
-}
-
-/// As [`open_decode_payloads`]: mutated payloads, CRCs recomputed, reach
-/// both readers' chunk decoders.
-fn equivalence_payloads(data: &[u8]) {
-    if let Some(refixed) = equivalence_once(data) {
-        equivalence_once(&refixed);
-    }
+    // As for `open_decode`: with the CRCs recomputed, mutated indexes and
+    // payloads reach both readers' validation and decoders.
+    with_crc_variants(data, equivalence_once);
 }
 
 /// Returns the archive with its payload CRCs fixed when it opened and
@@ -703,21 +694,10 @@ const GPU_PLANS: [tpde_gpu::plan::PlanOptions; 4] = [
 /// stderr (`gpu_reference divergence: ...`), and so is each comparison
 /// (`gpu_reference compared K of N targets: ...`).
 pub fn gpu_reference(data: &[u8]) {
-    gpu_reference_payloads(data);
-    if let Some(fixed) = with_header_crc_fixed(data) {
-        gpu_reference_payloads(&fixed);
-    }
-}
-
-/// [`gpu_reference_once`] on `data` and, when it opens and a stored CRC of
-/// a chunk or plain payload is wrong, on `data` with those CRCs recomputed:
-/// else every mutated payload stops at its CRC in staging and the CPU
-/// reader alike, and the decoders behind it — the device's own checks of
-/// gap streams and rANS words among them — see only the seeds' payloads.
-fn gpu_reference_payloads(data: &[u8]) {
-    if let Some(refixed) = gpu_reference_once(data) {
-        gpu_reference_once(&refixed);
-    }
+    // With the CRCs recomputed (see `with_crc_variants`), mutated payloads
+    // reach staging and the device's own checks of gap streams and rANS
+    // words, not only the seeds' payloads.
+    with_crc_variants(data, gpu_reference_once);
 }
 
 /// The opened archive `a` (of bytes `data`) with every chunk's and plain

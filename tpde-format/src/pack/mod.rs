@@ -174,7 +174,20 @@ pub fn pack(
                 _ => None,
             };
             let mut on_bytes = |bytes: &[u8]| progress(bytes.len() as u64);
-            let fs = &mut file_sha;
+            // The tensor against `input`, its bytes into the file's digest.
+            macro_rules! add {
+                ($input:expr) => {
+                    w.add_tensor_in_file(
+                        &t.name,
+                        t.dtype,
+                        &t.shape,
+                        &src,
+                        $input,
+                        &mut file_sha,
+                        &mut on_bytes,
+                    )?
+                };
+            }
             let id = match (matched, quantized) {
                 (None, Some((b, bf, qt, st, axis))) => {
                     report.delta_tensors += 1;
@@ -219,25 +232,9 @@ pub fn pack(
                         scale_shape: &st.shape,
                         axis,
                     };
-                    w.add_tensor_in_file(
-                        &t.name,
-                        t.dtype,
-                        &t.shape,
-                        &src,
-                        input,
-                        fs,
-                        &mut on_bytes,
-                    )?
+                    add!(input)
                 }
-                (None, None) => w.add_tensor_in_file(
-                    &t.name,
-                    t.dtype,
-                    &t.shape,
-                    &src,
-                    BaseInput::None,
-                    fs,
-                    &mut on_bytes,
-                )?,
+                (None, None) => add!(BaseInput::None),
                 (Some((b, bf, bt)), _) => {
                     report.delta_tensors += 1;
                     let bsrc = bf.source(bt);
@@ -267,25 +264,9 @@ pub fn pack(
                                 rows: &m.rows,
                                 row_elems: m.row_elems,
                             };
-                            w.add_tensor_in_file(
-                                &t.name,
-                                t.dtype,
-                                &t.shape,
-                                &src,
-                                rows,
-                                fs,
-                                &mut on_bytes,
-                            )?
+                            add!(rows)
                         }
-                        None => w.add_tensor_in_file(
-                            &t.name,
-                            t.dtype,
-                            &t.shape,
-                            &src,
-                            input,
-                            fs,
-                            &mut on_bytes,
-                        )?,
+                        None => add!(input),
                     }
                 }
             };
