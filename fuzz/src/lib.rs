@@ -42,27 +42,39 @@ pub type MemBase = HashMap<String, (Dtype, Vec<u64>, Vec<u8>)>;
 const ZERO_BASE_MAX: u64 = 1 << 20;
 
 /// All-zero external base tensors shaped as the archive's own index asks
-/// (plain, widened, row-mapped and sliced bases; up to 1 MiB each), so the
-/// external-base paths are exercised: a seed
-/// packed against an all-zero base passes the digest check, and mutants of
-/// it reach the decoder.
+/// (plain, widened, row-mapped and sliced bases, and a quantized base's
+/// codes and scales; up to 1 MiB each), so the external-base paths are
+/// exercised: a seed packed against an all-zero base passes the digest
+/// check, and mutants of it reach the decoder.
 pub fn zero_base<D: AsRef<[u8]> + Sync>(a: &Archive<D>) -> MemBase {
     let mut base = MemBase::new();
     for rec in &a.index().tensors {
         // The name, dtype and shape each kind of external base must have.
-        let (name, dtype, shape) = match &rec.base {
-            BaseRef::External { name, .. } => (name, rec.dtype, &rec.shape),
-            BaseRef::ExternalWidened { name, dtype, .. } => (name, *dtype, &rec.shape),
+        let wanted: Vec<(&String, Dtype, &Vec<u64>)> = match &rec.base {
+            BaseRef::External { name, .. } => vec![(name, rec.dtype, &rec.shape)],
+            BaseRef::ExternalWidened { name, dtype, .. } => vec![(name, *dtype, &rec.shape)],
             BaseRef::ExternalRows { name, shape, .. }
-            | BaseRef::ExternalSlices { name, shape, .. } => (name, rec.dtype, shape),
+            | BaseRef::ExternalSlices { name, shape, .. } => vec![(name, rec.dtype, shape)],
+            BaseRef::ExternalDequant {
+                q_name,
+                q_dtype,
+                scale_name,
+                scale_shape,
+                ..
+            } => vec![
+                (q_name, *q_dtype, &rec.shape),
+                (scale_name, Dtype::F32, scale_shape),
+            ],
             _ => continue,
         };
-        let len = shape
-            .iter()
-            .try_fold(dtype.width() as u64, |a, &d| a.checked_mul(d));
-        if let Some(len) = len.filter(|&l| l <= ZERO_BASE_MAX) {
-            base.entry(name.clone())
-                .or_insert_with(|| (dtype, shape.clone(), vec![0; len as usize]));
+        for (name, dtype, shape) in wanted {
+            let len = shape
+                .iter()
+                .try_fold(dtype.width() as u64, |a, &d| a.checked_mul(d));
+            if let Some(len) = len.filter(|&l| l <= ZERO_BASE_MAX) {
+                base.entry(name.clone())
+                    .or_insert_with(|| (dtype, shape.clone(), vec![0; len as usize]));
+            }
         }
     }
     base
@@ -748,42 +760,13 @@ fn gpu_log() -> bool {
     *ON.get_or_init(|| std::env::var_os("TPDE_FUZZ_GPU_LOG").is_some())
 }
 
-/// [`zero_base`] plus all-zero codes and scales for external quantized bases.
-fn zero_base_all<D: AsRef<[u8]> + Sync>(a: &Archive<D>) -> MemBase {
-    let mut base = zero_base(a);
-    for rec in &a.index().tensors {
-        if let BaseRef::ExternalDequant {
-            q_name,
-            q_dtype,
-            scale_name,
-            scale_shape,
-            ..
-        } = &rec.base
-        {
-            for (name, dtype, shape) in [
-                (q_name, *q_dtype, &rec.shape),
-                (scale_name, Dtype::F32, scale_shape),
-            ] {
-                let len = shape
-                    .iter()
-                    .try_fold(dtype.width() as u64, |a, &d| a.checked_mul(d));
-                if let Some(len) = len.filter(|&l| l <= ZERO_BASE_MAX) {
-                    base.entry(name.clone())
-                        .or_insert_with(|| (dtype, shape.clone(), vec![0; len as usize]));
-                }
-            }
-        }
-    }
-    base
-}
-
 /// One archive through the mirror and the CPU reader (see
 /// [`gpu_reference`]); returns the archive with its payload CRCs fixed when
 /// it opened and some were wrong.
 fn gpu_reference_once(data: &[u8]) -> Option<Vec<u8>> {
     use tpde_gpu::reference::{reconstruct, BaseMode};
     let a = Archive::from_bytes(data, ReadLimits::strict()).ok()?;
-    let base = zero_base_all(&a);
+    let base = zero_base(&a);
     let tensors = &a.index().tensors;
     // The format crate's reconstruction of each target, digests unchecked.
     let cpu: Vec<Outcome> = (0..tensors.len())
