@@ -4,7 +4,7 @@
 //! can drive itself: it needs only the [`Chunk`] descriptor, the chunk's
 //! stored bytes and a buffer holding the base range.
 
-use super::combine::{self, DenseBase, Word};
+use super::combine::{self, DenseBase};
 use super::{positions, stream};
 use crate::format::{Chunk, ChunkKind, Op, Stream};
 use crate::with_word;
@@ -317,16 +317,41 @@ pub fn decode_over(
         }
         return decode_in_place(chunk, width, stored, out, s);
     }
+    let (_, val_bytes) = split_streams(chunk, stored)?;
+    decode_dense(chunk, width, val_bytes, base, out, s)
+}
+
+/// A chunk's stored bytes: its positions stream, then its values stream.
+fn split_streams<'a>(
+    chunk: &Chunk,
+    stored: &'a [u8],
+) -> Result<(&'a [u8], &'a [u8]), &'static str> {
     let pos_len = usize::try_from(chunk.positions.stored_len).map_err(|_| "stream too long")?;
-    let val_bytes = stored
-        .get(pos_len..)
-        .ok_or("positions stream longer than the chunk")?;
-    let ctx = match base {
-        DenseBase::Bytes(b) if chunk.values.uses_base_context() => {
-            base_context(b, width, None, &mut s.base_ctx);
-            Some(s.base_ctx.as_slice())
-        }
-        _ => None,
+    stored
+        .split_at_checked(pos_len)
+        .ok_or("positions stream longer than the chunk")
+}
+
+/// A dense chunk's values (`val_bytes`) applied over `base`: in `out`, or
+/// elsewhere. Base-context planes read the base where it is (never a zero
+/// base: [`decode_over`] puts zeros into `out` for those).
+fn decode_dense(
+    chunk: &Chunk,
+    width: usize,
+    val_bytes: &[u8],
+    base: DenseBase<'_>,
+    out: &mut [u8],
+    s: &mut DecodeScratch,
+) -> Result<(), &'static str> {
+    let ctx = if chunk.values.uses_base_context() {
+        let under: &[u8] = match base {
+            DenseBase::Bytes(b) => b,
+            DenseBase::InPlace | DenseBase::Zero => out,
+        };
+        base_context(under, width, None, &mut s.base_ctx);
+        Some(s.base_ctx.as_slice())
+    } else {
+        None
     };
     stream::decompress_with(&chunk.values, val_bytes, ctx, &mut s.raw)?;
     if s.raw.len() != out.len() {
@@ -344,26 +369,10 @@ fn decode_in_place(
     out: &mut [u8],
     s: &mut DecodeScratch,
 ) -> Result<(), &'static str> {
-    let pos_len = usize::try_from(chunk.positions.stored_len).map_err(|_| "stream too long")?;
-    let (pos_bytes, val_bytes) = stored
-        .split_at_checked(pos_len)
-        .ok_or("positions stream longer than the chunk")?;
+    let (pos_bytes, val_bytes) = split_streams(chunk, stored)?;
     match chunk.kind {
         ChunkKind::Zero => Ok(()),
-        ChunkKind::Dense => {
-            let ctx = if chunk.values.uses_base_context() {
-                base_context(out, width, None, &mut s.base_ctx);
-                Some(s.base_ctx.as_slice())
-            } else {
-                None
-            };
-            stream::decompress_with(&chunk.values, val_bytes, ctx, &mut s.raw)?;
-            if s.raw.len() != out.len() {
-                return Err("dense values length differs from the element count");
-            }
-            with_word!(width, W => apply_dense::<W>(chunk.op, &s.raw, out));
-            Ok(())
-        }
+        ChunkKind::Dense => decode_dense(chunk, width, val_bytes, DenseBase::InPlace, out, s),
         ChunkKind::Sparse => {
             stream::decompress(&chunk.positions, pos_bytes, &mut s.raw)?;
             let count = usize::try_from(chunk.changed).map_err(|_| "too many positions")?;
@@ -383,10 +392,6 @@ fn decode_in_place(
             Ok(())
         }
     }
-}
-
-fn apply_dense<W: Word>(op: Op, planes: &[u8], out: &mut [u8]) {
-    combine::apply_dense_planes::<W>(op, planes, out);
 }
 
 #[cfg(test)]
