@@ -27,7 +27,7 @@ use std::sync::OnceLock;
 
 use arbitrary::{Arbitrary, Unstructured};
 use sha2::{Digest as _, Sha256};
-use tpde_format::codec::entropy;
+use tpde_format::codec::entropy::{self, Lanes};
 use tpde_format::codec::stream::PlaneCoder;
 use tpde_format::format::BaseRef;
 use tpde_format::pack::{pack, BaseMode, PackOptions};
@@ -262,9 +262,11 @@ fn equivalence_once(data: &[u8]) -> Option<Vec<u8>> {
 /// Target 4: the rANS byte-plane coder (spec §5.6) on its own, where the
 /// fuzzer reaches its tables and state machine without an archive around
 /// them. Input: a 16-bit plane length, a flags byte (bit 0: with a context
-/// plane), then the bytes. Two properties: (1) decoding the bytes as a coded
-/// plane never panics, and (2) the bytes taken as a plane encode and decode
-/// back exactly.
+/// plane; bit 1: 32 interleaved states, format 1.6), then the bytes.
+/// Properties: (1) decoding the bytes as a coded plane never panics; (2)
+/// with 32 states, the AVX2 decoder (where the CPU has it) and the portable
+/// loop agree on the result, the error and the bytes, for any input; (3) the
+/// bytes taken as a plane encode and decode back exactly.
 pub fn rans_plane(data: &[u8]) {
     let [a, b, flags, rest @ ..] = data else {
         return;
@@ -274,21 +276,41 @@ pub fn rans_plane(data: &[u8]) {
         .map(|i| (i as u8).wrapping_mul(37) ^ flags.rotate_left(3))
         .collect();
     let ctx = (flags & 1 == 1).then_some(&context[..]);
+    let lanes = if flags & 2 == 2 {
+        Lanes::ThirtyTwo
+    } else {
+        Lanes::Four
+    };
+    let encode = |plane: &[u8], ctx: Option<&[u8]>, out: &mut Vec<u8>| {
+        let tuning = entropy::default_tuning(plane.len());
+        entropy::encode_plane_with(plane, ctx, tuning, lanes, out)
+    };
     let mut out = vec![0u8; n];
-    if entropy::decode_plane(rest, ctx, &mut out).is_ok() {
+    let decoded = entropy::decode_plane_lanes(rest, ctx, lanes, &mut out);
+    if lanes == Lanes::ThirtyTwo {
+        let mut portable = vec![0u8; n];
+        let p = entropy::decode_plane_portable(rest, ctx, lanes, &mut portable);
+        assert_eq!(decoded, p, "AVX2 and portable 32-state decoders disagree");
+        assert!(
+            decoded.is_err() || out == portable,
+            "32-state decoders differ in bytes"
+        );
+    }
+    if decoded.is_ok() {
         // Whatever decodes must re-encode to something that decodes the same.
         let mut again = Vec::new();
-        entropy::encode_plane(&out, ctx, &mut again);
+        encode(&out, ctx, &mut again);
         let mut back = vec![0u8; n];
-        entropy::decode_plane(&again, ctx, &mut back).expect("re-encoded plane decodes");
+        entropy::decode_plane_lanes(&again, ctx, lanes, &mut back)
+            .expect("re-encoded plane decodes");
         assert!(back == out, "re-encoded plane differs");
     }
     let plane = &rest[..rest.len().min(n)];
     let ctx = ctx.map(|c| &c[..plane.len()]);
     let mut coded = Vec::new();
-    entropy::encode_plane(plane, ctx, &mut coded);
+    encode(plane, ctx, &mut coded);
     let mut back = vec![0u8; plane.len()];
-    entropy::decode_plane(&coded, ctx, &mut back).expect("an encoded plane decodes");
+    entropy::decode_plane_lanes(&coded, ctx, lanes, &mut back).expect("an encoded plane decodes");
     assert!(back == plane, "rANS round trip differs");
 }
 
@@ -299,7 +321,9 @@ pub fn rans_plane(data: &[u8]) {
 pub struct RoundtripInput {
     /// Elements per chunk: `1 + chunk_elems % 3000`.
     pub chunk_elems: u16,
-    /// zstd level: `1 + level % 3`.
+    /// zstd level: `1 + level % 3`; bit 7 set gives every rANS plane 32
+    /// states (`with_wide_min_plane(0)`, format 1.6) instead of the
+    /// default threshold, which the fuzzer's small chunks never reach.
     pub level: u8,
     /// Base mode: inline, inline plain, external, or no base at all.
     pub mode: u8,
@@ -595,6 +619,11 @@ pub fn roundtrip(input: &RoundtripInput) {
         write: WriteOptions::default()
             .with_chunk_elems(1 + u64::from(input.chunk_elems) % 3000)
             .with_level(1 + i32::from(input.level % 3))
+            .with_wide_min_plane(if input.level & 0x80 != 0 {
+                0
+            } else {
+                tpde_format::codec::stream::WIDE_MIN_PLANE
+            })
             .with_plane_coder(if input.zstd_planes {
                 PlaneCoder::Zstd
             } else {

@@ -45,7 +45,7 @@ ALIGN = 64
 REQUIRED_FLAGS = 0x0000FFFF
 FLAG_INDEX_ZSTD = 0x1  # §8.3 (v1.3): the index is stored as one zstd frame
 KNOWN_REQUIRED_FLAGS = FLAG_INDEX_ZSTD
-KNOWN_MINOR = 5  # §8.2: the newest minor this reader implements
+KNOWN_MINOR = 6  # §8.2: the newest minor this reader implements
 
 # §4.1: code -> (safetensors name, width)
 DTYPES = [
@@ -57,7 +57,10 @@ DTYPES = [
 KINDS = ["zero", "dense", "sparse"]  # §5.2
 OPS = ["xor", "add", "replace", "add-zigzag", "replace-rot"]  # §6.1 (AddZigzag v1.1, ReplaceRot v1.4)
 CODECS = ["raw", "zstd", "planes"]  # §5.3 ("planes" = PerPlane, v1.1)
-PLANE_CODECS = ["raw", "zstd", "rans", "rans-base"]  # §5.3 (v1.1; "rans": §5.6; "rans-base": v1.2, §5.7)
+PLANE_CODECS = ["raw", "zstd", "rans", "rans-base",
+                "rans32", "rans-base32"]  # §5.3 (v1.1; "rans": §5.6; "rans-base": v1.2, §5.7; "...32": v1.6, §5.6.4)
+# §5.6.4: interleaved rANS states of each rANS plane codec.
+RANS_LANES = {"rans": 4, "rans-base": 4, "rans32": 32, "rans-base32": 32}
 BASE_KINDS = ["none", "inline", "external", "inline_widened", "external_widened",
               "inline_rows", "external_rows",
               "inline_dequant", "external_dequant",
@@ -321,7 +324,7 @@ def check_stream(s: dict, where: str, values_width: int | None) -> None:
                 raise FormatError(f"{where}: raw plane {k} is not {m} bytes")
             if p["codec"] == "zstd" and p["stored_len"] == 0:
                 raise FormatError(f"{where}: empty zstd plane {k}")
-            if p["codec"] in ("rans", "rans-base") and p["stored_len"] == 0:
+            if p["codec"] in RANS_LANES and p["stored_len"] == 0:
                 raise FormatError(f"{where}: empty rans plane {k}")
         if sum(p["stored_len"] for p in planes) != s["stored_len"]:
             raise FormatError(f"{where}: plane lengths do not add up to the stream's stored length")
@@ -614,6 +617,13 @@ def dequantize(t: dict, q: bytes, q_dtype: str, scales: bytes, axis: str) -> byt
 
 def check_minor_features(header: dict, idx: dict) -> None:
     """§8.2: a file uses only variants that its `minor` defines."""
+    if header["minor"] < 6:
+        for table, is_base in ((idx["bases"], True), (idx["tensors"], False)):
+            for t in table:
+                for i, c in enumerate(t["payload"].get("chunks", [])):
+                    if any(p["codec"] in ("rans32", "rans-base32") for p in c["values"].get("planes", [])):
+                        raise FormatError(f"{tname(t, is_base)} chunk {i}: a 32-state rans plane (v1.6) "
+                                          f"in a minor {header['minor']} file")
     if header["minor"] < 5:
         for t in idx["tensors"]:
             if t["base"]["kind"] in ("inline_slices", "external_slices"):
@@ -712,12 +722,12 @@ def decode_stream(s: dict, stored: bytes, base_ctx: bytes | None = None) -> byte
             try:
                 if p["codec"] == "zstd":
                     plane = decode_zstd(piece, m)
-                elif p["codec"] == "rans-base":  # §5.7 (v1.2)
+                elif p["codec"] in ("rans-base", "rans-base32"):  # §5.7 (v1.2)
                     if base_ctx is None or len(base_ctx) != m:
                         raise FormatError("a rans-base plane needs the base context")
-                    plane = decode_rans_plane(piece, m, base_ctx)
+                    plane = decode_rans_plane(piece, m, base_ctx, RANS_LANES[p["codec"]])
                 else:
-                    plane = decode_rans_plane(piece, m, prev)
+                    plane = decode_rans_plane(piece, m, prev, RANS_LANES[p["codec"]])
             except FormatError as e:
                 raise FormatError(f"plane {k}: {e}") from None
         out += plane
@@ -766,9 +776,10 @@ RANS_L = 1 << 16  # §5.6.5: the state interval's lower bound, and the final sta
 RANS_STATS = {"planes": 0, "modes": {"0": 0, "1": 0, "2": 0}, "with_context": 0, "scales": [], "max_buckets": 0}
 
 
-def decode_rans_plane(S: bytes, m: int, C: bytes | None) -> bytes:
+def decode_rans_plane(S: bytes, m: int, C: bytes | None, lanes: int = 4) -> bytes:
     """§5.6: a coded plane `S` decoded to exactly `m` bytes; `C` is the
-    context plane (the decoded plane k-1 of the same stream), None for plane 0."""
+    context plane (the decoded plane k-1 of the same stream), None for plane 0;
+    `lanes` the interleaved states the plane codec says it has (§5.6.4)."""
     if len(S) == 0:  # §5.6.1 (the index already refuses stored_len 0)
         raise FormatError("empty rans plane")
     mode = S[0]
@@ -887,17 +898,18 @@ def decode_rans_plane(S: bytes, m: int, C: bytes | None) -> bytes:
         freq_all += f
         start_all += start
     # §5.6.4 states and words.
-    if pos + 16 > len(S):
+    if pos + 4 * lanes > len(S):
         raise FormatError("rans plane ends inside its states")
-    x0, x1, x2, x3 = struct.unpack_from("<4I", S, pos)
-    pos += 16
-    if min(x0, x1, x2, x3) < RANS_L:
+    xs = list(struct.unpack_from(f"<{lanes}I", S, pos))
+    pos += 4 * lanes
+    if min(xs) < RANS_L:
         raise FormatError("rans state below 2^16")
     if (len(S) - pos) % 2:
         raise FormatError("rans plane has an odd number of word bytes")
     nw = (len(S) - pos) // 2
     words = struct.unpack_from(f"<{nw}H", S, pos)
-    # §5.6.5 decoding, four interleaved lanes. Each step is
+    # §5.6.5 decoding, `lanes` interleaved lanes (the 4-lane loop is
+    # unrolled for speed; 32 lanes take the general loop). Each step is
     #   slot = x & mask; s = symbol of slot; x = f[s] * (x >> scale) + slot - start[s]
     #   and, if x < L, x = (x << 16) | next word.
     mask = M - 1
@@ -912,7 +924,8 @@ def decode_rans_plane(S: bytes, m: int, C: bytes | None) -> bytes:
         C = bytes(m)
     sym, fr, st = sym_all, freq_all, start_all
     try:
-        full = m - m % 4
+        full = m - m % 4 if lanes == 4 else 0
+        x0, x1, x2, x3 = xs[:4]
         for i in range(0, full, 4):
             c = C[i]
             slot = x0 & mask
@@ -950,9 +963,10 @@ def decode_rans_plane(S: bytes, m: int, C: bytes | None) -> bytes:
             if x3 < L:
                 x3 = (x3 << 16) | words[wp]
                 wp += 1
-        xs = [x0, x1, x2, x3]
+        if lanes == 4:
+            xs = [x0, x1, x2, x3]
         for i in range(full, m):
-            j = i % 4
+            j = i % lanes
             c = C[i]
             slot = xs[j] & mask
             s = sym[soff[c] | slot]
@@ -967,7 +981,7 @@ def decode_rans_plane(S: bytes, m: int, C: bytes | None) -> bytes:
         raise FormatError("rans plane runs out of words") from None
     if wp != nw:
         raise FormatError(f"rans plane has {nw - wp} unread words after the last symbol")
-    if xs != [L, L, L, L]:
+    if xs != [L] * lanes:
         raise FormatError("rans final states are not 2^16")
     return bytes(out)
 

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Map, Value};
 use tpde_format::codec::entropy::{encode_plane_tuned, Tuning};
-use tpde_format::codec::stream::PlaneCoder;
+use tpde_format::codec::stream::{PlaneCoder, WIDE_MIN_PLANE};
 use tpde_format::format::{Codec, PlaneCodec};
 use tpde_format::pack::{pack, BaseMode, PackOptions};
 use tpde_format::safetensors::Checkpoint;
@@ -72,6 +72,8 @@ struct Vector {
     /// the reference writer never emits but readers must accept); `None`
     /// for a vector that is the writer's output as it is.
     craft: Option<Craft>,
+    /// `WriteOptions::with_wide_min_plane` (format 1.6; ignored below it).
+    wide_min_plane: usize,
 }
 
 /// Edits a packed archive into the vector's bytes.
@@ -292,6 +294,7 @@ const V10: Vector = Vector {
     expect_minor: 0,
     plane_coder: PlaneCoder::Zstd,
     craft: None,
+    wide_min_plane: WIDE_MIN_PLANE,
 };
 
 // ---- v1.1: widened bases, per-plane streams, renamed tensors ---------------
@@ -527,6 +530,7 @@ fn v11_vectors() -> Vec<Vector> {
         expect_minor: 1,
         plane_coder: PlaneCoder::Zstd,
         craft: None,
+        wide_min_plane: WIDE_MIN_PLANE,
     };
     vec![
         v11(
@@ -842,6 +846,7 @@ fn rans_vectors() -> Vec<Vector> {
         expect_minor: 1,
         plane_coder: PlaneCoder::Rans,
         craft,
+        wide_min_plane: WIDE_MIN_PLANE,
     };
     vec![
         v(
@@ -1177,6 +1182,7 @@ fn v12_vectors() -> Vec<Vector> {
         expect_minor: 2,
         plane_coder: PlaneCoder::Rans,
         craft: None,
+        wide_min_plane: WIDE_MIN_PLANE,
     };
     let (dt, db) = v12_dequant_set(128);
     let dq = |name, description, mode| Vector {
@@ -1190,6 +1196,7 @@ fn v12_vectors() -> Vec<Vector> {
         expect_minor: 2,
         plane_coder: PlaneCoder::Rans,
         craft: None,
+        wide_min_plane: WIDE_MIN_PLANE,
     };
     let (t, b) = v12_set();
     let v = |name, description, mode| Vector {
@@ -1203,6 +1210,7 @@ fn v12_vectors() -> Vec<Vector> {
         expect_minor: 2,
         plane_coder: PlaneCoder::Rans,
         craft: None,
+        wide_min_plane: WIDE_MIN_PLANE,
     };
     vec![
         v(
@@ -1283,6 +1291,7 @@ fn v13_vectors() -> Vec<Vector> {
             expect_minor: 3,
             plane_coder: PlaneCoder::Rans,
             craft: None,
+            wide_min_plane: WIDE_MIN_PLANE,
         },
         Vector {
             name: "v13_delta_inline",
@@ -1297,6 +1306,7 @@ fn v13_vectors() -> Vec<Vector> {
             expect_minor: 3,
             plane_coder: PlaneCoder::Rans,
             craft: None,
+            wide_min_plane: WIDE_MIN_PLANE,
         },
     ]
 }
@@ -1380,6 +1390,7 @@ fn v14_vectors() -> Vec<Vector> {
         expect_minor: 4,
         plane_coder: PlaneCoder::Rans,
         craft: None,
+        wide_min_plane: WIDE_MIN_PLANE,
     };
     vec![
         v(
@@ -1406,6 +1417,7 @@ fn v14_vectors() -> Vec<Vector> {
             expect_minor: 4,
             plane_coder: PlaneCoder::Rans,
             craft: None,
+            wide_min_plane: WIDE_MIN_PLANE,
         },
     ]
 }
@@ -1471,6 +1483,7 @@ fn v15_vectors() -> Vec<Vector> {
         expect_minor: 5,
         plane_coder: PlaneCoder::Rans,
         craft: None,
+        wide_min_plane: WIDE_MIN_PLANE,
     };
     vec![
         v(
@@ -1593,7 +1606,65 @@ fn vectors() -> Vec<Vector> {
     .chain(v13_vectors())
     .chain(v14_vectors())
     .chain(v15_vectors())
+    .chain(v16_vectors())
     .collect()
+}
+
+/// v1.6: 32-state rANS planes (spec §5.6.4). The inputs of `v12_rans_base`
+/// (BF16 weights with small and large updates in dense and sparse chunks,
+/// an F32 target over its BF16 cast) written with every rANS plane given 32
+/// states (`with_wide_min_plane(0)`), so that small vectors hold `Rans32`
+/// and `RansBase32` planes of sizes around and below the 32-symbol block:
+/// target chunks dense and sparse, and inline base chunks.
+fn v16_vectors() -> Vec<Vector> {
+    let (rt, rb) = v12_rans_base_set(4096);
+    let v = |name, description, mode| Vector {
+        name,
+        description,
+        chunk_elems: 4096,
+        target: Target::Single("trained.safetensors", rt.clone(), None),
+        base: Some((rb.clone(), mode)),
+        base_file: BASE_FILE_V12_RANS_BASE,
+        max_minor: 6,
+        expect_minor: 6,
+        plane_coder: PlaneCoder::Rans,
+        craft: None,
+        wide_min_plane: 0,
+    };
+    let (pt, pb) = rans_set(512);
+    vec![
+        Vector {
+            name: "v16_rans32_planes",
+            description: "v1.6: the inputs of v11_rans (512-element chunks, inline base) with \
+                          every rANS plane coded with 32 states: Rans32 planes with context \
+                          buckets over a Rans32 and over a Raw plane, without (plane 0; a \
+                          constant context), constant Rans32 planes, sparse chunks, inline \
+                          base chunks; no base-context planes, so every plane decodes alone",
+            chunk_elems: 512,
+            target: Target::Single("rans.safetensors", pt, None),
+            base: Some((pb, BaseMode::Inline)),
+            base_file: BASE_FILE_V11,
+            max_minor: 6,
+            expect_minor: 6,
+            plane_coder: PlaneCoder::Rans,
+            craft: None,
+            wide_min_plane: 0,
+        },
+        v(
+            "v16_rans32_inline",
+            "v1.6 32-state rANS planes (spec §5.6.4): the inputs of v12_rans_base with \
+             every rANS plane coded with 32 states: Rans32 planes with and without \
+             context buckets and RansBase32 planes, in dense and sparse target chunks \
+             (1,366 values: not a multiple of 32) and in the inline base's chunks",
+            BaseMode::Inline,
+        ),
+        v(
+            "v16_rans32_external",
+            "v1.6: the inputs of v16_rans32_inline against base_v12_rans_base.safetensors \
+             (RansBase32 planes over the base and over its widened BF16 cast)",
+            BaseMode::External,
+        ),
+    ]
 }
 
 fn mode_name(m: Option<BaseMode>) -> &'static str {
@@ -1684,7 +1755,8 @@ fn make(v: &Vector, dir: &Path) -> Result<Value, String> {
             .with_chunk_elems(v.chunk_elems)
             .with_level(3)
             .with_max_minor(v.max_minor)
-            .with_plane_coder(v.plane_coder),
+            .with_plane_coder(v.plane_coder)
+            .with_wide_min_plane(v.wide_min_plane),
         base_mode: mode.unwrap_or_default(),
     };
     pack(&target, base_ckpt.as_ref(), &packed, &opts, &mut |_| {})

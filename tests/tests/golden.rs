@@ -237,6 +237,13 @@ struct Coverage {
     rans_max_buckets: u8,
     /// A mode-2 plane whose size is not a multiple of the 4 lanes (§5.6.5).
     rans_partial_lanes: bool,
+    // v1.6
+    /// (table, chunk kind, codec) of mode-2 32-state planes (§5.6.4).
+    wide_in: BTreeSet<(&'static str, &'static str, &'static str)>,
+    /// A mode-2 32-state plane whose size is not a multiple of 32.
+    wide_partial_lanes: bool,
+    /// A mode-2 32-state plane with context buckets.
+    wide_with_buckets: bool,
 }
 
 /// Records what the `Rans` planes of chunk `ch` (stored bytes `stored`, in
@@ -251,6 +258,11 @@ fn cover_rans(c: &mut Coverage, table: &'static str, ch: &Chunk, stored: &[u8]) 
     for p in planes {
         let bytes = &stored[at..at + p.stored_len as usize];
         at += p.stored_len as usize;
+        if p.codec.is_wide() && bytes[0] == 2 {
+            c.wide_in.insert((table, ch.kind.name(), p.codec.name()));
+            c.wide_partial_lanes |= !m.is_multiple_of(32);
+            c.wide_with_buckets |= bytes[2] > 1;
+        }
         if p.codec == PlaneCodec::Rans {
             c.rans_in.insert((table, ch.kind.name()));
             c.rans_modes.insert(bytes[0]);
@@ -661,7 +673,7 @@ fn vectors_cover_every_dtype_kind_op_and_codec() {
     );
 
     // v1.1 (spec §5.3, §6.2, §8.2, §11).
-    assert_eq!(c.minors, [0, 1, 2, 3, 4, 5].into(), "header minors");
+    assert_eq!(c.minors, [0, 1, 2, 3, 4, 5, 6].into(), "header minors");
     // (v1.4, spec §6.1) ReplaceRot in dense and sparse target chunks, in
     // inline base chunks, and over a base it ignores.
     assert_eq!(
@@ -677,12 +689,29 @@ fn vectors_cover_every_dtype_kind_op_and_codec() {
     // elements (spec §11), so width 1 is left to the unit tests.
     assert_eq!(c.rot_widths, [2, 4, 8].into(), "ReplaceRot widths");
     // (v1.3, spec §4.0.6) Compressed indexes, from minor 3 on.
-    assert_eq!(c.zstd_index_minors, [3, 4, 5].into(), "zstd indexes");
+    assert_eq!(c.zstd_index_minors, [3, 4, 5, 6].into(), "zstd indexes");
     assert_eq!(
         c.plane_codecs,
-        ["rans", "rans-base", "raw", "zstd"].into(),
+        ["rans", "rans-base", "rans-base32", "rans32", "raw", "zstd"].into(),
         "plane codecs"
     );
+    // (v1.6, spec §5.6.4) 32-state planes, both codecs, in dense and sparse
+    // target chunks and inline base chunks, with context buckets, and of a
+    // size that is not a whole number of 32-symbol blocks.
+    for want in [
+        ("target", "dense", "rans32"),
+        ("target", "dense", "rans-base32"),
+        ("target", "sparse", "rans32"),
+        ("base", "dense", "rans32"),
+    ] {
+        assert!(
+            c.wide_in.contains(&want),
+            "a 32-state plane {want:?}: {:?}",
+            c.wide_in
+        );
+    }
+    assert!(c.wide_partial_lanes, "a 32-state plane of a partial block");
+    assert!(c.wide_with_buckets, "a 32-state plane with context buckets");
     assert_eq!(
         c.per_plane_in,
         [("base", "dense"), ("target", "dense"), ("target", "sparse")].into(),

@@ -1,7 +1,8 @@
-//! rANS-coded byte planes (format v1.1, spec §5.6) under attack: every
-//! damaged plane ends in a typed error — never a panic, never a tensor
-//! returned as good. The coder's own stream-level fuzzing lives in
-//! `tpde_format::codec::entropy`'s unit tests; these go through the archive.
+//! rANS-coded byte planes (format v1.1, spec §5.6; and v1.6's 32-state
+//! planes, §5.6.4) under attack: every damaged plane ends in a typed error —
+//! never a panic, never a tensor returned as good. The coder's own
+//! stream-level fuzzing lives in `tpde_format::codec::entropy`'s unit
+//! tests; these go through the archive.
 
 use std::sync::OnceLock;
 
@@ -11,7 +12,8 @@ use tpde_format::{Archive, Error, NoBase, ReadLimits};
 use tpde_tests::example;
 use tpde_tests::hostile::{pack_bytes_with, Parts, Table};
 
-/// The shipped pair, inline base, 4096-element chunks, default writer (rANS planes).
+/// The shipped pair, inline base, 4096-element chunks, default writer
+/// (4-state rANS planes: the chunks are under the 32-state threshold).
 fn archive() -> &'static [u8] {
     static A: OnceLock<Vec<u8>> = OnceLock::new();
     A.get_or_init(|| {
@@ -22,6 +24,26 @@ fn archive() -> &'static [u8] {
             tpde_format::WriteOptions::default().with_chunk_elems(4096),
         )
     })
+}
+
+/// The same with every rANS plane given 32 states (format 1.6).
+fn wide_archive() -> &'static [u8] {
+    static A: OnceLock<Vec<u8>> = OnceLock::new();
+    A.get_or_init(|| {
+        pack_bytes_with(
+            &example("v6.2-16k.safetensors"),
+            Some(&example("v6.2.safetensors")),
+            BaseMode::Inline,
+            tpde_format::WriteOptions::default()
+                .with_chunk_elems(4096)
+                .with_wide_min_plane(0),
+        )
+    })
+}
+
+/// Both archives: the tests below run on each.
+fn archives() -> [&'static [u8]; 2] {
+    [archive(), wide_archive()]
 }
 
 fn decode_all(bytes: &[u8]) -> Result<(), Error> {
@@ -42,7 +64,7 @@ fn rans_planes(p: &Parts) -> Vec<(usize, usize, usize, usize, usize)> {
             };
             let mut at = ch.positions.stored_len as usize;
             for (k, pl) in planes.iter().enumerate() {
-                if pl.codec == PlaneCodec::Rans {
+                if matches!(pl.codec, PlaneCodec::Rans | PlaneCodec::Rans32) {
                     out.push((t, c, k, at, pl.stored_len as usize));
                 }
                 at += pl.stored_len as usize;
@@ -54,23 +76,57 @@ fn rans_planes(p: &Parts) -> Vec<(usize, usize, usize, usize, usize)> {
 
 #[test]
 fn the_default_writer_codes_planes_with_rans_and_decodes_them() {
-    let p = Parts::parse(archive());
-    assert!(
-        rans_planes(&p).len() >= 10,
-        "the example should have many rANS planes"
+    for (bytes, wide) in [(archive(), false), (wide_archive(), true)] {
+        let p = Parts::parse(bytes);
+        let planes = rans_planes(&p);
+        assert!(
+            planes.len() >= 10,
+            "the example should have many rANS planes"
+        );
+        // Only the 32-state archive has 32-state planes, and records 1.6.
+        for &(t, c, k, _, _) in &planes {
+            let Codec::PerPlane(pl) = &p.chunks(Table::Target, t)[c].values.codec else {
+                unreachable!()
+            };
+            assert_eq!(pl[k].codec.is_wide(), wide);
+        }
+        assert_eq!(p.header.minor >= 6, wide, "minor {}", p.header.minor);
+        decode_all(bytes).unwrap();
+    }
+}
+
+/// The 4-state and 32-state archives reconstruct the same tensors.
+#[test]
+fn four_and_thirty_two_state_archives_decode_to_the_same_bytes() {
+    let (a, b) = (
+        Archive::from_bytes(archive(), ReadLimits::default()).unwrap(),
+        Archive::from_bytes(wide_archive(), ReadLimits::default()).unwrap(),
     );
-    decode_all(archive()).unwrap();
+    for t in &a.index().tensors {
+        assert_eq!(
+            a.decode_tensor(&t.name, &NoBase).unwrap(),
+            b.decode_tensor(&t.name, &NoBase).unwrap(),
+            "{}",
+            t.name
+        );
+    }
 }
 
 #[test]
 fn bit_flips_in_rans_planes_are_errors_even_with_the_crc_fixed() {
-    let p0 = Parts::parse(archive());
+    for bytes in archives() {
+        bit_flips_in(bytes);
+    }
+}
+
+fn bit_flips_in(archive: &[u8]) {
+    let p0 = Parts::parse(archive);
     let planes = rans_planes(&p0);
     let mut cases = 0;
     for (i, &(t, c, _, at, len)) in planes.iter().enumerate().step_by(3) {
         for probe in [0, 1, len / 2, len - 1] {
             let bit = (i + probe) % 8;
-            let mut p = Parts::parse(archive());
+            let mut p = Parts::parse(archive);
             p.edit_chunk(Table::Target, t, c, |_, bytes| {
                 bytes[at + probe] ^= 1 << bit
             });
@@ -87,24 +143,32 @@ fn bit_flips_in_rans_planes_are_errors_even_with_the_crc_fixed() {
 
 #[test]
 fn a_truncated_rans_plane_is_a_decode_error() {
-    let mut p = Parts::parse(archive());
-    let (t, c, k, at, len) = rans_planes(&p)[0];
-    p.edit_chunk(Table::Target, t, c, |ch, bytes| {
-        bytes.remove(at + len - 1);
-        if let Codec::PerPlane(planes) = &mut ch.values.codec {
-            planes[k].stored_len -= 1;
-        }
-        ch.values.stored_len -= 1;
-    });
-    assert!(matches!(
-        decode_all(&p.to_bytes()),
-        Err(Error::ChunkDecode { .. })
-    ));
+    for bytes in archives() {
+        let mut p = Parts::parse(bytes);
+        let (t, c, k, at, len) = rans_planes(&p)[0];
+        p.edit_chunk(Table::Target, t, c, |ch, bytes| {
+            bytes.remove(at + len - 1);
+            if let Codec::PerPlane(planes) = &mut ch.values.codec {
+                planes[k].stored_len -= 1;
+            }
+            ch.values.stored_len -= 1;
+        });
+        assert!(matches!(
+            decode_all(&p.to_bytes()),
+            Err(Error::ChunkDecode { .. })
+        ));
+    }
 }
 
 #[test]
 fn an_empty_rans_plane_is_an_invalid_index() {
-    let mut p = Parts::parse(archive());
+    for bytes in archives() {
+        empty_plane_in(bytes);
+    }
+}
+
+fn empty_plane_in(archive: &[u8]) {
+    let mut p = Parts::parse(archive);
     let (t, c, k, at, len) = rans_planes(&p)[0];
     p.edit_chunk(Table::Target, t, c, |ch, bytes| {
         bytes.drain(at..at + len);

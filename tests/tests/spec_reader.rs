@@ -255,7 +255,7 @@ fn rans_stats(archive: &Path) -> Value {
                 for p in pl {
                     let bytes = &stored[at..at + p.stored_len as usize];
                     at += p.stored_len as usize;
-                    if !matches!(p.codec, PlaneCodec::Rans | PlaneCodec::RansBase) {
+                    if p.codec.rans_lanes().is_none() {
                         continue;
                     }
                     planes += 1;
@@ -600,12 +600,14 @@ fn spec_reader_refuses_v11_violations() {
     assert!(failing(&p.to_bytes(), Some(&base)).contains("cannot be widened"));
 }
 
-/// A coded plane for appendix C: (stored bytes, plane size, context plane).
-type CodedPlane = (Vec<u8>, usize, Option<Vec<u8>>);
+/// A coded plane for appendix C: (stored bytes, plane size, context plane,
+/// interleaved states: 4, or 32 for a v1.6 `Rans32` plane).
+type CodedPlane = (Vec<u8>, usize, Option<Vec<u8>>, usize);
 
-/// Every `Rans` plane of the golden vectors: (stored bytes, plane size,
-/// context plane, the plane as the reference decoder decodes it).
-type RansCase = (Vec<u8>, usize, Option<Vec<u8>>, Vec<u8>);
+/// Every `Rans` and `Rans32` plane of the golden vectors: (stored bytes,
+/// plane size, context plane, states, the plane as the reference decoder
+/// decodes it).
+type RansCase = (Vec<u8>, usize, Option<Vec<u8>>, usize, Vec<u8>);
 
 /// Makes a plane's new bytes from chunk 0's two planes.
 type PlaneEdit<'a> = &'a dyn Fn(&[u8], &[u8]) -> Vec<u8>;
@@ -641,9 +643,10 @@ fn golden_rans_planes() -> Vec<RansCase> {
                     for (k, p) in planes.iter().enumerate() {
                         let bytes = values[at..at + p.stored_len as usize].to_vec();
                         at += p.stored_len as usize;
-                        if p.codec == PlaneCodec::Rans {
+                        if matches!(p.codec, PlaneCodec::Rans | PlaneCodec::Rans32) {
                             let ctx = k.checked_sub(1).map(|j| raw[j * m..(j + 1) * m].to_vec());
-                            out.push((bytes, m, ctx, raw[k * m..(k + 1) * m].to_vec()));
+                            let lanes = if p.codec.is_wide() { 32 } else { 4 };
+                            out.push((bytes, m, ctx, lanes, raw[k * m..(k + 1) * m].to_vec()));
                         }
                     }
                 }
@@ -669,13 +672,13 @@ fn appendix_c_decode(cases: &[CodedPlane]) -> Vec<String> {
     let input = dir.path().join("cases.json");
     let list: Vec<Value> = cases
         .iter()
-        .map(|(s, m, c)| json!([hex(s), m, c.as_ref().map(|c| hex(c))]))
+        .map(|(s, m, c, n)| json!([hex(s), m, c.as_ref().map(|c| hex(c)), n]))
         .collect();
     std::fs::write(&input, serde_json::to_vec(&list).unwrap()).unwrap();
     let driver = format!(
-        "{code}\nimport json, sys\nout = []\nfor s, m, c in json.load(open(sys.argv[1])):\n    \
+        "{code}\nimport json, sys\nout = []\nfor s, m, c, n in json.load(open(sys.argv[1])):\n    \
          try:\n        out.append(decode_plane(bytes.fromhex(s), m, \
-         None if c is None else bytes.fromhex(c)).hex())\n    except Reject as e:\n        \
+         None if c is None else bytes.fromhex(c), n).hex())\n    except Reject as e:\n        \
          out.append('reject: ' + str(e))\njson.dump(out, sys.stdout)\n"
     );
     let o = Command::new("python3")
@@ -700,11 +703,15 @@ fn spec_appendix_c_decoder_agrees_with_the_reference_decoder() {
     assert!(planes.len() >= 40, "only {} rANS planes", planes.len());
     let cases: Vec<_> = planes
         .iter()
-        .map(|(s, m, c, _)| (s.clone(), *m, c.clone()))
+        .map(|(s, m, c, n, _)| (s.clone(), *m, c.clone(), *n))
         .collect();
+    assert!(
+        planes.iter().any(|p| p.3 == 32),
+        "no 32-state plane in the vectors"
+    );
     let got = appendix_c_decode(&cases);
     assert_eq!(got.len(), planes.len());
-    for (i, (g, (s, _, c, want))) in got.iter().zip(&planes).enumerate() {
+    for (i, (g, (s, _, c, _, want))) in got.iter().zip(&planes).enumerate() {
         assert_eq!(
             g,
             &hex(want),
@@ -715,23 +722,29 @@ fn spec_appendix_c_decoder_agrees_with_the_reference_decoder() {
     }
     // Refusals: a context-bucket plane given no context, a word too many, a
     // scale of 16, and (the control) the same plane unchanged.
-    let (s, m, c, want) = planes
-        .iter()
-        .find(|(s, _, _, _)| s[0] == 2 && s[2] > 1)
-        .expect("a plane with context buckets")
-        .clone();
-    let mut scale16 = s.clone();
-    scale16[1] = 16;
-    let got = appendix_c_decode(&[
-        (s.clone(), m, None),
-        ([s.clone(), vec![0, 0]].concat(), m, c.clone()),
-        (scale16, m, c.clone()),
-        (s, m, c),
-    ]);
-    assert_eq!(got[0], "reject: context");
-    assert_eq!(got[1], "reject: trailing words");
-    assert_eq!(got[2], "reject: scale");
-    assert_eq!(got[3], hex(&want));
+    // Each with 4 and with 32 states, and read with the other number of
+    // states (rejected: a state, word or end check fails).
+    for lanes in [4, 32] {
+        let (s, m, c, n, want) = planes
+            .iter()
+            .find(|(s, _, _, n, _)| s[0] == 2 && s[2] > 1 && *n == lanes)
+            .expect("a plane with context buckets")
+            .clone();
+        let mut scale16 = s.clone();
+        scale16[1] = 16;
+        let got = appendix_c_decode(&[
+            (s.clone(), m, None, n),
+            ([s.clone(), vec![0, 0]].concat(), m, c.clone(), n),
+            (scale16, m, c.clone(), n),
+            (s.clone(), m, c.clone(), 36 - n),
+            (s, m, c, n),
+        ]);
+        assert_eq!(got[0], "reject: context");
+        assert_eq!(got[1], "reject: trailing words");
+        assert_eq!(got[2], "reject: scale");
+        assert!(got[3].starts_with("reject: "), "{lanes}: {}", got[3]);
+        assert_eq!(got[4], hex(&want));
+    }
 }
 
 /// The spec reader refuses hostile rANS planes (the Rust side of each is in

@@ -89,9 +89,10 @@ pub struct PackArgs {
     pub planes: Planes,
     /// Newest format version to write, for older readers: 1.0 (no per-plane
     /// streams, widened bases or zigzag adds), 1.1 (no row-mapped bases), 1.2
-    /// (no compressed index), 1.3 (no rotated ops), 1.4 (no sliced bases) or
-    /// 1.5 (the default). The archive records the lowest version it needs.
-    #[arg(long, value_name = "VERSION", value_enum, default_value_t = Format::V1_5)]
+    /// (no compressed index), 1.3 (no rotated ops), 1.4 (no sliced bases),
+    /// 1.5 (no 32-state rANS planes) or 1.6 (the default). The archive
+    /// records the lowest version it needs.
+    #[arg(long, value_name = "VERSION", value_enum, default_value_t = Format::V1_6)]
     pub format: Format,
     /// Same as `--format 1.0`.
     #[arg(long, conflicts_with = "format")]
@@ -199,6 +200,9 @@ pub enum Format {
     /// 1.5
     #[value(name = "1.5")]
     V1_5,
+    /// 1.6
+    #[value(name = "1.6")]
+    V1_6,
 }
 
 impl Format {
@@ -211,6 +215,7 @@ impl Format {
             Format::V1_3 => 3,
             Format::V1_4 => 4,
             Format::V1_5 => 5,
+            Format::V1_6 => 6,
         }
     }
 }

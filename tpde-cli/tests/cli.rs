@@ -411,9 +411,10 @@ fn inspect_json_has_the_documented_shape() {
     expect_code(&o, 0);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON document");
     // f32 values are stored per plane (v1.1), some rANS planes with the base
-    // as context (v1.2), the index compressed (v1.3): the writer records the
+    // as context (v1.2), the index compressed (v1.3), and the 65,536-element
+    // LSTM weights' planes with 32 states (v1.6): the writer records the
     // lowest version it needs.
-    assert_eq!(v["format_version"], "1.3");
+    assert_eq!(v["format_version"], "1.6");
     assert_eq!(
         v["archive_bytes"].as_u64().unwrap(),
         fs::metadata(&archive).unwrap().len()
@@ -915,9 +916,10 @@ fn plane_coder_and_format_1_0_flags() {
         "{:?}",
         codecs(&z)
     );
-    // A compressed index (the default) needs 1.3; without it (`--format
-    // 1.2`) zstd planes need only 1.1.
-    assert_eq!(r["format_version"], "1.3");
+    // A compressed index (the default) needs 1.3, and 32-state rANS planes
+    // (the LSTM weights' 65,536-symbol planes) 1.6; without a compressed
+    // index (`--format 1.2`) zstd planes need only 1.1.
+    assert_eq!(r["format_version"], "1.6");
     assert_eq!(z["format_version"], "1.3");
     assert_eq!(json(&zstd12)["format_version"], "1.1");
     assert_eq!(o["format_version"], "1.0");
@@ -969,7 +971,9 @@ fn standalone_weights_are_stored_rotated_unless_format_1_3() {
     };
     let (a14, v14) = pack("v14.tpde", &[]);
     let (a13, v13) = pack("v13.tpde", &["--format", "1.3"]);
-    assert_eq!(v14["format_version"], "1.4");
+    // 1.4 for the rotated ops; 1.6 for the 32-state planes of the
+    // 65,536-element LSTM weights.
+    assert_eq!(v14["format_version"], "1.6");
     assert_eq!(v13["format_version"], "1.3");
     assert!(rotated(&v14) >= 5, "{}", v14["tensors"]);
     assert_eq!(rotated(&v13), 0);

@@ -318,9 +318,10 @@ impl GpuOptions {
     /// Bytes of device-only decode area per slot, for the values the device
     /// entropy-decodes (raised to fit the largest chunk; allocated only
     /// when a load has such chunks). The entropy kernel decodes each chunk
-    /// sequentially with one group of four threads, so it needs many
-    /// chunks per launch: a batch may decode several times the bytes it
-    /// stages (the coded words are a fraction of the decoded planes).
+    /// sequentially with one group of four threads (a warp of 32 for
+    /// 32-state planes), so it needs many chunks per launch: a batch may
+    /// decode several times the bytes it stages (the coded words are a
+    /// fraction of the decoded planes).
     #[must_use]
     pub fn with_decode_bytes(mut self, n: usize) -> Self {
         self.decode_bytes = n;
@@ -1175,12 +1176,15 @@ impl<D: AsRef<[u8]> + Sync> GpuArchive<D> {
         let entropy = || {
             // SAFETY: the phase-0 table was written for this slot's device
             // staging address; its inputs were copied above on this stream
-            // and its outputs are this slot's decode area.
+            // and its outputs are this slot's decode area. Its first
+            // `phase0_narrow` jobs have 4-state planes, the rest 32-state
+            // ones.
             unsafe {
                 self.kernels.launch_entropy(
                     stream,
                     table + b.phase0_table() as u64,
                     b.phase0.len() as u32,
+                    b.phase0_narrow as u32,
                     self.error_word.device_ptr(),
                     index as u32,
                 )

@@ -18,9 +18,17 @@
 //! - `tpde_entropy` (phase 0, before the others): rANS-coded values planes
 //!   (spec §5.6) decoded into device staging, one group of four threads per
 //!   chunk (one per interleaved state, stepping together over the shared
-//!   word stream), planes in order, the base context of `RansBase` planes
-//!   read from the base in device memory; it checks what the CPU decoder
-//!   checks during the decode and reports a failing plane.
+//!   word stream: the lanes that take a word find it by a ballot and a
+//!   prefix popcount), planes in order, the base context of `RansBase`
+//!   planes read from the base in device memory; it checks what the CPU
+//!   decoder checks during the decode and reports a failing plane;
+//!   (v1.6) chunks whose planes have 32 states are decoded by the same
+//!   code (a template on the group size) with one full warp per chunk: a
+//!   batch's entropy table holds its 4-state jobs first, then its 32-state
+//!   ones ([`crate::plan::Batch::phase0_narrow`]), and in the one launch
+//!   the first blocks take the 4-state jobs, the others the 32-state ones
+//!   (so both kinds decode at once); a chunk mixing 4- and 32-state planes
+//!   is decoded on the CPU ([`crate::plan::entropy_input`]).
 //!
 //! All combine arithmetic is on unsigned words of the dtype's width, as in
 //! `tpde_format::codec::combine`, so every dtype is bit-exact; the one float
@@ -432,8 +440,10 @@ extern "C" __global__ void __launch_bounds__(256) tpde_varint_apply(
 
 
 // ---- entropy decoding on the device (phase 0) -------------------------------
-// One group of 4 threads per chunk, thread l owning rANS state x_l (spec
-// 5.6.4-5.6.5). Symbol i belongs to lane i % 4, so the group decodes 4
+// One group of G threads per chunk, thread l owning rANS state x_l (spec
+// 5.6.4-5.6.5): G = 4 for 4-state planes (eight chunks per warp), G = 32
+// for the 32-state planes of format 1.6 (one warp per chunk); one launch
+// of tpde_entropy runs both. Symbol i belongs to lane i % G, so the group decodes G
 // symbols per step; the lanes that renormalize take the next words in lane
 // order (a ballot and a popcount), which is exactly the stream order of the
 // sequential decoder. Planes decode in order (plane k's context is plane
@@ -445,8 +455,10 @@ extern "C" __global__ void __launch_bounds__(256) tpde_varint_apply(
 
 struct EntPlane {
     u8 kind, ctx, scale, buckets, cval, p0, p1, p2;
-    u32 x[4];
-    u64 data, len, tables, p3, p4;
+    u32 x[4];        // the states of a 4-state plane
+    u64 data, len, tables;
+    u64 states;      // offset of a 32-state plane's states
+    u64 p4;
 };
 
 __device__ __forceinline__ void ent_report(u64* err, u32 tag, u32 reason, u32 plane, u32 slot) {
@@ -454,13 +466,17 @@ __device__ __forceinline__ void ent_report(u64* err, u32 tag, u32 reason, u32 pl
               ((unsigned long long)tag << 32) | 0x80000000u | (reason << 24) | ((plane & 15u) << 20) | (slot + 1));
 }
 
-extern "C" __global__ void __launch_bounds__(128) tpde_entropy(
-        const Job* jobs, u32 njobs, u64* err, u32 tag) {
-    const u32 g = (blockIdx.x * blockDim.x + threadIdx.x) >> 2;
-    const u32 lane = threadIdx.x & 3;
+// G threads per job (4, or 32 for 32-state planes): G consecutive lanes
+// of one warp, whose lanes gshift .. gshift + G - 1 are gmask. `block`
+// counts the blocks of this group size.
+template <u32 G>
+__device__ __forceinline__ void entropy_group(const Job* jobs, u32 njobs, u32 block, u64* err, u32 tag) {
+    const u32 g = (block * blockDim.x + threadIdx.x) / G;
+    const u32 lane = threadIdx.x & (G - 1);
     if (g >= njobs) return; // the whole group leaves together
-    const u32 gshift = threadIdx.x & 28;
-    const u32 gmask = 0xfu << gshift;
+    const u32 gbits = (u32)((1ull << G) - 1);
+    const u32 gshift = threadIdx.x & 31u & ~(G - 1);
+    const u32 gmask = gbits << gshift;
     const Job j = jobs[g];
     const u8* in = (const u8*)j.vals;
     const u64 m = j.m, n = j.n;
@@ -473,10 +489,10 @@ extern "C" __global__ void __launch_bounds__(128) tpde_entropy(
         const u8* base = (const u8*)j.base;
         u32 bad = 0;
         if (j.kind == 1) {
-            for (u64 i = lane; i < m; i += 4) bctx[i] = base ? base[i * W + W - 1] : (u8)0;
+            for (u64 i = lane; i < m; i += G) bctx[i] = base ? base[i * W + W - 1] : (u8)0;
         } else if (j.kind == 2) {
             const u32* pos = (const u32*)j.pos;
-            for (u64 i = lane; i < m; i += 4) {
+            for (u64 i = lane; i < m; i += G) {
                 u64 p = pos[i];
                 if (p >= n) { bad = 1; p = 0; }
                 bctx[i] = base ? base[p * W + W - 1] : (u8)0;
@@ -513,13 +529,13 @@ extern "C" __global__ void __launch_bounds__(128) tpde_entropy(
         if (P.kind == 0) {
             const u8* src = in + P.data;
             if (((u64)o & 15) == 0 && (m & 15) == 0) {
-                for (u64 i = (u64)lane * 16; i < m; i += 64)
+                for (u64 i = (u64)lane * 16; i < m; i += 16 * G)
                     *(uint4*)(o + i) = *(const uint4*)(src + i);
             } else {
-                for (u64 i = lane; i < m; i += 4) o[i] = src[i];
+                for (u64 i = lane; i < m; i += G) o[i] = src[i];
             }
         } else if (P.kind == 1) {
-            for (u64 i = lane; i < m; i += 4) o[i] = P.cval;
+            for (u64 i = lane; i < m; i += G) o[i] = P.cval;
         } else {
             const u8* ctx = P.ctx == 1 ? o - m : P.ctx == 2 ? bctx : (const u8*)0;
             const u8* bof = in + P.tables;
@@ -527,18 +543,18 @@ extern "C" __global__ void __launch_bounds__(128) tpde_entropy(
             const u16* words = (const u16*)(in + P.data);
             const u64 nw = P.len >> 1;
             const u32 sc = P.scale, mask = (1u << sc) - 1, sh = sc - 8;
-            u32 x = P.x[lane];
+            u32 x = G == 4 ? P.x[lane & 3] : __ldg((const u32*)(in + P.states) + lane);
             u64 p = 0;
             u32 bad = 0;
             // The bucket's tables for symbol i: looked up one step ahead,
             // off the state's dependency chain (context -> bucket -> table).
             const u8* tcur = tb;
             if (ctx && lane < m) tcur = tb + (u32)__ldg(bof + ctx[lane]) * 1280u;
-            for (u64 i0 = 0; i0 < m; i0 += 4) {
+            for (u64 i0 = 0; i0 < m; i0 += G) {
                 const u64 i = i0 + lane;
                 const u8* tnext = tb;
-                if (ctx && i + 4 < m) tnext = tb + (u32)__ldg(bof + ctx[i + 4]) * 1280u;
-                // The next four words, one per lane, fetched before they are
+                if (ctx && i + G < m) tnext = tb + (u32)__ldg(bof + ctx[i + G]) * 1280u;
+                // The next G words, one per lane, fetched before they are
                 // known to be needed (a renormalizing lane takes the one at
                 // its rank among the lanes that renormalize).
                 const u64 wq = p + lane;
@@ -555,7 +571,7 @@ extern "C" __global__ void __launch_bounds__(128) tpde_entropy(
                     x = ((e >> 16) - st) * (x >> sc) + (slot - st);
                     need = x < 65536u;
                 }
-                const u32 bal = (__ballot_sync(gmask, need) >> gshift) & 15u;
+                const u32 bal = (__ballot_sync(gmask, need) >> gshift) & gbits;
                 const u32 rank = __popc(bal & ((1u << lane) - 1));
                 const u32 w = __shfl_sync(gmask, wv, gshift + rank);
                 if (need) {
@@ -575,6 +591,18 @@ extern "C" __global__ void __launch_bounds__(128) tpde_entropy(
         __syncwarp(gmask); // plane k is written before plane k + 1 reads it
     }
 }
+
+// Jobs 0 .. narrow - 1 have 4-state planes: the first blocks decode them,
+// blockDim / 4 jobs a block; the blocks after decode the 32-state jobs
+// narrow .. njobs - 1, blockDim / 32 a block (one warp each). One launch,
+// so the two kinds overlap on the device.
+extern "C" __global__ void __launch_bounds__(128) tpde_entropy(
+        const Job* jobs, u32 njobs, u32 narrow, u64* err, u32 tag) {
+    const u32 nb4 = (narrow + blockDim.x / 4 - 1) / (blockDim.x / 4);
+    if (blockIdx.x < nb4) entropy_group<4>(jobs, narrow, blockIdx.x, err, tag);
+    else entropy_group<32>(jobs + narrow, njobs - narrow, blockIdx.x - nb4, err, tag);
+}
+
 
 extern "C" __global__ void __launch_bounds__(256) tpde_sparse(const Job* jobs, u32 njobs) {
     __shared__ Job sj;
@@ -757,34 +785,42 @@ impl Kernels {
 
 impl Kernels {
     /// Launches the entropy decoder over a phase-0 table of `njobs`
-    /// descriptors (one group of [`crate::plan::ENTROPY_GROUP`] threads
-    /// each); `err` is the zeroed device `u64` that receives a failing
-    /// plane's code (see the kernel source), `tag` the batch index.
+    /// descriptors whose first `narrow` jobs have 4-state planes (one group
+    /// of [`crate::plan::ENTROPY_GROUP`] threads each) and the rest 32-state
+    /// planes (one warp of [`crate::plan::ENTROPY_GROUP_WIDE`] each); `err`
+    /// is the zeroed device `u64` that receives a failing plane's code (see
+    /// the kernel source), `tag` the batch index.
     ///
     /// # Safety
     /// As for [`Kernels::launch_phase1`]: every descriptor's entropy input,
     /// device-only region, positions and base range must be valid device
-    /// memory until the launch completes, and the input's tables must be
-    /// the ones [`crate::stage`] builds (the kernel trusts their indices).
+    /// memory until the launch completes, the input's tables must be the
+    /// ones [`crate::stage`] builds (the kernel trusts their indices), and
+    /// each job's planes must have the states its place says
+    /// ([`crate::plan::Job::wide`]).
     pub unsafe fn launch_entropy(
         &self,
         stream: &CudaStream,
         table: u64,
         njobs: u32,
+        narrow: u32,
         err: u64,
         tag: u32,
     ) -> Result<()> {
         if njobs == 0 {
             return Ok(());
         }
-        let per_block = crate::plan::ENTROPY_THREADS / crate::plan::ENTROPY_GROUP;
+        let narrow = narrow.min(njobs);
+        let threads = crate::plan::ENTROPY_THREADS;
+        let blocks = narrow.div_ceil(threads / crate::plan::ENTROPY_GROUP)
+            + (njobs - narrow).div_ceil(threads / crate::plan::ENTROPY_GROUP_WIDE);
         let cfg = LaunchConfig {
-            grid_dim: (njobs.div_ceil(per_block), 1, 1),
-            block_dim: (crate::plan::ENTROPY_THREADS, 1, 1),
+            grid_dim: (blocks, 1, 1),
+            block_dim: (threads, 1, 1),
             shared_mem_bytes: 0,
         };
         let mut b = stream.launch_builder(&self.entropy);
-        b.arg(&table).arg(&njobs).arg(&err).arg(&tag);
+        b.arg(&table).arg(&njobs).arg(&narrow).arg(&err).arg(&tag);
         // SAFETY: forwarded to the caller.
         cuda("cuLaunchKernel", unsafe { b.launch(cfg) }).map(|_| ())
     }

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::ops::Range;
 
-use tpde_format::codec::entropy::MAX_BUCKETS;
+use tpde_format::codec::entropy::{Lanes, MAX_BUCKETS, WIDE_LANES};
 use tpde_format::codec::{dequant, rows};
 use tpde_format::format::{
     BaseRef, Chunk, ChunkKind, Codec, Dtype, Op, Payload, PlaneCodec, RowRun, ScaleAxis,
@@ -261,12 +261,21 @@ pub struct Job<'a> {
     /// of the job's batch runs (0: the base is all zeros). The device reads
     /// byte `width - 1` of the elements under the values there (spec §5.7).
     pub ctx_base: u64,
+    /// (v1.6) Entropy-decoded jobs whose rANS planes have 32 interleaved
+    /// states: decoded by one warp each rather than a group of four threads
+    /// (in the same `tpde_entropy` launch, see [`Batch::phase0_narrow`]).
+    /// False for every other job.
+    pub wide: bool,
 }
 
-/// Threads that decode one entropy-coded chunk on the device: one per
-/// interleaved rANS state (spec §5.6.4). They share the word stream and
-/// step together, so each plane still decodes in stream order.
+/// Threads that decode one entropy-coded chunk of 4-state planes on the
+/// device: one per interleaved rANS state (spec §5.6.4). They share the
+/// word stream and step together, so each plane still decodes in stream
+/// order.
 pub const ENTROPY_GROUP: u32 = 4;
+/// (v1.6) Threads that decode one chunk of 32-state planes: a whole warp,
+/// one thread per state, stepping together like [`ENTROPY_GROUP`].
+pub const ENTROPY_GROUP_WIDE: u32 = WIDE_LANES as u32;
 /// Threads per block of the entropy kernel.
 pub const ENTROPY_THREADS: u32 = 128;
 /// Bytes of the entropy input's header: `u64` gap-stream length, `u32`
@@ -274,6 +283,9 @@ pub const ENTROPY_THREADS: u32 = 128;
 pub const ENTROPY_HEAD: usize = 16;
 /// Bytes of one plane's entry in the entropy input (see [`crate::stage`]).
 pub const ENTROPY_PLANE: usize = 64;
+/// Bytes of a 32-state rANS plane's states in the entropy input (the
+/// plane's entry points at them; a 4-state plane's fit in the entry).
+pub const ENTROPY_STATES: usize = 4 * WIDE_LANES;
 /// Bytes of one bucket's device tables: `u32 (cum[s] | cum[s + 1] << 16)`
 /// for every symbol, then a `u8` symbol per 1/256 of the slot range (the
 /// symbol whose slots hold the range's first slot): the decoder starts
@@ -286,50 +298,69 @@ pub const fn entropy_tables_len(buckets: usize) -> usize {
 }
 
 /// Bytes of the entropy input [`crate::stage`] writes for chunk `c`'s
-/// values, or `None` when they are not decoded on the device: only a
-/// [`Codec::PerPlane`] values stream with at least one `Rans` or `RansBase`
-/// plane and no `Zstd` plane is (a chunk with a zstd plane keeps the CPU
-/// path). `bytes` is the whole archive: the bucket count of each rANS
-/// plane is read from its header here (unchecked; staging parses and
-/// checks the CRC-checked bytes again and refuses a mismatch).
+/// values, or `None` when they are not decoded on the device; see
+/// [`entropy_input`].
 pub fn entropy_input_len(bytes: &[u8], c: &Chunk, width: usize) -> Option<usize> {
+    entropy_input(bytes, c, width).map(|(len, _)| len)
+}
+
+/// Bytes of the entropy input [`crate::stage`] writes for chunk `c`'s
+/// values and the interleaved states of its rANS planes ([`Lanes::Four`]:
+/// a group of four threads decodes it, [`Lanes::ThirtyTwo`]: a warp), or
+/// `None` when they are not decoded on the device:
+/// only a [`Codec::PerPlane`] values stream with at least one rANS plane,
+/// no `Zstd` plane, and rANS planes all of one lane count is (a chunk with
+/// a zstd plane, or one mixing 4- and 32-state planes, which the reference
+/// writer never produces, keeps the CPU path). `bytes` is the whole
+/// archive: the bucket count of each rANS plane is read from its header
+/// here (unchecked; staging parses and checks the CRC-checked bytes again
+/// and refuses a mismatch).
+pub fn entropy_input(bytes: &[u8], c: &Chunk, width: usize) -> Option<(usize, Lanes)> {
     let Codec::PerPlane(planes) = &c.values.codec else {
         return None;
     };
     let m = usize::try_from(c.values.raw_len / width.max(1) as u64).ok()?;
-    if m == 0
-        || planes.len() != width
-        || planes.iter().any(|p| p.codec == PlaneCodec::Zstd)
-        || !planes
-            .iter()
-            .any(|p| matches!(p.codec, PlaneCodec::Rans | PlaneCodec::RansBase))
-    {
+    let mut lanes = None;
+    for p in planes {
+        match (p.codec.rans_lanes(), lanes) {
+            (Some(l), None) => lanes = Some(l),
+            (Some(l), Some(k)) if l != k => return None,
+            _ => {}
+        }
+    }
+    let lanes = lanes?;
+    if m == 0 || planes.len() != width || planes.iter().any(|p| p.codec == PlaneCodec::Zstd) {
         return None;
     }
     let mut at = c.offset.checked_add(c.positions.stored_len)?;
     let mut len = ENTROPY_HEAD + ENTROPY_PLANE * width;
     for p in planes {
         let stored = usize::try_from(p.stored_len).ok()?;
-        let rans = matches!(p.codec, PlaneCodec::Rans | PlaneCodec::RansBase);
+        let rans = p.codec.rans_lanes().is_some();
         // Mode byte 2 = rANS: its bucket count is byte 2 (spec §5.6.2).
         let head = usize::try_from(at)
             .ok()
             .and_then(|a| bytes.get(a..a.checked_add(3)?));
         let tables = match head {
             Some(h) if rans && h[0] == 2 => {
-                entropy_tables_len(usize::from(h[2]).clamp(1, MAX_BUCKETS))
+                let states = if lanes == Lanes::ThirtyTwo {
+                    ENTROPY_STATES
+                } else {
+                    0
+                };
+                entropy_tables_len(usize::from(h[2]).clamp(1, MAX_BUCKETS)) + states
             }
             _ => 0,
         };
         len += align_up(tables, 16) + align_up(stored, 16);
         at = at.checked_add(p.stored_len)?;
     }
-    Some(len)
+    Some((len, lanes))
 }
 
 /// True when `c`'s values stream has a `RansBase` plane.
 fn has_base_plane(c: &Chunk) -> bool {
-    matches!(&c.values.codec, Codec::PerPlane(p) if p.iter().any(|p| p.codec == PlaneCodec::RansBase))
+    c.values.uses_base_context()
 }
 
 /// Where a tensor's base lives when its chunks are applied.
@@ -778,6 +809,7 @@ fn widen_jobs<'a>(
             cut_before: false,
             decoded: 0,
             ctx_base: 0,
+            wide: false,
         });
         start += count;
     }
@@ -860,6 +892,7 @@ fn dequant_jobs<'a>(
             cut_before: false,
             decoded: 0,
             ctx_base: 0,
+            wide: false,
         });
         start = end;
     }
@@ -902,6 +935,7 @@ fn rows_host_jobs<'a>(
             cut_before: false,
             decoded: 0,
             ctx_base: 0,
+            wide: false,
         });
         at += n;
     }
@@ -940,6 +974,7 @@ fn rows_device_jobs<'a>(
             cut_before: false,
             decoded: 0,
             ctx_base: 0,
+            wide: false,
         })
     };
     let mut at = 0u64;
@@ -1317,6 +1352,7 @@ fn raw_jobs<'a>(bytes: &'a [u8], dst: u64, width: usize, jobs: &mut Vec<Job<'a>>
             cut_before: false,
             decoded: 0,
             ctx_base: 0,
+            wide: false,
         });
     }
 }
@@ -1351,10 +1387,12 @@ fn chunk_jobs<'a>(
     let mut push = |job: Job<'a>| jobs.push(job);
     // Values entropy-decoded on the device: the staged entropy input's
     // length, and the device-only bytes (planes, base context).
-    let entropy = if opts.entropy_on_device {
-        entropy_input_len(bytes, c, w)
-    } else {
-        None
+    let (entropy, wide) = match opts.entropy_on_device {
+        true => match entropy_input(bytes, c, w) {
+            Some((len, lanes)) => (Some(len), lanes == Lanes::ThirtyTwo),
+            None => (None, false),
+        },
+        false => (None, false),
     };
     let ctx_bytes = has_base_plane(c);
     let decoded = |values: u64| match entropy {
@@ -1376,6 +1414,7 @@ fn chunk_jobs<'a>(
         cut_before: false,
         decoded: 0,
         ctx_base: 0,
+        wide: false,
     };
     match c.kind {
         ChunkKind::Zero => {
@@ -1398,6 +1437,7 @@ fn chunk_jobs<'a>(
             cut_before: false,
             decoded: decoded(c.elem_count),
             ctx_base: base_addr,
+            wide,
         }),
         ChunkKind::Sparse => {
             if fill {
@@ -1424,6 +1464,7 @@ fn chunk_jobs<'a>(
                 cut_before: false,
                 decoded: decoded(c.changed),
                 ctx_base: base_addr,
+                wide,
             })
         }
     }
@@ -1466,8 +1507,15 @@ pub struct Batch {
     /// Phase-0 jobs: chunks whose values are entropy-decoded on the device
     /// ([`Job::decoded`]), run before every other launch of the batch;
     /// their table follows the phase-3 table. Each job is also in the
-    /// table of the phase that applies it.
+    /// table of the phase that applies it. The first
+    /// [`Batch::phase0_narrow`] have 4-state planes, the rest 32-state
+    /// ones ([`Job::wide`]).
     pub phase0: Vec<usize>,
+    /// How many of [`Batch::phase0`]'s jobs, from the first, have 4-state
+    /// planes: in the one `tpde_entropy` launch the first blocks decode
+    /// them with a group of four threads each, the blocks after decode the
+    /// rest with a warp each.
+    pub phase0_narrow: usize,
     /// Offset of each job's device-only region ([`Job::decoded`] bytes)
     /// in the decode area (0 when it has none; same order as `jobs`).
     pub decoded_at: Vec<usize>,
@@ -1645,6 +1693,10 @@ fn layout(
         offsets[k] = at;
         at += align_up(j.staged, REGION_ALIGN);
     }
+    // 4-state jobs first, then 32-state ones (each in job order): one
+    // launch of each kernel over its part of the table.
+    phase0.sort_by_key(|&ji| jobs[ji].wide);
+    let phase0_narrow = phase0.iter().filter(|&&ji| !jobs[ji].wide).count();
     let stats_at = at;
     at += align_up(16 * t[3] as usize, REGION_ALIGN);
     let kernel_bytes = if descs == 0 { 0 } else { at };
@@ -1677,6 +1729,7 @@ fn layout(
         phase2,
         phase3,
         phase0,
+        phase0_narrow,
         decoded_at,
         device_end,
         device_area,

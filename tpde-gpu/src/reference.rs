@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 
 use tpde_format::codec::dequant;
+use tpde_format::codec::entropy::Lanes;
 use tpde_format::codec::rans_layout::{self, PlaneMode, RansLayout};
 use tpde_format::format::{Dtype, Op};
 use tpde_format::read::Table;
@@ -340,7 +341,14 @@ fn run_batch<D: AsRef<[u8]> + Sync>(
         if d.tile_start as usize != i {
             return Err(plan_error("entropy descriptor out of its slot"));
         }
-        if let Some((reason, _plane)) = apply_entropy(&d, mem)? {
+        // The launch's first blocks take the 4-state jobs, the others the
+        // 32-state ones.
+        let lanes = if i < b.phase0_narrow {
+            Lanes::Four
+        } else {
+            Lanes::ThirtyTwo
+        };
+        if let Some((reason, _plane)) = apply_entropy(&d, lanes, mem)? {
             // The kernel's error word, for this batch alone (index 0).
             let word = 0x8000_0000 | u64::from(reason) << 24 | (i as u64 + 1);
             return Err(
@@ -385,14 +393,16 @@ fn run_batch<D: AsRef<[u8]> + Sync>(
 /// A byte range `[start, end)` of device memory.
 type Span = (u64, u64);
 
-/// Mirror of `tpde_entropy`: decodes the planes of one phase-0 job from
-/// its entropy input (layout: `stage::fill_entropy`'s docs) into its
-/// device-only region, with the device's tables (coarse index, then a step
-/// forward while `cum[s + 1] <= slot`) and the device's checks. Returns
+/// Mirror of `tpde_entropy`: decodes the planes of one phase-0 job, whose
+/// planes have `lanes` states (the kernel's group size, from the job's
+/// place in the table), from its entropy input (layout:
+/// `stage::fill_entropy`'s docs) into its device-only region, with the
+/// device's tables (coarse index, then a step forward while
+/// `cum[s + 1] <= slot`) and the device's checks. Returns
 /// `Some((reason, plane))` where the kernel reports an error (reason 1 a
 /// word past the end, 2 words left over, 3 a final state other than
 /// `2^16`, 4 an invalid gap stream).
-fn apply_entropy(d: &Desc, mem: &mut HostMemory) -> Result<Option<(u32, u32)>> {
+fn apply_entropy(d: &Desc, lanes: Lanes, mem: &mut HostMemory) -> Result<Option<(u32, u32)>> {
     let w = usize::from(d.width);
     let m = d.m as usize;
     let head = mem.get(d.vals, plan::ENTROPY_HEAD as u64)?.to_vec();
@@ -401,6 +411,13 @@ fn apply_entropy(d: &Desc, mem: &mut HostMemory) -> Result<Option<(u32, u32)>> {
         a.copy_from_slice(&b[o..o + 8]);
         u64::from_le_bytes(a)
     };
+    // The kernel does not read the header's lane count (its group size
+    // says it); a plan that put a job in the wrong part is a bug.
+    if u32::from_le_bytes([head[12], head[13], head[14], head[15]]) as usize != lanes.count() {
+        return Err(plan_error(
+            "entropy job in the table part of another lane count",
+        ));
+    }
     let ctx_bytes = d.flags & 2 != 0;
     let mut out = vec![0u8; m * w + if ctx_bytes { m } else { 0 }];
     if ctx_bytes {
@@ -451,12 +468,18 @@ fn apply_entropy(d: &Desc, mem: &mut HostMemory) -> Result<Option<(u32, u32)>> {
                     1 => Some(&done[(k - 1) * m..]),
                     _ => Some(&after[(w - k - 1) * m..]),
                 };
-                let mut x = [0u32; 4];
-                for (j, xs) in x.iter_mut().enumerate() {
-                    let b = &e[8 + 4 * j..12 + 4 * j];
-                    *xs = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-                }
-                if let Some(reason) = decode_rans_device(t, words, x, scale, ctx, o) {
+                // Four states in the entry, 32 at its states offset.
+                let raw = match lanes {
+                    Lanes::Four => &e[8..24],
+                    Lanes::ThirtyTwo => {
+                        mem.get(d.vals + u64_at(&e, 48), plan::ENTROPY_STATES as u64)?
+                    }
+                };
+                let mut x: Vec<u32> = raw
+                    .chunks_exact(4)
+                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
+                if let Some(reason) = decode_rans_device(t, words, &mut x, scale, ctx, o) {
                     return Ok(Some((reason, k as u32)));
                 }
             }
@@ -467,15 +490,19 @@ fn apply_entropy(d: &Desc, mem: &mut HostMemory) -> Result<Option<(u32, u32)>> {
 }
 
 /// The kernel's rANS loop for one plane: device `tables`
-/// ([`plan::entropy_tables_len`]), 16-bit `words`, the four final encoder
-/// states `x`, precision `scale`, the context plane (`None` for one
-/// bucket) into `out`. Returns the kernel's reason code for a plane it
-/// refuses: 1 a word needed past the end, 2 words left over, 3 a final
-/// state other than `2^16`.
+/// ([`plan::entropy_tables_len`]), 16-bit `words`, the final encoder
+/// states `x` (4 or 32: symbol `i` is state `i mod x.len()`'s, as thread
+/// `i mod G` of the kernel's group decodes it; a step of the group takes
+/// the words of the threads that renormalize in thread order, which is
+/// symbol order, so this sequential loop consumes them identically),
+/// precision `scale`, the context plane (`None` for one bucket) into
+/// `out`. Returns the kernel's reason code for a plane it refuses: 1 a
+/// word needed past the end, 2 words left over, 3 a final state other
+/// than `2^16`.
 fn decode_rans_device(
     t: &[u8],
     words: &[u8],
-    mut x: [u32; 4],
+    x: &mut [u32],
     scale: u32,
     ctx: Option<&[u8]>,
     out: &mut [u8],
@@ -485,8 +512,9 @@ fn decode_rans_device(
     let nw = words.len() / 2;
     let mut p = 0usize;
     let mut truncated = false;
+    let lanes = x.len();
     for (i, oi) in out.iter_mut().enumerate() {
-        let j = i % 4;
+        let j = i % lanes;
         let b = ctx.map_or(0, |c| usize::from(t[usize::from(c[i])]));
         let tb = &t[256 + b * plan::ENTROPY_BUCKET..][..plan::ENTROPY_BUCKET];
         let tab =
@@ -524,20 +552,37 @@ fn decode_rans_device(
     }
 }
 
-/// Decodes one coded plane (spec §5.6) of `out.len()` bytes the way the
-/// device path does: header and tables parsed on the host by
-/// [`rans_layout::parse_plane`], the device tables built by
-/// [`stage::device_tables`], then the kernel's loop
-/// (`decode_rans_device`). Errors carry the CPU decoder's reasons
-/// ([`tpde_format::codec::entropy::decode_plane`]), so tests can compare
-/// the two on any stream, hostile ones included.
+/// Decodes one coded 4-state plane (spec §5.6) of `out.len()` bytes the
+/// way the device path does; see [`decode_plane_as_device_lanes`].
 pub fn decode_plane_as_device(
     coded: &[u8],
     context: Option<&[u8]>,
     out: &mut [u8],
 ) -> std::result::Result<(), &'static str> {
+    decode_plane_as_device_lanes(coded, context, Lanes::Four, out)
+}
+
+/// Decodes one coded plane (spec §5.6) of `lanes` interleaved states and
+/// `out.len()` bytes the way the device path does: header and tables
+/// parsed on the host by [`rans_layout::parse_plane`], the device tables
+/// built by [`stage::device_tables`], then the kernel's loop
+/// (`decode_rans_device`). Errors carry the CPU decoder's reasons
+/// ([`tpde_format::codec::entropy::decode_plane_lanes`]), so tests can
+/// compare the two on any stream, hostile ones included.
+pub fn decode_plane_as_device_lanes(
+    coded: &[u8],
+    context: Option<&[u8]>,
+    lanes: Lanes,
+    out: &mut [u8],
+) -> std::result::Result<(), &'static str> {
     let mut layout = RansLayout::default();
-    match rans_layout::parse_plane(coded, out.len(), context.map(<[u8]>::len), &mut layout)? {
+    match rans_layout::parse_plane(
+        coded,
+        out.len(),
+        context.map(<[u8]>::len),
+        lanes,
+        &mut layout,
+    )? {
         PlaneMode::Raw(r) => {
             out.copy_from_slice(&coded[r]);
             Ok(())
@@ -551,7 +596,9 @@ pub fn decode_plane_as_device(
             stage::device_tables(&layout, &mut t);
             let ctx = context.filter(|_| layout.buckets > 1);
             let words = &coded[layout.words.clone()];
-            match decode_rans_device(&t, words, layout.states, layout.scale, ctx, out) {
+            let mut states = layout.states;
+            let x = &mut states[..lanes.count()];
+            match decode_rans_device(&t, words, x, layout.scale, ctx, out) {
                 None => Ok(()),
                 Some(reason) => Err(plan::entropy_reason(reason)),
             }

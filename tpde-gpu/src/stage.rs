@@ -44,9 +44,10 @@
 //! values stream is `PerPlane` with rANS planes and no zstd plane is not
 //! decoded here: its positions are staged as above and its planes as an
 //! *entropy input* (`fill_entropy`: parsed headers, device tables, the
-//! coded words), and the `tpde_entropy` kernel decodes them, reading a
-//! `RansBase` plane's context from the base in device memory (no base
-//! bytes are read on the CPU for it).
+//! coded words), and the `tpde_entropy` kernel decodes them (a group of
+//! four threads per chunk of 4-state planes, a warp per chunk of 32-state
+//! ones), reading a `RansBase` plane's context from the base in device
+//! memory (no base bytes are read on the CPU for it).
 //!
 //! Every chunk's stored bytes pass their CRC ([`Archive::chunk_bytes`]) and
 //! every stream must decode to exactly its declared length, as in the CPU
@@ -55,6 +56,7 @@
 use std::cell::RefCell;
 use std::ops::Range;
 
+use tpde_format::codec::entropy::Lanes;
 use tpde_format::codec::rans_layout::{self, PlaneMode, RansLayout};
 use tpde_format::codec::{chunk, dequant, positions, rows, stream, widen};
 use tpde_format::format::{Chunk, Codec, Dtype, Payload, PlaneCodec, Stream};
@@ -254,21 +256,27 @@ pub fn fill_region<D: AsRef<[u8]> + Sync>(
 /// offsets from the input's start, every piece 16-byte aligned):
 ///
 /// - header (16 bytes): `u64` gap-stream length (device-decoded positions,
-///   else 0), `u32` planes (= width), `u32` 0;
+///   else 0), `u32` planes (= width), `u32` interleaved states of the rANS
+///   planes (4 or 32: which kernel decodes the job, [`Job::wide`]);
 /// - one 64-byte entry per plane: `u8` kind (0 copy, 1 constant, 2 rANS),
 ///   `u8` context (0 none, 1 the previous decoded plane, 2 the base
 ///   context), `u8` scale, `u8` buckets, `u8` constant value, 3 zero bytes,
-///   `u32` states `x_0..x_3`, `u64` data offset (raw bytes or words),
-///   `u64` data length in bytes, `u64` tables offset, 16 zero bytes;
+///   `u32` states `x_0..x_3` (4-state planes; zeros for 32-state ones),
+///   `u64` data offset (raw bytes or words), `u64` data length in bytes,
+///   `u64` tables offset, `u64` offset of the 32 `u32` states (32-state
+///   planes; else 0), 8 zero bytes;
 /// - per rANS plane its tables ([`plan::entropy_tables_len`]: the context
 ///   byte -> bucket map, then per bucket `u32 cum[s] | cum[s + 1] << 16` and
-///   the 256-entry coarse slot -> symbol index), then every plane's data.
+///   the 256-entry coarse slot -> symbol index), then (32-state planes)
+///   its states ([`plan::ENTROPY_STATES`] bytes), then every plane's data.
 ///
 /// Each rANS plane's header and frequency tables are parsed and checked
 /// here by the format crate's own table reader
 /// ([`tpde_format::codec::rans_layout`]), so a malformed table is the
 /// same error as on the CPU path; the device checks what needs the decode
-/// (no word past the end, every word used, final states `2^16`).
+/// (no word past the end, every word used, final states `2^16`). The
+/// planner sends a job here only when all its rANS planes have one lane
+/// count ([`plan::entropy_input`]); that is checked again.
 fn fill_entropy(
     job: &Job<'_>,
     c: &Chunk,
@@ -301,6 +309,17 @@ fn fill_entropy(
     if planes.len() != w || c.values.raw_len != (m * w) as u64 {
         return Err("per-plane stream has no planes or a ragged length");
     }
+    let lanes = if job.wide {
+        Lanes::ThirtyTwo
+    } else {
+        Lanes::Four
+    };
+    if planes
+        .iter()
+        .any(|p| p.codec.rans_lanes().is_some_and(|l| l != lanes))
+    {
+        return Err("entropy job's rANS planes differ in lane count from its plan");
+    }
     let head = plan::ENTROPY_HEAD + plan::ENTROPY_PLANE * w;
     let short = "entropy input larger than planned (archive changed?)";
     let pos_len = if job.kind == JobKind::SparseVarint {
@@ -315,7 +334,7 @@ fn fill_entropy(
             &[
                 &pos_len.to_le_bytes()[..],
                 &(w as u32).to_le_bytes(),
-                &[0; 4],
+                &(lanes.count() as u32).to_le_bytes(),
             ]
             .concat(),
         );
@@ -334,10 +353,13 @@ fn fill_entropy(
             PlaneCodec::Raw if src.len() == m => src,
             PlaneCodec::Raw => return Err("raw plane length differs from the plane size"),
             PlaneCodec::Zstd => return Err("zstd plane in an entropy job"),
-            PlaneCodec::Rans | PlaneCodec::RansBase => {
-                let base = p.codec == PlaneCodec::RansBase;
+            PlaneCodec::Rans
+            | PlaneCodec::RansBase
+            | PlaneCodec::Rans32
+            | PlaneCodec::RansBase32 => {
+                let base = p.codec.uses_base_context();
                 let ctx_len = if base || k > 0 { Some(m) } else { None };
-                match rans_layout::parse_plane(src, m, ctx_len, layout)? {
+                match rans_layout::parse_plane(src, m, ctx_len, lanes, layout)? {
                     PlaneMode::Raw(r) => &src[r],
                     PlaneMode::Constant(b) => {
                         e[0] = 1;
@@ -353,14 +375,23 @@ fn fill_entropy(
                         };
                         e[2] = layout.scale as u8;
                         e[3] = layout.buckets as u8;
-                        for (o, x) in e[8..24].chunks_exact_mut(4).zip(layout.states) {
-                            o.copy_from_slice(&x.to_le_bytes());
-                        }
                         let tl = plan::entropy_tables_len(layout.buckets);
                         let t = input.get_mut(at..at + tl).ok_or(short)?;
                         device_tables(layout, t);
                         e[40..48].copy_from_slice(&(at as u64).to_le_bytes());
                         at = plan::align_up(at + tl, 16);
+                        // Four states fit in the entry; 32 follow the tables.
+                        let x = if job.wide {
+                            e[48..56].copy_from_slice(&(at as u64).to_le_bytes());
+                            let x = input.get_mut(at..at + plan::ENTROPY_STATES).ok_or(short)?;
+                            at = plan::align_up(at + plan::ENTROPY_STATES, 16);
+                            x
+                        } else {
+                            &mut e[8..24]
+                        };
+                        for (o, x) in x.chunks_exact_mut(4).zip(&layout.states[..lanes.count()]) {
+                            o.copy_from_slice(&x.to_le_bytes());
+                        }
                         &src[layout.words.clone()]
                     }
                 }

@@ -1,13 +1,18 @@
 //! The device entropy decoder's CPU mirror (host-parsed layout, device
 //! tables, the kernel's loop) against the format crate's reference decoder,
-//! plane by plane: every table precision (8..=15), bucket counts from 1 to
-//! 16, with and without a context, planes shaped like real bf16 deltas, and
-//! hostile streams (truncated, garbled, extra words), which both must
+//! plane by plane, for 4-state planes and the 32-state planes of format
+//! 1.6: every table precision (8..=15), bucket counts from 1 to 16, with
+//! and without a context, planes shaped like real bf16 deltas, and hostile
+//! streams (truncated, garbled, extra words, wrong states), which both must
 //! refuse with the same reason and without a panic.
 
-use tpde_format::codec::entropy::{decode_plane, encode_plane_tuned, Tuning};
+use tpde_format::codec::entropy::{
+    decode_plane, decode_plane_lanes, encode_plane_with, Lanes, Tuning,
+};
 use tpde_format::codec::rans_layout::{parse_plane, PlaneMode, RansLayout};
-use tpde_gpu::reference::decode_plane_as_device;
+use tpde_gpu::reference::{decode_plane_as_device, decode_plane_as_device_lanes};
+
+const LANES: [Lanes; 2] = [Lanes::Four, Lanes::ThirtyTwo];
 
 struct Rng(u64);
 impl Rng {
@@ -61,11 +66,27 @@ fn bf16_delta_planes(rng: &mut Rng, n: usize) -> (Vec<u8>, Vec<u8>) {
     (hi, lo)
 }
 
-fn check(coded: &[u8], ctx: Option<&[u8]>, n: usize, what: &str) -> Result<Vec<u8>, &'static str> {
+/// Both decoders on one coded plane of `lanes` states; the decoded bytes
+/// or the common reason.
+fn check(
+    coded: &[u8],
+    ctx: Option<&[u8]>,
+    n: usize,
+    lanes: Lanes,
+    what: &str,
+) -> Result<Vec<u8>, &'static str> {
     let mut want = vec![0u8; n];
-    let w = decode_plane(coded, ctx, &mut want);
+    let w = decode_plane_lanes(coded, ctx, lanes, &mut want);
     let mut got = vec![0x5Au8; n];
-    let g = decode_plane_as_device(coded, ctx, &mut got);
+    let g = decode_plane_as_device_lanes(coded, ctx, lanes, &mut got);
+    if lanes == Lanes::Four {
+        // The 4-state entry points are the same decoders.
+        let mut a = vec![0u8; n];
+        assert_eq!(decode_plane(coded, ctx, &mut a), w, "{what}");
+        let mut b = vec![0x5Au8; n];
+        assert_eq!(decode_plane_as_device(coded, ctx, &mut b), g, "{what}");
+        assert!(a == want && b == got, "{what}: 4-state entry points differ");
+    }
     match (w, g) {
         (Ok(()), Ok(())) => {
             assert!(got == want, "{what}: decoded bytes differ");
@@ -81,13 +102,24 @@ fn check(coded: &[u8], ctx: Option<&[u8]>, n: usize, what: &str) -> Result<Vec<u
 
 #[test]
 fn every_scale_and_bucket_count_matches_the_reference_decoder() {
+    for lanes in LANES {
+        every_scale_and_bucket_count(lanes);
+    }
+}
+
+fn every_scale_and_bucket_count(lanes: Lanes) {
     let mut rng = Rng(0xD1CE_5EED);
     let mut layout = RansLayout::default();
     let mut seen_scales = [false; 16];
     let mut seen_buckets = [false; 17];
+    // Sizes around the group sizes (4 and 32: a last step with idle lanes).
+    let sizes: &[usize] = match lanes {
+        Lanes::Four => &[1, 3, 4, 5, 1000, 9001],
+        Lanes::ThirtyTwo => &[1, 5, 31, 32, 33, 1000, 9001],
+    };
     for scale in 8..=15u32 {
         for max_buckets in [1usize, 2, 3, 5, 8, 16] {
-            for n in [1usize, 3, 4, 5, 1000, 9001] {
+            for &n in sizes {
                 let ctx: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
                 let spread = 1 + (rng.next() % 9);
                 let plane = plane_with_context(&mut rng, &ctx, spread);
@@ -99,12 +131,12 @@ fn every_scale_and_bucket_count_matches_the_reference_decoder() {
                 };
                 for context in [None, Some(ctx.as_slice())] {
                     let mut coded = Vec::new();
-                    encode_plane_tuned(&plane, context, &tuning, &mut coded);
-                    let what = format!("scale {scale} buckets<={max_buckets} n {n}");
-                    let got = check(&coded, context, n, &what).unwrap();
+                    encode_plane_with(&plane, context, &tuning, lanes, &mut coded);
+                    let what = format!("{lanes:?} scale {scale} buckets<={max_buckets} n {n}");
+                    let got = check(&coded, context, n, lanes, &what).unwrap();
                     assert_eq!(got, plane, "{what}");
                     if let Ok(PlaneMode::Rans) =
-                        parse_plane(&coded, n, context.map(<[u8]>::len), &mut layout)
+                        parse_plane(&coded, n, context.map(<[u8]>::len), lanes, &mut layout)
                     {
                         seen_scales[layout.scale as usize] = true;
                         seen_buckets[layout.buckets] = true;
@@ -114,35 +146,65 @@ fn every_scale_and_bucket_count_matches_the_reference_decoder() {
         }
     }
     for (s, seen) in seen_scales.iter().enumerate().skip(8) {
-        assert!(seen, "no rANS plane at scale {s}");
+        assert!(seen, "{lanes:?}: no rANS plane at scale {s}");
     }
     for b in [1, 2, 3] {
-        assert!(seen_buckets[b], "no rANS plane with {b} buckets");
+        assert!(seen_buckets[b], "{lanes:?}: no rANS plane with {b} buckets");
     }
     assert!(
         (9..=16).any(|b| seen_buckets[b]),
-        "no rANS plane with more than 8 buckets: {seen_buckets:?}"
+        "{lanes:?}: no rANS plane with more than 8 buckets: {seen_buckets:?}"
     );
 }
 
 #[test]
 fn real_shaped_bf16_delta_planes_match() {
     let mut rng = Rng(42);
-    for n in [1 << 14, 1 << 16, 100_003] {
-        let (hi, lo) = bf16_delta_planes(&mut rng, n);
-        let mut c0 = Vec::new();
-        encode_plane_tuned(&hi, None, &Tuning::default(), &mut c0);
-        let mut c1 = Vec::new();
-        encode_plane_tuned(&lo, Some(&hi), &Tuning::default(), &mut c1);
-        assert_eq!(c0[0], 2, "plane 0 is rANS-coded");
-        assert_eq!(c1[0], 2, "plane 1 is rANS-coded");
-        assert_eq!(check(&c0, None, n, "hi").unwrap(), hi);
-        assert_eq!(check(&c1, Some(&hi), n, "lo").unwrap(), lo);
+    for lanes in LANES {
+        for n in [1 << 14, 1 << 16, 100_003] {
+            let (hi, lo) = bf16_delta_planes(&mut rng, n);
+            let mut c0 = Vec::new();
+            encode_plane_with(&hi, None, &Tuning::default(), lanes, &mut c0);
+            let mut c1 = Vec::new();
+            encode_plane_with(&lo, Some(&hi), &Tuning::default(), lanes, &mut c1);
+            assert_eq!(c0[0], 2, "plane 0 is rANS-coded");
+            assert_eq!(c1[0], 2, "plane 1 is rANS-coded");
+            let what = format!("{lanes:?} n {n}");
+            assert_eq!(check(&c0, None, n, lanes, &what).unwrap(), hi);
+            assert_eq!(check(&c1, Some(&hi), n, lanes, &what).unwrap(), lo);
+        }
+    }
+}
+
+/// A plane coded with one lane count and read as the other is refused by
+/// both decoders alike (or, rarely, both decode the same bytes).
+#[test]
+fn a_plane_read_with_the_other_lane_count_is_refused_alike() {
+    let mut rng = Rng(7);
+    let (hi, _) = bf16_delta_planes(&mut rng, 5000);
+    for (coded_as, read_as) in [
+        (Lanes::Four, Lanes::ThirtyTwo),
+        (Lanes::ThirtyTwo, Lanes::Four),
+    ] {
+        let mut c = Vec::new();
+        encode_plane_with(&hi, None, &Tuning::default(), coded_as, &mut c);
+        let what = format!("coded {coded_as:?}, read {read_as:?}");
+        assert!(check(&c, None, hi.len(), read_as, &what).is_err(), "{what}");
     }
 }
 
 #[test]
 fn hostile_planes_are_refused_like_the_reference_decoder() {
+    for lanes in LANES {
+        hostile_planes(lanes);
+    }
+}
+
+/// Truncated anywhere (header, tables, states, words), words dropped,
+/// words added, bytes garbled, each state changed: both decoders refuse
+/// alike, and the three end-of-decode checks (a word past the end, words
+/// left over, a final state other than 2^16) each fire.
+fn hostile_planes(lanes: Lanes) {
     let mut rng = Rng(99);
     let n = 4099;
     // Few context values, far apart: a context pays, so the plane has buckets.
@@ -153,17 +215,14 @@ fn hostile_planes_are_refused_like_the_reference_decoder() {
         ctx_min_gain_permille: 0,
         ..Tuning::default()
     };
-    encode_plane_tuned(&plane, Some(&ctx), &tuning, &mut coded);
+    encode_plane_with(&plane, Some(&ctx), &tuning, lanes, &mut coded);
     let mut layout = RansLayout::default();
     assert_eq!(
-        parse_plane(&coded, n, Some(n), &mut layout),
+        parse_plane(&coded, n, Some(n), lanes, &mut layout),
         Ok(PlaneMode::Rans)
     );
     assert!(layout.buckets > 1 && layout.words.len() > 8);
-    let mut refused = 0;
     let mut cases: Vec<Vec<u8>> = Vec::new();
-    // Truncated anywhere (header, tables, states, words), words dropped,
-    // words added, bytes garbled, states moved.
     for cut in (0..coded.len()).step_by(7) {
         cases.push(coded[..cut].to_vec());
     }
@@ -179,18 +238,38 @@ fn hostile_planes_are_refused_like_the_reference_decoder() {
         c[i] ^= 1 << (rng.next() % 8);
         cases.push(c);
     }
-    let states = layout.words.start - 16;
-    for j in 0..4 {
+    // Each stored state changed (the decode then ends in another state),
+    // and two states swapped.
+    let states = layout.words.start - 4 * lanes.count();
+    for j in 0..lanes.count() {
         let mut c = coded.clone();
         c[states + 4 * j] ^= 0x10;
         cases.push(c);
     }
+    let mut swapped = coded.clone();
+    let (a, b) = (states, states + 4 * (lanes.count() - 1));
+    for k in 0..4 {
+        swapped.swap(a + k, b + k);
+    }
+    cases.push(swapped);
+    let mut reasons = std::collections::BTreeMap::new();
     for (k, c) in cases.iter().enumerate() {
         for context in [Some(ctx.as_slice()), None] {
-            if check(c, context, n, &format!("case {k}")).is_err() {
-                refused += 1;
+            if let Err(r) = check(c, context, n, lanes, &format!("{lanes:?} case {k}")) {
+                *reasons.entry(r).or_insert(0) += 1;
             }
         }
     }
-    assert!(refused > cases.len(), "only {refused} refusals");
+    let refused: usize = reasons.values().sum();
+    assert!(refused > cases.len(), "{lanes:?}: only {refused} refusals");
+    for r in [
+        "entropy: truncated stream",
+        "entropy: trailing bytes after the last symbol",
+        "entropy: final state mismatch",
+    ] {
+        assert!(
+            reasons.contains_key(r),
+            "{lanes:?}: never {r:?}: {reasons:?}"
+        );
+    }
 }

@@ -351,19 +351,24 @@ fn hostile_positions_are_refused_on_the_device() {
     }
 }
 
-/// CRC-valid rANS planes with a flipped or a missing word: the device
-/// entropy decoder refuses them with the chunk's typed error and the CPU
-/// decoder's reason, writes nothing out of bounds (the next loads on the
-/// same context succeed); so does the CPU path.
+/// CRC-valid rANS planes (4- and 32-state) with a flipped or a missing
+/// word: the device entropy decoder refuses them with the chunk's typed
+/// error and the CPU decoder's reason, writes nothing out of bounds (the
+/// next loads on the same context succeed); so does the CPU path.
 #[test]
 fn hostile_rans_planes_are_refused_on_the_device() {
     use common::Tamper;
     if !device_or_skip() {
         return;
     }
-    for t in [Tamper::RansFlip, Tamper::RansShort] {
+    let builds: [fn(Tamper, tpde_format::Dtype) -> Vec<u8>; 2] =
+        [common::tampered, common::tampered_wide];
+    for (t, build) in [Tamper::RansFlip, Tamper::RansShort]
+        .into_iter()
+        .flat_map(|t| builds.map(|b| (t, b)))
+    {
         for dtype in [tpde_format::Dtype::BF16, tpde_format::Dtype::F32] {
-            let bytes = common::tampered(t, dtype);
+            let bytes = build(t, dtype);
             for on_device in [true, false] {
                 let a = Archive::from_bytes(bytes.as_slice(), ReadLimits::default()).unwrap();
                 let want = match a.decode_tensor("t1", &tpde_format::NoBase) {
@@ -737,6 +742,96 @@ fn base_context_planes_on_the_device() {
                 dt.copy_to_host().unwrap(),
                 cpu[t],
                 "{} all onto {opts:?}",
+                dt.name
+            );
+        }
+    }
+}
+
+/// 32-state rANS planes (format 1.6) decoded on the device, one warp per
+/// chunk, beside 4-state planes in the same launches: the matrix (every
+/// width, op and base mode) and the base-context fixture (`RansBase32`
+/// planes, dense and sparse) with host bases and with every base handed
+/// over on the device (`load_all_onto`: the context read from device
+/// memory), and an archive the public writer packed with 65,536-element
+/// chunks; every option set, byte-for-byte against the CPU reader.
+#[test]
+fn wide_planes_on_the_device() {
+    if !device_or_skip() {
+        return;
+    }
+    for (seed, opts) in option_sets().into_iter().enumerate() {
+        let seed = seed as u64;
+        for built in [common::wide_matrix(seed + 61), common::wide_ctx(seed + 71)] {
+            let a = Archive::from_bytes(built.bytes.as_slice(), ReadLimits::default()).unwrap();
+            assert!(!common::wide_chunks(a.index()).is_empty());
+            let gpu = GpuArchive::new(a, 0, opts.clone()).unwrap();
+            let n = gpu.archive().index().tensors.len();
+            let cpu: Vec<Vec<u8>> = (0..n)
+                .map(|t| {
+                    let name = &gpu.archive().index().tensors[t].name;
+                    gpu.archive().decode_tensor(name, &built.external).unwrap()
+                })
+                .collect();
+            let got = gpu.load_all_with(&built.external).unwrap();
+            for (t, dt) in got.iter().enumerate() {
+                assert!(dt.copy_to_host().unwrap() == cpu[t], "{} {opts:?}", dt.name);
+            }
+            drop(got);
+            let mut bases = HashMap::new();
+            for t in 0..n {
+                if tpde_gpu::plan::dequant_names(gpu.archive(), t).is_some() {
+                    let (q, s) = upload_dequant(&gpu, &built, t);
+                    bases.insert(q.name.clone(), q);
+                    bases.insert(s.name.clone(), s);
+                } else if let Some(bname) = base_name(&gpu.archive().index().tensors[t]) {
+                    let b = upload(&gpu, &bname, t, &built.bases[&bname]);
+                    bases.insert(bname, b);
+                }
+            }
+            let got = gpu.load_all_onto(bases).unwrap();
+            for (t, dt) in got.iter().enumerate() {
+                assert!(
+                    dt.copy_to_host().unwrap() == cpu[t],
+                    "{} all onto {opts:?}",
+                    dt.name
+                );
+            }
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (path, host_bases) = common::wide_writer_archive(tmp.path());
+    let bytes = std::fs::read(&path).unwrap();
+    for opts in option_sets() {
+        let a = Archive::from_bytes(bytes.as_slice(), ReadLimits::default()).unwrap();
+        let gpu = GpuArchive::new(a, 0, opts.clone()).unwrap();
+        let n = gpu.archive().index().tensors.len();
+        let cpu: Vec<Vec<u8>> = (0..n)
+            .map(|t| {
+                let name = &gpu.archive().index().tensors[t].name;
+                gpu.archive()
+                    .decode_tensor(name, &tpde_format::NoBase)
+                    .unwrap()
+            })
+            .collect();
+        let got = gpu.load_all().unwrap();
+        for (t, dt) in got.iter().enumerate() {
+            assert!(dt.copy_to_host().unwrap() == cpu[t], "{} {opts:?}", dt.name);
+        }
+        drop(got);
+        let mut bases = HashMap::new();
+        for t in 0..n {
+            let bname = tpde_gpu::plan::base_name(gpu.archive(), t)
+                .unwrap()
+                .to_owned();
+            let b = upload(&gpu, &bname, t, &host_bases[&bname]);
+            bases.insert(bname, b);
+        }
+        let got = gpu.load_all_onto(bases).unwrap();
+        for (t, dt) in got.iter().enumerate() {
+            assert!(
+                dt.copy_to_host().unwrap() == cpu[t],
+                "{} writer archive all onto {opts:?}",
                 dt.name
             );
         }

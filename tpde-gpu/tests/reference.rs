@@ -688,15 +688,20 @@ fn base_context_from_a_wrong_device_base_never_gives_the_target() {
 }
 
 /// rANS planes that pass their CRC but break the bitstream (a flipped bit
-/// in the last word, a dropped last word): refused by the device decoder's
-/// mirror with the chunk's typed error and the CPU decoder's own reason,
-/// and by the CPU staging path alike.
+/// in the last word, a dropped last word), with 4 and with 32 states:
+/// refused by the device decoder's mirror with the chunk's typed error and
+/// the CPU decoder's own reason, and by the CPU staging path alike.
 #[test]
 fn hostile_rans_planes_are_refused_like_the_cpu_reader() {
     use common::Tamper;
-    for t in [Tamper::RansFlip, Tamper::RansShort] {
+    let builds: [fn(Tamper, tpde_format::Dtype) -> Vec<u8>; 2] =
+        [common::tampered, common::tampered_wide];
+    for (t, build) in [Tamper::RansFlip, Tamper::RansShort]
+        .into_iter()
+        .flat_map(|t| builds.map(|b| (t, b)))
+    {
         for dtype in [tpde_format::Dtype::BF16, tpde_format::Dtype::F32] {
-            let bytes = common::tampered(t, dtype);
+            let bytes = build(t, dtype);
             let a = open(&bytes);
             let want = match a.decode_tensor("t1", &tpde_format::NoBase) {
                 Err(tpde_format::Error::ChunkDecode { reason, .. }) => reason,
@@ -931,5 +936,144 @@ fn bases_sharing_one_placeholder_address_plan_all_their_chunks() {
         let placeholder = base_jobs(false);
         assert!(placeholder > 0);
         assert_eq!(placeholder, base_jobs(true));
+    }
+}
+
+/// The 32-state fixtures do what the tests below rely on: format 1.6,
+/// `Rans32` planes in full chunks beside 4-state planes in short ones (the
+/// matrix), `Rans32` and `RansBase32` planes in dense and sparse chunks
+/// (the base-context fixture), and every rANS plane of the hostile
+/// archives 32-state.
+#[test]
+fn wide_fixtures_have_32_state_planes_where_the_tests_need_them() {
+    let built = common::wide_matrix(4);
+    let a = open(&built.bytes);
+    assert_eq!(a.header().minor, 6);
+    let wide = common::wide_chunks(a.index());
+    assert!(wide.contains(&(ChunkKind::Dense, false)), "{wide:?}");
+    assert!(!common::narrow_rans_chunks(a.index()).is_empty());
+    let built = common::wide_ctx(5);
+    let a = open(&built.bytes);
+    let wide = common::wide_chunks(a.index());
+    for kind in [ChunkKind::Dense, ChunkKind::Sparse] {
+        assert!(wide.contains(&(kind, true)), "{kind:?}: {wide:?}");
+    }
+    let bytes = common::tampered_wide(common::Tamper::RansFlip, tpde_format::Dtype::BF16);
+    let a = open(&bytes);
+    assert!(!common::wide_chunks(a.index()).is_empty());
+    // 4-state planes only under the rANS minimum (64 symbols): constant or
+    // raw, no words to tamper with.
+    let narrow = common::narrow_rans_chunks(a.index());
+    assert!(narrow.iter().all(|&(_, m)| m < 64), "{narrow:?}");
+}
+
+/// 32-state planes (format 1.6) through the mirror of the warp-per-chunk
+/// decoder, beside 4-state ones in the same batches: host bases, borrowed
+/// and in-place device bases (the base context read from device memory),
+/// every slot size, both ways of staging positions.
+#[test]
+fn wide_planes_match_the_cpu_reader_in_every_mode() {
+    for built in [common::wide_matrix(6), common::wide_ctx(7)] {
+        let a = open(&built.bytes);
+        let want: Vec<Vec<u8>> = a
+            .index()
+            .tensors
+            .iter()
+            .map(|r| a.decode_tensor(&r.name, &built.external).unwrap())
+            .collect();
+        let modes = [
+            BaseMode::Host(&built.external),
+            BaseMode::DeviceBorrowed,
+            BaseMode::DeviceInPlace,
+        ];
+        for mode in modes {
+            for (slot, plan) in SLOTS.into_iter().flat_map(|s| PLANS.map(|p| (s, p))) {
+                let got = reconstruct(&a, mode, &built.bases, slot, plan).unwrap();
+                for (t, bytes) in got.iter().enumerate() {
+                    let name = &a.index().tensors[t].name;
+                    assert!(bytes == &want[t], "{name} {mode:?} slot {slot} {plan:?}");
+                }
+            }
+        }
+    }
+}
+
+/// Chunks of 32-state planes are planned for the warp-per-chunk kernel
+/// ([`tpde_gpu::plan::Job::wide`]), dense and sparse, with and without
+/// base-context planes; a batch's entropy table holds its 4-state jobs
+/// first, then its 32-state ones, and a batch can hold both.
+#[test]
+fn wide_chunks_are_planned_for_the_warp_per_chunk_kernel() {
+    use tpde_gpu::plan::{self, BasePlan, JobKind};
+    let mut mixed = false;
+    let builds = [common::wide_matrix(8), common::wide_ctx(9)];
+    for plan_opts in PLANS {
+        let mut wide = Vec::new();
+        for built in &builds {
+            let a = open(&built.bytes);
+            let mut jobs = Vec::new();
+            for t in 0..a.index().tensors.len() {
+                let base = if plan::base_name(&a, t).is_some() {
+                    BasePlan::InPlace
+                } else {
+                    BasePlan::Zero
+                };
+                plan::tensor_jobs(&a, t, (t as u64 + 1) << 40, base, plan_opts, &mut jobs).unwrap();
+            }
+            assert!(jobs.iter().all(|j| !j.wide || j.decoded > 0));
+            wide.extend(jobs.iter().filter(|j| j.wide).map(|j| j.kind));
+            for slot in [4096, 64 << 20] {
+                let slot = slot.max(plan::min_slot_bytes(&jobs));
+                let dec = slot.max(plan::min_decode_bytes(&jobs));
+                for b in plan::make_batches_with(&jobs, slot, dec).unwrap() {
+                    let (narrow, rest) = b.phase0.split_at(b.phase0_narrow);
+                    assert!(narrow.iter().all(|&ji| !jobs[ji].wide));
+                    assert!(rest.iter().all(|&ji| jobs[ji].wide));
+                    mixed |= !narrow.is_empty() && !rest.is_empty();
+                }
+            }
+        }
+        if !plan_opts.entropy_on_device {
+            assert!(wide.is_empty());
+            continue;
+        }
+        assert!(wide.contains(&JobKind::Dense), "{plan_opts:?}");
+        let sparse = if plan_opts.positions_on_device {
+            JobKind::SparseVarint
+        } else {
+            JobKind::Sparse
+        };
+        assert!(wide.contains(&sparse), "{plan_opts:?}");
+    }
+    assert!(mixed, "no batch decodes 4- and 32-state chunks together");
+}
+
+/// A bf16 fine-tune packed by the public writer with 65,536-element chunks
+/// (its defaults give full chunks 32-state planes, tails and sparse chunks
+/// 4-state ones), through the mirror with the base from the archive and
+/// on the "device", bit-exact against the CPU reader.
+#[test]
+fn writer_packed_wide_planes_match_the_cpu_reader() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (path, bases) = common::wide_writer_archive(tmp.path());
+    let a = tpde_format::Archive::open(&path).unwrap();
+    assert_eq!(a.header().minor, 6);
+    let wide = common::wide_chunks(a.index());
+    assert!(wide.iter().any(|&(k, _)| k == ChunkKind::Dense), "{wide:?}");
+    assert!(!common::narrow_rans_chunks(a.index()).is_empty());
+    let host = tpde_format::NoBase;
+    for mode in [
+        BaseMode::Host(&host),
+        BaseMode::DeviceBorrowed,
+        BaseMode::DeviceInPlace,
+    ] {
+        for plan in PLANS {
+            let got = reconstruct(&a, mode, &bases, 64 << 20, plan).unwrap();
+            for (t, bytes) in got.iter().enumerate() {
+                let rec = &a.index().tensors[t];
+                let d: [u8; 32] = Sha256::digest(bytes).into();
+                assert_eq!(d, rec.sha256, "{} {mode:?} {plan:?}", rec.name);
+            }
+        }
     }
 }

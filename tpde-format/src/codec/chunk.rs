@@ -37,6 +37,9 @@ pub struct Compression {
     pub max_minor: u16,
     /// Coder for byte planes that are not noise (v1.1 per-plane streams).
     pub coder: stream::PlaneCoder,
+    /// From format 1.6 on, rANS planes of at least this many symbols get 32
+    /// interleaved states (default [`stream::WIDE_MIN_PLANE`]).
+    pub wide_min_plane: usize,
 }
 
 impl Compression {
@@ -45,7 +48,8 @@ impl Compression {
     fn values(self, planes: &[u8], width: usize, base_ctx: &[u8], out: &mut Vec<u8>) -> Stream {
         if self.max_minor >= 1 {
             let ctx = (self.max_minor >= 2 && !base_ctx.is_empty()).then_some(base_ctx);
-            stream::compress_planes_with(planes, width, self.level, self.coder, ctx, out)
+            let wide = (self.max_minor >= 6).then_some(self.wide_min_plane);
+            stream::compress_planes_with(planes, width, self.level, self.coder, ctx, wide, out)
         } else {
             stream::compress(planes, self.level, out)
         }
@@ -402,6 +406,7 @@ mod tests {
         level: 1,
         max_minor: 2,
         coder: stream::PlaneCoder::Rans,
+        wide_min_plane: stream::WIDE_MIN_PLANE,
     };
 
     fn chunk_of(e: &EncodedChunk, n: u64) -> Chunk {

@@ -7,6 +7,8 @@ pub mod entropy;
 pub mod index;
 pub mod planes;
 pub mod positions;
+#[cfg(target_arch = "x86_64")]
+mod rans_avx2;
 pub mod rans_layout;
 pub mod rows;
 pub mod stream;

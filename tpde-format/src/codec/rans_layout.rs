@@ -1,6 +1,7 @@
 //! The layout of one coded plane (spec §5.6), parsed without decoding it:
 //! mode, precision, bucket cuts, every bucket's frequency and start tables,
-//! the four final encoder states and where the words are.
+//! the final encoder states (4, or 32 for a v1.6 32-state plane) and where
+//! the words are.
 //!
 //! Why: a decoder that is not [`super::entropy::decode_plane`] — a GPU
 //! kernel decoding planes in device memory (`tpde-gpu`), or a reference
@@ -16,7 +17,8 @@
 use std::ops::Range;
 
 use super::entropy::{
-    read_table, with_tables, Cursor, LANES, MAX_BUCKETS, MODE_CONST, MODE_RANS, MODE_RAW, RANS_L,
+    read_table, with_tables, Cursor, Lanes, MAX_BUCKETS, MODE_CONST, MODE_RANS, MODE_RAW, RANS_L,
+    WIDE_LANES,
 };
 
 /// What a coded plane holds (its mode byte, spec §5.6.1).
@@ -49,8 +51,12 @@ pub struct RansLayout {
     /// `start[b][s]`: cumulative frequency of the symbols before `s` in
     /// bucket `b` (`start[b][s] + freq[b][s] <= 2^scale`).
     pub start: [[u16; 256]; MAX_BUCKETS],
-    /// The four final encoder states, `x_0` first, each `>= 2^16`.
-    pub states: [u32; LANES],
+    /// Interleaved states: symbol `i` is decoded by state `i % lanes` (4,
+    /// or 32 for a v1.6 32-state plane).
+    pub lanes: usize,
+    /// The final encoder states `x_0 .. x_{lanes-1}`, each `>= 2^16`
+    /// (entries from `lanes` on are unused).
+    pub states: [u32; WIDE_LANES],
     /// Byte range of the 16-bit little-endian words within the coded
     /// plane (an even length; the last word ends the plane).
     pub words: Range<usize>,
@@ -64,7 +70,8 @@ impl Default for RansLayout {
             bucket_of: [0; 256],
             freq: [[0; 256]; MAX_BUCKETS],
             start: [[0; 256]; MAX_BUCKETS],
-            states: [0; LANES],
+            lanes: 0,
+            states: [0; WIDE_LANES],
             words: 0..0,
         }
     }
@@ -84,8 +91,9 @@ impl RansLayout {
     }
 }
 
-/// Parses coded plane `bytes` that decodes to `m` bytes, with a context
-/// plane of `context_len` bytes if one is available (`None`: none is).
+/// Parses coded plane `bytes` of `lanes` states (the plane codec says how
+/// many) that decodes to `m` bytes, with a context plane of `context_len`
+/// bytes if one is available (`None`: none is).
 /// Checks everything [`super::entropy::decode_plane`] checks before its
 /// decode loop, in the same order and with the same error strings: mode,
 /// raw and constant lengths, precision, bucket count and cuts, the context
@@ -99,6 +107,7 @@ pub fn parse_plane(
     bytes: &[u8],
     m: usize,
     context_len: Option<usize>,
+    lanes: Lanes,
     layout: &mut RansLayout,
 ) -> Result<PlaneMode, &'static str> {
     let (&mode, rest) = bytes.split_first().ok_or("entropy: empty stream")?;
@@ -114,7 +123,7 @@ pub fn parse_plane(
             _ => Err("entropy: constant plane must be one byte"),
         },
         MODE_RANS => {
-            parse_rans(rest, m, context_len, layout)?;
+            parse_rans(rest, m, context_len, lanes.count(), layout)?;
             // Offsets relative to the whole coded plane (after the mode byte).
             layout.words = layout.words.start + 1..layout.words.end + 1;
             Ok(PlaneMode::Rans)
@@ -128,6 +137,7 @@ fn parse_rans(
     bytes: &[u8],
     m: usize,
     context_len: Option<usize>,
+    lanes: usize,
     layout: &mut RansLayout,
 ) -> Result<(), &'static str> {
     let mut c = Cursor { b: bytes, p: 0 };
@@ -164,8 +174,9 @@ fn parse_rans(
     // bit; a lone symbol of a 2^15 table is the one case near the limit.
     let body = bytes.get(c.p..).ok_or("entropy: truncated header")?;
     let (state_bytes, words) = body
-        .split_at_checked(LANES * 4)
+        .split_at_checked(lanes * 4)
         .ok_or("entropy: truncated states")?;
+    layout.lanes = lanes;
     for (xs, b) in layout.states.iter_mut().zip(state_bytes.chunks_exact(4)) {
         *xs = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         if *xs < RANS_L {
@@ -175,7 +186,7 @@ fn parse_rans(
     if words.len() % 2 != 0 {
         return Err("entropy: odd number of word bytes");
     }
-    let at = c.p + LANES * 4;
+    let at = c.p + lanes * 4;
     layout.words = at..at + words.len();
     Ok(())
 }
@@ -224,10 +235,12 @@ pub fn decode_with_layout(
                 None
             };
             let mask = (1u32 << layout.scale) - 1;
+            let lanes = layout.lanes.clamp(1, WIDE_LANES);
             let mut x = layout.states;
+            let x = &mut x[..lanes];
             let mut p = 0usize;
             for (i, o) in out.iter_mut().enumerate() {
-                let j = i % LANES;
+                let j = i % lanes;
                 let b = ctx.map_or(0, |c| usize::from(layout.bucket_of[usize::from(c[i])]));
                 let slot = x[j] & mask;
                 let s = layout.symbol(b, slot);
@@ -256,7 +269,7 @@ pub fn decode_with_layout(
 
 #[cfg(test)]
 mod tests {
-    use super::super::entropy::{decode_plane, encode_plane};
+    use super::super::entropy::{decode_plane_lanes, encode_plane_with, Tuning};
     use super::*;
 
     struct Rng(u64);
@@ -302,13 +315,17 @@ mod tests {
                 .zip(&ctx)
                 .map(|(&v, &c)| v.wrapping_add(c.wrapping_mul(3)))
                 .collect();
-            for context in [None, Some(ctx.as_slice())] {
+            for (context, lanes) in [None, Some(ctx.as_slice())]
+                .into_iter()
+                .flat_map(|c| [(c, Lanes::Four), (c, Lanes::ThirtyTwo)])
+            {
                 let mut coded = Vec::new();
-                encode_plane(&plane, context, &mut coded);
+                encode_plane_with(&plane, context, &Tuning::default(), lanes, &mut coded);
                 let mut want = vec![0u8; n];
-                decode_plane(&coded, context, &mut want).unwrap();
+                decode_plane_lanes(&coded, context, lanes, &mut want).unwrap();
                 assert_eq!(want, plane);
-                let mode = parse_plane(&coded, n, context.map(<[u8]>::len), &mut layout).unwrap();
+                let mode =
+                    parse_plane(&coded, n, context.map(<[u8]>::len), lanes, &mut layout).unwrap();
                 if mode == PlaneMode::Rans && layout.buckets > 1 {
                     with_buckets += 1;
                 }
@@ -327,11 +344,17 @@ mod tests {
 
     #[test]
     fn hostile_planes_fail_like_the_reference_decoder() {
+        for lanes in [Lanes::Four, Lanes::ThirtyTwo] {
+            hostile_planes_fail_like_the_reference_decoder_with(lanes);
+        }
+    }
+
+    fn hostile_planes_fail_like_the_reference_decoder_with(lanes: Lanes) {
         let mut rng = Rng(7);
         let n = 3000;
         let plane = skewed(&mut rng, n, 5);
         let mut coded = Vec::new();
-        encode_plane(&plane, None, &mut coded);
+        encode_plane_with(&plane, None, &Tuning::default(), lanes, &mut coded);
         assert_eq!(coded[0], MODE_RANS);
         let mut layout = RansLayout::default();
         let mut out = vec![0u8; n];
@@ -349,8 +372,8 @@ mod tests {
             cases.push(c);
         }
         for c in &cases {
-            let want = decode_plane(c, None, &mut out);
-            let got = parse_plane(c, n, None, &mut layout)
+            let want = decode_plane_lanes(c, None, lanes, &mut out);
+            let got = parse_plane(c, n, None, lanes, &mut layout)
                 .and_then(|mode| decode_with_layout(c, &mode, &layout, None, &mut out));
             match (want, got) {
                 (Ok(()), Ok(())) => {}

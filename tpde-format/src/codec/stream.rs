@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 
 use super::entropy::log2_q16;
+use super::entropy::Lanes;
 use crate::format::{Codec, Plane, PlaneCodec, Stream};
 
 thread_local! {
@@ -277,26 +278,34 @@ pub fn compress_planes(
     coder: PlaneCoder,
     out: &mut Vec<u8>,
 ) -> Stream {
-    compress_planes_with(planes, width, level, coder, None, out)
+    compress_planes_with(planes, width, level, coder, None, None, out)
 }
 
 /// [`compress_planes`] given the base's most significant byte under each
 /// value (`base_ctx`, one byte per element; format 1.2): each rANS plane is
 /// then coded with its usual context or with the base's byte as context
 /// ([`PlaneCodec::RansBase`], spec §5.7), whichever the entropy estimates
-/// say is smaller.
+/// say is smaller. With `wide_min = Some(k)` (format 1.6), rANS planes of
+/// at least `k` symbols get 32 interleaved states ([`PlaneCodec::Rans32`],
+/// [`PlaneCodec::RansBase32`]; the writer's default `k` is [`WIDE_MIN_PLANE`]).
 pub fn compress_planes_with(
     planes: &[u8],
     width: usize,
     level: i32,
     coder: PlaneCoder,
     base_ctx: Option<&[u8]>,
+    wide_min: Option<usize>,
     out: &mut Vec<u8>,
 ) -> Stream {
     if width == 1 || planes.is_empty() {
         return compress(planes, level, out);
     }
     let n = planes.len() / width;
+    let lanes = if wide_min.is_some_and(|k| n >= k) {
+        Lanes::ThirtyTwo
+    } else {
+        Lanes::Four
+    };
     let mut entries = Vec::with_capacity(width);
     let mut prev: Option<&[u8]> = None;
     for plane in planes.chunks_exact(n) {
@@ -327,15 +336,31 @@ pub fn compress_planes_with(
                             (base >= usual, base < usual)
                         }
                     };
+                    let (usual_codec, base_codec) = match lanes {
+                        Lanes::Four => (PlaneCodec::Rans, PlaneCodec::RansBase),
+                        Lanes::ThirtyTwo => (PlaneCodec::Rans32, PlaneCodec::RansBase32),
+                    };
                     let usual = try_usual.then(|| {
                         let mut p = Vec::with_capacity(plane.len() / 2);
-                        super::entropy::encode_plane(plane, prev, &mut p);
-                        (p, PlaneCodec::Rans)
+                        super::entropy::encode_plane_with(
+                            plane,
+                            prev,
+                            super::entropy::default_tuning(n),
+                            lanes,
+                            &mut p,
+                        );
+                        (p, usual_codec)
                     });
                     let with_base = ctx.filter(|_| try_base).map(|c| {
                         let mut q = Vec::with_capacity(plane.len() / 2);
-                        super::entropy::encode_plane_tuned(plane, Some(c), &BASE_TUNING, &mut q);
-                        (q, PlaneCodec::RansBase)
+                        super::entropy::encode_plane_with(
+                            plane,
+                            Some(c),
+                            &BASE_TUNING,
+                            lanes,
+                            &mut q,
+                        );
+                        (q, base_codec)
                     });
                     match (usual, with_base) {
                         (Some(u), Some(b)) => Some(if b.0.len() < u.0.len() { b } else { u }),
@@ -373,6 +398,12 @@ pub fn compress_planes_with(
 /// Planes shorter than this are stored raw rather than rANS-coded unless
 /// they are constant (a frequency table alone takes tens of bytes).
 const RANS_MIN_PLANE: usize = 64;
+
+/// Planes of at least this many symbols get 32 rANS states in format 1.6:
+/// the 28 more states cost ~80 bytes a plane (0.1–0.2% of a 2^20-symbol
+/// plane's coded size on the fine-tune pair, ~2% of a skewed 2^16-symbol
+/// one), and only large planes decode long enough for the speed to count.
+pub const WIDE_MIN_PLANE: usize = 1 << 16;
 
 /// Planes shorter than this are not tried with the base as context: the
 /// partition search from every context value costs about as much on a tiny
@@ -491,15 +522,17 @@ pub fn decompress_into_with(
                     PlaneCodec::Raw if src.len() == dst.len() => dst.copy_from_slice(src),
                     PlaneCodec::Raw => return Err("raw plane length differs from the plane size"),
                     PlaneCodec::Zstd => zstd_into(src, dst)?,
-                    PlaneCodec::Rans => {
+                    PlaneCodec::Rans | PlaneCodec::Rans32 => {
                         let context = k.checked_sub(1).map(|j| &done[j * n..]);
-                        super::entropy::decode_plane(src, context, dst)?;
+                        let lanes = p.codec.rans_lanes().unwrap_or(Lanes::Four);
+                        super::entropy::decode_plane_lanes(src, context, lanes, dst)?;
                     }
-                    PlaneCodec::RansBase => {
+                    PlaneCodec::RansBase | PlaneCodec::RansBase32 => {
                         let ctx = base_ctx
                             .filter(|c| c.len() == n)
                             .ok_or("rANS plane needs the base as context, and none was given")?;
-                        super::entropy::decode_plane(src, Some(ctx), dst)?;
+                        let lanes = p.codec.rans_lanes().unwrap_or(Lanes::Four);
+                        super::entropy::decode_plane_lanes(src, Some(ctx), lanes, dst)?;
                     }
                 }
             }

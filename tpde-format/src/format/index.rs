@@ -434,6 +434,33 @@ pub enum PlaneCodec {
     /// significant byte under each value (spec §5.7): for trained weights
     /// the base's exponent predicts the size of the update.
     RansBase,
+    /// (v1.6) [`PlaneCodec::Rans`] with 32 interleaved states instead of 4
+    /// (spec §5.6.4): decodes on AVX2 vectors or one GPU warp per plane.
+    Rans32,
+    /// (v1.6) [`PlaneCodec::RansBase`] with 32 interleaved states.
+    RansBase32,
+}
+
+impl PlaneCodec {
+    /// The interleaved states of a rANS plane (`None` for raw and zstd).
+    pub const fn rans_lanes(self) -> Option<crate::codec::entropy::Lanes> {
+        use crate::codec::entropy::Lanes;
+        match self {
+            PlaneCodec::Raw | PlaneCodec::Zstd => None,
+            PlaneCodec::Rans | PlaneCodec::RansBase => Some(Lanes::Four),
+            PlaneCodec::Rans32 | PlaneCodec::RansBase32 => Some(Lanes::ThirtyTwo),
+        }
+    }
+
+    /// True for the planes whose context is the base (spec §5.7).
+    pub const fn uses_base_context(self) -> bool {
+        matches!(self, PlaneCodec::RansBase | PlaneCodec::RansBase32)
+    }
+
+    /// True for the (v1.6) 32-state planes.
+    pub const fn is_wide(self) -> bool {
+        matches!(self, PlaneCodec::Rans32 | PlaneCodec::RansBase32)
+    }
 }
 
 impl ChunkKind {
@@ -484,16 +511,22 @@ impl PlaneCodec {
             PlaneCodec::Zstd => "zstd",
             PlaneCodec::Rans => "rans",
             PlaneCodec::RansBase => "rans-base",
+            PlaneCodec::Rans32 => "rans32",
+            PlaneCodec::RansBase32 => "rans-base32",
         }
     }
 }
 
 impl Index {
     /// The lowest format minor version that can express this index (spec §8):
+    /// 6 when a plane has 32 rANS states; 5 when a target has a sliced base;
     /// 4 when a chunk uses a rotated op; 2 when it uses row-mapped or
     /// quantized bases; 1 when it uses per-plane streams, widened bases or
     /// zigzag adds; else 0. (Minor 3 is a header flag, not an index variant.)
     pub fn min_minor(&self) -> u16 {
+        if self.uses_wide_rans() {
+            return 6;
+        }
         if self.tensors.iter().any(|t| t.base.is_v15()) {
             return 5;
         }
@@ -535,6 +568,17 @@ impl Index {
             })
     }
 
+    /// True when any values stream has a 32-state rANS plane (v1.6).
+    pub fn uses_wide_rans(&self) -> bool {
+        self.bases
+            .iter()
+            .chain(&self.tensors)
+            .any(|t| match &t.payload {
+                Payload::Chunked { chunks, .. } => chunks.iter().any(|c| c.values.uses_wide_rans()),
+                Payload::Plain { .. } => false,
+            })
+    }
+
     /// True when any values stream has a [`PlaneCodec::RansBase`] plane (v1.2).
     pub fn uses_base_context(&self) -> bool {
         self.bases
@@ -552,7 +596,12 @@ impl Index {
 impl Stream {
     /// True when a plane of this stream is [`PlaneCodec::RansBase`] (v1.2).
     pub fn uses_base_context(&self) -> bool {
-        matches!(&self.codec, Codec::PerPlane(p) if p.iter().any(|p| p.codec == PlaneCodec::RansBase))
+        matches!(&self.codec, Codec::PerPlane(p) if p.iter().any(|p| p.codec.uses_base_context()))
+    }
+
+    /// True when a plane of this stream has 32 rANS states (v1.6).
+    pub fn uses_wide_rans(&self) -> bool {
+        matches!(&self.codec, Codec::PerPlane(p) if p.iter().any(|p| p.codec.is_wide()))
     }
 }
 

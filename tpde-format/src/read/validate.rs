@@ -412,6 +412,14 @@ fn first_chunk(index: &Index, pred: impl Fn(&Chunk) -> bool) -> Option<Location>
 /// it too, and whether a file is valid never depends on the reader's version
 /// (it also catches writers that record too low a minor).
 fn check_minor_features(header: &Header, index: &Index) -> Result<()> {
+    if header.minor < 6 {
+        if let Some(at) = first_chunk(index, |c| c.values.uses_wide_rans()) {
+            return Err(bad(
+                at,
+                "32-state rANS plane (v1.6) in a file whose header says minor 5 or lower (spec §8.2)",
+            ));
+        }
+    }
     if header.minor < 5 {
         if let Some(t) = index.tensors.iter().find(|t| t.base.is_v15()) {
             return Err(bad(
@@ -617,7 +625,12 @@ fn check_stream(s: &Stream, values_width: Option<u64>) -> std::result::Result<()
                         return Err("raw plane length differs from the plane size")
                     }
                     PlaneCodec::Zstd if p.stored_len == 0 => return Err("empty zstd plane"),
-                    PlaneCodec::Rans | PlaneCodec::RansBase if p.stored_len == 0 => {
+                    PlaneCodec::Rans
+                    | PlaneCodec::RansBase
+                    | PlaneCodec::Rans32
+                    | PlaneCodec::RansBase32
+                        if p.stored_len == 0 =>
+                    {
                         return Err("empty rans plane")
                     }
                     _ => {}

@@ -789,6 +789,8 @@ fn stats<D: AsRef<[u8]> + Sync>(a: &Archive<D>) -> ArchiveStats {
                             PlaneCodec::Zstd => add("plane zstd", p.stored_len),
                             PlaneCodec::Rans => add("plane rans", p.stored_len),
                             PlaneCodec::RansBase => add("plane rans-base", p.stored_len),
+                            PlaneCodec::Rans32 => add("plane rans32", p.stored_len),
+                            PlaneCodec::RansBase32 => add("plane rans-base32", p.stored_len),
                         }
                     }
                 }

@@ -112,7 +112,7 @@ impl Tamper {
 /// Applies a rANS tamper to an encoded chunk's first rANS-coded plane;
 /// false when the chunk has none.
 fn tamper_rans(t: Tamper, e: &mut tpde_format::codec::chunk::EncodedChunk) -> bool {
-    use tpde_format::format::{Codec, PlaneCodec};
+    use tpde_format::format::Codec;
     let Codec::PerPlane(planes) = &mut e.values.codec else {
         return false;
     };
@@ -121,16 +121,16 @@ fn tamper_rans(t: Tamper, e: &mut tpde_format::codec::chunk::EncodedChunk) -> bo
     let mut at = e.positions.stored_len as usize;
     for p in planes.iter_mut() {
         let len = p.stored_len as usize;
-        let rans = matches!(p.codec, PlaneCodec::Rans | PlaneCodec::RansBase);
         // Mode 2 (rANS) with at least one word.
-        let words = rans
-            && tpde_format::codec::rans_layout::parse_plane(
+        let words = p.codec.rans_lanes().is_some_and(|lanes| {
+            tpde_format::codec::rans_layout::parse_plane(
                 &e.bytes[at..at + len],
                 m,
                 Some(m),
+                lanes,
                 &mut layout,
             ) == Ok(tpde_format::codec::rans_layout::PlaneMode::Rans)
-            && !layout.words.is_empty();
+        }) && !layout.words.is_empty();
         if words {
             let end = at + len;
             match t {
@@ -265,6 +265,12 @@ pub struct Built {
 
 struct Out {
     data: Vec<u8>,
+    /// Newest format minor the chunks may use (2 unless [`build_with`]
+    /// asks otherwise).
+    max_minor: u16,
+    /// From minor 6: rANS planes of at least this many symbols get 32
+    /// states.
+    wide_min_plane: usize,
 }
 impl Out {
     fn blob(&mut self, bytes: &[u8]) -> u64 {
@@ -307,10 +313,12 @@ fn chunked(
         let r = (i as usize * w)..((i + count) as usize * w);
         let comp = tpde_format::codec::chunk::Compression {
             level: 3,
-            // Format 1.2, as the default writer: a chunk with a base may
-            // get `RansBase` planes (spec §5.7) where they are smaller.
-            max_minor: 2,
+            // Format 1.2 unless asked otherwise: a chunk with a base may
+            // get `RansBase` planes (spec §5.7) where they are smaller;
+            // from 1.6, planes of `wide_min_plane` symbols 32 states.
+            max_minor: out.max_minor,
             coder: tpde_format::codec::stream::PlaneCoder::Rans,
+            wide_min_plane: out.wide_min_plane,
         };
         let mut e = encode(w, &target[r.clone()], base.map(|b| &b[r]), op, comp, &mut s);
         if let Some(t) = tamper.filter(|t| t.is_rans()) {
@@ -371,10 +379,20 @@ fn sha(b: &[u8]) -> [u8; 32] {
     Sha256::digest(b).into()
 }
 
-/// Assembles a valid v1 archive holding `specs`.
+/// Assembles a valid v1 archive holding `specs`, its chunks coded as
+/// format 1.2 allows (4-state rANS planes).
 pub fn build(specs: &[Spec]) -> Built {
+    build_with(specs, 2, tpde_format::codec::stream::WIDE_MIN_PLANE)
+}
+
+/// [`build`] with chunks coded as format minor `max_minor` allows; from
+/// minor 6, rANS planes of at least `wide_min_plane` symbols get 32
+/// interleaved states (`Rans32`, `RansBase32`), smaller ones 4.
+pub fn build_with(specs: &[Spec], max_minor: u16, wide_min_plane: usize) -> Built {
     let mut out = Out {
         data: vec![0u8; HEADER_LEN],
+        max_minor,
+        wide_min_plane,
     };
     let mut index = Index::default();
     let mut external = HashMap::new();
@@ -1597,4 +1615,155 @@ pub fn qkv_archive(dir: &std::path::Path) -> (std::path::PathBuf, (u64, u64, u64
     };
     tpde_format::pack::pack(&target, Some(&base), &out, &opts, &mut |_| {}).unwrap();
     (out, (rows, cols, ce))
+}
+
+/// Per target chunk whose values have 32-state rANS planes (format v1.6):
+/// its kind and whether a plane uses the base as context (`RansBase32`).
+pub fn wide_chunks(index: &Index) -> Vec<(ChunkKind, bool)> {
+    index
+        .tensors
+        .iter()
+        .flat_map(|t| match &t.payload {
+            Payload::Chunked { chunks, .. } => chunks.as_slice(),
+            Payload::Plain { .. } => &[],
+        })
+        .filter(|c| c.values.uses_wide_rans())
+        .map(|c| (c.kind, c.values.uses_base_context()))
+        .collect()
+}
+
+/// Per target chunk whose values have 4-state rANS planes: its kind and
+/// its number of values (bytes per plane).
+pub fn narrow_rans_chunks(index: &Index) -> Vec<(ChunkKind, u64)> {
+    use tpde_format::format::{Codec, PlaneCodec};
+    index
+        .tensors
+        .iter()
+        .flat_map(|t| match &t.payload {
+            Payload::Chunked { chunks, .. } => chunks.as_slice(),
+            Payload::Plain { .. } => &[],
+        })
+        .filter_map(|c| match &c.values.codec {
+            Codec::PerPlane(p)
+                if p.iter()
+                    .any(|p| matches!(p.codec, PlaneCodec::Rans | PlaneCodec::RansBase)) =>
+            {
+                Some((c.kind, c.values.raw_len / p.len().max(1) as u64))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// [`matrix`] coded as format 1.6 with 32-state planes from 128 symbols:
+/// full 256-element chunks get them, short chunks and tails keep 4
+/// states, so batches hold both.
+pub fn wide_matrix(seed: u64) -> Built {
+    build_with(&matrix(seed), 6, 128)
+}
+
+/// [`base_ctx_specs`] coded as format 1.6 with 32-state planes from 4096
+/// symbols: `Rans32` and `RansBase32` planes in dense and sparse chunks.
+pub fn wide_ctx(seed: u64) -> Built {
+    build_with(&base_ctx_specs(&mut Rng::new(seed)), 6, 4096)
+}
+
+/// Chunk elements of [`wide_writer_archive`]: the GPU-oriented setting,
+/// whose full chunks get 32-state planes from the writer's defaults.
+pub const WIDE_CHUNK: u64 = 1 << 16;
+
+/// A small bf16 fine-tune pair packed by the public writer with
+/// [`WIDE_CHUNK`]-element chunks and its defaults (format 1.6, 32-state
+/// planes from 65,536 symbols), the base inline, into `dir`: full dense
+/// chunks with 32-state planes, tails and sparse chunks with 4-state ones.
+/// Returns the archive's path and the base tensors by name.
+pub fn wide_writer_archive(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, HashMap<String, Vec<u8>>) {
+    use tpde_format::safetensors::{make_header, Checkpoint};
+    let mut rng = Rng::new(65);
+    // (name, shape, fraction of elements the fine-tune moves, in 1/16)
+    let tensors: [(&str, [u64; 2], u64); 3] = [
+        ("w.dense", [256, 1024], 12),
+        ("w.tail", [300, 700], 16),
+        ("w.sparse", [128, 1024], 1),
+    ];
+    let mut base = Vec::new();
+    let mut target = Vec::new();
+    for (_, shape, moved) in tensors {
+        let n = (shape[0] * shape[1]) as usize;
+        let b: Vec<u8> = (0..n).flat_map(|_| bf16(weight(&mut rng))).collect();
+        let mut t = b.clone();
+        for e in t.chunks_exact_mut(2) {
+            let r = rng.next();
+            if r % 16 < moved {
+                // One to three steps of the bit pattern, either way.
+                let v = u16::from_le_bytes([e[0], e[1]]);
+                let step = 1 + (r >> 8) as u16 % 3;
+                let v = if r >> 20 & 1 == 0 {
+                    v.wrapping_add(step)
+                } else {
+                    v.wrapping_sub(step)
+                };
+                e.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        base.push(b);
+        target.push(t);
+    }
+    let write = |name: &str, bytes: &[Vec<u8>]| {
+        let list: Vec<_> = tensors
+            .iter()
+            .map(|(n, s, _)| (*n, Dtype::BF16, &s[..]))
+            .collect();
+        let header = make_header(&list);
+        let mut out = (header.len() as u64).to_le_bytes().to_vec();
+        out.extend_from_slice(&header);
+        for b in bytes {
+            out.extend_from_slice(b);
+        }
+        let p = dir.join(name);
+        std::fs::write(&p, out).unwrap();
+        Checkpoint::open(&p).unwrap()
+    };
+    let b = write("base.st", &base);
+    let t = write("target.st", &target);
+    let out = dir.join("wide.tpde");
+    let opts = tpde_format::pack::PackOptions {
+        write: tpde_format::WriteOptions::default().with_chunk_elems(WIDE_CHUNK),
+        base_mode: tpde_format::pack::BaseMode::Inline,
+    };
+    tpde_format::pack::pack(&t, Some(&b), &out, &opts, &mut |_| {}).unwrap();
+    let bases = tensors
+        .iter()
+        .zip(base)
+        .map(|((n, _, _), b)| (n.to_string(), b))
+        .collect();
+    (out, bases)
+}
+
+/// [`tampered`] coded as format 1.6 with 32-state planes from 128
+/// symbols, so the tampered plane (the first rANS-coded one) has 32
+/// states.
+pub fn tampered_wide(t: Tamper, dtype: Dtype) -> Vec<u8> {
+    let mut rng = Rng::new(77);
+    let mut specs = Vec::new();
+    for (i, tamper) in [None, Some(t), None].into_iter().enumerate() {
+        let (base, target, n) = pair(&mut rng, dtype.width(), 2048, true);
+        specs.push(Spec {
+            name: format!("t{i}"),
+            dtype,
+            shape: vec![n],
+            base: Some(base),
+            target,
+            kind: BaseKind::Inline { plain: false },
+            op: Op::Xor,
+            chunk_elems: 2048,
+            tamper,
+            narrow: None,
+            rows: None,
+            quant: None,
+        });
+    }
+    build_with(&specs, 6, 128).bytes
 }
