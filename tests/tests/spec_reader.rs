@@ -955,6 +955,40 @@ fn spec_reader_refuses_v14_violations() {
 /// vector (gru.w [12, 8], gru.b [48] and head.w [1, 16] over inline bases
 /// [1, 12, 8], [1, 96] and [16, 1]): the spec reader refuses every one,
 /// and accepts base rows out of order or taken twice.
+/// The spec reader refuses the v1.6 violations `hostile_v16.rs` checks in
+/// the Rust reader: a 32-state plane under minor 5, and a plane read with
+/// the wrong number of states.
+#[test]
+fn spec_reader_refuses_v16_violations() {
+    use tpde_tests::hostile::{Parts, Table};
+    require_python();
+    let good = std::fs::read(vectors_v1().join("v16_rans32_planes.tpde")).unwrap();
+    let mut p = Parts::parse(&good);
+    p.header.minor = 5;
+    let err = failing(&p.to_bytes(), None);
+    assert!(
+        err.contains("32-state rans plane (v1.6) in a minor 5 file"),
+        "{err}"
+    );
+    // A Rans32 plane relabelled Rans: read with 4 states, it fails.
+    let mut p = Parts::parse(&good);
+    let t = (0..p.table(Table::Target).len())
+        .find(|&t| {
+            matches!(&p.chunks(Table::Target, t)[0].values.codec,
+                Codec::PerPlane(pl) if pl.iter().any(|x| x.codec == PlaneCodec::Rans32))
+        })
+        .expect("a target with a Rans32 plane");
+    p.edit_chunk(Table::Target, t, 0, |ch, _| {
+        if let Codec::PerPlane(planes) = &mut ch.values.codec {
+            for x in planes.iter_mut().filter(|x| x.codec == PlaneCodec::Rans32) {
+                x.codec = PlaneCodec::Rans;
+            }
+        }
+    });
+    let err = failing(&p.to_bytes(), None);
+    assert!(err.contains("chunk 0") && err.contains("rans"), "{err}");
+}
+
 #[test]
 fn spec_reader_refuses_v15_violations() {
     use tpde_format::format::RowRun;

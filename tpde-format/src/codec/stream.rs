@@ -366,6 +366,19 @@ pub fn compress_planes_with(
                         (Some(u), Some(b)) => Some(if b.0.len() < u.0.len() { b } else { u }),
                         (u, b) => u.or(b),
                     }
+                    // A plane that coded to the constant (or raw) mode has
+                    // no states: its bytes are the same for 4 and 32, so it
+                    // keeps the 4-state codec and does not raise the
+                    // archive's minor (spec §5.6.6).
+                    .map(|(p, codec)| {
+                        let stateless = p.first() != Some(&super::entropy::MODE_RANS);
+                        let codec = match codec {
+                            PlaneCodec::Rans32 if stateless => PlaneCodec::Rans,
+                            PlaneCodec::RansBase32 if stateless => PlaneCodec::RansBase,
+                            c => c,
+                        };
+                        (p, codec)
+                    })
                 }
             }
             .filter(|(p, _)| p.len() < plane.len())
@@ -631,5 +644,50 @@ mod tests {
         let mut out = Vec::new();
         decompress(&s, &bytes, &mut out).unwrap();
         assert_eq!(out, planes);
+    }
+
+    /// Format 1.6 (spec §5.6.6): planes of at least the threshold get 32
+    /// states, smaller ones 4, and a plane that codes to the constant mode
+    /// keeps the 4-state codec (its bytes are the same) so that it does not
+    /// raise the archive's minor; every stream decodes back.
+    #[test]
+    fn wide_planes_from_the_threshold_on_and_never_for_constant_planes() {
+        let n = WIDE_MIN_PLANE;
+        let mut x = 0x1234_5678u32;
+        let mut skewed = |len: usize| -> Vec<u8> {
+            (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    (x % 5) as u8
+                })
+                .collect()
+        };
+        for (len, wide) in [(n - 1, false), (n, true)] {
+            // Plane 0 skewed (rANS), plane 1 constant.
+            let mut planes = skewed(len);
+            planes.extend(std::iter::repeat_n(0x3f, len));
+            let mut bytes = Vec::new();
+            let s =
+                compress_planes_with(&planes, 2, 1, PlaneCoder::Rans, None, Some(n), &mut bytes);
+            let Codec::PerPlane(p) = &s.codec else {
+                panic!("not per-plane: {s:?}");
+            };
+            let want = if wide {
+                PlaneCodec::Rans32
+            } else {
+                PlaneCodec::Rans
+            };
+            assert_eq!((p[0].codec, p[1].codec), (want, PlaneCodec::Rans), "{len}");
+            assert_eq!(p[1].stored_len, 2, "a constant plane");
+            let mut out = Vec::new();
+            decompress(&s, &bytes, &mut out).unwrap();
+            assert_eq!(out, planes);
+            // Without the option (format 1.5 and older): 4 states.
+            let mut bytes = Vec::new();
+            let s = compress_planes_with(&planes, 2, 1, PlaneCoder::Rans, None, None, &mut bytes);
+            assert!(!s.uses_wide_rans(), "{len}");
+        }
     }
 }
