@@ -309,26 +309,39 @@ pub fn entropy_input_len(bytes: &[u8], c: &Chunk, width: usize) -> Option<usize>
 /// a group of four threads decodes it, [`Lanes::ThirtyTwo`]: a warp), or
 /// `None` when they are not decoded on the device:
 /// only a [`Codec::PerPlane`] values stream with at least one rANS plane,
-/// no `Zstd` plane, and rANS planes all of one lane count is (a chunk with
-/// a zstd plane, or one mixing 4- and 32-state planes, which the reference
-/// writer never produces, keeps the CPU path). `bytes` is the whole
-/// archive: the bucket count of each rANS plane is read from its header
-/// here (unchecked; staging parses and checks the CRC-checked bytes again
-/// and refuses a mismatch).
+/// no `Zstd` plane, and the mode-2 (coded) rANS planes all of one lane
+/// count is (a chunk with a zstd plane, or one mixing 4- and 32-state coded
+/// planes, which the reference writer never produces, keeps the CPU path).
+/// A rANS plane in the constant or raw mode has no states and decodes the
+/// same in either group size: the writer labels such planes 4-state beside
+/// 32-state ones (spec §5.6.6), so they do not decide the lane count (all
+/// of them alone: four). `bytes` is the whole archive: each rANS plane's
+/// mode and bucket count are read from its header here (unchecked; staging
+/// parses and checks the CRC-checked bytes again and refuses a mismatch).
 pub fn entropy_input(bytes: &[u8], c: &Chunk, width: usize) -> Option<(usize, Lanes)> {
     let Codec::PerPlane(planes) = &c.values.codec else {
         return None;
     };
     let m = usize::try_from(c.values.raw_len / width.max(1) as u64).ok()?;
-    let mut lanes = None;
+    let (mut lanes, mut any_rans) = (None, false);
+    let mut at = c.offset.checked_add(c.positions.stored_len)?;
     for p in planes {
-        match (p.codec.rans_lanes(), lanes) {
-            (Some(l), None) => lanes = Some(l),
-            (Some(l), Some(k)) if l != k => return None,
-            _ => {}
+        if let Some(l) = p.codec.rans_lanes() {
+            any_rans = true;
+            let mode = usize::try_from(at).ok().and_then(|a| bytes.get(a)).copied();
+            match lanes {
+                _ if mode != Some(2) => {}
+                None => lanes = Some(l),
+                Some(k) if k != l => return None,
+                Some(_) => {}
+            }
         }
+        at = at.checked_add(p.stored_len)?;
     }
-    let lanes = lanes?;
+    if !any_rans {
+        return None;
+    }
+    let lanes = lanes.unwrap_or(Lanes::Four);
     if m == 0 || planes.len() != width || planes.iter().any(|p| p.codec == PlaneCodec::Zstd) {
         return None;
     }

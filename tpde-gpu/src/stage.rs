@@ -314,12 +314,6 @@ fn fill_entropy(
     } else {
         Lanes::Four
     };
-    if planes
-        .iter()
-        .any(|p| p.codec.rans_lanes().is_some_and(|l| l != lanes))
-    {
-        return Err("entropy job's rANS planes differ in lane count from its plan");
-    }
     let head = plan::ENTROPY_HEAD + plan::ENTROPY_PLANE * w;
     let short = "entropy input larger than planned (archive changed?)";
     let pos_len = if job.kind == JobKind::SparseVarint {
@@ -359,7 +353,14 @@ fn fill_entropy(
             | PlaneCodec::RansBase32 => {
                 let base = p.codec.uses_base_context();
                 let ctx_len = if base || k > 0 { Some(m) } else { None };
-                match rans_layout::parse_plane(src, m, ctx_len, lanes, layout)? {
+                // The plane's own lane count: a constant or raw-mode plane
+                // has no states, so only a coded one must match the job's.
+                let own = p.codec.rans_lanes().unwrap_or(lanes);
+                let mode = rans_layout::parse_plane(src, m, ctx_len, own, layout)?;
+                if mode == PlaneMode::Rans && own != lanes {
+                    return Err("entropy job's rANS planes differ in lane count from its plan");
+                }
+                match mode {
                     PlaneMode::Raw(r) => &src[r],
                     PlaneMode::Constant(b) => {
                         e[0] = 1;

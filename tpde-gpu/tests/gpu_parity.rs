@@ -799,41 +799,50 @@ fn wide_planes_on_the_device() {
             }
         }
     }
+    // The writer's archive, and (v1.6) one whose constant plane, labelled
+    // 4-state, sits beside a 32-state plane in one chunk (a device job).
     let tmp = tempfile::tempdir().unwrap();
-    let (path, host_bases) = common::wide_writer_archive(tmp.path());
-    let bytes = std::fs::read(&path).unwrap();
-    for opts in option_sets() {
-        let a = Archive::from_bytes(bytes.as_slice(), ReadLimits::default()).unwrap();
-        let gpu = GpuArchive::new(a, 0, opts.clone()).unwrap();
-        let n = gpu.archive().index().tensors.len();
-        let cpu: Vec<Vec<u8>> = (0..n)
-            .map(|t| {
-                let name = &gpu.archive().index().tensors[t].name;
-                gpu.archive()
-                    .decode_tensor(name, &tpde_format::NoBase)
+    let (d1, d2) = (tmp.path().join("writer"), tmp.path().join("const"));
+    std::fs::create_dir_all(&d1).unwrap();
+    std::fs::create_dir_all(&d2).unwrap();
+    for (path, host_bases) in [
+        common::wide_writer_archive(&d1),
+        common::constant_beside_wide_archive(&d2),
+    ] {
+        let bytes = std::fs::read(&path).unwrap();
+        for opts in option_sets() {
+            let a = Archive::from_bytes(bytes.as_slice(), ReadLimits::default()).unwrap();
+            let gpu = GpuArchive::new(a, 0, opts.clone()).unwrap();
+            let n = gpu.archive().index().tensors.len();
+            let cpu: Vec<Vec<u8>> = (0..n)
+                .map(|t| {
+                    let name = &gpu.archive().index().tensors[t].name;
+                    gpu.archive()
+                        .decode_tensor(name, &tpde_format::NoBase)
+                        .unwrap()
+                })
+                .collect();
+            let got = gpu.load_all().unwrap();
+            for (t, dt) in got.iter().enumerate() {
+                assert!(dt.copy_to_host().unwrap() == cpu[t], "{} {opts:?}", dt.name);
+            }
+            drop(got);
+            let mut bases = HashMap::new();
+            for t in 0..n {
+                let bname = tpde_gpu::plan::base_name(gpu.archive(), t)
                     .unwrap()
-            })
-            .collect();
-        let got = gpu.load_all().unwrap();
-        for (t, dt) in got.iter().enumerate() {
-            assert!(dt.copy_to_host().unwrap() == cpu[t], "{} {opts:?}", dt.name);
-        }
-        drop(got);
-        let mut bases = HashMap::new();
-        for t in 0..n {
-            let bname = tpde_gpu::plan::base_name(gpu.archive(), t)
-                .unwrap()
-                .to_owned();
-            let b = upload(&gpu, &bname, t, &host_bases[&bname]);
-            bases.insert(bname, b);
-        }
-        let got = gpu.load_all_onto(bases).unwrap();
-        for (t, dt) in got.iter().enumerate() {
-            assert!(
-                dt.copy_to_host().unwrap() == cpu[t],
-                "{} writer archive all onto {opts:?}",
-                dt.name
-            );
+                    .to_owned();
+                let b = upload(&gpu, &bname, t, &host_bases[&bname]);
+                bases.insert(bname, b);
+            }
+            let got = gpu.load_all_onto(bases).unwrap();
+            for (t, dt) in got.iter().enumerate() {
+                assert!(
+                    dt.copy_to_host().unwrap() == cpu[t],
+                    "{} writer archive all onto {opts:?}",
+                    dt.name
+                );
+            }
         }
     }
 }

@@ -1048,6 +1048,40 @@ fn wide_chunks_are_planned_for_the_warp_per_chunk_kernel() {
     assert!(mixed, "no batch decodes 4- and 32-state chunks together");
 }
 
+/// A chunk whose constant upper plane is labelled 4-state (it has no
+/// states) beside a coded 32-state plane is planned for the device as a
+/// 32-state job, not sent back to the CPU path, and decodes bit-exact.
+#[test]
+fn a_constant_plane_beside_a_wide_one_keeps_the_device_path() {
+    use tpde_format::codec::entropy::Lanes;
+    use tpde_format::format::{Codec, Payload, PlaneCodec};
+    let tmp = tempfile::tempdir().unwrap();
+    let (path, bases) = common::constant_beside_wide_archive(tmp.path());
+    let bytes = std::fs::read(&path).unwrap();
+    let a = Archive::from_bytes(&bytes[..], ReadLimits::default()).unwrap();
+    let rec = &a.index().tensors[0];
+    let Payload::Chunked { chunks, .. } = &rec.payload else {
+        panic!("not chunked")
+    };
+    let c = &chunks[0];
+    let Codec::PerPlane(planes) = &c.values.codec else {
+        panic!("not per-plane: {:?}", c.values.codec)
+    };
+    let codecs: Vec<_> = planes.iter().map(|p| p.codec).collect();
+    assert_eq!(codecs, [PlaneCodec::Rans, PlaneCodec::Rans32], "{c:?}");
+    assert_eq!(planes[0].stored_len, 2, "plane 0 is constant");
+    let (_, lanes) = tpde_gpu::plan::entropy_input(&bytes, c, 2).expect("a device job");
+    assert_eq!(lanes, Lanes::ThirtyTwo);
+    let host = tpde_format::NoBase;
+    for mode in [BaseMode::Host(&host), BaseMode::DeviceInPlace] {
+        for plan in PLANS {
+            let got = reconstruct(&a, mode, &bases, 64 << 20, plan).unwrap();
+            let d: [u8; 32] = Sha256::digest(&got[0]).into();
+            assert_eq!(d, rec.sha256, "{mode:?} {plan:?}");
+        }
+    }
+}
+
 /// A bf16 fine-tune packed by the public writer with 65,536-element chunks
 /// (its defaults give full chunks 32-state planes, tails and sparse chunks
 /// 4-state ones), through the mirror with the base from the archive and

@@ -1742,6 +1742,43 @@ pub fn wide_writer_archive(
     (out, bases)
 }
 
+/// A bf16 tensor of one 65,536-element chunk whose fine-tune adds 0 to 99
+/// to every bit pattern, packed by the public writer (base inline): the
+/// delta's upper plane is constant (a `Rans` plane in the constant mode:
+/// no states, labelled 4-state) beside a coded `Rans32` lower plane.
+pub fn constant_beside_wide_archive(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, HashMap<String, Vec<u8>>) {
+    use tpde_format::safetensors::{make_header, Checkpoint};
+    let mut rng = Rng::new(66);
+    let n = WIDE_CHUNK as usize;
+    let b: Vec<u8> = (0..n).flat_map(|_| bf16(weight(&mut rng))).collect();
+    let t: Vec<u8> = b
+        .chunks_exact(2)
+        .flat_map(|e| {
+            let v = u16::from_le_bytes([e[0], e[1]]);
+            v.wrapping_add((rng.next() % 100) as u16).to_le_bytes()
+        })
+        .collect();
+    let write = |name: &str, bytes: &[u8]| {
+        let header = make_header(&[("w", Dtype::BF16, &[256, 256][..])]);
+        let mut out = (header.len() as u64).to_le_bytes().to_vec();
+        out.extend_from_slice(&header);
+        out.extend_from_slice(bytes);
+        let p = dir.join(name);
+        std::fs::write(&p, out).unwrap();
+        Checkpoint::open(&p).unwrap()
+    };
+    let (bc, tc) = (write("base.st", &b), write("target.st", &t));
+    let out = dir.join("const-wide.tpde");
+    let opts = tpde_format::pack::PackOptions {
+        write: tpde_format::WriteOptions::default().with_chunk_elems(WIDE_CHUNK),
+        base_mode: tpde_format::pack::BaseMode::Inline,
+    };
+    tpde_format::pack::pack(&tc, Some(&bc), &out, &opts, &mut |_| {}).unwrap();
+    (out, HashMap::from([("w".to_string(), b)]))
+}
+
 /// [`tampered`] coded as format 1.6 with 32-state planes from 128
 /// symbols, so the tampered plane (the first rANS-coded one) has 32
 /// states.
