@@ -665,25 +665,37 @@ const GPU_SLOTS: [usize; 4] = [0, 4096, 64 << 10, 1 << 20];
 
 /// Every combination of the two plan options: sparse positions staged as
 /// gap bytes (decoded by the device) or as CPU-decoded `u32`s, and rANS
-/// planes entropy-decoded by the device or on the CPU.
-const GPU_PLANS: [tpde_gpu::plan::PlanOptions; 4] = [
-    tpde_gpu::plan::PlanOptions {
-        positions_on_device: true,
-        entropy_on_device: false,
-    },
-    tpde_gpu::plan::PlanOptions {
-        positions_on_device: false,
-        entropy_on_device: false,
-    },
-    tpde_gpu::plan::PlanOptions {
-        positions_on_device: true,
-        entropy_on_device: true,
-    },
-    tpde_gpu::plan::PlanOptions {
-        positions_on_device: false,
-        entropy_on_device: true,
-    },
-];
+/// planes entropy-decoded on the CPU (the default), by the device for every
+/// chunk, or by the device for 32-state chunks only.
+const GPU_PLANS: [tpde_gpu::plan::PlanOptions; 6] = {
+    use tpde_gpu::plan::{EntropyOnDevice as E, PlanOptions as P};
+    [
+        P {
+            positions_on_device: true,
+            entropy_on_device: E::Never,
+        },
+        P {
+            positions_on_device: false,
+            entropy_on_device: E::Never,
+        },
+        P {
+            positions_on_device: true,
+            entropy_on_device: E::All,
+        },
+        P {
+            positions_on_device: false,
+            entropy_on_device: E::All,
+        },
+        P {
+            positions_on_device: true,
+            entropy_on_device: E::Wide,
+        },
+        P {
+            positions_on_device: false,
+            entropy_on_device: E::Wide,
+        },
+    ]
+};
 
 /// Target 5: tpde-gpu's host-side code — plan (jobs, windows, batches,
 /// descriptors), staging (chunk decode into slots, base contexts, entropy

@@ -283,7 +283,7 @@ pub struct GpuOptions {
     threads: usize,
     verify_digests: bool,
     positions_on_device: bool,
-    entropy_on_device: bool,
+    entropy_on_device: plan::EntropyOnDevice,
 }
 
 impl Default for GpuOptions {
@@ -296,7 +296,7 @@ impl Default for GpuOptions {
             threads: 0,
             verify_digests: false,
             positions_on_device: true,
-            entropy_on_device: false,
+            entropy_on_device: plan::EntropyOnDevice::default(),
         }
     }
 }
@@ -348,15 +348,29 @@ impl GpuOptions {
         self.positions_on_device = yes;
         self
     }
-    /// Entropy-decode rANS-coded values on the device rather than on the
-    /// CPU (the default: see `BENCHMARKS-gpu.md` run 9 for when it pays). On the device only the coded words and their parsed
-    /// tables are staged and cross PCIe, and the CPU parses plane headers
-    /// instead of decoding every symbol; a `RansBase` plane's base context
-    /// is read from the base in device memory (no device → host copy).
-    /// Chunks with a zstd plane are decoded on the CPU either way.
+    /// Entropy-decode every rANS-coded chunk on the device (`true`), or
+    /// none (`false`, the default; [`plan::EntropyOnDevice`] says why, and
+    /// `BENCHMARKS-gpu.md` runs 9, 14, 15 and 16 when each mode pays). On the device only the coded words and their
+    /// parsed tables are staged and cross PCIe, and the CPU parses plane
+    /// headers instead of decoding every symbol; a `RansBase` plane's base
+    /// context is read from the base in device memory (no device → host
+    /// copy). Chunks with a zstd plane are decoded on the CPU either way.
     #[must_use]
     pub fn with_entropy_on_device(mut self, yes: bool) -> Self {
-        self.entropy_on_device = yes;
+        self.entropy_on_device = if yes {
+            plan::EntropyOnDevice::All
+        } else {
+            plan::EntropyOnDevice::Never
+        };
+        self
+    }
+    /// Which chunks are entropy-decoded on the device (see
+    /// [`GpuOptions::with_entropy_on_device`]); for format 1.6 archives,
+    /// [`plan::EntropyOnDevice::Wide`] with decode areas of 0.5–1 GiB
+    /// (`with_decode_bytes`) is the fastest load measured.
+    #[must_use]
+    pub fn with_entropy_on_device_for(mut self, mode: plan::EntropyOnDevice) -> Self {
+        self.entropy_on_device = mode;
         self
     }
     /// After loading, copy every tensor back and check its SHA-256 against

@@ -18,7 +18,9 @@
 //! `--planes zstd` have none.
 //!
 //! With [`GpuOptions::with_entropy_on_device`] the rANS-coded planes
-//! (spec §5.6) are entropy-decoded on the device instead: the CPU parses
+//! (spec §5.6) are entropy-decoded on the device instead, and with
+//! [`GpuOptions::with_entropy_on_device_for`]`(`[`plan::EntropyOnDevice::Wide`]`)`
+//! only the chunks of format 1.6's 32-state planes (spec §5.6.4) are: the CPU parses
 //! each plane's header and tables and stages only the coded words (about
 //! an eighth of the decoded bytes on fine-tune deltas), one group of four
 //! threads decodes each chunk (the four interleaved states share one word
@@ -26,11 +28,16 @@
 //! 32-state planes gets a whole warp, one thread per state), and a
 //! `RansBase` plane's context is read from the base in device memory.
 //! Speed then comes from
-//! many chunks in flight: it pays with chunks of 2^16 elements and decode
-//! areas of 0.5–1 GiB per slot (load of a 3.5 GB model with the base on the
-//! device: 54 ms against 93 ms for a pinned copy of the safetensors on an
-//! H200), and loses to the CPU path at the writer's default 2^20-element
-//! chunks, hence off by default. Performance and what bounds it:
+//! many chunks in flight. With groups of four it pays only with chunks of
+//! 2^16 elements and decode areas of 0.5–1 GiB per slot (load of a 3.5 GB
+//! model with the base on the device: 54 ms against 93 ms for a pinned
+//! copy of the safetensors on an H200) and loses to the CPU path at the
+//! writer's default 2^20-element chunks; a warp per 32-state chunk, with
+//! decode areas of 1 GiB, beats the CPU path in every case measured, at the
+//! default chunk sizes too (a 1.74 GB model onto its base on the device in
+//! 18 ms, 2.4× a pinned copy). Off by default: with the default 128 MiB
+//! decode areas a first load is slower than the CPU path
+//! ([`plan::EntropyOnDevice`]). Performance and what bounds it:
 //! `tpde-gpu/BENCHMARKS-gpu.md`.
 //!
 //! ```no_run

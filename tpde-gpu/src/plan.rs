@@ -140,19 +140,45 @@ pub struct PlanOptions {
     /// Stage sparse positions as raw gap bytes for the device to decode
     /// ([`JobKind::SparseVarint`]) rather than as CPU-decoded `u32`s.
     pub positions_on_device: bool,
-    /// Entropy-decode rANS-coded values on the device ([`Job::decoded`])
-    /// rather than on the CPU: only the coded words and their tables cross
-    /// PCIe, and the CPU parses headers instead of decoding every symbol.
-    pub entropy_on_device: bool,
+    /// Which chunks' rANS-coded values are entropy-decoded on the device
+    /// ([`Job::decoded`]) rather than on the CPU: only the coded words and
+    /// their tables cross PCIe, and the CPU parses headers instead of
+    /// decoding every symbol.
+    pub entropy_on_device: EntropyOnDevice,
 }
 
 impl Default for PlanOptions {
     fn default() -> Self {
         PlanOptions {
             positions_on_device: true,
-            entropy_on_device: false,
+            entropy_on_device: EntropyOnDevice::default(),
         }
     }
+}
+
+/// Which chunks the device entropy-decodes (the others are decoded by CPU
+/// threads into staging). Chunks with a zstd plane, or mixing 4- and
+/// 32-state coded planes, are decoded on the CPU in every mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EntropyOnDevice {
+    /// None (the default).
+    ///
+    /// Why not [`EntropyOnDevice::Wide`] by default: with the default
+    /// staging buffers (8 × 32 MiB slots, 128 MiB decode areas) a first
+    /// load decoding 32-state chunks on the device waited on its slots and
+    /// took 557 ms against 223–238 ms on the CPU path (1.74 GB model,
+    /// H200, BENCHMARKS-gpu.md run 16); it wins with decode areas of
+    /// 0.5–1 GiB (run 15), which a default should not allocate.
+    #[default]
+    Never,
+    /// Chunks of 32-state planes (format 1.6), one warp per chunk: with
+    /// decode areas of 1 GiB faster than the CPU path in every case
+    /// measured, base on the device or inline, 2^16-element or default
+    /// chunks (runs 14 and 15). Chunks of 4-state planes stay on the CPU:
+    /// groups of four threads pay only with many small chunks (run 9).
+    Wide,
+    /// Every chunk with rANS planes.
+    All,
 }
 
 /// Where a job's staged bytes come from.
@@ -1401,11 +1427,12 @@ fn chunk_jobs<'a>(
     // Values entropy-decoded on the device: the staged entropy input's
     // length, and the device-only bytes (planes, base context).
     let (entropy, wide) = match opts.entropy_on_device {
-        true => match entropy_input(bytes, c, w) {
-            Some((len, lanes)) => (Some(len), lanes == Lanes::ThirtyTwo),
-            None => (None, false),
+        EntropyOnDevice::Never => (None, false),
+        mode => match entropy_input(bytes, c, w) {
+            Some((len, Lanes::ThirtyTwo)) => (Some(len), true),
+            Some((len, Lanes::Four)) if mode == EntropyOnDevice::All => (Some(len), false),
+            _ => (None, false),
         },
-        false => (None, false),
     };
     let ctx_bytes = has_base_plane(c);
     let decoded = |values: u64| match entropy {

@@ -52,6 +52,9 @@ fn option_sets() -> Vec<GpuOptions> {
             .with_slots(2)
             .with_streams(2)
             .with_entropy_on_device(true),
+        // Chunks of 32-state planes decoded on the device, 4-state ones on
+        // the CPU.
+        GpuOptions::default().with_entropy_on_device_for(tpde_gpu::plan::EntropyOnDevice::Wide),
         // rANS planes decoded on the CPU (the default).
         GpuOptions::default(),
     ]

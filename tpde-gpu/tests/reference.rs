@@ -10,24 +10,29 @@ use std::collections::HashMap;
 use sha2::{Digest as _, Sha256};
 use tpde_format::format::{ChunkKind, Op};
 use tpde_format::{Archive, ReadLimits};
-use tpde_gpu::plan::PlanOptions;
+use tpde_gpu::plan::{EntropyOnDevice, PlanOptions};
 use tpde_gpu::reference::{reconstruct, BaseMode};
 use tpde_gpu::GpuError;
 
-/// Both ways of staging sparse positions, and both ways of entropy
-/// decoding rANS planes (device kernel mirror, CPU decode into staging).
-const PLANS: [PlanOptions; 3] = [
+/// Both ways of staging sparse positions, and the ways of entropy
+/// decoding rANS planes (device kernel mirror for every chunk, CPU decode
+/// into staging, the mirror for 32-state chunks only).
+const PLANS: [PlanOptions; 4] = [
     PlanOptions {
         positions_on_device: true,
-        entropy_on_device: true,
+        entropy_on_device: EntropyOnDevice::All,
     },
     PlanOptions {
         positions_on_device: false,
-        entropy_on_device: true,
+        entropy_on_device: EntropyOnDevice::All,
     },
     PlanOptions {
         positions_on_device: true,
-        entropy_on_device: false,
+        entropy_on_device: EntropyOnDevice::Never,
+    },
+    PlanOptions {
+        positions_on_device: true,
+        entropy_on_device: EntropyOnDevice::Wide,
     },
 ];
 
@@ -747,9 +752,17 @@ fn rans_chunks_are_planned_for_the_device_entropy_decoder() {
                 plan::tensor_jobs(&a, t, (t as u64 + 1) << 40, base, plan_opts, &mut jobs).unwrap();
             }
             let dev: Vec<_> = jobs.iter().filter(|j| j.decoded > 0).collect();
-            if !plan_opts.entropy_on_device {
-                assert!(dev.is_empty());
-                continue;
+            match plan_opts.entropy_on_device {
+                EntropyOnDevice::Never => {
+                    assert!(dev.is_empty());
+                    continue;
+                }
+                // Only chunks of 32-state planes.
+                EntropyOnDevice::Wide => {
+                    assert!(dev.iter().all(|j| j.wide), "{plan_opts:?}");
+                    continue;
+                }
+                EntropyOnDevice::All => {}
             }
             let kinds: Vec<JobKind> = dev.iter().map(|j| j.kind).collect();
             assert!(kinds.contains(&JobKind::Dense), "{plan_opts:?}");
@@ -1033,7 +1046,7 @@ fn wide_chunks_are_planned_for_the_warp_per_chunk_kernel() {
                 }
             }
         }
-        if !plan_opts.entropy_on_device {
+        if plan_opts.entropy_on_device == EntropyOnDevice::Never {
             assert!(wide.is_empty());
             continue;
         }

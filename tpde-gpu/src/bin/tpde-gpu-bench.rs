@@ -674,7 +674,11 @@ fn cpu_decode_ms<D: AsRef<[u8]> + Sync>(
 ) -> Res<f64> {
     let opts = plan::PlanOptions {
         positions_on_device,
-        entropy_on_device,
+        entropy_on_device: if entropy_on_device {
+            plan::EntropyOnDevice::All
+        } else {
+            plan::EntropyOnDevice::Never
+        },
     };
     // Bases "on the device": the simulated memory holds each base's
     // predictor, which the base context of `RansBase` planes reads (the
