@@ -12,33 +12,34 @@ use tpde_format::{Archive, Error, NoBase, ReadLimits};
 use tpde_tests::example;
 use tpde_tests::hostile::{pack_bytes_with, Parts, Table};
 
-/// The shipped pair, inline base, 4096-element chunks, default writer
-/// (4-state rANS planes: the chunks are under the 32-state threshold).
-fn archive() -> &'static [u8] {
-    static A: OnceLock<Vec<u8>> = OnceLock::new();
-    A.get_or_init(|| {
-        pack_bytes_with(
-            &example("v6.2-16k.safetensors"),
-            Some(&example("v6.2.safetensors")),
-            BaseMode::Inline,
-            tpde_format::WriteOptions::default().with_chunk_elems(4096),
-        )
-    })
-}
-
-/// The same with every rANS plane given 32 states (format 1.6).
-fn wide_archive() -> &'static [u8] {
-    static A: OnceLock<Vec<u8>> = OnceLock::new();
-    A.get_or_init(|| {
+/// The shipped pair, inline base, 4096-element chunks: with the default
+/// writer (4-state rANS planes: the chunks are under the 32-state
+/// threshold), or (`wide`) with every coded rANS plane given 32 states.
+fn packed(wide: bool) -> &'static [u8] {
+    static A: [OnceLock<Vec<u8>>; 2] = [OnceLock::new(), OnceLock::new()];
+    A[usize::from(wide)].get_or_init(|| {
+        let threshold = if wide {
+            0
+        } else {
+            tpde_format::codec::stream::WIDE_MIN_PLANE
+        };
         pack_bytes_with(
             &example("v6.2-16k.safetensors"),
             Some(&example("v6.2.safetensors")),
             BaseMode::Inline,
             tpde_format::WriteOptions::default()
                 .with_chunk_elems(4096)
-                .with_wide_min_plane(0),
+                .with_wide_min_plane(threshold),
         )
     })
+}
+
+fn archive() -> &'static [u8] {
+    packed(false)
+}
+
+fn wide_archive() -> &'static [u8] {
+    packed(true)
 }
 
 /// Both archives: the tests below run on each.

@@ -1672,6 +1672,23 @@ pub fn wide_ctx(seed: u64) -> Built {
 /// whose full chunks get 32-state planes from the writer's defaults.
 pub const WIDE_CHUNK: u64 = 1 << 16;
 
+/// Writes a safetensors file of `tensors` (name, dtype, shape) holding
+/// `data` (one byte vector per tensor, in order) and opens it.
+fn write_checkpoint(
+    path: &std::path::Path,
+    tensors: &[(&str, Dtype, &[u64])],
+    data: &[Vec<u8>],
+) -> tpde_format::safetensors::Checkpoint {
+    let header = tpde_format::safetensors::make_header(tensors);
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&header);
+    for d in data {
+        out.extend_from_slice(d);
+    }
+    std::fs::write(path, out).unwrap();
+    tpde_format::safetensors::Checkpoint::open(path).unwrap()
+}
+
 /// A small bf16 fine-tune pair packed by the public writer with
 /// [`WIDE_CHUNK`]-element chunks and its defaults (format 1.6, 32-state
 /// planes from 65,536 symbols), the base inline, into `dir`: full dense
@@ -1680,7 +1697,6 @@ pub const WIDE_CHUNK: u64 = 1 << 16;
 pub fn wide_writer_archive(
     dir: &std::path::Path,
 ) -> (std::path::PathBuf, HashMap<String, Vec<u8>>) {
-    use tpde_format::safetensors::{make_header, Checkpoint};
     let mut rng = Rng::new(65);
     // (name, shape, fraction of elements the fine-tune moves, in 1/16)
     let tensors: [(&str, [u64; 2], u64); 3] = [
@@ -1711,23 +1727,12 @@ pub fn wide_writer_archive(
         base.push(b);
         target.push(t);
     }
-    let write = |name: &str, bytes: &[Vec<u8>]| {
-        let list: Vec<_> = tensors
-            .iter()
-            .map(|(n, s, _)| (*n, Dtype::BF16, &s[..]))
-            .collect();
-        let header = make_header(&list);
-        let mut out = (header.len() as u64).to_le_bytes().to_vec();
-        out.extend_from_slice(&header);
-        for b in bytes {
-            out.extend_from_slice(b);
-        }
-        let p = dir.join(name);
-        std::fs::write(&p, out).unwrap();
-        Checkpoint::open(&p).unwrap()
-    };
-    let b = write("base.st", &base);
-    let t = write("target.st", &target);
+    let list: Vec<_> = tensors
+        .iter()
+        .map(|(n, s, _)| (*n, Dtype::BF16, &s[..]))
+        .collect();
+    let b = write_checkpoint(&dir.join("base.st"), &list, &base);
+    let t = write_checkpoint(&dir.join("target.st"), &list, &target);
     let out = dir.join("wide.tpde");
     let opts = tpde_format::pack::PackOptions {
         write: tpde_format::WriteOptions::default().with_chunk_elems(WIDE_CHUNK),
@@ -1749,7 +1754,6 @@ pub fn wide_writer_archive(
 pub fn constant_beside_wide_archive(
     dir: &std::path::Path,
 ) -> (std::path::PathBuf, HashMap<String, Vec<u8>>) {
-    use tpde_format::safetensors::{make_header, Checkpoint};
     let mut rng = Rng::new(66);
     let n = WIDE_CHUNK as usize;
     let b: Vec<u8> = (0..n).flat_map(|_| bf16(weight(&mut rng))).collect();
@@ -1760,16 +1764,9 @@ pub fn constant_beside_wide_archive(
             v.wrapping_add((rng.next() % 100) as u16).to_le_bytes()
         })
         .collect();
-    let write = |name: &str, bytes: &[u8]| {
-        let header = make_header(&[("w", Dtype::BF16, &[256, 256][..])]);
-        let mut out = (header.len() as u64).to_le_bytes().to_vec();
-        out.extend_from_slice(&header);
-        out.extend_from_slice(bytes);
-        let p = dir.join(name);
-        std::fs::write(&p, out).unwrap();
-        Checkpoint::open(&p).unwrap()
-    };
-    let (bc, tc) = (write("base.st", &b), write("target.st", &t));
+    let list = [("w", Dtype::BF16, &[256u64, 256][..])];
+    let bc = write_checkpoint(&dir.join("base.st"), &list, std::slice::from_ref(&b));
+    let tc = write_checkpoint(&dir.join("target.st"), &list, &[t]);
     let out = dir.join("const-wide.tpde");
     let opts = tpde_format::pack::PackOptions {
         write: tpde_format::WriteOptions::default().with_chunk_elems(WIDE_CHUNK),
