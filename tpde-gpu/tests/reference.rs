@@ -642,7 +642,12 @@ fn base_context_fixtures_have_rans_base_planes_in_dense_and_sparse_chunks() {
 /// touches bytes an earlier batch writes), both ways of staging positions.
 #[test]
 fn base_context_planes_match_the_cpu_reader_in_every_mode() {
-    let built = ctx_archive(12);
+    assert_every_mode_matches_the_cpu_reader(&ctx_archive(12));
+}
+
+/// `built` through the mirror with host, borrowed device and in-place device
+/// bases, every slot size and plan, bit-exact against the CPU reader.
+fn assert_every_mode_matches_the_cpu_reader(built: &common::Built) {
     let a = open(&built.bytes);
     let want: Vec<Vec<u8>> = a
         .index()
@@ -987,27 +992,7 @@ fn wide_fixtures_have_32_state_planes_where_the_tests_need_them() {
 #[test]
 fn wide_planes_match_the_cpu_reader_in_every_mode() {
     for built in [common::wide_matrix(6), common::wide_ctx(7)] {
-        let a = open(&built.bytes);
-        let want: Vec<Vec<u8>> = a
-            .index()
-            .tensors
-            .iter()
-            .map(|r| a.decode_tensor(&r.name, &built.external).unwrap())
-            .collect();
-        let modes = [
-            BaseMode::Host(&built.external),
-            BaseMode::DeviceBorrowed,
-            BaseMode::DeviceInPlace,
-        ];
-        for mode in modes {
-            for (slot, plan) in SLOTS.into_iter().flat_map(|s| PLANS.map(|p| (s, p))) {
-                let got = reconstruct(&a, mode, &built.bases, slot, plan).unwrap();
-                for (t, bytes) in got.iter().enumerate() {
-                    let name = &a.index().tensors[t].name;
-                    assert!(bytes == &want[t], "{name} {mode:?} slot {slot} {plan:?}");
-                }
-            }
-        }
+        assert_every_mode_matches_the_cpu_reader(&built);
     }
 }
 

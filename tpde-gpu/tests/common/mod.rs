@@ -857,6 +857,12 @@ pub fn matrix(seed: u64) -> Vec<Spec> {
 /// A small archive of good tensors around one whose first sparse chunk has
 /// a hostile (CRC-valid) positions stream.
 pub fn tampered(t: Tamper, dtype: Dtype) -> Vec<u8> {
+    build(&tampered_specs(t, dtype)).bytes
+}
+
+/// The tensors of [`tampered`]: three of 2048-element chunks, the middle one
+/// tampered.
+fn tampered_specs(t: Tamper, dtype: Dtype) -> Vec<Spec> {
     let mut rng = Rng::new(77);
     let mut specs = Vec::new();
     for (i, tamper) in [None, Some(t), None].into_iter().enumerate() {
@@ -876,7 +882,7 @@ pub fn tampered(t: Tamper, dtype: Dtype) -> Vec<u8> {
             quant: None,
         });
     }
-    build(&specs).bytes
+    specs
 }
 
 /// (kind, op) pairs the archive's target chunks use.
@@ -1780,24 +1786,5 @@ pub fn constant_beside_wide_archive(
 /// symbols, so the tampered plane (the first rANS-coded one) has 32
 /// states.
 pub fn tampered_wide(t: Tamper, dtype: Dtype) -> Vec<u8> {
-    let mut rng = Rng::new(77);
-    let mut specs = Vec::new();
-    for (i, tamper) in [None, Some(t), None].into_iter().enumerate() {
-        let (base, target, n) = pair(&mut rng, dtype.width(), 2048, true);
-        specs.push(Spec {
-            name: format!("t{i}"),
-            dtype,
-            shape: vec![n],
-            base: Some(base),
-            target,
-            kind: BaseKind::Inline { plain: false },
-            op: Op::Xor,
-            chunk_elems: 2048,
-            tamper,
-            narrow: None,
-            rows: None,
-            quant: None,
-        });
-    }
-    build_with(&specs, 6, 128).bytes
+    build_with(&tampered_specs(t, dtype), 6, 128).bytes
 }
