@@ -608,6 +608,19 @@ macro_rules! assert_err {
     };
 }
 
+/// The golden vector `name` (`tests/vectors/v1/<name>.tpde`), as bytes.
+pub fn vector(name: &str) -> Vec<u8> {
+    std::fs::read(crate::vectors_v1().join(format!("{name}.tpde"))).unwrap()
+}
+
+/// The error [`open`] gives for hostile `bytes`; panics if they open.
+pub fn open_err(bytes: &[u8]) -> tpde_format::Error {
+    match open(bytes) {
+        Err(e) => e,
+        Ok(_) => panic!("hostile input accepted"),
+    }
+}
+
 /// Opens `bytes` as an archive with the default limits.
 pub fn open(bytes: &[u8]) -> Result<tpde_format::Archive<&[u8]>, tpde_format::Error> {
     tpde_format::Archive::from_bytes(bytes, tpde_format::ReadLimits::default())

@@ -16,10 +16,6 @@ use tpde_tests::assert_err;
 use tpde_tests::hostile::*;
 use tpde_tests::vectors_v1;
 
-fn vector(name: &str) -> Vec<u8> {
-    std::fs::read(vectors_v1().join(format!("{name}.tpde"))).unwrap()
-}
-
 fn base_v12() -> Checkpoint {
     Checkpoint::open(vectors_v1().join("base_v12.safetensors")).unwrap()
 }
@@ -39,13 +35,6 @@ fn edit_rows(name: &str, f: impl FnOnce(&mut Vec<RowRun>)) -> Vec<u8> {
     };
     f(rows);
     p.to_bytes()
-}
-
-fn open_err(bytes: &[u8]) -> Error {
-    match open(bytes) {
-        Err(e) => e,
-        Ok(_) => panic!("hostile input accepted"),
-    }
 }
 
 #[test]

@@ -7,11 +7,6 @@ use tpde_format::format::{Header, FLAG_INDEX_ZSTD};
 use tpde_format::{Error, ReadLimits};
 use tpde_tests::assert_err;
 use tpde_tests::hostile::*;
-use tpde_tests::vectors_v1;
-
-fn vector(name: &str) -> Vec<u8> {
-    std::fs::read(vectors_v1().join(format!("{name}.tpde"))).unwrap()
-}
 
 fn index_error(bytes: &[u8], want: &str) {
     assert_err!(open(bytes), Error::IndexDecode { reason } if reason == want);

@@ -7,17 +7,6 @@ use tpde_format::{Error, Location};
 use tpde_tests::hostile::*;
 use tpde_tests::vectors_v1;
 
-fn vector(name: &str) -> Vec<u8> {
-    std::fs::read(vectors_v1().join(format!("{name}.tpde"))).unwrap()
-}
-
-fn open_err(bytes: &[u8]) -> Error {
-    match open(bytes) {
-        Err(e) => e,
-        Ok(_) => panic!("hostile input accepted"),
-    }
-}
-
 /// Every `(table, tensor, chunk)` whose op is `ReplaceRot`.
 fn rotated(p: &Parts) -> Vec<(Table, usize, usize)> {
     let mut out = Vec::new();

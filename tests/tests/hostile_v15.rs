@@ -16,10 +16,6 @@ use tpde_tests::assert_err;
 use tpde_tests::hostile::*;
 use tpde_tests::vectors_v1;
 
-fn vector(name: &str) -> Vec<u8> {
-    std::fs::read(vectors_v1().join(format!("{name}.tpde"))).unwrap()
-}
-
 fn base_v15() -> Checkpoint {
     Checkpoint::open(vectors_v1().join("base_v15.safetensors")).unwrap()
 }
@@ -28,13 +24,6 @@ fn base_v15() -> Checkpoint {
 fn invalid_at(e: &Error, name: &str, reason: &str) -> bool {
     matches!(e, Error::InvalidIndex { location: Location::Tensor { name: n, base: false }, reason: r }
         if n == name && r.contains(reason))
-}
-
-fn open_err(bytes: &[u8]) -> Error {
-    match open(bytes) {
-        Err(e) => e,
-        Ok(_) => panic!("hostile input accepted"),
-    }
 }
 
 /// The inline vector with target `name`'s sliced map edited by `f`.

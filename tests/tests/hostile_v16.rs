@@ -12,18 +12,6 @@
 use tpde_format::format::{Codec, PlaneCodec};
 use tpde_format::{Error, Location, NoBase};
 use tpde_tests::hostile::*;
-use tpde_tests::vectors_v1;
-
-fn vector(name: &str) -> Vec<u8> {
-    std::fs::read(vectors_v1().join(format!("{name}.tpde"))).unwrap()
-}
-
-fn open_err(bytes: &[u8]) -> Error {
-    match open(bytes) {
-        Err(e) => e,
-        Ok(_) => panic!("hostile input accepted"),
-    }
-}
 
 /// The first (table, tensor, chunk, plane) of `p` whose plane codec is `codec`.
 fn find(p: &Parts, codec: PlaneCodec) -> (Table, usize, usize, usize) {
