@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""An independent reader for `.tpde` v1.0 to v1.5 archives, written only
+"""An independent reader for `.tpde` v1.0 to v1.7 archives, written only
 from spec/FORMAT.md (section numbers below refer to it). Python 3.11, standard
 library plus `zstandard` (pip install zstandard). Nothing here comes from the
 Rust implementation.
@@ -10,7 +10,7 @@ It checks the header (§2), the header+index CRC, the minor version (§8.2),
 decodes the bincode index by hand (§4.0), applies every validation rule of
 §3-§5.1, §8.2 and the limits of §7, reconstructs every target tensor (§5, §6,
 §9; per-plane streams §5.3, rANS planes §5.6, widened bases §6.2 and
-row-mapped bases §6.3 and sliced bases §6.3.4 included) checking chunk CRCs and tensor SHA-256s, reconstructs every target file and checks its SHA-256 (§10), and
+row-mapped bases §6.3 and sliced bases §6.3.4 included) checking chunk CRCs, chunk SHA-256s (v1.7) and tensor SHA-256s, reconstructs every target file and checks its SHA-256 (§10), and
 with --out writes the files (and extra files) into DIR. Exit status 0 when
 everything checked, 1 when the archive (or the given base) is bad, 2 on usage
 errors.
@@ -45,7 +45,7 @@ ALIGN = 64
 REQUIRED_FLAGS = 0x0000FFFF
 FLAG_INDEX_ZSTD = 0x1  # §8.3 (v1.3): the index is stored as one zstd frame
 KNOWN_REQUIRED_FLAGS = FLAG_INDEX_ZSTD
-KNOWN_MINOR = 6  # §8.2: the newest minor this reader implements
+KNOWN_MINOR = 7  # §8.2: the newest minor this reader implements
 
 # §4.1: code -> (safetensors name, width)
 DTYPES = [
@@ -231,11 +231,13 @@ def read_tensor(c: Cursor) -> dict:
     else:  # external_rows
         base = {"kind": b, "file": c.u32(), "name": c.string(), "sha256": c.digest(),
                 "shape": c.vec(c.u64, 8), "rows": read_rows(c)}
-    p = c.variant(["plain", "chunked"], "payload")
+    p = c.variant(["plain", "chunked", "chunked_digests"], "payload")
     if p == 0:
         payload = {"kind": "plain", "offset": c.u64(), "len": c.u64(), "crc32": c.u32()}
     else:
         payload = {"kind": "chunked", "chunk_elems": c.u64(), "chunks": c.vec(lambda: read_chunk(c), 92)}
+        if p == 2:  # (v1.7) §4.6.3: one SHA-256 per chunk
+            payload["chunk_sha256"] = c.vec(c.digest, 32)
     return {
         "name": name, "dtype": DTYPES[code][0], "width": DTYPES[code][1], "shape": shape,
         "sha256": sha, "base": base, "payload": payload,
@@ -330,7 +332,7 @@ def check_stream(s: dict, where: str, values_width: int | None) -> None:
             raise FormatError(f"{where}: plane lengths do not add up to the stream's stored length")
 
 
-def check_tensor(t: dict, where: str) -> int:
+def check_tensor(t: dict, where: str, is_base: bool) -> int:
     n = elem_count(t)
     w = t["width"]
     nbytes = n * w
@@ -345,6 +347,11 @@ def check_tensor(t: dict, where: str) -> int:
         if t["base"]["kind"] != "none":
             raise FormatError(f"{where}: a plain payload cannot have a base")
         return nbytes
+    if "chunk_sha256" in p:  # (v1.7) §4.6.3
+        if is_base:
+            raise FormatError(f"{where}: an inline base cannot have chunk digests")
+        if len(p["chunk_sha256"]) != len(p["chunks"]):
+            raise FormatError(f"{where}: chunk digest count differs from the chunk count")
     ce = p["chunk_elems"]
     if not 1 <= ce <= MAX_CHUNK_ELEMS:
         raise FormatError(f"{where}: chunk_elems must be in 1..=2^32")
@@ -413,11 +420,11 @@ def validate(data: bytes, header: dict, idx: dict) -> None:
     for t in bases:
         if t["base"]["kind"] != "none":
             raise FormatError(f"{tname(t, True)}: an inline base must not have a base")
-        check_tensor(t, tname(t, True))
+        check_tensor(t, tname(t, True), True)
     total = 0
     for t in tensors:
         where = tname(t, False)
-        total += check_tensor(t, where)
+        total += check_tensor(t, where, False)
         b = t["base"]
         if b["kind"] in ("inline", "inline_widened"):
             if b["index"] >= len(bases):
@@ -617,6 +624,12 @@ def dequantize(t: dict, q: bytes, q_dtype: str, scales: bytes, axis: str) -> byt
 
 def check_minor_features(header: dict, idx: dict) -> None:
     """§8.2: a file uses only variants that its `minor` defines."""
+    if header["minor"] < 7:
+        for table, is_base in ((idx["bases"], True), (idx["tensors"], False)):
+            for t in table:
+                if "chunk_sha256" in t["payload"]:
+                    raise FormatError(f"{tname(t, is_base)}: chunk digests (v1.7) "
+                                      f"in a minor {header['minor']} file")
     if header["minor"] < 6:
         for table, is_base in ((idx["bases"], True), (idx["tensors"], False)):
             for t in table:
@@ -1212,6 +1225,11 @@ class Reader:
                 decode_chunk(c, w, stored, piece)
             except FormatError as e:
                 raise FormatError(f"{cw}: {e}") from None
+            if "chunk_sha256" in p:  # (v1.7) §4.6.3, §9
+                got = hashlib.sha256(piece).digest()
+                if got != p["chunk_sha256"][i]:
+                    raise FormatError(f"{cw}: reconstructs to sha256 {got.hex()}, "
+                                      f"the archive recorded {p['chunk_sha256'][i].hex()}")
             out[lo:hi] = piece
         return bytes(out)
 
@@ -1348,11 +1366,13 @@ def describe_tensor(t: dict) -> dict:
                         c["kind"], c["op"], c["changed"],
                         describe_stream(c["positions"]), describe_stream(c["values"])]
                        for c in p["chunks"]]
+        if "chunk_sha256" in p:
+            d["chunk_sha256"] = [x.hex() for x in p["chunk_sha256"]]
     return d
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="Independent .tpde v1.0-v1.5 reader (spec/FORMAT.md).")
+    ap = argparse.ArgumentParser(description="Independent .tpde v1.0-v1.7 reader (spec/FORMAT.md).")
     ap.add_argument("archive")
     ap.add_argument("--base", action="append", default=[],
                     help="external base: a .safetensors file or a directory of them (repeatable)")

@@ -1607,6 +1607,7 @@ fn vectors() -> Vec<Vector> {
     .chain(v14_vectors())
     .chain(v15_vectors())
     .chain(v16_vectors())
+    .chain(v17_vectors())
     .collect()
 }
 
@@ -1662,6 +1663,54 @@ fn v16_vectors() -> Vec<Vector> {
             "v16_rans32_external",
             "v1.6: the inputs of v16_rans32_inline against base_v12_rans_base.safetensors \
              (RansBase32 planes over the base and over its widened BF16 cast)",
+            BaseMode::External,
+        ),
+    ]
+}
+
+/// v1.7: chunk digests (spec §4.6.3). The inputs of `v12_rans_base` (BF16
+/// tensors of four 4096-element chunks, Zero, sparse and dense; an F32
+/// target of two chunks over its BF16 cast) plus a baseless BF16 tensor of
+/// two and a half chunks (a short last chunk) and an F32 one of a single
+/// chunk, which records no chunk digests (`Chunked`, beside
+/// `ChunkedDigests` payloads in the same index).
+fn v17_vectors() -> Vec<Vector> {
+    let (mut rt, rb) = v12_rans_base_set(4096);
+    let mut rng = Rng(0x17c0_ded1_6e57_2026);
+    let emb: Vec<u8> = (0..10_240)
+        .flat_map(|_| to_bf16(trained(&mut rng, 2e-3).0).to_le_bytes())
+        .collect();
+    rt.push(td("emb.w", Dtype::BF16, &[160, 64], emb));
+    let ln: Vec<u8> = (0..1000)
+        .flat_map(|_| trained(&mut rng, 2e-3).1.to_le_bytes())
+        .collect();
+    rt.push(td("ln.b", Dtype::F32, &[1000], ln));
+    let v = |name, description, mode| Vector {
+        name,
+        description,
+        chunk_elems: 4096,
+        target: Target::Single("digests.safetensors", rt.clone(), None),
+        base: Some((rb.clone(), mode)),
+        base_file: BASE_FILE_V12_RANS_BASE,
+        max_minor: 7,
+        expect_minor: 7,
+        plane_coder: PlaneCoder::Rans,
+        craft: None,
+        wide_min_plane: WIDE_MIN_PLANE,
+    };
+    vec![
+        v(
+            "v17_chunk_digests_inline",
+            "v1.7 chunk digests (spec §4.6.3): the inputs of v12_rans_base (Zero, sparse and \
+             dense chunks, a widened base), inline base, plus a baseless tensor of 2.5 chunks \
+             and a single-chunk one without chunk digests: every target of several chunks \
+             has a ChunkedDigests payload",
+            BaseMode::Inline,
+        ),
+        v(
+            "v17_chunk_digests_external",
+            "v1.7: the inputs of v17_chunk_digests_inline against \
+             base_v12_rans_base.safetensors",
             BaseMode::External,
         ),
     ]

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use tpde_format::format::{Payload, HEADER_LEN};
 use tpde_format::pack::BaseMode;
 use tpde_format::safetensors::SourceFile;
-use tpde_format::unpack::stream_file;
+use tpde_format::unpack::{stream_file, stream_file_with, Digests};
 use tpde_format::{Archive, Error, NoBase, ReadLimits};
 use tpde_tests::example;
 use tpde_tests::hostile::*;
@@ -81,6 +81,9 @@ struct Tally {
     refused_at_open: u64,
     refused_at_decode: u64,
     verified_good: u64,
+    /// Returned by unpack with only the header's metadata differing, and
+    /// refused by `verify` (see `check`).
+    header_only: u64,
     variants: std::collections::BTreeMap<String, u64>,
 }
 
@@ -181,10 +184,26 @@ fn check(bytes: &[u8], case: &str, tally: &mut Tally, dog: &Watchdog) {
             out.extend_from_slice(b);
             Ok(())
         }) {
-            Ok(()) => assert!(
-                out == f.file,
-                "{case}: file returned as good but differs from the original"
-            ),
+            Ok(()) if out == f.file => {}
+            Ok(()) => {
+                // Unpack's policy (Digests::Parts, spec §10.2) proves the
+                // tensors and checks that the header describes them; a flip
+                // elsewhere in the header (its `__metadata__`), with the
+                // index CRC recomputed, only the file digest finds, which
+                // `verify` (Digests::All) checks.
+                let header = 8..8 + a.index().files[fi].header.len();
+                let at = out.iter().zip(&f.file).position(|(x, y)| x != y);
+                assert!(
+                    out.len() == f.file.len() && at.is_some_and(|i| header.contains(&i)),
+                    "{case}: file returned as good but its tensors differ from the original"
+                );
+                let all = stream_file_with(&a, fi, &NoBase, Digests::All, &mut |_| Ok(()));
+                assert!(
+                    matches!(all, Err(Error::FileDigest { .. })),
+                    "{case}: a header differing from the original passed verify: {all:?}"
+                );
+                tally.header_only += 1;
+            }
             Err(e) => {
                 assert!(e.is_corruption(), "{case}: not a corruption error: {e:?}");
                 if !failed {
@@ -203,8 +222,8 @@ fn check(bytes: &[u8], case: &str, tally: &mut Tally, dog: &Watchdog) {
 
 fn report(what: &str, t: &Tally) {
     eprintln!(
-        "{what}: {} cases, {} refused at open, {} refused at decode, {} verified good; errors {:?}",
-        t.cases, t.refused_at_open, t.refused_at_decode, t.verified_good, t.variants
+        "{what}: {} cases, {} refused at open, {} refused at decode, {} verified good, {} header-only (refused by verify); errors {:?}",
+        t.cases, t.refused_at_open, t.refused_at_decode, t.verified_good, t.header_only, t.variants
     );
 }
 

@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
+use sha2::{Digest as _, Sha256};
 use tpde_format::codec::chunk::{decode_into, DecodeScratch};
 use tpde_format::codec::{stream, widen};
 use tpde_format::format::{
@@ -557,6 +558,7 @@ fn cover(a: &Archive<Vec<u8>>, base_file: Option<&Checkpoint>, c: &mut Coverage)
         let Payload::Chunked {
             chunk_elems,
             chunks,
+            ..
         } = &t.payload
         else {
             continue;
@@ -673,7 +675,7 @@ fn vectors_cover_every_dtype_kind_op_and_codec() {
     );
 
     // v1.1 (spec §5.3, §6.2, §8.2, §11).
-    assert_eq!(c.minors, [0, 1, 2, 3, 4, 5, 6].into(), "header minors");
+    assert_eq!(c.minors, [0, 1, 2, 3, 4, 5, 6, 7].into(), "header minors");
     // (v1.4, spec §6.1) ReplaceRot in dense and sparse target chunks, in
     // inline base chunks, and over a base it ignores.
     assert_eq!(
@@ -689,7 +691,7 @@ fn vectors_cover_every_dtype_kind_op_and_codec() {
     // elements (spec §11), so width 1 is left to the unit tests.
     assert_eq!(c.rot_widths, [2, 4, 8].into(), "ReplaceRot widths");
     // (v1.3, spec §4.0.6) Compressed indexes, from minor 3 on.
-    assert_eq!(c.zstd_index_minors, [3, 4, 5, 6].into(), "zstd indexes");
+    assert_eq!(c.zstd_index_minors, [3, 4, 5, 6, 7].into(), "zstd indexes");
     assert_eq!(
         c.plane_codecs,
         ["rans", "rans-base", "rans-base32", "rans32", "raw", "zstd"].into(),
@@ -881,6 +883,71 @@ fn vectors_cover_every_dtype_kind_op_and_codec() {
 
 /// The `with_max_minor(0)` vector holds the same tensors as a v1.1 vector
 /// but is a v1.0 archive: no per-plane stream, no widened base.
+/// (v1.7) Spec §4.6.3: a `ChunkedDigests` payload records, per chunk, the
+/// SHA-256 of the chunk's reconstructed bytes (`elem_count × width` bytes
+/// of the tensor from `elem_start × width`); the reference writer gives
+/// them to every target of several chunks, and to no other tensor.
+#[test]
+fn chunk_digests_are_the_sha256_of_each_chunks_bytes() {
+    let (mut digested, mut short_last, mut beside_undigested) = (0, false, false);
+    for (name, entry) in manifest() {
+        let a = Archive::open(vectors_v1().join(entry["archive"].as_str().unwrap())).unwrap();
+        let base = base_for(&entry);
+        let provider: &dyn BaseProvider = match &base {
+            Some(b) => b,
+            None => &NoBase,
+        };
+        let v17 = a.header().minor >= 7;
+        assert!(
+            a.index()
+                .bases
+                .iter()
+                .all(|b| !b.payload.has_chunk_digests()),
+            "{name}"
+        );
+        let mut undigested = false;
+        for t in &a.index().tensors {
+            let Payload::Chunked {
+                chunks,
+                chunk_sha256,
+                ..
+            } = &t.payload
+            else {
+                continue;
+            };
+            assert_eq!(
+                chunk_sha256.is_some(),
+                v17 && chunks.len() > 1,
+                "{name}/{}",
+                t.name
+            );
+            let Some(digests) = chunk_sha256 else {
+                undigested = true;
+                continue;
+            };
+            let bytes = a.decode_tensor(&t.name, provider).unwrap();
+            let w = t.dtype.width() as u64;
+            for (i, (c, d)) in chunks.iter().zip(digests).enumerate() {
+                let range =
+                    (c.elem_start * w) as usize..((c.elem_start + c.elem_count) * w) as usize;
+                let actual: [u8; 32] = Sha256::digest(&bytes[range]).into();
+                assert_eq!(&actual, d, "{name}/{} chunk {i}", t.name);
+            }
+            digested += 1;
+            short_last |= chunks
+                .last()
+                .is_some_and(|c| c.elem_count < chunks[0].elem_count);
+        }
+        beside_undigested |= digested > 0 && undigested;
+    }
+    assert!(digested >= 4, "{digested} tensors with chunk digests");
+    assert!(short_last, "a digested tensor with a short last chunk");
+    assert!(
+        beside_undigested,
+        "an index with Chunked and ChunkedDigests payloads"
+    );
+}
+
 #[test]
 fn max_minor_0_vector_is_a_v10_archive_of_a_v11_vectors_inputs() {
     let m = manifest();

@@ -221,10 +221,11 @@ fn unknown_major_version() {
 fn newer_minor_version_is_refused() {
     // Spec §8: a minor may add enum variants this reader cannot decode, so
     // a newer minor is refused by name rather than failing deep in the index.
+    let newer = tpde_format::format::VERSION_MINOR + 1;
     let mut a = example().to_vec();
-    set_u16(&mut a, 10, 7);
+    set_u16(&mut a, 10, newer);
     refix_crc(&mut a);
-    assert_err!(open(&a), Error::UnsupportedVersion { major: 1, minor: 7 });
+    assert_err!(open(&a), Error::UnsupportedVersion { major: 1, minor } if minor == newer);
     // Every minor up to the reader's own is read.
     for minor in 0..=tpde_format::format::VERSION_MINOR {
         let mut a = example().to_vec();
@@ -1148,6 +1149,10 @@ fn tensor_digest_mismatch() {
 
 #[test]
 fn file_digest_mismatch() {
+    // A file digest that disagrees with its tensors (the index CRC
+    // recomputed over it): `verify` and the file-digest policy refuse it,
+    // leaving no output. `unpack` proves the file through its tensors and
+    // header (spec §10.2) and writes what they describe, the original.
     let mut p = Parts::parse(example());
     p.index.files[0].sha256[0] ^= 1;
     let bytes = p.to_bytes();
@@ -1158,11 +1163,68 @@ fn file_digest_mismatch() {
     );
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.safetensors");
-    assert_err!(
-        unpack(&a, &NoBase, &out, &UnpackOptions::default(), &mut |_| {}),
-        Error::FileDigest { .. }
-    );
-    assert_eq!(tree(dir.path()), Vec::<String>::new(), "no partial output");
+    let file_policy = |sink: &mut dyn FnMut(&[u8]) -> Result<(), Error>| {
+        tpde_format::unpack::stream_file_with(&a, 0, &NoBase, Digests::File, sink)
+    };
+    assert_err!(file_policy(&mut |_| Ok(())), Error::FileDigest { .. });
+    unpack(&a, &NoBase, &out, &UnpackOptions::default(), &mut |_| {}).unwrap();
+    let good = open(example()).unwrap();
+    let mut want = Vec::new();
+    tpde_format::unpack::stream_file_with(&good, 0, &NoBase, Digests::All, &mut |b| {
+        want.extend_from_slice(b);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), want);
+}
+
+#[test]
+fn a_header_that_does_not_describe_the_tensors_falls_back_to_the_file_digest() {
+    // Spec §10.2: proving the tensors proves the file only with a header
+    // that describes them. A header edited (index CRC recomputed) so that a
+    // tensor's name or offsets no longer match, or that is not JSON, makes
+    // unpack check the file digest, which refuses it, leaving no output.
+    let p = Parts::parse(example());
+    let header = String::from_utf8(p.index.files[0].header.clone()).unwrap();
+    let name = &p.index.tensors[p.index.files[0].tensors[0] as usize].name;
+    let edits = [
+        header.replacen(
+            &format!("\"{name}\""),
+            &format!("\"{}x\"", &name[..name.len() - 1]),
+            1,
+        ),
+        header.replacen("\"data_offsets\":[0,", "\"data_offsets\":[1,", 1),
+        header.replacen('{', "[", 1),
+    ];
+    for (k, edited) in edits.iter().enumerate() {
+        assert_ne!(*edited, header, "edit {k} changed nothing");
+        let mut q = Parts::parse(example());
+        q.index.files[0].header = edited.clone().into_bytes();
+        q.index.files[0].size = 8
+            + edited.len() as u64
+            + q.index.files[0]
+                .tensors
+                .iter()
+                .map(|&t| q.index.tensors[t as usize].byte_len().unwrap())
+                .sum::<u64>();
+        let bytes = q.to_bytes();
+        let a = open(&bytes).unwrap();
+        assert_err!(
+            tpde_format::unpack::stream_file(&a, 0, &NoBase, &mut |_| Ok(())),
+            Error::FileDigest { .. }
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out.safetensors");
+        assert_err!(
+            unpack(&a, &NoBase, &out, &UnpackOptions::default(), &mut |_| {}),
+            Error::FileDigest { .. }
+        );
+        assert_eq!(tree(dir.path()), Vec::<String>::new(), "no partial output");
+        assert_err!(
+            verify(&a, &NoBase, None, &mut |_| {}),
+            Error::FileDigest { .. }
+        );
+    }
 }
 
 #[test]

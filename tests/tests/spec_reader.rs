@@ -179,6 +179,7 @@ fn tensor_json(t: &TensorRecord) -> Value {
         Payload::Chunked {
             chunk_elems,
             chunks,
+            chunk_sha256,
         } => {
             m.insert("payload".into(), json!("chunked"));
             m.insert("chunk_elems".into(), json!(chunk_elems));
@@ -186,6 +187,10 @@ fn tensor_json(t: &TensorRecord) -> Value {
                 "chunks".into(),
                 Value::Array(chunks.iter().map(chunk_json).collect()),
             );
+            if let Some(d) = chunk_sha256 {
+                let d: Vec<String> = d.iter().map(|d| hex(d)).collect();
+                m.insert("chunk_sha256".into(), json!(d));
+            }
         }
     }
     v
@@ -958,6 +963,53 @@ fn spec_reader_refuses_v14_violations() {
 /// The spec reader refuses the v1.6 violations `hostile_v16.rs` checks in
 /// the Rust reader: a 32-state plane under minor 5, and a plane read with
 /// the wrong number of states.
+#[test]
+fn spec_reader_refuses_v17_violations() {
+    use tpde_tests::hostile::Parts;
+    require_python();
+    let good = std::fs::read(vectors_v1().join("v17_chunk_digests_inline.tpde")).unwrap();
+    let edit = |f: &dyn Fn(&mut Parts)| {
+        let mut p = Parts::parse(&good);
+        f(&mut p);
+        failing(&p.to_bytes(), None)
+    };
+    fn digests(p: &mut Parts) -> &mut Vec<[u8; 32]> {
+        let t = p.target("attn.w");
+        match &mut p.index.tensors[t].payload {
+            Payload::Chunked {
+                chunk_sha256: Some(d),
+                ..
+            } => d,
+            _ => panic!("attn.w has chunk digests"),
+        }
+    }
+    let err = edit(&|p| p.header.minor = 6);
+    assert!(
+        err.contains("chunk digests (v1.7) in a minor 6 file"),
+        "{err}"
+    );
+    let err = edit(&|p| {
+        digests(p).pop();
+    });
+    assert!(err.contains("chunk digest count differs"), "{err}");
+    let err = edit(&|p| digests(p)[2][5] ^= 1);
+    assert!(err.contains("chunk 2: reconstructs to sha256"), "{err}");
+    let err = edit(&|p| {
+        if let Payload::Chunked {
+            chunks,
+            chunk_sha256,
+            ..
+        } = &mut p.index.bases[0].payload
+        {
+            *chunk_sha256 = Some(vec![[0; 32]; chunks.len()]);
+        }
+    });
+    assert!(
+        err.contains("an inline base cannot have chunk digests"),
+        "{err}"
+    );
+}
+
 #[test]
 fn spec_reader_refuses_v16_violations() {
     use tpde_tests::hostile::{Parts, Table};

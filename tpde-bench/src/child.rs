@@ -14,6 +14,17 @@ use tpde_format::{Archive, BaseProvider, NoBase, WriteOptions};
 
 use crate::refcodec::{self, Codec};
 
+/// `--digests` of `child tpde-decode`: [`tpde_format::unpack::Digests`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DigestPolicy {
+    /// Every tensor proven by its chunk digests or its own.
+    Parts,
+    /// The file's SHA-256 only.
+    File,
+    /// Every digest.
+    All,
+}
+
 /// One operation, run in its own process.
 #[derive(Debug, Subcommand)]
 pub enum Child {
@@ -52,6 +63,11 @@ pub enum Child {
         base: Option<PathBuf>,
         #[arg(long)]
         threads: usize,
+        /// The digests checked: `parts` (what unpack checks, the default),
+        /// `file` (the file's SHA-256 only, unpack's policy before format
+        /// 1.7) or `all` (what verify checks).
+        #[arg(long, value_enum, default_value_t = DigestPolicy::Parts)]
+        digests: DigestPolicy,
     },
     /// A reference codec's pack.
     RefPack {
@@ -145,7 +161,14 @@ pub fn run(c: Child) -> Result<()> {
             archive,
             base,
             threads,
+            digests,
         } => {
+            use tpde_format::unpack::Digests;
+            let digests = match digests {
+                DigestPolicy::Parts => Digests::Parts,
+                DigestPolicy::File => Digests::File,
+                DigestPolicy::All => Digests::All,
+            };
             pool(threads)?;
             let a = Archive::open(&archive)?;
             let b = base.as_deref().map(Checkpoint::open).transpose()?;
@@ -155,7 +178,7 @@ pub fn run(c: Child) -> Result<()> {
             };
             let mut bytes = 0u64;
             for fi in 0..a.index().files.len() {
-                tpde_format::unpack::stream_file(&a, fi, provider, &mut |x| {
+                tpde_format::unpack::stream_file_with(&a, fi, provider, digests, &mut |x| {
                     bytes += x.len() as u64;
                     Ok(())
                 })?;

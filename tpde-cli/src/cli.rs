@@ -90,9 +90,9 @@ pub struct PackArgs {
     /// Newest format version to write, for older readers: 1.0 (no per-plane
     /// streams, widened bases or zigzag adds), 1.1 (no row-mapped bases), 1.2
     /// (no compressed index), 1.3 (no rotated ops), 1.4 (no sliced bases),
-    /// 1.5 (no 32-state rANS planes) or 1.6 (the default). The archive
-    /// records the lowest version it needs.
-    #[arg(long, value_name = "VERSION", value_enum, default_value_t = Format::V1_6)]
+    /// 1.5 (no 32-state rANS planes), 1.6 (no chunk digests) or 1.7 (the
+    /// default). The archive records the lowest version it needs.
+    #[arg(long, value_name = "VERSION", value_enum, default_value_t = Format::V1_7)]
     pub format: Format,
     /// Same as `--format 1.0`.
     #[arg(long, conflicts_with = "format")]
@@ -203,6 +203,9 @@ pub enum Format {
     /// 1.6
     #[value(name = "1.6")]
     V1_6,
+    /// 1.7
+    #[value(name = "1.7")]
+    V1_7,
 }
 
 impl Format {
@@ -216,6 +219,7 @@ impl Format {
             Format::V1_4 => 4,
             Format::V1_5 => 5,
             Format::V1_6 => 6,
+            Format::V1_7 => 7,
         }
     }
 }

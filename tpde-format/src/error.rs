@@ -123,6 +123,17 @@ pub enum Error {
         /// Computed digest (hex).
         actual: String,
     },
+    /// (v1.7) A reconstructed chunk does not have the digest recorded at
+    /// pack time.
+    #[error("{location} reconstructs to sha256 {actual} but the archive recorded {expected}")]
+    ChunkDigest {
+        /// The tensor and chunk.
+        location: Location,
+        /// Recorded digest (hex).
+        expected: String,
+        /// Computed digest (hex).
+        actual: String,
+    },
     /// A reconstructed file does not have the digest recorded at pack time.
     #[error("file {file:?} reconstructs to sha256 {actual} but the archive recorded {expected}")]
     FileDigest {
@@ -270,6 +281,7 @@ impl Error {
                 | Error::ChunkChecksum { .. }
                 | Error::ChunkDecode { .. }
                 | Error::TensorDigest { .. }
+                | Error::ChunkDigest { .. }
                 | Error::FileDigest { .. }
                 | Error::NotIdentical { .. }
                 | Error::LimitExceeded { .. }

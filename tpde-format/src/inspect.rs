@@ -49,6 +49,9 @@ pub struct TensorSummary {
     pub row_elems: Option<u64>,
     /// sha256 of the reconstructed tensor (hex).
     pub sha256: String,
+    /// (v1.7) True when each chunk's digest is recorded too, so readers
+    /// prove the tensor chunk by chunk in parallel.
+    pub chunk_digests: bool,
 }
 
 /// The whole archive.
@@ -182,6 +185,7 @@ fn summarize(t: &TensorRecord, bases: &[TensorRecord]) -> TensorSummary {
         mapped_rows,
         row_elems,
         sha256: hex(&t.sha256),
+        chunk_digests: t.payload.has_chunk_digests(),
     }
 }
 

@@ -12,8 +12,9 @@ use sha2::{Digest as _, Sha256};
 
 use crate::digest::FileDigest;
 use crate::error::{hex, Error, Result};
+use crate::format::TensorRecord;
 use crate::read::{Archive, BaseProvider};
-use crate::safetensors::{make_header, Checkpoint};
+use crate::safetensors::{header_describes, make_header, Checkpoint};
 use crate::write::{temp_dir_in, temp_file_in};
 
 /// The largest decode window (see [`window_bytes`]): bounds memory during
@@ -41,8 +42,9 @@ pub struct UnpackReport {
 }
 
 /// Streams the bytes of target tensor `t` to `sink` window by window, and
-/// checks its digest and its external base's. Memory stays at one window
-/// whatever the tensor size.
+/// checks its digest (its chunks', in parallel, where it records them) and
+/// its external base's. Memory stays at one window whatever the tensor
+/// size.
 fn stream_tensor<D: AsRef<[u8]> + Sync>(
     a: &Archive<D>,
     t: usize,
@@ -52,6 +54,7 @@ fn stream_tensor<D: AsRef<[u8]> + Sync>(
     let rec = &a.index().tensors[t];
     let view = a.resolve_base(t, base)?;
     let n = a.chunk_count(t);
+    let by_chunk = rec.payload.has_chunk_digests();
     let mut sha = Sha256::new();
     let mut buf = Vec::new();
     let mut first = 0;
@@ -62,12 +65,23 @@ fn stream_tensor<D: AsRef<[u8]> + Sync>(
         let len = a.chunks_byte_len(t, first..last) as usize;
         buf.clear();
         buf.resize(len, 0);
-        a.decode_chunks_into(t, first..last, view, &mut buf)?;
-        sha.update(&buf);
+        if by_chunk {
+            a.decode_chunks_checked(t, first..last, view, &mut buf)?;
+        } else {
+            a.decode_chunks_into(t, first..last, view, &mut buf)?;
+            sha.update(&buf);
+        }
         sink(&buf)?;
         first = last;
     }
-    let actual: [u8; 32] = sha.finalize().into();
+    if by_chunk {
+        return Ok(());
+    }
+    check_tensor(rec, sha.finalize().into())
+}
+
+/// The digest computed for a tensor against the one recorded.
+fn check_tensor(rec: &TensorRecord, actual: [u8; 32]) -> Result<()> {
     if actual != rec.sha256 {
         return Err(Error::TensorDigest {
             tensor: rec.name.clone(),
@@ -78,28 +92,63 @@ fn stream_tensor<D: AsRef<[u8]> + Sync>(
     Ok(())
 }
 
+/// `err`, a digest mismatch or decode error of target tensor `t` found
+/// without checking its external base's digest, or the base's own mismatch
+/// when that is the cause (spec §4.5: the base's digest MAY wait for such a
+/// mismatch). A wrong base fails digests, and also decodes, where a plane's
+/// context is the base's byte (§5.7).
+fn blame_base<D: AsRef<[u8]> + Sync>(
+    a: &Archive<D>,
+    t: usize,
+    base: &dyn BaseProvider,
+    err: Error,
+) -> Error {
+    if !matches!(
+        err,
+        Error::TensorDigest { .. } | Error::ChunkDigest { .. } | Error::ChunkDecode { .. }
+    ) {
+        return err;
+    }
+    match a.resolve_base_checked(t, base, true) {
+        Err(b) => b,
+        Ok(_) => err,
+    }
+}
+
 /// Which digests [`stream_file_with`] computes as it goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Digests {
+    /// Every tensor proven where it is decoded, in parallel (spec §10.2):
+    /// by its chunk digests where it records them (v1.7), else by its own
+    /// digest; the file's digest is not recomputed. The file is its
+    /// length, its header (index bytes, under the header CRC) and its
+    /// tensors in recorded order, so proving every tensor proves the file;
+    /// the file's SHA-256 is one serial stream, which capped unpack at one
+    /// core's hashing speed (1.3 GB/s on a 16-core Xeon, BENCHMARKS.md
+    /// session 7). External base digests are computed only on a mismatch,
+    /// to name the base as its cause. What [`stream_file`] and [`unpack`]
+    /// check.
+    Parts,
     /// The file's digest only: it covers every byte of every tensor, so the
     /// output is as proven as with all of them. Tensor and external base
     /// digests are computed only when the file's does not match, to name
     /// the tensor (or base) at fault. One SHA-256 pass instead of three.
     File,
-    /// Every tensor's and every external base tensor's digest as well, each
-    /// before the file's (what `verify` reports).
+    /// Every chunk's (v1.7), every tensor's and every external base
+    /// tensor's digest as well, each before the file's (what `verify`
+    /// reports).
     All,
 }
 
-/// Streams target file `fi` (8-byte length, header, tensors) to `sink` and
-/// checks the file digest recorded at pack time ([`Digests::File`]).
+/// Streams target file `fi` (8-byte length, header, tensors) to `sink`,
+/// proving every tensor by its recorded digests ([`Digests::Parts`]).
 pub fn stream_file<D: AsRef<[u8]> + Sync>(
     a: &Archive<D>,
     fi: usize,
     base: &dyn BaseProvider,
     sink: &mut dyn FnMut(&[u8]) -> Result<()>,
 ) -> Result<()> {
-    stream_file_with(a, fi, base, Digests::File, sink)
+    stream_file_with(a, fi, base, Digests::Parts, sink)
 }
 
 /// [`stream_file`] with a choice of the digests checked as it goes. A
@@ -141,18 +190,31 @@ pub fn stream_file_windowed<D: AsRef<[u8]> + Sync>(
     window: u64,
     sink: &mut dyn FnMut(&[u8]) -> Result<()>,
 ) -> Result<()> {
-    let all = digests == Digests::All;
     let rec = &a.index().files[fi];
-    let mut sha = FileDigest::new();
+    // Proving the tensors proves the file only with a header that says
+    // where they are (spec §10.2); with any other header, the file digest.
+    let tensors = || rec.tensors.iter().map(|&t| &a.index().tensors[t as usize]);
+    let digests = match digests {
+        Digests::Parts if !header_describes(&rec.header, &tensors().collect::<Vec<_>>()) => {
+            Digests::File
+        }
+        d => d,
+    };
+    let mut sha = match digests {
+        Digests::Parts => FileDigest::tensors_only(),
+        Digests::File | Digests::All => FileDigest::new(),
+    };
     let len = (rec.header.len() as u64).to_le_bytes();
     for part in [&len[..], &rec.header] {
         sha.update_file(part);
         sink(part)?;
     }
-    pipelined(a, &rec.tensors, base, window, all, &mut sha, sink)?;
-    let actual = sha.finish().unwrap_or_default();
+    pipelined(a, &rec.tensors, base, window, digests, &mut sha, sink)?;
+    let Some(actual) = sha.finish() else {
+        return Ok(()); // Parts: every tensor was proven.
+    };
     if actual != rec.sha256 {
-        if !all {
+        if digests == Digests::File {
             // Name the culprit: the first tensor whose own (or whose base's)
             // digest fails. Only on this error path are they computed.
             for &t in &rec.tensors {
@@ -248,8 +310,8 @@ impl BufPool {
 }
 
 /// Decodes the tensors `list` (whole-file order) and feeds their bytes to
-/// `consume`; with `all`, checks every tensor's digest and every external
-/// base's ([`Digests::All`]). Most tensors of a checkpoint are one chunk,
+/// `consume`, checking the digests `digests` asks for (the file's is
+/// `file`'s outer stream, which the caller checks). Most tensors of a checkpoint are one chunk,
 /// so parallelism inside a tensor alone leaves cores idle: runs of small
 /// tensors (up to one window of bytes) decode in parallel, and a larger
 /// tensor streams window by window, chunk-parallel. Decoding segment
@@ -262,11 +324,21 @@ fn pipelined<D: AsRef<[u8]> + Sync>(
     list: &[u32],
     base: &dyn BaseProvider,
     window: u64,
-    all: bool,
+    digests: Digests,
     file: &mut FileDigest,
     consume: &mut dyn FnMut(&[u8]) -> Result<()>,
 ) -> Result<()> {
+    let all = digests == Digests::All;
     let len = |t: u32| a.index().tensors[t as usize].byte_len().unwrap_or(0);
+    // A windowed tensor whose digest runs over its windows in order, on
+    // this thread (beside the file's, see `FileDigest`): with `All`, every
+    // one; with `Parts`, one without chunk digests, which cannot be proven
+    // any other way. Other tensors are checked where they are decoded.
+    let serial = |t: usize| match digests {
+        Digests::All => true,
+        Digests::Parts => !a.index().tensors[t].payload.has_chunk_digests(),
+        Digests::File => false,
+    };
     let mut segments = Vec::new();
     let mut i = 0;
     while i < list.len() {
@@ -305,11 +377,19 @@ fn pipelined<D: AsRef<[u8]> + Sync>(
                 .map(|&t| {
                     let t = t as usize;
                     let mut buf = pool.take(len(t as u32) as usize);
-                    if all {
-                        a.decode_into(t, base, &mut buf)?;
-                    } else {
-                        let view = a.resolve_base_checked(t, base, false)?;
-                        a.decode_chunks_into(t, 0..a.chunk_count(t), view, &mut buf)?;
+                    let view = a.resolve_base_checked(t, base, all)?;
+                    let chunks = 0..a.chunk_count(t);
+                    match digests {
+                        Digests::All => {
+                            a.decode_chunks_checked(t, chunks, view, &mut buf)?;
+                            check_tensor(&a.index().tensors[t], Sha256::digest(&buf).into())?;
+                        }
+                        Digests::Parts => a
+                            .decode_proven(t, view, &mut buf)
+                            .map_err(|e| blame_base(a, t, base, e))?,
+                        Digests::File => a
+                            .decode_chunks_into(t, chunks, view, &mut buf)
+                            .map_err(|e| blame_base(a, t, base, e))?,
                     }
                     Ok(buf)
                 })
@@ -318,16 +398,19 @@ fn pipelined<D: AsRef<[u8]> + Sync>(
                 let mut buf = pool.take(a.chunks_byte_len(*t, chunks.clone()) as usize);
                 // The base's digest once per tensor, with its first window.
                 let check = all && chunks.start == 0;
-                let r = a
-                    .resolve_base_checked(*t, base, check)
-                    .and_then(|view| a.decode_chunks_into(*t, chunks.clone(), view, &mut buf));
+                let r = a.resolve_base_checked(*t, base, check).and_then(|view| {
+                    let r = if digests == Digests::File {
+                        a.decode_chunks_into(*t, chunks.clone(), view, &mut buf)
+                    } else {
+                        a.decode_chunks_checked(*t, chunks.clone(), view, &mut buf)
+                    };
+                    // With `All` the base was checked with the first window.
+                    r.map_err(|e| if all { e } else { blame_base(a, *t, base, e) })
+                });
                 vec![r.map(|()| buf)]
             }
         }
     };
-    // With `all`, a windowed tensor's digest runs over its windows in order,
-    // beside the file's (one pass, see `FileDigest`); other tensors' were
-    // checked where they were decoded.
     let mut current: Option<Vec<Result<Vec<u8>>>> = None;
     for k in 0..=segments.len() {
         let mut next = None;
@@ -342,22 +425,18 @@ fn pipelined<D: AsRef<[u8]> + Sync>(
             };
             for bytes in current.take().into_iter().flatten() {
                 let bytes = bytes?;
-                match (all, done) {
-                    (true, Segment::Window(t, chunks)) => {
+                match done {
+                    Segment::Window(t, chunks) if serial(*t) => {
                         if chunks.start == 0 {
                             file.begin_tensor();
                         }
                         file.update_tensor(&bytes);
                         if chunks.end == a.chunk_count(*t) {
-                            let rec = &a.index().tensors[*t];
-                            let actual = file.end_tensor();
-                            if actual != rec.sha256 {
-                                return Err(Error::TensorDigest {
-                                    tensor: rec.name.clone(),
-                                    expected: hex(&rec.sha256),
-                                    actual: hex(&actual),
-                                });
-                            }
+                            let r = check_tensor(&a.index().tensors[*t], file.end_tensor());
+                            r.map_err(|e| match digests {
+                                Digests::Parts => blame_base(a, *t, base, e),
+                                _ => e,
+                            })?;
                         }
                     }
                     _ => file.update_file(&bytes),

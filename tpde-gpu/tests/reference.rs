@@ -447,6 +447,7 @@ fn dequant_fixtures_cover_every_source_axis_and_special_value() {
         if let Payload::Chunked {
             chunk_elems,
             chunks,
+            ..
         } = &t.payload
         {
             mid_row |= t.shape.len() > 1 && chunks.iter().any(|c| c.elem_start % row != 0);
@@ -1089,7 +1090,11 @@ fn writer_packed_wide_planes_match_the_cpu_reader() {
     let tmp = tempfile::tempdir().unwrap();
     let (path, bases) = common::wide_writer_archive(tmp.path());
     let a = tpde_format::Archive::open(&path).unwrap();
-    assert_eq!(a.header().minor, 6);
+    assert_eq!(
+        a.header().minor,
+        7,
+        "32-state planes (v1.6) and chunk digests (v1.7)"
+    );
     let wide = common::wide_chunks(a.index());
     assert!(wide.iter().any(|&(k, _)| k == ChunkKind::Dense), "{wide:?}");
     assert!(!common::narrow_rans_chunks(a.index()).is_empty());

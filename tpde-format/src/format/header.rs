@@ -12,7 +12,7 @@ pub const VERSION_MAJOR: u16 = 1;
 /// Newest format minor version this crate reads and writes. Writers record the
 /// lowest minor whose features a file uses; readers refuse a newer minor than
 /// they know (spec §8), since it may hold variants they cannot decode.
-pub const VERSION_MINOR: u16 = 6;
+pub const VERSION_MINOR: u16 = 7;
 /// Alignment of every blob in the data section and of the index (spec §3).
 pub const ALIGN: u64 = 64;
 /// Flag bits 0..16 are "required": a reader that does not know a set bit must refuse the file.

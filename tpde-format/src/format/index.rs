@@ -301,7 +301,13 @@ impl BaseRef {
 }
 
 /// How a tensor's bytes are stored (spec §4.6).
+///
+/// On the wire a chunked payload is variant 1 (`Chunked`) without chunk
+/// digests and variant 2 (`ChunkedDigests`, v1.7) with them; in memory both
+/// are [`Payload::Chunked`], so code that does not care about the digests
+/// matches one variant (see [`wire::Payload`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "wire::Payload", into = "wire::Payload")]
 pub enum Payload {
     /// The tensor's natural little-endian bytes in one aligned blob, for
     /// zero-copy memory mapping. Only with [`BaseRef::None`].
@@ -319,7 +325,131 @@ pub enum Payload {
         chunk_elems: u64,
         /// The chunks, in element order.
         chunks: Vec<Chunk>,
+        /// (v1.7) The SHA-256 of each chunk's reconstructed bytes, one per
+        /// chunk, so a reader can prove a large tensor chunk by chunk, in
+        /// parallel, instead of with one serial SHA-256 over the whole
+        /// tensor (spec §4.6.3). `None`: the tensor digest only.
+        chunk_sha256: Option<Vec<Digest>>,
     },
+}
+
+/// The payload as the index stores it (spec §4.0.3): the digests of a
+/// chunked payload are a separate variant, appended in v1.7 so that older
+/// files keep their bytes.
+pub mod wire {
+    use serde::{Deserialize, Serialize};
+
+    use super::{Chunk, Digest};
+
+    /// [`super::Payload`] on the wire.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub enum Payload {
+        /// Variant 0.
+        Plain {
+            /// See [`super::Payload::Plain`].
+            offset: u64,
+            /// See [`super::Payload::Plain`].
+            len: u64,
+            /// See [`super::Payload::Plain`].
+            crc32: u32,
+        },
+        /// Variant 1: chunks, no chunk digests.
+        Chunked {
+            /// See [`super::Payload::Chunked`].
+            chunk_elems: u64,
+            /// See [`super::Payload::Chunked`].
+            chunks: Vec<Chunk>,
+        },
+        /// Variant 2 (v1.7): chunks and one SHA-256 per chunk.
+        ChunkedDigests {
+            /// See [`super::Payload::Chunked`].
+            chunk_elems: u64,
+            /// See [`super::Payload::Chunked`].
+            chunks: Vec<Chunk>,
+            /// See [`super::Payload::Chunked`]; validation checks there is
+            /// one per chunk.
+            sha256: Vec<Digest>,
+        },
+    }
+
+    impl From<Payload> for super::Payload {
+        fn from(p: Payload) -> Self {
+            match p {
+                Payload::Plain { offset, len, crc32 } => {
+                    super::Payload::Plain { offset, len, crc32 }
+                }
+                Payload::Chunked {
+                    chunk_elems,
+                    chunks,
+                } => super::Payload::Chunked {
+                    chunk_elems,
+                    chunks,
+                    chunk_sha256: None,
+                },
+                Payload::ChunkedDigests {
+                    chunk_elems,
+                    chunks,
+                    sha256,
+                } => super::Payload::Chunked {
+                    chunk_elems,
+                    chunks,
+                    chunk_sha256: Some(sha256),
+                },
+            }
+        }
+    }
+
+    impl From<super::Payload> for Payload {
+        fn from(p: super::Payload) -> Self {
+            match p {
+                super::Payload::Plain { offset, len, crc32 } => {
+                    Payload::Plain { offset, len, crc32 }
+                }
+                super::Payload::Chunked {
+                    chunk_elems,
+                    chunks,
+                    chunk_sha256: None,
+                } => Payload::Chunked {
+                    chunk_elems,
+                    chunks,
+                },
+                super::Payload::Chunked {
+                    chunk_elems,
+                    chunks,
+                    chunk_sha256: Some(sha256),
+                } => Payload::ChunkedDigests {
+                    chunk_elems,
+                    chunks,
+                    sha256,
+                },
+            }
+        }
+    }
+}
+
+impl Payload {
+    /// The recorded SHA-256 of chunk `i` (v1.7), if the payload has chunk
+    /// digests.
+    pub fn chunk_digest(&self, i: usize) -> Option<&Digest> {
+        match self {
+            Payload::Chunked {
+                chunk_sha256: Some(d),
+                ..
+            } => d.get(i),
+            _ => None,
+        }
+    }
+
+    /// True when the payload records a digest per chunk (v1.7).
+    pub fn has_chunk_digests(&self) -> bool {
+        matches!(
+            self,
+            Payload::Chunked {
+                chunk_sha256: Some(_),
+                ..
+            }
+        )
+    }
 }
 
 /// One chunk: an element range of a tensor (spec §5).
@@ -519,11 +649,19 @@ impl PlaneCodec {
 
 impl Index {
     /// The lowest format minor version that can express this index (spec §8):
-    /// 6 when a plane has 32 rANS states; 5 when a target has a sliced base;
+    /// 7 when a payload has chunk digests; 6 when a plane has 32 rANS states; 5 when a target has a sliced base;
     /// 4 when a chunk uses a rotated op; 2 when it uses row-mapped or
     /// quantized bases; 1 when it uses per-plane streams, widened bases or
     /// zigzag adds; else 0. (Minor 3 is a header flag, not an index variant.)
     pub fn min_minor(&self) -> u16 {
+        if self
+            .bases
+            .iter()
+            .chain(&self.tensors)
+            .any(|t| t.payload.has_chunk_digests())
+        {
+            return 7;
+        }
         if self.uses_wide_rans() {
             return 6;
         }

@@ -435,6 +435,7 @@ impl<D: AsRef<[u8]> + Sync> Archive<D> {
         let Payload::Chunked {
             chunk_elems,
             chunks,
+            ..
         } = &rec.payload
         else {
             return Ok(());
@@ -584,13 +585,39 @@ impl<D: AsRef<[u8]> + Sync> Archive<D> {
     }
 
     /// Decodes the chunks `chunks` of target tensor `t` into `out` (whose
-    /// length is those chunks' bytes), in parallel, against `base`.
+    /// length is those chunks' bytes), in parallel, against `base`. No
+    /// digest is checked (the chunks' CRCs are).
     pub fn decode_chunks_into(
         &self,
         t: usize,
         chunks: Range<usize>,
         base: BaseView<'_>,
         out: &mut [u8],
+    ) -> Result<()> {
+        self.decode_chunks(t, chunks, base, out, false)
+    }
+
+    /// [`Archive::decode_chunks_into`], then each chunk's SHA-256 checked
+    /// against its recorded digest where the payload has them (v1.7, spec
+    /// §4.6.3), on the thread that decoded it: the chunks are then proven
+    /// in parallel, where a tensor digest is one serial SHA-256 stream.
+    pub fn decode_chunks_checked(
+        &self,
+        t: usize,
+        chunks: Range<usize>,
+        base: BaseView<'_>,
+        out: &mut [u8],
+    ) -> Result<()> {
+        self.decode_chunks(t, chunks, base, out, true)
+    }
+
+    fn decode_chunks(
+        &self,
+        t: usize,
+        chunks: Range<usize>,
+        base: BaseView<'_>,
+        out: &mut [u8],
+        check: bool,
     ) -> Result<()> {
         let rec = &self.index.tensors[t];
         let w = rec.dtype.width() as u64;
@@ -603,6 +630,7 @@ impl<D: AsRef<[u8]> + Sync> Archive<D> {
             Payload::Chunked {
                 chunk_elems,
                 chunks: cs,
+                ..
             } => {
                 let Some(sel) = cs.get(chunks.clone()) else {
                     return Err(Error::Usage(format!("chunk range {chunks:?} out of range")));
@@ -667,7 +695,21 @@ impl<D: AsRef<[u8]> + Sync> Archive<D> {
                                 })?
                             }
                         }
-                        self.decode_chunk_over(Table::Target, t, i, over, o)
+                        self.decode_chunk_over(Table::Target, t, i, over, o)?;
+                        match rec.payload.chunk_digest(i) {
+                            Some(expected) if check => {
+                                let actual: [u8; 32] = Sha256::digest(&*o).into();
+                                if actual != *expected {
+                                    return Err(Error::ChunkDigest {
+                                        location: self.chunk_loc(Table::Target, t, i),
+                                        expected: hex(expected),
+                                        actual: hex(&actual),
+                                    });
+                                }
+                                Ok(())
+                            }
+                            _ => Ok(()),
+                        }
                     })
                     .find_first(Result::is_err)
                     .unwrap_or(Ok(()))
@@ -698,11 +740,23 @@ impl<D: AsRef<[u8]> + Sync> Archive<D> {
     }
 
     /// Decodes target tensor `t` into `out` (exactly its byte length) and
-    /// checks its SHA-256.
+    /// checks its digest: each chunk's where the payload records them
+    /// (v1.7, in parallel), else the tensor's SHA-256 (spec §9). The
+    /// external base's digest is checked first.
     pub fn decode_into(&self, t: usize, base: &dyn BaseProvider, out: &mut [u8]) -> Result<()> {
-        let rec = &self.index.tensors[t];
         let view = self.resolve_base(t, base)?;
-        self.decode_chunks_into(t, 0..self.chunk_count(t), view, out)?;
+        self.decode_proven(t, view, out)
+    }
+
+    /// Decodes target tensor `t` over `view` into `out` and checks its
+    /// chunk digests (v1.7) or, without them, its tensor digest.
+    pub(crate) fn decode_proven(&self, t: usize, view: BaseView<'_>, out: &mut [u8]) -> Result<()> {
+        let rec = &self.index.tensors[t];
+        let all = 0..self.chunk_count(t);
+        if rec.payload.has_chunk_digests() {
+            return self.decode_chunks_checked(t, all, view, out);
+        }
+        self.decode_chunks_into(t, all, view, out)?;
         let actual: [u8; 32] = Sha256::digest(&*out).into();
         if actual != rec.sha256 {
             return Err(Error::TensorDigest {

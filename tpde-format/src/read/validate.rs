@@ -412,6 +412,17 @@ fn first_chunk(index: &Index, pred: impl Fn(&Chunk) -> bool) -> Option<Location>
 /// it too, and whether a file is valid never depends on the reader's version
 /// (it also catches writers that record too low a minor).
 fn check_minor_features(header: &Header, index: &Index) -> Result<()> {
+    if header.minor < 7 {
+        let tables = [(&index.bases, true), (&index.tensors, false)];
+        for (table, base) in tables {
+            if let Some(t) = table.iter().find(|t| t.payload.has_chunk_digests()) {
+                return Err(bad(
+                    tensor_loc(t, base),
+                    "chunk digests (v1.7) in a file whose header says minor 6 or lower (spec §8.2)",
+                ));
+            }
+        }
+    }
     if header.minor < 6 {
         if let Some(at) = first_chunk(index, |c| c.values.uses_wide_rans()) {
             return Err(bad(
@@ -520,7 +531,21 @@ fn check_tensor(t: &TensorRecord, base: bool, limits: &ReadLimits) -> Result<u64
         Payload::Chunked {
             chunk_elems,
             chunks,
+            chunk_sha256,
         } => {
+            // (v1.7) Chunk digests prove a target's reconstruction; an
+            // inline base is proven through its targets' (spec §4.6.3).
+            if let Some(d) = chunk_sha256 {
+                if base {
+                    return Err(bad(loc(), "an inline base cannot have chunk digests"));
+                }
+                if d.len() != chunks.len() {
+                    return Err(bad(
+                        loc(),
+                        "chunk digest count differs from the chunk count",
+                    ));
+                }
+            }
             let ce = *chunk_elems;
             if ce == 0 || ce > MAX_CHUNK_ELEMS {
                 return Err(bad(loc(), "chunk_elems must be in 1..=2^32"));

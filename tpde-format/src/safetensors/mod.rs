@@ -254,3 +254,41 @@ pub fn make_header(tensors: &[(&str, Dtype, &[u64])]) -> Vec<u8> {
     }
     h
 }
+
+/// True when `header`, a safetensors JSON header, describes exactly
+/// `tensors` in data order: the same names, dtypes and shapes, with data
+/// offsets that tile the data section from 0. [`crate::unpack::Digests::Parts`]
+/// proves a file through its tensors' digests; this check is what ties the
+/// header bytes (taken from the index, under its CRC) to those tensors.
+/// Without it (a header edited and the index CRC recomputed, or one the
+/// `safetensors` crate does not parse) the file digest is checked instead.
+pub(crate) fn header_describes(header: &[u8], tensors: &[&crate::format::TensorRecord]) -> bool {
+    let Ok(meta) = serde_json::from_slice::<::safetensors::tensor::Metadata>(header) else {
+        return false;
+    };
+    // Records are looked up by name (names are unique, §4.4, and the counts
+    // are equal: a bijection), not zipped with the header's offset order,
+    // in which empty tensors sharing an offset may come in any order.
+    let infos = meta.tensors();
+    if infos.len() != tensors.len() {
+        return false;
+    }
+    let mut cursor = 0u64;
+    for rec in tensors {
+        let Some(info) = infos.get(&rec.name) else {
+            return false;
+        };
+        let len = rec.byte_len().unwrap_or(u64::MAX);
+        let (start, end) = (info.data_offsets.0 as u64, info.data_offsets.1 as u64);
+        let shape: Vec<u64> = info.shape.iter().map(|&d| d as u64).collect();
+        if Dtype::from_name(&format!("{:?}", info.dtype)) != Some(rec.dtype)
+            || shape != rec.shape
+            || start != cursor
+            || end.checked_sub(start) != Some(len)
+        {
+            return false;
+        }
+        cursor = end;
+    }
+    true
+}

@@ -36,6 +36,11 @@ const SAMPLE_STRIDE: u64 = 8 * RUN;
 /// header and final states.
 const CHUNK_OVERHEAD: u64 = 132;
 const PLANE_OVERHEAD: u64 = 24;
+/// (v1.7) What recording chunk digests costs a tensor cut into several
+/// chunks: per chunk a SHA-256 (incompressible, unlike the descriptors),
+/// plus the list's length.
+const DIGEST_BYTES: u64 = 32;
+const DIGEST_LIST_BYTES: u64 = 8;
 /// What a coded (not raw) plane pays per chunk beyond the estimate's
 /// tables: the coder's context tables are richer than the estimate's (up
 /// to 16 buckets, on the base's byte too), so splitting a coded plane costs
@@ -77,6 +82,7 @@ pub(super) fn plan(
     comp: Compression,
     fixed: Option<u64>,
     min_ce: u64,
+    chunk_digests: bool,
     read: &ReadRange<'_>,
 ) -> Result<Plan> {
     let op = match chunk::candidate_ops(width, has_base, comp.max_minor)[..] {
@@ -94,7 +100,7 @@ pub(super) fn plan(
     };
     let chunk_elems = match fixed {
         Some(ce) => ce,
-        None => choose_chunk_elems(n, width, op, min_ce, read)?,
+        None => choose_chunk_elems(n, width, op, min_ce, chunk_digests, read)?,
     };
     Ok(Plan { op, chunk_elems })
 }
@@ -330,12 +336,15 @@ impl RangeStats {
 
 /// The candidate chunk size (at least `min_ce`) whose chunks are estimated
 /// to store fewest bytes, from the dense delta planes under `op` of one
-/// [`RUN`] per [`SAMPLE_STRIDE`] elements. Ties go to the larger size.
+/// [`RUN`] per [`SAMPLE_STRIDE`] elements, counting a digest per chunk
+/// when a tensor of several chunks records them. Ties go to the larger
+/// size.
 fn choose_chunk_elems(
     n: u64,
     width: usize,
     op: Op,
     min_ce: u64,
+    chunk_digests: bool,
     read: &ReadRange<'_>,
 ) -> Result<u64> {
     let cands: Vec<u64> = CANDIDATES
@@ -448,8 +457,14 @@ fn choose_chunk_elems(
     // sizes are about even, smaller chunks only cost (index, decode setup).
     let mut best = (largest, u64::MAX);
     for (&c, a) in cands.iter().zip(&acc) {
-        if a.2.saturating_add(best.1 / 512) < best.1 {
-            best = (c, a.2);
+        let chunks = n.div_ceil(c);
+        let total = if chunk_digests && chunks > 1 {
+            a.2 + DIGEST_LIST_BYTES + DIGEST_BYTES * chunks
+        } else {
+            a.2
+        };
+        if total.saturating_add(best.1 / 512) < best.1 {
+            best = (c, total);
         }
     }
     Ok(best.0)
@@ -484,7 +499,7 @@ mod tests {
                 None,
             ))
         };
-        let ce = choose_chunk_elems(n, 4, Op::Replace, 1, &read).unwrap();
+        let ce = choose_chunk_elems(n, 4, Op::Replace, 1, true, &read).unwrap();
         assert!(ce < 1 << 20, "chose {ce}");
         // The same weights at full precision everywhere: one size fits all.
         let uniform: Vec<u8> = bytes
@@ -506,7 +521,7 @@ mod tests {
             ))
         };
         assert_eq!(
-            choose_chunk_elems(n, 4, Op::Replace, 1, &read).unwrap(),
+            choose_chunk_elems(n, 4, Op::Replace, 1, true, &read).unwrap(),
             1 << 20
         );
         // An inline base's chunk size bounds the choice from below.
@@ -517,7 +532,7 @@ mod tests {
             ))
         };
         assert_eq!(
-            choose_chunk_elems(n, 4, Op::Replace, 1 << 20, &read_low).unwrap(),
+            choose_chunk_elems(n, 4, Op::Replace, 1 << 20, true, &read_low).unwrap(),
             1 << 20
         );
     }

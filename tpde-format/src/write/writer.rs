@@ -236,9 +236,16 @@ struct PendingChunk {
     rx: std::sync::mpsc::Receiver<Encoded>,
 }
 
-/// A chunk's encoding and CRC, with the target and base buffers it came
-/// from (handed back for reuse).
-type Encoded = (EncodedChunk, u32, Vec<u8>, Option<Vec<u8>>);
+/// A chunk's encoding, CRC and (v1.7) digest, with the target and base
+/// buffers it came from (handed back for reuse).
+struct Encoded {
+    chunk: EncodedChunk,
+    crc32: u32,
+    /// SHA-256 of the chunk's target bytes, when its tensor records them.
+    sha256: Option<Digest>,
+    target: Vec<u8>,
+    base: Option<Vec<u8>>,
+}
 
 /// A buffer of `len` bytes, reused from `spare` when there is one. Its
 /// contents are overwritten by the caller.
@@ -677,6 +684,7 @@ impl ArchiveWriter {
             comp,
             self.opts.chunk_elems,
             self.min_chunk_elems(&base),
+            table == Table::Tensors && self.opts.max_minor >= 7,
             &read_range,
         )?;
         let (op, ce) = (plan.op, plan.chunk_elems);
@@ -691,6 +699,10 @@ impl ArchiveWriter {
             )));
         }
         let nchunks = n.div_ceil(ce);
+        // (v1.7) A target tensor of several chunks records each chunk's
+        // digest, so readers prove it chunk by chunk in parallel (spec
+        // §4.6.3); one chunk's digest would be the tensor's.
+        let chunk_digests = table == Table::Tensors && nchunks > 1 && self.opts.max_minor >= 7;
 
         let base_ref = match base {
             BaseInput::None => BaseRef::None,
@@ -824,6 +836,8 @@ impl ArchiveWriter {
             payload: Payload::Chunked {
                 chunk_elems: ce,
                 chunks: Vec::with_capacity(nchunks.min(1 << 20) as usize),
+                chunk_sha256: chunk_digests
+                    .then(|| Vec::with_capacity(nchunks.min(1 << 20) as usize)),
             },
         };
         let records = self.table_mut(table);
@@ -864,11 +878,18 @@ impl ArchiveWriter {
                     } else {
                         crc32fast::hash(&e.bytes)
                     };
-                    (e, crc)
+                    let sha256 = chunk_digests.then(|| Sha256::digest(&t).into());
+                    (e, crc, sha256)
                 }));
-                if let Ok((e, crc)) = encoded {
+                if let Ok((chunk, crc32, sha256)) = encoded {
                     // The writer may have failed and gone: nobody to tell.
-                    let _ = tx.send((e, crc, t, b));
+                    let _ = tx.send(Encoded {
+                        chunk,
+                        crc32,
+                        sha256,
+                        target: t,
+                        base: b,
+                    });
                 }
             };
             // A tiny chunk costs less to encode here than to hand to the
@@ -907,10 +928,16 @@ impl ArchiveWriter {
         let Some(p) = self.pending.pop_front() else {
             return Ok(());
         };
-        let (e, crc32, t, b) = wait(&p.rx)?;
+        let Encoded {
+            chunk: e,
+            crc32,
+            sha256,
+            target,
+            base,
+        } = wait(&p.rx)?;
         // The chunk's buffers serve the next reads (no zeroing, no page
         // faults): as many as are in flight, plus a widening's spare.
-        for buf in std::iter::once(t).chain(b) {
+        for buf in std::iter::once(target).chain(base) {
             if self.spare.len() < 2 * self.window + 2 {
                 self.spare.push(buf);
             }
@@ -933,11 +960,19 @@ impl ArchiveWriter {
             values: e.values,
         };
         if let Some(TensorRecord {
-            payload: Payload::Chunked { chunks, .. },
+            payload:
+                Payload::Chunked {
+                    chunks,
+                    chunk_sha256,
+                    ..
+                },
             ..
         }) = self.table_mut(p.table).get_mut(p.id)
         {
             chunks.push(chunk);
+            if let (Some(all), Some(d)) = (chunk_sha256, sha256) {
+                all.push(d);
+            }
         }
         Ok(())
     }

@@ -364,6 +364,7 @@ fn chunked(
     Payload::Chunked {
         chunk_elems: ce,
         chunks,
+        chunk_sha256: None,
     }
 }
 
