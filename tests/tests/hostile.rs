@@ -1481,7 +1481,7 @@ fn windowed_streaming_matches_and_reports_the_first_bad_chunk_in_file_order() {
     let reference = whole(&archive).unwrap();
     for (window, digests) in [1u64, 1024, 4096, 1 << 20]
         .into_iter()
-        .flat_map(|w| [(w, Digests::File), (w, Digests::All)])
+        .flat_map(|w| [(w, Digests::Parts), (w, Digests::File), (w, Digests::All)])
     {
         let mut out = Vec::new();
         tpde_format::unpack::stream_file_windowed(
@@ -1497,6 +1497,30 @@ fn windowed_streaming_matches_and_reports_the_first_bad_chunk_in_file_order() {
         )
         .unwrap();
         assert_eq!(out, reference, "window {window}, {digests:?}");
+    }
+    // Called from inside a pool of one thread, the pipeline's own tasks run
+    // on the thread that waits for them (no deadlock), in file order.
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    for digests in [Digests::Parts, Digests::File, Digests::All] {
+        let mut out = Vec::new();
+        one.install(|| {
+            tpde_format::unpack::stream_file_windowed(
+                &archive,
+                0,
+                &NoBase,
+                digests,
+                1024,
+                &mut |b| {
+                    out.extend_from_slice(b);
+                    Ok(())
+                },
+            )
+        })
+        .unwrap();
+        assert_eq!(out, reference, "one-thread pool, {digests:?}");
     }
     // Two damaged chunks, in the second and the last tensor: the error names
     // the earlier one, whatever the window and thread timing.

@@ -24,15 +24,15 @@ X=.gpu-carry
 scale() { # label archive base
   for th in 1 2 4 8 16; do
     for v in "$@"; do
-      set -- $v
+      read -r label archive base digests <<< "$v"
       best=999999
       for r in 1 2 3; do
         s=$(date +%s%N)
-        $X/tpde-bench child tpde-decode $2 --base $3 --threads $th --digests $4 > /dev/null || echo "FAIL $v"
+        $X/tpde-bench child tpde-decode $archive --base $base --threads $th --digests $digests > /dev/null || echo "FAIL $v"
         e=$(( ($(date +%s%N) - s) / 1000000 ))
         [ $e -lt $best ] && best=$e
       done
-      echo "$1 threads=$th best_ms=$best"
+      echo "$label threads=$th best_ms=$best"
     done
   done
 }

@@ -45,7 +45,7 @@ pub enum Command {
     #[command(
         after_help = "A single-file target is written to the file PATH; a sharded target to the \
                       directory PATH (shards plus their index JSON). Output is built in a temp \
-                      file beside PATH and renamed into place only when every digest matched."
+                      file beside PATH and renamed into place only when every tensor matched its digests."
     )]
     Unpack(UnpackArgs),
 }

@@ -443,7 +443,7 @@ fn cmd_unpack(a: UnpackArgs) -> Result<String> {
     }
     let mut out = format!(
         "unpacked {} -> {}{}\n\
-         wrote    {} in {} file{} in {} ({}); every digest matched\n",
+         wrote    {} in {} file{} in {} ({}); every tensor matched its digests\n",
         a.archive.display(),
         a.output.display(),
         if r.directory { "/" } else { "" },

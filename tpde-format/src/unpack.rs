@@ -18,8 +18,8 @@ use crate::safetensors::{header_describes, make_header, Checkpoint};
 use crate::write::{temp_dir_in, temp_file_in};
 
 /// The largest decode window (see [`window_bytes`]): bounds memory during
-/// unpack, whatever the thread count.
-const WINDOW_BYTES: u64 = 64 << 20;
+/// unpack, whatever the thread count, to `PIPELINE_DEPTH + 1` windows.
+const WINDOW_BYTES: u64 = 32 << 20;
 
 /// Options for [`unpack`].
 #[derive(Debug, Clone, Default)]
@@ -166,13 +166,13 @@ pub fn stream_file_with<D: AsRef<[u8]> + Sync>(
 
 /// The decode window for this thread pool: 4 MiB per thread, at least
 /// 8 MiB and at most [`WINDOW_BYTES`]. Windows are the pipeline's stages
-/// (decode window `k + 1` while window `k` is hashed and written), so
-/// small ones overlap the serial part sooner and stay in cache; but a
-/// large tensor decodes one window at a time, chunk-parallel, so a window
-/// must hold a few chunks (up to 4 MiB each) per thread. Measured on the
-/// 2-core development machine (BENCHMARKS.md, session 4): 8 MiB instead of
-/// 64 MiB made unpack 30-100% and decode 30-60% faster on 1 thread, and
-/// decode on 2 threads no slower.
+/// (later windows decode while window `k` is written), so small ones
+/// overlap the serial part sooner and stay in cache; a window still holds a
+/// few chunks (up to 4 MiB each) per thread, so each is decoded
+/// chunk-parallel. Measured on the 2-core development machine
+/// (BENCHMARKS.md, session 4): 8 MiB instead of 64 MiB made unpack 30-100%
+/// and decode 30-60% faster on 1 thread, and decode on 2 threads no slower.
+/// (Session 8: with several windows decoding at once, 32 MiB at most.)
 fn window_bytes() -> u64 {
     (rayon::current_num_threads() as u64)
         .saturating_mul(4 << 20)
@@ -257,8 +257,8 @@ struct BufPool {
 impl BufPool {
     /// Smallest buffer worth keeping.
     const MIN_POOLED: usize = 1 << 20;
-    /// Most buffers held (two segments in flight, a few tensors each).
-    const MAX_HELD: usize = 8;
+    /// Most buffers held (the segments in flight, a few tensors each).
+    const MAX_HELD: usize = 16;
 
     fn new(cap: u64) -> Self {
         BufPool {
@@ -314,11 +314,12 @@ impl BufPool {
 /// `file`'s outer stream, which the caller checks). Most tensors of a checkpoint are one chunk,
 /// so parallelism inside a tensor alone leaves cores idle: runs of small
 /// tensors (up to one window of bytes) decode in parallel, and a larger
-/// tensor streams window by window, chunk-parallel. Decoding segment
-/// `k + 1` on the pool overlaps consuming segment `k` (the file digest and
-/// the write, both serial) on this thread, so the serial part does not cap
-/// the speed-up from more threads. At most two segments (of up to a window
-/// each) are held; errors come in file order, as a serial decode's would.
+/// tensor streams window by window, chunk-parallel. Decoding the next
+/// [`PIPELINE_DEPTH`] segments on the pool overlaps consuming segment `k`
+/// (the write, and any serial digest) on this thread, so the serial part
+/// does not cap the speed-up from more threads. At most `PIPELINE_DEPTH + 1`
+/// segments (of up to a window each) are held; errors come in file order,
+/// as a serial decode's would.
 fn pipelined<D: AsRef<[u8]> + Sync>(
     a: &Archive<D>,
     list: &[u32],
@@ -369,7 +370,7 @@ fn pipelined<D: AsRef<[u8]> + Sync>(
         segments.push(Segment::Run(i..i + run));
         i += run;
     }
-    let pool = BufPool::new(2 * window);
+    let pool = BufPool::new((PIPELINE_DEPTH as u64 + 1) * window);
     let decode = |seg: &Segment| -> Vec<Result<Vec<u8>>> {
         match seg {
             Segment::Run(r) => list[r.clone()]
@@ -411,45 +412,101 @@ fn pipelined<D: AsRef<[u8]> + Sync>(
             }
         }
     };
-    let mut current: Option<Vec<Result<Vec<u8>>>> = None;
-    for k in 0..=segments.len() {
-        let mut next = None;
-        let consumed = rayon::in_place_scope(|s| {
-            if let Some(seg) = segments.get(k) {
-                let slot = &mut next;
-                let decode = &decode;
-                s.spawn(move |_| *slot = Some(decode(seg)));
-            }
-            let Some(done) = k.checked_sub(1).and_then(|j| segments.get(j)) else {
-                return Ok(());
-            };
-            for bytes in current.take().into_iter().flatten() {
-                let bytes = bytes?;
-                match done {
-                    Segment::Window(t, chunks) if serial(*t) => {
-                        if chunks.start == 0 {
-                            file.begin_tensor();
-                        }
-                        file.update_tensor(&bytes);
-                        if chunks.end == a.chunk_count(*t) {
-                            let r = check_tensor(&a.index().tensors[*t], file.end_tensor());
-                            r.map_err(|e| match digests {
-                                Digests::Parts => blame_base(a, *t, base, e),
-                                _ => e,
-                            })?;
-                        }
+    // Hands a decoded segment's bytes on, in order, through the digests
+    // computed here (the file's, and a serial tensor digest).
+    let mut consume_segment = |results: Vec<Result<Vec<u8>>>, done: &Segment| -> Result<()> {
+        for bytes in results {
+            let bytes = bytes?;
+            match done {
+                Segment::Window(t, chunks) if serial(*t) => {
+                    if chunks.start == 0 {
+                        file.begin_tensor();
                     }
-                    _ => file.update_file(&bytes),
+                    file.update_tensor(&bytes);
+                    if chunks.end == a.chunk_count(*t) {
+                        let r = check_tensor(&a.index().tensors[*t], file.end_tensor());
+                        r.map_err(|e| match digests {
+                            Digests::Parts => blame_base(a, *t, base, e),
+                            _ => e,
+                        })?;
+                    }
                 }
-                consume(&bytes)?;
-                pool.give(bytes);
+                _ => file.update_file(&bytes),
             }
-            Ok::<(), Error>(())
-        });
-        consumed?;
-        current = next;
+            consume(&bytes)?;
+            pool.give(bytes);
+        }
+        Ok(())
+    };
+    // Up to PIPELINE_DEPTH segments decode at once (on the pool, each
+    // chunk-parallel inside) while this thread consumes the oldest, in
+    // order. With one segment at a time, every window ended in a barrier:
+    // threads that finished their chunks idled until the slowest did
+    // (decode scaled to 8× on 16 cores); with several, they go on to the
+    // next segment's chunks.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    rayon::in_place_scope(|s| {
+        let mut ahead = std::collections::VecDeque::new();
+        let mut next = 0;
+        for done in &segments {
+            while next < segments.len() && ahead.len() < PIPELINE_DEPTH {
+                let (tx, rx) = std::sync::mpsc::sync_channel(1);
+                let (decode, stop, seg) = (&decode, &stop, &segments[next]);
+                s.spawn(move |_| {
+                    // After an error nothing more is consumed: skip the work.
+                    let out = if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        Vec::new()
+                    } else {
+                        decode(seg)
+                    };
+                    let _ = tx.send(out);
+                });
+                ahead.push_back(rx);
+                next += 1;
+            }
+            let Some(rx) = ahead.pop_front() else {
+                break;
+            };
+            let r = consume_segment(wait_for(&rx), done);
+            if r.is_err() {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                return r;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// The segments [`pipelined`] keeps decoding while it consumes the oldest.
+const PIPELINE_DEPTH: usize = 4;
+
+/// The result on `rx`, sent by a task on the thread pool. On a pool thread
+/// (a caller inside `ThreadPool::install`) this runs other pool work while
+/// it waits, so a pool of one thread cannot deadlock on its own task.
+fn wait_for<T>(rx: &std::sync::mpsc::Receiver<Vec<Result<T>>>) -> Vec<Result<T>> {
+    use std::sync::mpsc::TryRecvError;
+    loop {
+        match rx.try_recv() {
+            Ok(v) => return v,
+            Err(TryRecvError::Disconnected) => {
+                return vec![Err(Error::Usage(
+                    "a decoding task stopped without a result (it panicked)".into(),
+                ))]
+            }
+            Err(TryRecvError::Empty) => match rayon::yield_now() {
+                // Not a pool thread: nothing to run here, block.
+                None => {
+                    return rx.recv().unwrap_or_else(|_| {
+                        vec![Err(Error::Usage(
+                            "a decoding task stopped without a result (it panicked)".into(),
+                        ))]
+                    })
+                }
+                Some(rayon::Yield::Executed) => {}
+                Some(rayon::Yield::Idle) => std::thread::yield_now(),
+            },
+        }
     }
-    Ok(())
 }
 
 /// What [`verify`] checked.
