@@ -29,10 +29,10 @@ use arbitrary::{Arbitrary, Unstructured};
 use sha2::{Digest as _, Sha256};
 use tpde_format::codec::entropy::{self, Lanes};
 use tpde_format::codec::stream::PlaneCoder;
-use tpde_format::format::BaseRef;
+use tpde_format::format::{BaseRef, Payload, TensorRecord};
 use tpde_format::pack::{pack, BaseMode, PackOptions};
 use tpde_format::safetensors::{make_header, Checkpoint};
-use tpde_format::unpack::{stream_file, unpack, verify, UnpackOptions};
+use tpde_format::unpack::{stream_file, stream_file_with, unpack, verify, Digests, UnpackOptions};
 use tpde_format::{Archive, BaseProvider, Dtype, NoBase, ReadLimits, WriteOptions};
 
 /// In-memory base tensors by name: dtype, shape, bytes.
@@ -140,28 +140,70 @@ fn open_decode_once(data: &[u8]) -> Option<Vec<u8>> {
     for rec in &a.index().tensors {
         if let Ok(bytes) = a.decode_tensor(&rec.name, &base) {
             assert_eq!(Some(bytes.len() as u64), rec.byte_len(), "{}", rec.name);
-            let digest: [u8; 32] = Sha256::digest(&bytes).into();
-            assert_eq!(
-                digest, rec.sha256,
-                "{} returned with another digest",
-                rec.name
-            );
+            assert_proven(rec, &bytes);
         }
     }
     for (fi, rec) in a.index().files.iter().enumerate() {
-        let mut sha = Sha256::new();
-        let mut len = 0u64;
+        let mut out = Vec::new();
         let res = stream_file(&a, fi, &base, &mut |b| {
-            sha.update(b);
-            len += b.len() as u64;
+            out.extend_from_slice(b);
             Ok(())
         });
         if res.is_ok() {
-            let digest: [u8; 32] = sha.finalize().into();
-            assert_eq!((len, digest), (rec.size, rec.sha256), "file {}", rec.name);
+            // Unpack's policy (spec §10.2): the length and header are the
+            // index's, and every tensor is proven by its digests.
+            assert_eq!(out.len() as u64, rec.size, "file {}", rec.name);
+            let mut at = 8 + rec.header.len();
+            assert_eq!(out[..8], (rec.header.len() as u64).to_le_bytes());
+            assert_eq!(out[8..at], rec.header[..], "file {}", rec.name);
+            for &t in &rec.tensors {
+                let tr = &a.index().tensors[t as usize];
+                let n = tr.byte_len().unwrap_or(0) as usize;
+                assert_proven(tr, &out[at..at + n]);
+                at += n;
+            }
+            // Only the file digest, which verify checks, may still differ.
+            let digest: [u8; 32] = Sha256::digest(&out).into();
+            if digest != rec.sha256 {
+                let all = stream_file_with(&a, fi, &base, Digests::All, &mut |_| Ok(()));
+                assert!(
+                    all.is_err(),
+                    "file {}: another digest passed verify",
+                    rec.name
+                );
+            }
         }
     }
     with_payload_crcs_fixed(&a, data)
+}
+
+/// `bytes`, returned as tensor `rec`, match its chunk digests (format 1.7)
+/// where it records them, else its own digest (spec §9 step 3).
+fn assert_proven(rec: &TensorRecord, bytes: &[u8]) {
+    if let Payload::Chunked {
+        chunks,
+        chunk_sha256: Some(digests),
+        ..
+    } = &rec.payload
+    {
+        let w = rec.dtype.width() as u64;
+        for (i, (c, d)) in chunks.iter().zip(digests).enumerate() {
+            let range = (c.elem_start * w) as usize..((c.elem_start + c.elem_count) * w) as usize;
+            let digest: [u8; 32] = Sha256::digest(&bytes[range]).into();
+            assert_eq!(
+                &digest, d,
+                "{} chunk {i} returned with another digest",
+                rec.name
+            );
+        }
+        return;
+    }
+    let digest: [u8; 32] = Sha256::digest(bytes).into();
+    assert_eq!(
+        digest, rec.sha256,
+        "{} returned with another digest",
+        rec.name
+    );
 }
 
 /// A result reduced to something comparable: the bytes, or the error's
