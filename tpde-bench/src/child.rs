@@ -68,6 +68,12 @@ pub enum Child {
         /// 1.7) or `all` (what verify checks).
         #[arg(long, value_enum, default_value_t = DigestPolicy::Parts)]
         digests: DigestPolicy,
+        /// Decode this many times in the one process, printing each pass's
+        /// time: passes after the first find the maps' pages already faulted
+        /// in, which separates that cost (and the process's start and exit)
+        /// from decoding.
+        #[arg(long, default_value_t = 1)]
+        repeat: u32,
     },
     /// A reference codec's pack.
     RefPack {
@@ -162,6 +168,7 @@ pub fn run(c: Child) -> Result<()> {
             base,
             threads,
             digests,
+            repeat,
         } => {
             use tpde_format::unpack::Digests;
             let digests = match digests {
@@ -177,13 +184,22 @@ pub fn run(c: Child) -> Result<()> {
                 None => &NoBase,
             };
             let mut bytes = 0u64;
-            for fi in 0..a.index().files.len() {
-                tpde_format::unpack::stream_file_with(&a, fi, provider, digests, &mut |x| {
-                    bytes += x.len() as u64;
-                    Ok(())
-                })?;
+            let mut passes_ms = Vec::new();
+            for _ in 0..repeat.max(1) {
+                let start = std::time::Instant::now();
+                bytes = 0;
+                for fi in 0..a.index().files.len() {
+                    tpde_format::unpack::stream_file_with(&a, fi, provider, digests, &mut |x| {
+                        bytes += x.len() as u64;
+                        Ok(())
+                    })?;
+                }
+                passes_ms.push(format!("{:.1}", start.elapsed().as_secs_f64() * 1e3));
             }
-            println!("{{\"decoded_bytes\":{bytes}}}");
+            println!(
+                "{{\"decoded_bytes\":{bytes},\"passes_ms\":[{}]}}",
+                passes_ms.join(",")
+            );
         }
         Child::RefPack {
             codec,
