@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Session 8 (2): the decode pipeline with several segments in flight
-# (tpde-bench, new) against one at a time (tpde-bench-s8a, the build of
-# xeon_scaling_s8.sh), same machine, same call, on the synthetic 832 MB bf16
+# (tpde-bench, new; run 3: 4 of 32 MiB, run 6: up to 16 of 8 MiB) against one
+# at a time (tpde-bench-s8a, the build of xeon_scaling_s8.sh), same machine,
+# same call, on the synthetic 832 MB bf16
 # model: decode wall ms at 1..16 threads, best of 3, variants alternated; then
 # pack CPU time on 1 thread, format 1.6 vs 1.7 (chunk digests), alternated.
 set -uo pipefail
@@ -31,7 +32,7 @@ for th in 1 16; do
     $X/tpde-bench child tpde-unpack $G/s1.7.tpde --base $B -o $G/out.safetensors --threads $th
   cmp $G/out.safetensors $T && echo identical
 done 2>&1 | tee -a $OUT/scaling_b.txt
-for r in 1 2 3; do
+[ "${PACK:-1}" = 1 ] && for r in 1 2 3; do
   for f in 1.6 1.7; do
     /usr/bin/time -f "pack synth $f threads=1: %e s wall, %U+%S s CPU" \
       $X/tpde pack --threads 1 -q -t $T -b $B --external-base -o $G/p$f.tpde --format $f --force 2>&1 >/dev/null | tail -1

@@ -17,9 +17,16 @@ use crate::read::{Archive, BaseProvider};
 use crate::safetensors::{header_describes, make_header, Checkpoint};
 use crate::write::{temp_dir_in, temp_file_in};
 
-/// The largest decode window (see [`window_bytes`]): bounds memory during
-/// unpack, whatever the thread count, to `PIPELINE_DEPTH + 1` windows.
-const WINDOW_BYTES: u64 = 32 << 20;
+/// The decode window: the bytes of one pipeline segment (a run of small
+/// tensors, or a window of a large one's chunks). Memory during unpack is
+/// at most [`pipeline_depth`]` + 1` windows whatever the model size.
+/// Windows are the pipeline's stages, so small ones overlap the serial part
+/// sooner and stay in cache: on the 2-core development machine 8 MiB
+/// instead of 64 MiB made unpack 30-100% and decode 30-60% faster on 1
+/// thread (BENCHMARKS.md, session 4); on the 16-core Xeon, 16 windows of
+/// 8 MiB in flight decoded 1.2-1.3× faster on 16 threads than 4 of 32 MiB
+/// (session 8).
+const WINDOW_BYTES: u64 = 8 << 20;
 
 /// Options for [`unpack`].
 #[derive(Debug, Clone, Default)]
@@ -161,26 +168,21 @@ pub fn stream_file_with<D: AsRef<[u8]> + Sync>(
     digests: Digests,
     sink: &mut dyn FnMut(&[u8]) -> Result<()>,
 ) -> Result<()> {
-    stream_file_windowed(a, fi, base, digests, window_bytes(), sink)
+    stream_file_windowed(a, fi, base, digests, WINDOW_BYTES, sink)
 }
 
-/// The decode window for this thread pool: 4 MiB per thread, at least
-/// 8 MiB and at most [`WINDOW_BYTES`]. Windows are the pipeline's stages
-/// (later windows decode while window `k` is written), so small ones
-/// overlap the serial part sooner and stay in cache; a window still holds a
-/// few chunks (up to 4 MiB each) per thread, so each is decoded
-/// chunk-parallel. Measured on the 2-core development machine
-/// (BENCHMARKS.md, session 4): 8 MiB instead of 64 MiB made unpack 30-100%
-/// and decode 30-60% faster on 1 thread, and decode on 2 threads no slower.
-/// (Session 8: with several windows decoding at once, 32 MiB at most.)
-fn window_bytes() -> u64 {
-    (rayon::current_num_threads() as u64)
-        .saturating_mul(4 << 20)
-        .clamp(8 << 20, WINDOW_BYTES)
+/// Segments [`pipelined`] keeps decoding while it consumes the oldest: two
+/// per pool thread, at least 4 and at most 16. Segments are the pool's
+/// top-level tasks, so threads that finish one take the next instead of
+/// waiting at a window's end (with one segment at a time, decode scaled to
+/// 8× on 16 cores; BENCHMARKS.md, session 8).
+fn pipeline_depth() -> usize {
+    (2 * rayon::current_num_threads()).clamp(4, 16)
 }
 
 /// [`stream_file`] with decode windows of `window` bytes instead of
-/// 64 MiB, so tests can drive the windowed path with small tensors.
+/// [`WINDOW_BYTES`], so tests can drive the windowed path with small
+/// tensors.
 #[doc(hidden)]
 pub fn stream_file_windowed<D: AsRef<[u8]> + Sync>(
     a: &Archive<D>,
@@ -258,7 +260,7 @@ impl BufPool {
     /// Smallest buffer worth keeping.
     const MIN_POOLED: usize = 1 << 20;
     /// Most buffers held (the segments in flight, a few tensors each).
-    const MAX_HELD: usize = 16;
+    const MAX_HELD: usize = 24;
 
     fn new(cap: u64) -> Self {
         BufPool {
@@ -315,9 +317,9 @@ impl BufPool {
 /// so parallelism inside a tensor alone leaves cores idle: runs of small
 /// tensors (up to one window of bytes) decode in parallel, and a larger
 /// tensor streams window by window, chunk-parallel. Decoding the next
-/// [`PIPELINE_DEPTH`] segments on the pool overlaps consuming segment `k`
+/// [`pipeline_depth`] segments on the pool overlaps consuming segment `k`
 /// (the write, and any serial digest) on this thread, so the serial part
-/// does not cap the speed-up from more threads. At most `PIPELINE_DEPTH + 1`
+/// does not cap the speed-up from more threads. At most that many plus one
 /// segments (of up to a window each) are held; errors come in file order,
 /// as a serial decode's would.
 fn pipelined<D: AsRef<[u8]> + Sync>(
@@ -370,7 +372,8 @@ fn pipelined<D: AsRef<[u8]> + Sync>(
         segments.push(Segment::Run(i..i + run));
         i += run;
     }
-    let pool = BufPool::new((PIPELINE_DEPTH as u64 + 1) * window);
+    let depth = pipeline_depth();
+    let pool = BufPool::new((depth as u64 + 1) * window);
     let decode = |seg: &Segment| -> Vec<Result<Vec<u8>>> {
         match seg {
             Segment::Run(r) => list[r.clone()]
@@ -438,7 +441,7 @@ fn pipelined<D: AsRef<[u8]> + Sync>(
         }
         Ok(())
     };
-    // Up to PIPELINE_DEPTH segments decode at once (on the pool, each
+    // Up to `depth` segments decode at once (on the pool, each
     // chunk-parallel inside) while this thread consumes the oldest, in
     // order. With one segment at a time, every window ended in a barrier:
     // threads that finished their chunks idled until the slowest did
@@ -449,7 +452,7 @@ fn pipelined<D: AsRef<[u8]> + Sync>(
         let mut ahead = std::collections::VecDeque::new();
         let mut next = 0;
         for done in &segments {
-            while next < segments.len() && ahead.len() < PIPELINE_DEPTH {
+            while next < segments.len() && ahead.len() < depth {
                 let (tx, rx) = std::sync::mpsc::sync_channel(1);
                 let (decode, stop, seg) = (&decode, &stop, &segments[next]);
                 s.spawn(move |_| {
@@ -476,9 +479,6 @@ fn pipelined<D: AsRef<[u8]> + Sync>(
         Ok(())
     })
 }
-
-/// The segments [`pipelined`] keeps decoding while it consumes the oldest.
-const PIPELINE_DEPTH: usize = 4;
 
 /// The result on `rx`, sent by a task on the thread pool. On a pool thread
 /// (a caller inside `ThreadPool::install`) this runs other pool work while
