@@ -26,8 +26,11 @@ pub struct EncodedChunk {
     pub bytes: Vec<u8>,
 }
 
-/// How the writer compresses streams.
+/// How the writer compresses streams. Built with [`Compression::new`] and
+/// the `with_*` methods outside this crate (`#[non_exhaustive]`: a later
+/// format's knob is a new field, which would break struct literals).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Compression {
     /// zstd level.
     pub level: i32,
@@ -43,6 +46,23 @@ pub struct Compression {
 }
 
 impl Compression {
+    /// zstd `level`, format minors up to `max_minor`, byte planes coded with
+    /// `coder`, and 32 rANS states from [`stream::WIDE_MIN_PLANE`] symbols.
+    pub fn new(level: i32, max_minor: u16, coder: stream::PlaneCoder) -> Self {
+        Compression {
+            level,
+            max_minor,
+            coder,
+            wide_min_plane: stream::WIDE_MIN_PLANE,
+        }
+    }
+
+    /// From format 1.6 on, rANS planes of at least `n` symbols get 32 states.
+    pub fn with_wide_min_plane(mut self, n: usize) -> Self {
+        self.wide_min_plane = n;
+        self
+    }
+
     /// `base_ctx`: the base's most significant byte under each value, used
     /// as a rANS context from format 1.2 on (spec §5.7).
     fn values(self, planes: &[u8], width: usize, base_ctx: &[u8], out: &mut Vec<u8>) -> Stream {

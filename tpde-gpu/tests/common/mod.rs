@@ -311,15 +311,15 @@ fn chunked(
     while i < n {
         let count = ce.min(n - i);
         let r = (i as usize * w)..((i + count) as usize * w);
-        let comp = tpde_format::codec::chunk::Compression {
-            level: 3,
-            // Format 1.2 unless asked otherwise: a chunk with a base may
-            // get `RansBase` planes (spec §5.7) where they are smaller;
-            // from 1.6, planes of `wide_min_plane` symbols 32 states.
-            max_minor: out.max_minor,
-            coder: tpde_format::codec::stream::PlaneCoder::Rans,
-            wide_min_plane: out.wide_min_plane,
-        };
+        // Format 1.2 unless asked otherwise: a chunk with a base may get
+        // `RansBase` planes (spec §5.7) where they are smaller; from 1.6,
+        // planes of `wide_min_plane` symbols 32 states.
+        let comp = tpde_format::codec::chunk::Compression::new(
+            3,
+            out.max_minor,
+            tpde_format::codec::stream::PlaneCoder::Rans,
+        )
+        .with_wide_min_plane(out.wide_min_plane);
         let mut e = encode(w, &target[r.clone()], base.map(|b| &b[r]), op, comp, &mut s);
         if let Some(t) = tamper.filter(|t| t.is_rans()) {
             if tamper_rans(t, &mut e) {
