@@ -313,8 +313,9 @@ impl BufPool {
 
 /// Decodes the tensors `list` (whole-file order) and feeds their bytes to
 /// `consume`, checking the digests `digests` asks for (the file's is
-/// `file`'s outer stream, which the caller checks). Most tensors of a checkpoint are one chunk,
-/// so parallelism inside a tensor alone leaves cores idle: runs of small
+/// `file`'s outer stream, which the caller checks). Most tensors of a
+/// checkpoint are one chunk, so parallelism inside a tensor alone leaves
+/// cores idle: runs of small
 /// tensors (up to one window of bytes) decode in parallel, and a larger
 /// tensor streams window by window, chunk-parallel. Decoding the next
 /// [`pipeline_depth`] segments on the pool overlaps consuming segment `k`
