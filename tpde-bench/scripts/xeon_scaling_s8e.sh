@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Session 8 (5), an experiment not kept: chunk digests checked two chunks at a time with interleaved
+# Session 8 (5): chunk digests checked two chunks at a time with interleaved
 # SHA-256 streams (tpde-bench) against one at a time (tpde-bench-single, the
 # build before), same call. Synthetic 832 MB bf16 model, format 1.7, decode
 # passes (--repeat 3, best), variants alternated, two rounds; then the final
