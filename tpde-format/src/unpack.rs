@@ -12,8 +12,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::digest::FileDigest;
 use crate::error::{hex, Error, Result};
-use crate::format::TensorRecord;
-use crate::read::{Archive, BaseProvider};
+use crate::read::{check_tensor_digest, Archive, BaseProvider};
 use crate::safetensors::{header_describes, make_header, Checkpoint};
 use crate::write::{temp_dir_in, temp_file_in};
 
@@ -84,19 +83,7 @@ fn stream_tensor<D: AsRef<[u8]> + Sync>(
     if by_chunk {
         return Ok(());
     }
-    check_tensor(rec, sha.finalize().into())
-}
-
-/// The digest computed for a tensor against the one recorded.
-fn check_tensor(rec: &TensorRecord, actual: [u8; 32]) -> Result<()> {
-    if actual != rec.sha256 {
-        return Err(Error::TensorDigest {
-            tensor: rec.name.clone(),
-            expected: hex(&rec.sha256),
-            actual: hex(&actual),
-        });
-    }
-    Ok(())
+    check_tensor_digest(rec, &sha.finalize().into())
 }
 
 /// `err`, a digest mismatch or decode error of target tensor `t` found
@@ -195,10 +182,18 @@ pub fn stream_file_windowed<D: AsRef<[u8]> + Sync>(
     let rec = &a.index().files[fi];
     // Proving the tensors proves the file only with a header that says
     // where they are (spec §10.2); with any other header, the file digest.
-    let tensors = || rec.tensors.iter().map(|&t| &a.index().tensors[t as usize]);
     let digests = match digests {
-        Digests::Parts if !header_describes(&rec.header, &tensors().collect::<Vec<_>>()) => {
-            Digests::File
+        Digests::Parts => {
+            let tensors: Vec<_> = rec
+                .tensors
+                .iter()
+                .map(|&t| &a.index().tensors[t as usize])
+                .collect();
+            if header_describes(&rec.header, &tensors) {
+                Digests::Parts
+            } else {
+                Digests::File
+            }
         }
         d => d,
     };
@@ -387,7 +382,10 @@ fn pipelined<D: AsRef<[u8]> + Sync>(
                     match digests {
                         Digests::All => {
                             a.decode_chunks_checked(t, chunks, view, &mut buf)?;
-                            check_tensor(&a.index().tensors[t], Sha256::digest(&buf).into())?;
+                            check_tensor_digest(
+                                &a.index().tensors[t],
+                                &Sha256::digest(&buf).into(),
+                            )?;
                         }
                         Digests::Parts => a
                             .decode_proven(t, view, &mut buf)
@@ -428,7 +426,7 @@ fn pipelined<D: AsRef<[u8]> + Sync>(
                     }
                     file.update_tensor(&bytes);
                     if chunks.end == a.chunk_count(*t) {
-                        let r = check_tensor(&a.index().tensors[*t], file.end_tensor());
+                        let r = check_tensor_digest(&a.index().tensors[*t], &file.end_tensor());
                         r.map_err(|e| match digests {
                             Digests::Parts => blame_base(a, *t, base, e),
                             _ => e,

@@ -930,14 +930,7 @@ impl<D: AsRef<[u8]> + Sync> GpuArchive<D> {
             for (dt, &t) in outs.iter().zip(which) {
                 let rec = self.archive.record(table, t);
                 let actual: [u8; 32] = Sha256::digest(dt.copy_to_host()?).into();
-                if actual != rec.sha256 {
-                    return Err(tpde_format::Error::TensorDigest {
-                        tensor: rec.name.clone(),
-                        expected: hex(&rec.sha256),
-                        actual: hex(&actual),
-                    }
-                    .into());
-                }
+                tpde_format::read::check_tensor_digest(rec, &actual)?;
             }
         }
         Ok(())
@@ -1275,8 +1268,4 @@ impl stage::DeviceRead for CudaRead<'_> {
         // output buffer it reconstructs in place.
         cuda("cuMemcpyDtoH", unsafe { cu::memcpy_dtoh_sync(out, addr) })
     }
-}
-
-fn hex(d: &[u8]) -> String {
-    d.iter().map(|b| format!("{b:02x}")).collect()
 }

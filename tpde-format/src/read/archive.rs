@@ -105,6 +105,20 @@ impl<'a> From<WidenSource<'a>> for BaseView<'a> {
     }
 }
 
+/// `actual`, the SHA-256 computed over the bytes of tensor `rec` as
+/// reconstructed, against the digest recorded for it (spec §9 step 3):
+/// [`Error::TensorDigest`] naming the tensor when they differ.
+pub fn check_tensor_digest(rec: &TensorRecord, actual: &[u8; 32]) -> Result<()> {
+    if *actual != rec.sha256 {
+        return Err(Error::TensorDigest {
+            tensor: rec.name.clone(),
+            expected: hex(&rec.sha256),
+            actual: hex(actual),
+        });
+    }
+    Ok(())
+}
+
 impl Archive<memmap2::Mmap> {
     /// Memory-maps and opens the archive at `path` with default limits.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
@@ -792,15 +806,7 @@ impl<D: AsRef<[u8]> + Sync> Archive<D> {
             return self.decode_chunks_checked(t, all, view, out);
         }
         self.decode_chunks_into(t, all, view, out)?;
-        let actual: [u8; 32] = Sha256::digest(&*out).into();
-        if actual != rec.sha256 {
-            return Err(Error::TensorDigest {
-                tensor: rec.name.clone(),
-                expected: hex(&rec.sha256),
-                actual: hex(&actual),
-            });
-        }
-        Ok(())
+        check_tensor_digest(rec, &Sha256::digest(&*out).into())
     }
 
     /// Decodes the target tensor called `name`, checking its digest.

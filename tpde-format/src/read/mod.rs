@@ -4,5 +4,5 @@ mod archive;
 mod base;
 pub mod validate;
 
-pub use archive::{Archive, BaseView, DequantView, Table, WidenSource};
+pub use archive::{check_tensor_digest, Archive, BaseView, DequantView, Table, WidenSource};
 pub use base::{BaseProvider, BaseTensor, NoBase};

@@ -676,6 +676,11 @@ impl ArchiveWriter {
             };
             Ok((t, b))
         };
+        // (v1.7) A target tensor of several chunks records each chunk's
+        // digest, so readers prove it chunk by chunk in parallel (spec
+        // §4.6.3); one chunk's digest would be the tensor's. The chunk-size
+        // estimate counts them.
+        let digests_allowed = table == Table::Tensors && self.opts.max_minor >= 7;
         // One combine op per tensor and its chunk size, from samples.
         let plan = plan::plan(
             n,
@@ -684,7 +689,7 @@ impl ArchiveWriter {
             comp,
             self.opts.chunk_elems,
             self.min_chunk_elems(&base),
-            table == Table::Tensors && self.opts.max_minor >= 7,
+            digests_allowed,
             &read_range,
         )?;
         let (op, ce) = (plan.op, plan.chunk_elems);
@@ -699,10 +704,7 @@ impl ArchiveWriter {
             )));
         }
         let nchunks = n.div_ceil(ce);
-        // (v1.7) A target tensor of several chunks records each chunk's
-        // digest, so readers prove it chunk by chunk in parallel (spec
-        // §4.6.3); one chunk's digest would be the tensor's.
-        let chunk_digests = table == Table::Tensors && nchunks > 1 && self.opts.max_minor >= 7;
+        let chunk_digests = digests_allowed && nchunks > 1;
 
         let base_ref = match base {
             BaseInput::None => BaseRef::None,
